@@ -1,0 +1,46 @@
+# ccnp-spire: build, test and lint entry points. `make help` lists them.
+
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN         ?= .bin
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+
+.PHONY: help build test unit vet lint staticcheck fmt-check fuzz-smoke bench clean
+
+help:
+	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/"
+	@echo "make test        vet, staticcheck, gofmt check and go test -race ./... (what CI runs)"
+	@echo "make lint        vet, staticcheck and gofmt check only"
+	@echo "make fuzz-smoke  run every fuzz target for FUZZTIME (default 10s)"
+	@echo "make bench       run the benchmarks once each"
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: lint unit
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+lint: vet staticcheck fmt-check
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(STATICCHECK) ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
+
+fuzz-smoke:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz-smoke
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+clean:
+	rm -rf $(BIN)
