@@ -1,0 +1,326 @@
+// Package eventlog reads the measurement logs a node presents as evidence and
+// replays them against the registers its TEE signed: TCG PC Client
+// crypto-agile logs (the TDX CCEL and the TPM binary_bios_measurements),
+// and extracts boot facts (secure boot, bootloader, kernel command line)
+// from them through go-eventlog. IMA lives in eventlog/ima and the runtime
+// log the workload attestor keeps in eventlog/runtimelog.
+//
+// Event numbering is the log's own: event 0 is the Spec ID event (the
+// SHA-1-format header every crypto-agile log starts with), so an index in an
+// error is the position a tool such as tpm2_eventlog shows.
+package eventlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+)
+
+// Format names a kind of measurement log.
+type Format string
+
+// The log formats the project reads. IMA and runtime logs are parsed by
+// their own packages; the constants live here so detection and the CLI
+// share one list.
+const (
+	FormatCCEL    Format = "ccel"    // TDX CC event log, CC MR indexes, 0xFF padded
+	FormatTPM     Format = "tpm"     // TPM binary_bios_measurements, PCR indexes
+	FormatIMA     Format = "ima"     // IMA runtime measurement list (eventlog/ima)
+	FormatRuntime Format = "runtime" // this project's runtime log (eventlog/runtimelog)
+)
+
+// Formats lists every format in the order detection should try them.
+func Formats() []Format {
+	return []Format{FormatCCEL, FormatTPM, FormatIMA, FormatRuntime}
+}
+
+// ParseFormat accepts one of the format names.
+func ParseFormat(s string) (Format, error) {
+	f := Format(strings.ToLower(strings.TrimSpace(s)))
+	for _, k := range Formats() {
+		if f == k {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("eventlog: unknown log format %q (want ccel, tpm, ima or runtime)", s)
+}
+
+// Default bounds of a TCG log. A real CCEL area is 64 KiB to 256 KiB and a
+// real TPM firmware log tens of KiB with a few hundred events; the limits
+// leave room for large platforms while keeping a hostile log from pinning
+// memory on the server.
+const (
+	DefaultMaxLogSize = 16 << 20
+	DefaultMaxEvents  = 1 << 16
+)
+
+// Limits bounds what a parser accepts. Zero fields mean the defaults.
+type Limits struct {
+	MaxBytes  int // largest input accepted, in bytes
+	MaxEvents int // most events accepted, the Spec ID event included
+}
+
+// DefaultLimits returns DefaultMaxLogSize and DefaultMaxEvents.
+func DefaultLimits() Limits {
+	return Limits{MaxBytes: DefaultMaxLogSize, MaxEvents: DefaultMaxEvents}
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxLogSize
+	}
+	if l.MaxEvents <= 0 {
+		l.MaxEvents = DefaultMaxEvents
+	}
+	return l
+}
+
+// Log is a parsed, not yet verified TCG log.
+type Log struct {
+	Format Format
+	// Algorithms are the digest banks the Spec ID event declares, in its order.
+	Algorithms []cctrusted.Algorithm
+	// Events are every event, the Spec ID event first. CCEL events are in
+	// the SpaceCCMR index space, TPM events in SpacePCR. Each event keeps all
+	// of its digests; Data and digest values share one copy of the input.
+	Events []cctrusted.Event
+}
+
+// ParseCCEL parses a CCEL (the content of /sys/firmware/acpi/tables/data/CCEL)
+// with the default limits. The 0xFF padding after the last event is accepted;
+// anything other than 0xFF after the end marker is not.
+func ParseCCEL(log []byte) (*Log, error) { return DefaultLimits().ParseCCEL(log) }
+
+// ParseTPM parses a TPM binary_bios_measurements log with the default limits.
+func ParseTPM(log []byte) (*Log, error) { return DefaultLimits().ParseTPM(log) }
+
+// ParseCCEL parses a CCEL within l.
+func (l Limits) ParseCCEL(log []byte) (*Log, error) {
+	return parseTCG(log, FormatCCEL, l.withDefaults())
+}
+
+// ParseTPM parses a TPM log within l.
+func (l Limits) ParseTPM(log []byte) (*Log, error) {
+	return parseTCG(log, FormatTPM, l.withDefaults())
+}
+
+// Wire constants of the TCG PC Client PFP crypto-agile log.
+const (
+	specIDSignature   = "Spec ID Event03\x00"
+	legacyHeaderSize  = 32 // index, type, SHA-1 digest, event size
+	agileHeaderSize   = 12 // index, type, digest count
+	specIDFixedSize   = 28 // signature, platform class, versions, uintn size, algorithm count
+	maxSpecAlgorithms = 16
+	maxDigestSize     = 128
+	endMarker         = 0xFFFFFFFF
+)
+
+// ErrNotTCG is wrapped by errors for input that is not a crypto-agile TCG
+// log at all, so format detection can tell "wrong format" from "damaged log".
+var ErrNotTCG = errors.New("not a TCG crypto-agile event log (no Spec ID Event03 header)")
+
+// LooksTCG reports whether data starts like a crypto-agile TCG log: an
+// EV_NO_ACTION event in SHA-1 format carrying "Spec ID Event03".
+func LooksTCG(data []byte) bool {
+	if len(data) < legacyHeaderSize+len(specIDSignature) {
+		return false
+	}
+	return binary.LittleEndian.Uint32(data[4:]) == cctrusted.EventNoAction &&
+		string(data[legacyHeaderSize:legacyHeaderSize+len(specIDSignature)]) == specIDSignature
+}
+
+// DetectTCG tells a CCEL from a TPM log: a CCEL declares SHA-384 as its only
+// bank (the TDX RTMRs have no other) or ends in 0xFF padding; a TPM log
+// does neither. ok is false when data is no TCG log.
+func DetectTCG(data []byte) (f Format, ok bool) {
+	if !LooksTCG(data) {
+		return "", false
+	}
+	if data[len(data)-1] == 0xFF {
+		return FormatCCEL, true
+	}
+	size := int(binary.LittleEndian.Uint32(data[28:]))
+	spec := data[legacyHeaderSize:]
+	if size >= specIDFixedSize+4 && len(spec) >= specIDFixedSize+4 &&
+		binary.LittleEndian.Uint32(spec[24:]) == 1 &&
+		cctrusted.Algorithm(binary.LittleEndian.Uint16(spec[28:])) == cctrusted.AlgSHA384 {
+		return FormatCCEL, true
+	}
+	return FormatTPM, true
+}
+
+type specAlg struct {
+	alg  cctrusted.Algorithm
+	size int
+}
+
+// parseTCG walks the log itself rather than through go-eventlog's
+// tcg.ParseEventLog: that parser returns one bank per call, drops digests of
+// algorithms without a Go hash, hides the Spec ID event and counts nothing
+// before allocating. Verification still replays through go-eventlog for
+// fact extraction, so the two parsers check each other.
+func parseTCG(in []byte, format Format, lim Limits) (*Log, error) {
+	if len(in) > lim.MaxBytes {
+		return nil, fmt.Errorf("eventlog: %s log is %d bytes, over the %d byte limit", format, len(in), lim.MaxBytes)
+	}
+	if len(in) == 0 {
+		return nil, fmt.Errorf("eventlog: %s log is empty", format)
+	}
+	if !LooksTCG(in) {
+		return nil, fmt.Errorf("eventlog: %s log: %w", format, ErrNotTCG)
+	}
+	space := cctrusted.SpacePCR
+	if format == FormatCCEL {
+		space = cctrusted.SpaceCCMR
+	}
+	buf := append([]byte(nil), in...) // events alias this copy, never the caller's buffer
+
+	first := binary.LittleEndian.Uint32(buf[0:])
+	size := binary.LittleEndian.Uint32(buf[28:])
+	if uint64(size) > uint64(len(buf)-legacyHeaderSize) {
+		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): data size %d runs past the end of the %d byte log", format, size, len(buf))
+	}
+	spec := buf[legacyHeaderSize : legacyHeaderSize+int(size)]
+	algs, err := parseSpecID(spec)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): %w", format, err)
+	}
+	imr0 := cctrusted.IMR{Space: space, Index: first}
+	if !imr0.Valid() {
+		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): register index %d is outside the %v space", format, first, space)
+	}
+	l := &Log{Format: format, Algorithms: make([]cctrusted.Algorithm, len(algs))}
+	for i, a := range algs {
+		l.Algorithms[i] = a.alg
+	}
+	// A rough upper bound on the event count keeps the slice to one allocation.
+	estimate := min((len(buf)-legacyHeaderSize)/64+1, lim.MaxEvents)
+	l.Events = make([]cctrusted.Event, 0, estimate)
+	l.Events = append(l.Events, cctrusted.Event{
+		IMR:     imr0,
+		Type:    cctrusted.EventNoAction,
+		Digests: []cctrusted.Digest{{Alg: cctrusted.AlgSHA1, Value: buf[8:28]}},
+		Data:    spec,
+	})
+
+	off := legacyHeaderSize + int(size)
+	for off < len(buf) {
+		n := len(l.Events)
+		if len(buf)-off < 4 {
+			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
+		}
+		index := binary.LittleEndian.Uint32(buf[off:])
+		if index == endMarker {
+			if format != FormatCCEL {
+				return nil, fmt.Errorf("eventlog: %s event %d at offset %d: end-of-log marker in a log that has no padding", format, n, off)
+			}
+			for i := off; i < len(buf); i++ {
+				if buf[i] != 0xFF {
+					return nil, fmt.Errorf("eventlog: %s: byte 0x%02x at offset %d after the end-of-log marker at %d (padding must be 0xFF)", format, buf[i], i, off)
+				}
+			}
+			break
+		}
+		if n >= lim.MaxEvents {
+			return nil, fmt.Errorf("eventlog: %s log has more than %d events", format, lim.MaxEvents)
+		}
+		if len(buf)-off < agileHeaderSize {
+			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
+		}
+		imr := cctrusted.IMR{Space: space, Index: index}
+		if !imr.Valid() {
+			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: register index %d is outside the %v space", format, n, off, index, space)
+		}
+		typ := binary.LittleEndian.Uint32(buf[off+4:])
+		count := binary.LittleEndian.Uint32(buf[off+8:])
+		if count > uint32(len(algs)) {
+			return nil, fmt.Errorf("eventlog: %s event %d: %d digests, but the log declares %d banks", format, n, count, len(algs))
+		}
+		p := off + agileHeaderSize
+		digests := make([]cctrusted.Digest, count)
+		for i := range digests {
+			if len(buf)-p < 2 {
+				return nil, fmt.Errorf("eventlog: %s event %d: truncated digest %d", format, n, i)
+			}
+			id := cctrusted.Algorithm(binary.LittleEndian.Uint16(buf[p:]))
+			p += 2
+			sz := -1
+			for _, a := range algs {
+				if a.alg == id {
+					sz = a.size
+				}
+			}
+			if sz < 0 {
+				return nil, fmt.Errorf("eventlog: %s event %d: digest %d uses %v, which the Spec ID event does not declare", format, n, i, id)
+			}
+			for _, d := range digests[:i] {
+				if d.Alg == id {
+					return nil, fmt.Errorf("eventlog: %s event %d: two %v digests", format, n, id)
+				}
+			}
+			if len(buf)-p < sz {
+				return nil, fmt.Errorf("eventlog: %s event %d: truncated %v digest", format, n, id)
+			}
+			digests[i] = cctrusted.Digest{Alg: id, Value: buf[p : p+sz : p+sz]}
+			p += sz
+		}
+		if len(buf)-p < 4 {
+			return nil, fmt.Errorf("eventlog: %s event %d: truncated event size", format, n)
+		}
+		dsize := binary.LittleEndian.Uint32(buf[p:])
+		p += 4
+		if uint64(dsize) > uint64(len(buf)-p) {
+			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: data size %d runs past the end of the log (%d bytes left)", format, n, off, dsize, len(buf)-p)
+		}
+		l.Events = append(l.Events, cctrusted.Event{
+			IMR:     imr,
+			Type:    typ,
+			Digests: digests,
+			Data:    buf[p : p+int(dsize) : p+int(dsize)],
+		})
+		off = p + int(dsize)
+	}
+	return l, nil
+}
+
+// parseSpecID reads TCG_EfiSpecIDEvent: the banks and their digest sizes.
+func parseSpecID(spec []byte) ([]specAlg, error) {
+	if len(spec) < specIDFixedSize+1 || string(spec[:len(specIDSignature)]) != specIDSignature {
+		return nil, fmt.Errorf("%w (%d byte header)", ErrNotTCG, len(spec))
+	}
+	if major, minor := spec[21], spec[20]; major != 2 || minor != 0 {
+		return nil, fmt.Errorf("spec version %d.%d, want 2.0", major, minor)
+	}
+	n := binary.LittleEndian.Uint32(spec[24:])
+	if n == 0 || n > maxSpecAlgorithms {
+		return nil, fmt.Errorf("declares %d digest algorithms, want 1..%d", n, maxSpecAlgorithms)
+	}
+	end := specIDFixedSize + 4*int(n)
+	if len(spec) < end+1 {
+		return nil, fmt.Errorf("truncated: %d algorithms need %d bytes, have %d", n, end+1, len(spec))
+	}
+	algs := make([]specAlg, n)
+	for i := range algs {
+		a := cctrusted.Algorithm(binary.LittleEndian.Uint16(spec[specIDFixedSize+4*i:]))
+		sz := int(binary.LittleEndian.Uint16(spec[specIDFixedSize+4*i+2:]))
+		if sz == 0 || sz > maxDigestSize {
+			return nil, fmt.Errorf("algorithm %v has digest size %d", a, sz)
+		}
+		if a.Known() && a.Size() != sz {
+			return nil, fmt.Errorf("algorithm %v declared with digest size %d, want %d", a, sz, a.Size())
+		}
+		for _, b := range algs[:i] {
+			if b.alg == a {
+				return nil, fmt.Errorf("algorithm %v declared twice", a)
+			}
+		}
+		algs[i] = specAlg{a, sz}
+	}
+	if vendor := int(spec[end]); len(spec) != end+1+vendor {
+		return nil, fmt.Errorf("vendor info of %d bytes does not fill the %d bytes left", vendor, len(spec)-end-1)
+	}
+	return algs, nil
+}
