@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // emit writes v as indented JSON when -o json was given, else calls text.
@@ -47,4 +51,30 @@ func readInput(what, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %s is empty", what, path)
 	}
 	return b, nil
+}
+
+func mapsKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// sortedRegisters orders register names as an operator reads them: mrtd,
+// then by space and numeric index (pcr2 before pcr10).
+func sortedRegisters[V any](m map[string]V) []string {
+	keys := mapsKeys(m)
+	slices.SortFunc(keys, func(a, b string) int {
+		ma, ea := cctrusted.ParseIMR(a)
+		mb, eb := cctrusted.ParseIMR(b)
+		if ea != nil || eb != nil {
+			return strings.Compare(a, b)
+		}
+		if ma.Space != mb.Space {
+			return int(ma.Space) - int(mb.Space)
+		}
+		return int(ma.Index) - int(mb.Index)
+	})
+	return keys
 }

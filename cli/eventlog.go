@@ -1,0 +1,245 @@
+package cli
+
+import (
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/google/go-eventlog/tcg"
+	"github.com/spf13/cobra"
+
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+)
+
+func init() { commands = append(commands, newEventlogCmd) }
+
+type eventlogFlags struct {
+	format string
+	start  int
+	count  int
+	replay bool
+	alg    string
+}
+
+func newEventlogCmd(g *globals) *cobra.Command {
+	var f eventlogFlags
+	cmd := &cobra.Command{
+		Use:   "eventlog FILE",
+		Short: "Decode an event log (CCEL, TPM, IMA, runtime) and optionally replay it",
+		Long: `Decode an event log and print its events. The format is detected unless
+--format is given. --replay prints the registers the log replays to: rtmr0..rtmr3
+for a CCEL, pcr0..pcr23 for TPM and IMA logs, one map per bank under
+"replayed_banks" and the default bank (or --alg) under "replayed".`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := readInput("event log", args[0])
+			if err != nil {
+				return err
+			}
+			out, err := decodeLog(raw, f)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			return g.emit(out, func() error { g.printLog(out); return nil })
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.format, "format", "", "log format: ccel, tpm, ima or runtime (default: detect)")
+	fl.IntVar(&f.start, "start", 0, "first event to print")
+	fl.IntVar(&f.count, "count", 0, "number of events to print (0: all remaining)")
+	fl.BoolVar(&f.replay, "replay", false, "replay the whole log and print the registers")
+	fl.StringVar(&f.alg, "alg", "", "bank shown under \"replayed\" (default: sha384 for CCEL, sha256 for TPM, sha1 for IMA)")
+	return cmd
+}
+
+// logOutput is the JSON shape of `ccnp eventlog`.
+type logOutput struct {
+	Format        eventlog.Format              `json:"format"`
+	TotalEvents   int                          `json:"total_events"`
+	Start         int                          `json:"start"`
+	Events        []eventOutput                `json:"events"`
+	ReplayedAlg   string                       `json:"replayed_alg,omitempty"`
+	Replayed      map[string]string            `json:"replayed,omitempty"`
+	ReplayedBanks map[string]map[string]string `json:"replayed_banks,omitempty"`
+}
+
+type eventOutput struct {
+	Index    int               `json:"index"`
+	Register string            `json:"register"`
+	Type     string            `json:"type"`
+	TypeID   uint32            `json:"type_id"`
+	Digests  map[string]string `json:"digests"`
+	DataSize int               `json:"data_size"`
+	Detail   string            `json:"detail,omitempty"`
+}
+
+func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
+	format, err := pickFormat(raw, f.format)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		events  []cctrusted.Event
+		details []string
+		regs    cctrusted.Registers
+		defAlg  cctrusted.Algorithm
+	)
+	switch format {
+	case eventlog.FormatCCEL, eventlog.FormatTPM:
+		var l *eventlog.Log
+		if format == eventlog.FormatCCEL {
+			l, err = eventlog.ParseCCEL(raw)
+			defAlg = cctrusted.AlgSHA384
+		} else {
+			l, err = eventlog.ParseTPM(raw)
+			defAlg = cctrusted.AlgSHA256
+		}
+		if err != nil {
+			return nil, err
+		}
+		events = l.Events
+		if f.replay {
+			if regs, err = l.Replay(); err != nil {
+				return nil, err
+			}
+		}
+	case eventlog.FormatIMA:
+		l, err := ima.Parse(raw, ima.Options{})
+		if err != nil {
+			return nil, err
+		}
+		defAlg = cctrusted.AlgSHA1
+		if events, err = l.Events(cctrusted.AlgSHA1); err != nil {
+			return nil, err
+		}
+		for i := range l.Entries {
+			details = append(details, l.Entries[i].Template+" "+l.Entries[i].FileName)
+		}
+		if f.replay {
+			regs = make(cctrusted.Registers)
+			for _, alg := range []cctrusted.Algorithm{cctrusted.AlgSHA1, cctrusted.AlgSHA256, cctrusted.AlgSHA384} {
+				r, err := l.Replay(alg)
+				if err != nil {
+					return nil, err
+				}
+				for m, banks := range r {
+					for a, v := range banks {
+						regs.Set(m, a, v)
+					}
+				}
+			}
+		}
+	default:
+		return nil, fmt.Errorf("format %q is not supported", format)
+	}
+
+	page, err := cctrusted.Page(events, f.start, f.count)
+	if err != nil {
+		return nil, err
+	}
+	out := &logOutput{Format: format, TotalEvents: len(events), Start: f.start, Events: []eventOutput{}}
+	for i := range page {
+		idx := f.start + i
+		e := &page[i]
+		eo := eventOutput{Index: idx, Register: e.IMR.String(), Type: eventTypeName(format, e.Type),
+			TypeID: e.Type, Digests: map[string]string{}, DataSize: len(e.Data)}
+		for _, d := range e.Digests {
+			eo.Digests[d.Alg.String()] = d.Hex()
+		}
+		if idx < len(details) {
+			eo.Detail = details[idx]
+		}
+		out.Events = append(out.Events, eo)
+	}
+	if regs != nil {
+		alg := defAlg
+		if f.alg != "" {
+			if alg, err = cctrusted.ParseAlgorithm(f.alg); err != nil {
+				return nil, err
+			}
+		}
+		out.ReplayedAlg = alg.String()
+		out.Replayed = map[string]string{}
+		out.ReplayedBanks = map[string]map[string]string{}
+		for m, banks := range regs {
+			for a, v := range banks {
+				bank := out.ReplayedBanks[a.String()]
+				if bank == nil {
+					bank = map[string]string{}
+					out.ReplayedBanks[a.String()] = bank
+				}
+				bank[m.String()] = hex.EncodeToString(v)
+				if a == alg {
+					out.Replayed[m.String()] = hex.EncodeToString(v)
+				}
+			}
+		}
+		if len(out.Replayed) == 0 {
+			return nil, fmt.Errorf("the log has no %v bank", alg)
+		}
+	}
+	return out, nil
+}
+
+// pickFormat returns the format named by flag, or detects it.
+func pickFormat(raw []byte, flag string) (eventlog.Format, error) {
+	if flag != "" {
+		return eventlog.ParseFormat(flag)
+	}
+	if f, ok := eventlog.DetectTCG(raw); ok {
+		return f, nil
+	}
+	if _, ok := ima.Sniff(raw); ok {
+		return eventlog.FormatIMA, nil
+	}
+	return "", fmt.Errorf("not a recognised event log (tried %s); name one with --format", joinFormats())
+}
+
+func joinFormats() string {
+	var s []string
+	for _, f := range eventlog.Formats() {
+		s = append(s, string(f))
+	}
+	return strings.Join(s, ", ")
+}
+
+func eventTypeName(f eventlog.Format, t uint32) string {
+	switch f {
+	case eventlog.FormatCCEL, eventlog.FormatTPM:
+		return tcg.EventType(t).String()
+	case eventlog.FormatIMA:
+		return "IMA"
+	}
+	return fmt.Sprintf("0x%x", t)
+}
+
+func (g *globals) printLog(out *logOutput) {
+	g.printf("%s log, %d events", out.Format, out.TotalEvents)
+	if out.Start > 0 || len(out.Events) != out.TotalEvents {
+		g.printf(" (showing %d from %d)", len(out.Events), out.Start)
+	}
+	g.printf("\n")
+	for _, e := range out.Events {
+		g.printf("event %d: %s %s (0x%x), %d bytes of data", e.Index, e.Register, e.Type, e.TypeID, e.DataSize)
+		if e.Detail != "" {
+			g.printf(": %s", e.Detail)
+		}
+		g.printf("\n")
+		for _, a := range slices.Sorted(maps.Keys(e.Digests)) {
+			g.printf("    %-7s %s\n", a, e.Digests[a])
+		}
+	}
+	if out.ReplayedBanks != nil {
+		g.printf("replayed:\n")
+		for _, a := range slices.Sorted(maps.Keys(out.ReplayedBanks)) {
+			bank := out.ReplayedBanks[a]
+			for _, m := range sortedRegisters(bank) {
+				g.printf("    %-6s %-7s %s\n", m, a, bank[m])
+			}
+		}
+	}
+}
