@@ -1,0 +1,399 @@
+package conf
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// ServerVerifier is the server-side verifier's plugin_data. A TEE kind is
+// accepted only when its block is present; at least one must be.
+type ServerVerifier struct {
+	// TDX, TPM and Sim are nil when the block is absent.
+	TDX *TDXVerifier
+	TPM *TPMVerifier
+	Sim *SimVerifier
+	// NonceTTL is how long a challenge nonce stays usable.
+	NonceTTL time.Duration
+	// MaxPayloadBytes bounds a payload after decompression.
+	MaxPayloadBytes int64
+	// ChallengeTimeout bounds how long the server waits for each answer.
+	ChallengeTimeout time.Duration
+	// AgentPathTemplate is the source of the agent ID path template; use
+	// AgentPath to render it.
+	AgentPathTemplate string
+	agentPath         *template.Template
+	// Policies are the inline policy blocks followed by those of
+	// PolicyFile; names are unique across both.
+	Policies   []Policy
+	PolicyFile string
+	// RequirePolicy rejects nodes that match no enforced policy.
+	RequirePolicy bool
+}
+
+// TDXVerifier configures TDX quote verification.
+type TDXVerifier struct {
+	// TrustedRootsFile is a PEM file of roots; empty means the Intel SGX
+	// Root CA embedded in go-tdx-guest.
+	TrustedRootsFile string
+	Collateral       Collateral
+	// AcceptedTCBStatuses never contains Revoked.
+	AcceptedTCBStatuses []TCBStatus
+	AllowDebug          bool
+}
+
+// CollateralSource says where TDX collateral comes from.
+type CollateralSource string
+
+// The collateral sources.
+const (
+	CollateralPCS     CollateralSource = "pcs"
+	CollateralPCCS    CollateralSource = "pccs"
+	CollateralOffline CollateralSource = "offline"
+)
+
+// DefaultPCSURL is Intel's TDX PCS v4 base URL.
+const DefaultPCSURL = "https://api.trustedservices.intel.com/tdx/certification/v4"
+
+// Collateral configures TDX collateral fetching.
+type Collateral struct {
+	Source CollateralSource
+	// URL is the PCS or PCCS base URL (empty for offline).
+	URL string
+	// OfflineDir holds collateral files when Source is offline.
+	OfflineDir string
+	// CacheDir persists fetched collateral; empty keeps it in memory only.
+	CacheDir string
+	// Refresh is the longest time fetched collateral is used before it is
+	// fetched again, even when its nextUpdate is later.
+	Refresh time.Duration
+}
+
+// TPMVerifier configures TPM trust. At least one of EKCAFiles and
+// EKHashAllowList is set.
+type TPMVerifier struct {
+	EKCAFiles []string
+	// EKHashAllowList holds lower-case hex SHA-256 digests of EK public keys.
+	EKHashAllowList []string
+	AKCAFiles       []string
+}
+
+// SimVerifier makes the server accept the simulated TEE signed under
+// TrustedRootFile. Never configure it in production.
+type SimVerifier struct {
+	TrustedRootFile string
+}
+
+// AgentPathData is what the agent path template sees.
+type AgentPathData struct {
+	// TEE is "tdx", "tpm" or "sim".
+	TEE string
+	// ID is the node's identifier: SHA-256 of the EK public key on TPM,
+	// the instance ID on TDX (hex).
+	ID string
+}
+
+// Defaults of the server.
+const (
+	DefaultNonceTTL          = 60 * time.Second
+	DefaultMaxPayloadBytes   = 16 << 20
+	DefaultChallengeTimeout  = 30 * time.Second
+	DefaultAgentPathTemplate = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
+	DefaultCollateralRefresh = 24 * time.Hour
+	maxMaxPayloadBytes       = 1 << 30
+)
+
+// AgentPath renders the agent ID path for a node and checks that it is a
+// valid SPIRE agent path.
+func (c *ServerVerifier) AgentPath(data AgentPathData) (string, error) {
+	t := c.agentPath
+	if t == nil {
+		var err error
+		if t, err = parseAgentPath(DefaultAgentPathTemplate); err != nil {
+			return "", err
+		}
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("agent_path_template: %w", err)
+	}
+	p := b.String()
+	if err := checkAgentPath(p); err != nil {
+		return "", fmt.Errorf("agent_path_template rendered %q: %w", p, err)
+	}
+	return p, nil
+}
+
+func parseAgentPath(s string) (*template.Template, error) {
+	return template.New("agent_path_template").Option("missingkey=error").Parse(s)
+}
+
+// checkAgentPath enforces SPIRE's rule that agent IDs live under
+// /spire/agent/ and SPIFFE's path character set.
+func checkAgentPath(p string) error {
+	if !strings.HasPrefix(p, "/spire/agent/") {
+		return fmt.Errorf("agent paths must start with /spire/agent/")
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("empty, \".\" or \"..\" path segment")
+		}
+		for _, ch := range seg {
+			if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '.' || ch == '_') {
+				return fmt.Errorf("character %q is not allowed in a SPIFFE ID path", ch)
+			}
+		}
+	}
+	return nil
+}
+
+type rawServer struct {
+	TDX               rawServerTDX `hcl:"tdx"`
+	TPM               rawServerTPM `hcl:"tpm"`
+	Sim               rawServerSim `hcl:"sim"`
+	NonceTTL          string       `hcl:"nonce_ttl"`
+	MaxPayloadBytes   int          `hcl:"max_payload_bytes"`
+	ChallengeTimeout  string       `hcl:"challenge_timeout"`
+	AgentPathTemplate string       `hcl:"agent_path_template"`
+	Policies          []rawPolicy  `hcl:"policy"`
+	PolicyFile        string       `hcl:"policy_file"`
+	RequirePolicy     bool         `hcl:"require_policy"`
+}
+
+type rawServerTDX struct {
+	TrustedRootsFile    string        `hcl:"trusted_roots_file"`
+	Collateral          rawCollateral `hcl:"collateral"`
+	AcceptedTCBStatuses []string      `hcl:"accepted_tcb_statuses"`
+	AllowDebug          bool          `hcl:"allow_debug"`
+}
+
+type rawCollateral struct {
+	PCCSURL    string `hcl:"pccs_url"`
+	PCSURL     string `hcl:"pcs_url"`
+	OfflineDir string `hcl:"offline_dir"`
+	CacheDir   string `hcl:"cache_dir"`
+	Refresh    string `hcl:"refresh"`
+}
+
+type rawServerTPM struct {
+	EKCAFiles       []string `hcl:"ek_ca_files"`
+	EKHashAllowList []string `hcl:"ek_hash_allow_list"`
+	AKCAFiles       []string `hcl:"ak_ca_files"`
+}
+
+type rawServerSim struct {
+	TrustedRootFile string `hcl:"trusted_root_file"`
+}
+
+// ParseServerVerifier parses, defaults and validates the server verifier's
+// plugin_data. policy_file, when set, is read through readFile (so tests
+// and callers choose how files are reached); readFile may be nil when no
+// policy_file is configured.
+func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*ServerVerifier, error) {
+	var errs errList
+	d := newDoc("plugin_data", &errs)
+	var r rawServer
+	if !parseDoc(d, src, MaxConfigBytes, &r) {
+		return nil, errs.err()
+	}
+	c := &ServerVerifier{
+		NonceTTL:          duration(d, "nonce_ttl", r.NonceTTL, DefaultNonceTTL, time.Second, time.Hour),
+		MaxPayloadBytes:   DefaultMaxPayloadBytes,
+		ChallengeTimeout:  duration(d, "challenge_timeout", r.ChallengeTimeout, DefaultChallengeTimeout, time.Second, time.Hour),
+		AgentPathTemplate: DefaultAgentPathTemplate,
+		RequirePolicy:     r.RequirePolicy,
+	}
+	if d.has("tdx") {
+		c.TDX = serverTDX(d, r.TDX)
+	}
+	if d.has("tpm") {
+		c.TPM = serverTPM(d, r.TPM)
+	}
+	if d.has("sim") {
+		c.Sim = &SimVerifier{TrustedRootFile: r.Sim.TrustedRootFile}
+		if !d.has("sim.trusted_root_file") || r.Sim.TrustedRootFile == "" {
+			d.errf("sim", "needs trusted_root_file: the simulated root the server accepts")
+		}
+	}
+	if c.TDX == nil && c.TPM == nil && c.Sim == nil && errs.empty() {
+		d.errLine(0, "no TEE is accepted: add a tdx, tpm or sim block")
+	}
+	if d.has("max_payload_bytes") {
+		if r.MaxPayloadBytes < 1024 || r.MaxPayloadBytes > maxMaxPayloadBytes {
+			d.errf("max_payload_bytes", "%d is outside 1024..%d", r.MaxPayloadBytes, maxMaxPayloadBytes)
+		} else {
+			c.MaxPayloadBytes = int64(r.MaxPayloadBytes)
+		}
+	}
+	if d.has("agent_path_template") {
+		c.AgentPathTemplate = r.AgentPathTemplate
+	}
+	t, err := parseAgentPath(c.AgentPathTemplate)
+	if err != nil {
+		d.errf("agent_path_template", "%v", err)
+	} else {
+		c.agentPath = t
+		c.checkTemplate(d)
+	}
+	c.Policies = policies(d, r.Policies)
+	if d.has("policy_file") {
+		c.PolicyFile = r.PolicyFile
+		c.Policies = append(c.Policies, readPolicyFile(d, r.PolicyFile, readFile)...)
+	}
+	if len(c.Policies) > MaxPolicies {
+		d.errLine(0, "%d policies is more than the limit of %d", len(c.Policies), MaxPolicies)
+	}
+	if c.RequirePolicy && len(c.Policies) == 0 && errs.empty() {
+		d.errf("require_policy", "is true but no policy is configured: every node would be rejected")
+	}
+	if !errs.empty() {
+		return nil, errs.err()
+	}
+	return c, nil
+}
+
+// checkTemplate renders the template on sample data so a reference to an
+// unknown field or a path SPIRE would refuse fails at configure time, not at
+// the first attestation.
+func (c *ServerVerifier) checkTemplate(d *doc) {
+	for _, tee := range []TEE{TEETDX, TEETPM, TEESim} {
+		sample := AgentPathData{TEE: string(tee), ID: strings.Repeat("0f", 32)}
+		if _, err := c.AgentPath(sample); err != nil {
+			d.errf("agent_path_template", "%v", unwrapTemplateErr(err))
+			return
+		}
+	}
+}
+
+func unwrapTemplateErr(err error) string {
+	return strings.TrimPrefix(err.Error(), "agent_path_template: ")
+}
+
+func serverTDX(d *doc, r rawServerTDX) *TDXVerifier {
+	t := &TDXVerifier{
+		TrustedRootsFile:    r.TrustedRootsFile,
+		AcceptedTCBStatuses: []TCBStatus{TCBUpToDate},
+		AllowDebug:          r.AllowDebug,
+	}
+	if d.has("tdx.trusted_roots_file") && r.TrustedRootsFile == "" {
+		d.errf("tdx.trusted_roots_file", "empty path: remove the key to use the embedded Intel SGX Root CA")
+	}
+	if d.has("tdx.accepted_tcb_statuses") {
+		t.AcceptedTCBStatuses = tcbStatuses(d, "tdx.accepted_tcb_statuses", "tdx.accepted_tcb_statuses", r.AcceptedTCBStatuses)
+	}
+	t.Collateral = collateral(d, r.Collateral)
+	return t
+}
+
+func collateral(d *doc, r rawCollateral) Collateral {
+	c := Collateral{
+		Source:   CollateralPCS,
+		URL:      DefaultPCSURL,
+		CacheDir: r.CacheDir,
+		Refresh:  duration(d, "tdx.collateral.refresh", r.Refresh, DefaultCollateralRefresh, time.Minute, 90*24*time.Hour),
+	}
+	var set []string
+	for _, k := range []string{"pccs_url", "pcs_url", "offline_dir"} {
+		if d.has("tdx.collateral." + k) {
+			set = append(set, k)
+		}
+	}
+	if len(set) > 1 {
+		d.errf("tdx.collateral."+set[1], "cannot be combined with %s: choose one collateral source", set[0])
+		return c
+	}
+	switch {
+	case d.has("tdx.collateral.pccs_url"):
+		c.Source, c.URL = CollateralPCCS, httpURL(d, "tdx.collateral.pccs_url", r.PCCSURL)
+	case d.has("tdx.collateral.pcs_url"):
+		c.URL = httpURL(d, "tdx.collateral.pcs_url", r.PCSURL)
+	case d.has("tdx.collateral.offline_dir"):
+		c.Source, c.URL = CollateralOffline, ""
+		c.OfflineDir = r.OfflineDir
+		if r.OfflineDir == "" {
+			d.errf("tdx.collateral.offline_dir", "empty path")
+		}
+	}
+	if d.has("tdx.collateral.cache_dir") && r.CacheDir == "" {
+		d.errf("tdx.collateral.cache_dir", "empty path: remove the key to cache in memory only")
+	}
+	return c
+}
+
+// httpURL accepts http and https base URLs. Collateral is signed by Intel,
+// so plain HTTP (a loopback PCCS, a test PCS) costs no trust.
+func httpURL(d *doc, key, s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		d.errf(key, "%q: want an http(s) base URL without credentials, query or fragment", s)
+		return ""
+	}
+	return strings.TrimRight(s, "/")
+}
+
+func serverTPM(d *doc, r rawServerTPM) *TPMVerifier {
+	t := &TPMVerifier{}
+	t.EKCAFiles = fileList(d, "tpm.ek_ca_files", r.EKCAFiles)
+	t.AKCAFiles = fileList(d, "tpm.ak_ca_files", r.AKCAFiles)
+	if d.has("tpm.ek_hash_allow_list") {
+		c := &policyCheck{d: d, path: "tpm", sep: ".", ok: true}
+		t.EKHashAllowList = c.hexList("ek_hash_allow_list", r.EKHashAllowList, 32)
+	}
+	if t.EKCAFiles == nil && t.EKHashAllowList == nil && !d.has("tpm.ek_ca_files") && !d.has("tpm.ek_hash_allow_list") {
+		d.errf("tpm", "needs ek_ca_files or ek_hash_allow_list: nothing else makes an EK trusted")
+	}
+	return t
+}
+
+func fileList(d *doc, key string, vals []string) []string {
+	if !d.has(key) {
+		return nil
+	}
+	if len(vals) == 0 {
+		d.errf(key, "empty list: remove the key instead")
+		return nil
+	}
+	for i, v := range vals {
+		if v == "" {
+			d.errf(fmt.Sprintf("%s[%d]", key, i), "empty path")
+		}
+	}
+	return vals
+}
+
+// readPolicyFile reads and parses policy_file and refuses a policy name
+// that plugin_data already defines.
+func readPolicyFile(d *doc, name string, readFile func(string) ([]byte, error)) []Policy {
+	if name == "" {
+		d.errf("policy_file", "empty path")
+		return nil
+	}
+	if readFile == nil {
+		d.errf("policy_file", "no file reader was given to read %q", name)
+		return nil
+	}
+	b, err := readFile(name)
+	if err != nil {
+		d.errf("policy_file", "%v", err)
+		return nil
+	}
+	if len(b) > MaxPolicyFileBytes {
+		d.errf("policy_file", "%s is %d bytes, more than the limit of %d", name, len(b), MaxPolicyFileBytes)
+		return nil
+	}
+	fd := newDoc(name, d.errs)
+	ps := parsePolicyFile(fd, string(b))
+	var out []Policy
+	for _, p := range ps {
+		if prev := d.pos[fmt.Sprintf("policy %q", p.Name)]; prev.Line > 0 {
+			fd.errLine(fd.line(fmt.Sprintf("policy %q", p.Name)),
+				"policy %q is defined twice: plugin_data line %d and %s line %d",
+				p.Name, prev.Line, name, fd.line(fmt.Sprintf("policy %q", p.Name)))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
