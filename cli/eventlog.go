@@ -12,6 +12,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
@@ -133,6 +134,21 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 				}
 			}
 		}
+	case eventlog.FormatRuntime:
+		l, err := runtimelog.Decode(raw, runtimelog.DefaultLimits())
+		if err != nil {
+			return nil, err
+		}
+		defAlg = l.Algorithm()
+		events = l.Events()
+		for _, w := range l.Workloads() {
+			details = append(details, workloadDetail(w))
+		}
+		if f.replay {
+			if regs, err = l.Replay(); err != nil {
+				return nil, err
+			}
+		}
 	default:
 		return nil, fmt.Errorf("format %q is not supported", format)
 	}
@@ -196,6 +212,9 @@ func pickFormat(raw []byte, flag string) (eventlog.Format, error) {
 	if _, ok := ima.Sniff(raw); ok {
 		return eventlog.FormatIMA, nil
 	}
+	if runtimelog.Sniff(raw) {
+		return eventlog.FormatRuntime, nil
+	}
 	return "", fmt.Errorf("not a recognised event log (tried %s); name one with --format", joinFormats())
 }
 
@@ -213,6 +232,8 @@ func eventTypeName(f eventlog.Format, t uint32) string {
 		return tcg.EventType(t).String()
 	case eventlog.FormatIMA:
 		return "IMA"
+	case eventlog.FormatRuntime:
+		return "CCNP workload"
 	}
 	return fmt.Sprintf("0x%x", t)
 }
@@ -242,4 +263,14 @@ func (g *globals) printLog(out *logOutput) {
 			}
 		}
 	}
+}
+
+func workloadDetail(w runtimelog.Workload) string {
+	s := fmt.Sprintf("exe sha256:%x", w.ExeSHA256)
+	for _, kv := range [][2]string{{"path", w.ExePath}, {"container", w.ContainerID}, {"pod", w.PodUID}, {"cgroup", w.CgroupPath}} {
+		if kv[1] != "" {
+			s += fmt.Sprintf(" %s=%q", kv[0], kv[1])
+		}
+	}
+	return s
 }

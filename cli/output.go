@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -78,3 +79,4 @@ func sortedRegisters[V any](m map[string]V) []string {
 	})
 	return keys
 }
+func itoa(i int) string { return strconv.Itoa(i) }
