@@ -219,16 +219,16 @@ func (e *ParseError) Unwrap() error { return e.Err }
 type fieldKind uint8
 
 const (
-	fieldD       fieldKind = iota + 1 // legacy digest: 20 raw bytes
-	fieldN                            // legacy name
-	fieldDNG                          // "algo:\0" + digest
-	fieldDNGv2                        // "type:algo:\0" + digest
-	fieldNNG                          // NUL-terminated name
-	fieldSig                          // hex
-	fieldBuf                          // hex
-	fieldDep                          // NUL-terminated string
-	fieldCgn                          // NUL-terminated string
-	fieldCgPath                       // NUL-terminated string
+	fieldD      fieldKind = iota + 1 // legacy digest: 20 raw bytes
+	fieldN                           // legacy name
+	fieldDNG                         // "algo:\0" + digest
+	fieldDNGv2                       // "type:algo:\0" + digest
+	fieldNNG                         // NUL-terminated name
+	fieldSig                         // hex
+	fieldBuf                         // hex
+	fieldDep                         // NUL-terminated string
+	fieldCgn                         // NUL-terminated string
+	fieldCgPath                      // NUL-terminated string
 )
 
 func (k fieldKind) String() string {
