@@ -40,7 +40,7 @@ func parseDoc(d *doc, src string, limit int, out any) bool {
 		return false
 	}
 	if firstNonSpace(src) == '{' {
-		// hcl.Parse would switch to its JSON dialect here, whose flattening
+		// hcl.Parse switches to its JSON dialect here, whose flattening
 		// of nested objects makes key paths ambiguous; SPIRE hands plugins
 		// HCL text, so JSON is refused rather than half supported.
 		d.errLine(1, "JSON is not supported: write the configuration in HCL")
@@ -108,14 +108,16 @@ func checkNesting(src string) (int, bool) {
 }
 
 // safeParse runs the HCL parser, turning a panic inside it (it panics on
-// some malformed strings) into an error.
+// some malformed strings) into an error. It is hcl.Parse's HCL branch
+// without its duplicate-key check, whose message has no line of its own:
+// the walker reports duplicates (blocks too) naming both lines.
 func safeParse(src string) (f *ast.File, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, err = nil, fmt.Errorf("malformed HCL: %v", r)
 		}
 	}()
-	return hcl.Parse(src)
+	return parser.ParseDontErrorOnDuplicateKeys([]byte(src))
 }
 
 // safeDecode decodes the checked tree; the walker has already type-checked
