@@ -1,0 +1,407 @@
+// Package pcs is a simulated Intel Provisioning Certification Service for a simulated
+// TDX platform (package tee/sim/pki): TCB info, QE identity, the PCK CRL and the root
+// CRL, signed under the simulated root and served over HTTP at Intel's URL paths with
+// Intel's issuer-chain headers, so go-tdx-guest's collateral fetcher runs unchanged
+// against it.
+//
+// Collateral is signed when it is requested (issueDate = now, nextUpdate = now +
+// Validity), from the PKI and the parameters Init stored in the sim directory, so a
+// long-running demo never serves stale collateral.
+package pcs
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
+)
+
+// Layout inside a sim directory.
+const (
+	// PKIDir is where package pki keeps the simulated PKI.
+	PKIDir = "pki"
+	// ParamsFile holds the collateral parameters.
+	ParamsFile = "pcs.json"
+)
+
+// DefaultValidity is how long issued collateral and CRLs stay valid.
+const DefaultValidity = 30 * 24 * time.Hour
+
+// TCB statuses Intel's PCS uses, in the spelling of TCB info.
+var TCBStatuses = []string{
+	"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+	"OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
+}
+
+// Params chooses what the simulated PCS says about the platform.
+type Params struct {
+	// TCBStatus is the status of the TCB level the platform matches (one of
+	// TCBStatuses). A status other than UpToDate also puts a higher UpToDate level
+	// first, as Intel's TCB info does, so verifiers must really match levels.
+	TCBStatus string `json:"tcb_status"`
+	// RevokePCK lists the platform's PCK certificate on the PCK CRL.
+	RevokePCK bool `json:"revoke_pck,omitempty"`
+	// RevokePlatformCA lists the PCK platform CA on the root CRL.
+	RevokePlatformCA bool `json:"revoke_platform_ca,omitempty"`
+	// ValiditySeconds is the lifetime of issued collateral; 0 means DefaultValidity.
+	ValiditySeconds int64 `json:"validity_seconds,omitempty"`
+}
+
+// Validate checks the status spelling and the validity.
+func (p *Params) Validate() error {
+	ok := false
+	for _, s := range TCBStatuses {
+		ok = ok || p.TCBStatus == s
+	}
+	if !ok {
+		return fmt.Errorf("pcs: tcb_status %q is not one of %v", p.TCBStatus, TCBStatuses)
+	}
+	if p.ValiditySeconds < 0 {
+		return fmt.Errorf("pcs: validity_seconds %d is negative", p.ValiditySeconds)
+	}
+	return nil
+}
+
+func (p *Params) validity() time.Duration {
+	if p.ValiditySeconds == 0 {
+		return DefaultValidity
+	}
+	return time.Duration(p.ValiditySeconds) * time.Second
+}
+
+// maxParamsFile bounds pcs.json; the real one is under 200 bytes.
+const maxParamsFile = 16 << 10
+
+// ParseParams decodes and validates a parameters file.
+func ParseParams(b []byte) (Params, error) {
+	if len(b) > maxParamsFile {
+		return Params{}, fmt.Errorf("pcs: params: %d bytes, limit %d", len(b), maxParamsFile)
+	}
+	var p Params
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Params{}, fmt.Errorf("pcs: params: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return Params{}, err
+	}
+	return p, nil
+}
+
+// WriteParams stores p in the sim directory dir, replacing any earlier parameters
+// atomically (temporary file, fsync, rename).
+func WriteParams(dir string, p Params) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(&p, "", "  ")
+	if err != nil {
+		return fmt.Errorf("pcs: encode params: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, ParamsFile), append(b, '\n'))
+}
+
+// LoadParams reads the parameters of the sim directory dir.
+func LoadParams(dir string) (Params, error) {
+	path := filepath.Join(dir, ParamsFile)
+	b, err := readBounded(path, maxParamsFile)
+	if err != nil {
+		return Params{}, err
+	}
+	p, err := ParseParams(b)
+	if err != nil {
+		return Params{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Collateral is one issue of everything a verifier fetches from the PCS.
+type Collateral struct {
+	// FMSPC is the platform's FMSPC in lower-case hex, as it appears in the TCB info URL.
+	FMSPC string
+	// TCBInfo is the TCB info response body: {"tcbInfo":{...},"signature":"..."}.
+	TCBInfo []byte
+	// QEIdentity is the QE identity response body: {"enclaveIdentity":{...},"signature":"..."}.
+	QEIdentity []byte
+	// TCBIssuerChain is the PEM chain (TCB signing, root) of both JSON responses.
+	TCBIssuerChain []byte
+	// PCKCRL is the DER PCK CRL of the platform CA.
+	PCKCRL []byte
+	// PCKCRLIssuerChain is the PEM chain (platform CA, root) of the PCK CRL.
+	PCKCRLIssuerChain []byte
+	// RootCRL is the DER CRL of the root CA.
+	RootCRL []byte
+	// NextUpdate is when all of the above expire.
+	NextUpdate time.Time
+}
+
+// Load reads the PKI and parameters of the sim directory dir and issues collateral
+// valid from now.
+func Load(dir string, now time.Time) (*Collateral, error) {
+	auth, err := pki.Load(filepath.Join(dir, PKIDir))
+	if err != nil {
+		return nil, err
+	}
+	params, err := LoadParams(dir)
+	if err != nil {
+		return nil, err
+	}
+	return Build(auth, params, now)
+}
+
+// Build issues collateral for auth's platform under params, valid from now.
+func Build(auth *pki.Authority, params Params, now time.Time) (*Collateral, error) {
+	if err := params.Validate(); err != nil {
+		return nil, err
+	}
+	issue := now.UTC().Truncate(time.Second)
+	next := issue.Add(params.validity())
+	c := &Collateral{
+		FMSPC:             hex.EncodeToString(auth.Platform.FMSPC),
+		TCBIssuerChain:    auth.TCBSigningChainPEM(),
+		PCKCRLIssuerChain: auth.PCKCRLIssuerChainPEM(),
+		NextUpdate:        next,
+	}
+	var err error
+	tcb, err := json.Marshal(tcbInfo(&auth.Platform, params.TCBStatus, issue, next))
+	if err != nil {
+		return nil, fmt.Errorf("pcs: encode TCB info: %w", err)
+	}
+	if c.TCBInfo, err = signedBody(auth, "tcbInfo", tcb); err != nil {
+		return nil, err
+	}
+	qe, err := json.Marshal(qeIdentity(&auth.Platform, issue, next))
+	if err != nil {
+		return nil, fmt.Errorf("pcs: encode QE identity: %w", err)
+	}
+	if c.QEIdentity, err = signedBody(auth, "enclaveIdentity", qe); err != nil {
+		return nil, err
+	}
+	var pckRevoked, rootRevoked []*big.Int
+	if params.RevokePCK {
+		pckRevoked = append(pckRevoked, auth.PCK.SerialNumber)
+	}
+	if params.RevokePlatformCA {
+		rootRevoked = append(rootRevoked, auth.PlatformCA.SerialNumber)
+	}
+	if c.PCKCRL, err = auth.CreatePCKCRL(pckRevoked, issue, next); err != nil {
+		return nil, err
+	}
+	if c.RootCRL, err = auth.CreateRootCRL(rootRevoked, issue, next); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// signedBody wraps raw JSON as {"<field>":raw,"signature":"<hex r||s>"}. The signature
+// covers exactly the bytes of raw, which is what verifiers check, so raw is spliced in
+// rather than re-encoded.
+func signedBody(auth *pki.Authority, field string, raw []byte) ([]byte, error) {
+	sig, err := auth.SignCollateral(raw)
+	if err != nil {
+		return nil, fmt.Errorf("pcs: sign %s: %w", field, err)
+	}
+	out := []byte(`{"` + field + `":`)
+	out = append(out, raw...)
+	out = append(out, `,"signature":"`+hex.EncodeToString(sig)+`"}`...)
+	return out, nil
+}
+
+// JSON shapes of Intel's PCS v4 (TDX TCB info v3, TD QE identity v2). Times are
+// written as Intel does: RFC 3339, UTC, whole seconds.
+
+type tcbInfoJSON struct {
+	ID                      string     `json:"id"`
+	Version                 int        `json:"version"`
+	IssueDate               string     `json:"issueDate"`
+	NextUpdate              string     `json:"nextUpdate"`
+	FMSPC                   string     `json:"fmspc"`
+	PCEID                   string     `json:"pceId"`
+	TCBType                 int        `json:"tcbType"`
+	TCBEvaluationDataNumber int        `json:"tcbEvaluationDataNumber"`
+	TDXModule               tdxModule  `json:"tdxModule"`
+	TCBLevels               []tcbLevel `json:"tcbLevels"`
+	Comment                 string     `json:"ccnpSimulation"`
+}
+
+type tdxModule struct {
+	MRSigner       string `json:"mrsigner"`
+	Attributes     string `json:"attributes"`
+	AttributesMask string `json:"attributesMask"`
+}
+
+type tcbLevel struct {
+	TCB         tcb      `json:"tcb"`
+	TCBDate     string   `json:"tcbDate"`
+	TCBStatus   string   `json:"tcbStatus"`
+	AdvisoryIDs []string `json:"advisoryIDs,omitempty"`
+}
+
+type tcb struct {
+	SGXComponents []component `json:"sgxtcbcomponents,omitempty"`
+	PCESVN        *uint16     `json:"pcesvn,omitempty"`
+	TDXComponents []component `json:"tdxtcbcomponents,omitempty"`
+	ISVSVN        *uint16     `json:"isvsvn,omitempty"`
+}
+
+type component struct {
+	SVN uint8 `json:"svn"`
+}
+
+type qeIdentityJSON struct {
+	ID                      string     `json:"id"`
+	Version                 int        `json:"version"`
+	IssueDate               string     `json:"issueDate"`
+	NextUpdate              string     `json:"nextUpdate"`
+	TCBEvaluationDataNumber int        `json:"tcbEvaluationDataNumber"`
+	MiscSelect              string     `json:"miscselect"`
+	MiscSelectMask          string     `json:"miscselectMask"`
+	Attributes              string     `json:"attributes"`
+	AttributesMask          string     `json:"attributesMask"`
+	MRSigner                string     `json:"mrsigner"`
+	ISVProdID               uint16     `json:"isvprodid"`
+	TCBLevels               []tcbLevel `json:"tcbLevels"`
+}
+
+// simulationNote goes into every JSON document the simulated PCS signs.
+const simulationNote = "simulated by ccnp-spire tee/sim: not issued by Intel"
+
+// tcbEvaluationDataNumber is an arbitrary, fixed evaluation number.
+const tcbEvaluationDataNumber = 17
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON {
+	level := func(cpu, tee []byte, pcesvn uint16, st string) tcbLevel {
+		l := tcbLevel{TCBDate: stamp(issue.Add(-24 * time.Hour)), TCBStatus: st}
+		for _, v := range cpu {
+			l.TCB.SGXComponents = append(l.TCB.SGXComponents, component{SVN: v})
+		}
+		for _, v := range tee {
+			l.TCB.TDXComponents = append(l.TCB.TDXComponents, component{SVN: v})
+		}
+		l.TCB.PCESVN = &pcesvn
+		if st != "UpToDate" {
+			l.AdvisoryIDs = []string{"INTEL-SA-SIM-00001"}
+		}
+		return l
+	}
+	var levels []tcbLevel
+	if status != "UpToDate" {
+		// A newer TDX module (SVN one higher) would be UpToDate; this platform is not.
+		newer := append([]byte{}, p.TeeTCBSVN...)
+		newer[0]++
+		levels = append(levels, level(p.CPUSVN, newer, p.PCESVN, "UpToDate"))
+	}
+	levels = append(levels, level(p.CPUSVN, p.TeeTCBSVN, p.PCESVN, status))
+	return &tcbInfoJSON{
+		ID:                      "TDX",
+		Version:                 3,
+		IssueDate:               stamp(issue),
+		NextUpdate:              stamp(next),
+		FMSPC:                   hex.EncodeToString(p.FMSPC),
+		PCEID:                   hex.EncodeToString(p.PCEID),
+		TCBType:                 0,
+		TCBEvaluationDataNumber: tcbEvaluationDataNumber,
+		TDXModule: tdxModule{
+			MRSigner:       hex.EncodeToString(p.MRSignerSeam),
+			Attributes:     hex.EncodeToString(p.SeamAttributes),
+			AttributesMask: "ffffffffffffffff",
+		},
+		TCBLevels: levels,
+		Comment:   simulationNote,
+	}
+}
+
+func qeIdentity(p *pki.Platform, issue, next time.Time) *qeIdentityJSON {
+	svn := p.QESVN
+	misc := make([]byte, 4)
+	misc[0], misc[1], misc[2], misc[3] = byte(p.QEMiscSelect), byte(p.QEMiscSelect>>8), byte(p.QEMiscSelect>>16), byte(p.QEMiscSelect>>24)
+	// Intel's TD QE identity masks out the attribute bits that may differ between
+	// platforms; the sim compares all of the low 8 bytes.
+	mask := []byte{0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}
+	attrs := make([]byte, len(mask))
+	for i := range attrs {
+		attrs[i] = p.QEAttributes[i] & mask[i]
+	}
+	return &qeIdentityJSON{
+		ID:                      "TD_QE",
+		Version:                 2,
+		IssueDate:               stamp(issue),
+		NextUpdate:              stamp(next),
+		TCBEvaluationDataNumber: tcbEvaluationDataNumber,
+		MiscSelect:              hex.EncodeToString(misc),
+		MiscSelectMask:          "ffffffff",
+		Attributes:              hex.EncodeToString(attrs),
+		AttributesMask:          hex.EncodeToString(mask),
+		MRSigner:                hex.EncodeToString(p.QEMRSigner),
+		ISVProdID:               p.QEProdID,
+		TCBLevels: []tcbLevel{{
+			TCB:       tcb{ISVSVN: &svn},
+			TCBDate:   stamp(issue.Add(-24 * time.Hour)),
+			TCBStatus: "UpToDate",
+		}},
+	}
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("pcs: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("pcs: %w", err)
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("pcs: %s is %d bytes, limit %d", path, st.Size(), limit)
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
+		return nil, fmt.Errorf("pcs: read %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// writeAtomic replaces path with b so that readers see either the old or the new
+// file, never a torn one, even across a crash.
+func writeAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("pcs: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("pcs: write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("pcs: sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("pcs: close %s: %w", tmp, err)
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return fmt.Errorf("pcs: chmod %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("pcs: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pcs: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("pcs: sync %s: %w", dir, err)
+	}
+	return nil
+}
