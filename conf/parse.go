@@ -464,6 +464,15 @@ func suggest(name string, names []string) string {
 		}
 	}
 	if best == "" {
+		// "measure_mode" for "measure": one key extends the other.
+		for _, n := range names {
+			if len(n) >= 3 && len(name) >= 3 && (strings.HasPrefix(name, n) || strings.HasPrefix(n, name)) {
+				best = n
+				break
+			}
+		}
+	}
+	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
