@@ -162,6 +162,10 @@ type specAlg struct {
 // algorithms without a Go hash, hides the Spec ID event and counts nothing
 // before allocating. Verification still replays through go-eventlog for
 // fact extraction, so the two parsers check each other.
+//
+// The first pass checks the framing and counts events and digests without
+// allocating; the second copies the used part of the input once (padding
+// excluded) and points every event into that copy.
 func parseTCG(in []byte, format Format, lim Limits) (*Log, error) {
 	if len(in) > lim.MaxBytes {
 		return nil, fmt.Errorf("eventlog: %s log is %d bytes, over the %d byte limit", format, len(in), lim.MaxBytes)
@@ -172,118 +176,151 @@ func parseTCG(in []byte, format Format, lim Limits) (*Log, error) {
 	if !LooksTCG(in) {
 		return nil, fmt.Errorf("eventlog: %s log: %w", format, ErrNotTCG)
 	}
-	space := cctrusted.SpacePCR
+	w := walker{format: format, space: cctrusted.SpacePCR, lim: lim}
 	if format == FormatCCEL {
-		space = cctrusted.SpaceCCMR
+		w.space = cctrusted.SpaceCCMR
 	}
-	buf := append([]byte(nil), in...) // events alias this copy, never the caller's buffer
-
-	first := binary.LittleEndian.Uint32(buf[0:])
-	size := binary.LittleEndian.Uint32(buf[28:])
-	if uint64(size) > uint64(len(buf)-legacyHeaderSize) {
-		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): data size %d runs past the end of the %d byte log", format, size, len(buf))
+	first := binary.LittleEndian.Uint32(in[0:])
+	size := binary.LittleEndian.Uint32(in[28:])
+	if uint64(size) > uint64(len(in)-legacyHeaderSize) {
+		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): data size %d runs past the end of the %d byte log", format, size, len(in))
 	}
-	spec := buf[legacyHeaderSize : legacyHeaderSize+int(size)]
-	algs, err := parseSpecID(spec)
+	specEnd := legacyHeaderSize + int(size)
+	algs, err := parseSpecID(in[legacyHeaderSize:specEnd])
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): %w", format, err)
 	}
-	imr0 := cctrusted.IMR{Space: space, Index: first}
+	w.algs = algs
+	imr0 := cctrusted.IMR{Space: w.space, Index: first}
 	if !imr0.Valid() {
-		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): register index %d is outside the %v space", format, first, space)
+		return nil, fmt.Errorf("eventlog: %s event 0 (Spec ID): register index %d is outside the %v space", format, first, w.space)
 	}
+	if err := w.walk(in, specEnd, nil); err != nil {
+		return nil, err
+	}
+
+	buf := append([]byte(nil), in[:w.end]...) // events alias this copy, never the caller's buffer
 	l := &Log{Format: format, Algorithms: make([]cctrusted.Algorithm, len(algs))}
 	for i, a := range algs {
 		l.Algorithms[i] = a.alg
 	}
-	// A rough upper bound on the event count keeps the slice to one allocation.
-	estimate := min((len(buf)-legacyHeaderSize)/64+1, lim.MaxEvents)
-	l.Events = make([]cctrusted.Event, 0, estimate)
-	l.Events = append(l.Events, cctrusted.Event{
+	l.Events = make([]cctrusted.Event, 1, w.events+1)
+	l.Events[0] = cctrusted.Event{
 		IMR:     imr0,
 		Type:    cctrusted.EventNoAction,
-		Digests: []cctrusted.Digest{{Alg: cctrusted.AlgSHA1, Value: buf[8:28]}},
-		Data:    spec,
-	})
+		Digests: []cctrusted.Digest{{Alg: cctrusted.AlgSHA1, Value: buf[8:28:28]}},
+		Data:    buf[legacyHeaderSize:specEnd:specEnd],
+	}
+	w.digests = make([]cctrusted.Digest, 0, w.digestCount)
+	if err := w.walk(buf, specEnd, l); err != nil {
+		return nil, err // cannot happen: the first pass checked the same bytes
+	}
+	return l, nil
+}
 
-	off := legacyHeaderSize + int(size)
+// walker holds the state of one parse.
+type walker struct {
+	format Format
+	space  cctrusted.Space
+	lim    Limits
+	algs   []specAlg
+
+	// Results of the counting pass.
+	events, digestCount, end int
+	// Backing array for every event's digests in the building pass.
+	digests []cctrusted.Digest
+}
+
+// walk checks every event after the Spec ID event. With l nil it only
+// counts; otherwise it appends the events to l.
+func (w *walker) walk(buf []byte, off int, l *Log) error {
+	format := w.format
+	n := 1
+	w.end = len(buf)
 	for off < len(buf) {
-		n := len(l.Events)
 		if len(buf)-off < 4 {
-			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
+			return fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
 		}
 		index := binary.LittleEndian.Uint32(buf[off:])
 		if index == endMarker {
 			if format != FormatCCEL {
-				return nil, fmt.Errorf("eventlog: %s event %d at offset %d: end-of-log marker in a log that has no padding", format, n, off)
+				return fmt.Errorf("eventlog: %s event %d at offset %d: end-of-log marker in a log that has no padding", format, n, off)
 			}
-			for i := off; i < len(buf); i++ {
-				if buf[i] != 0xFF {
-					return nil, fmt.Errorf("eventlog: %s: byte 0x%02x at offset %d after the end-of-log marker at %d (padding must be 0xFF)", format, buf[i], i, off)
-				}
+			if i := notPadding(buf[off:]); i >= 0 {
+				return fmt.Errorf("eventlog: %s: byte 0x%02x at offset %d after the end-of-log marker at %d (padding must be 0xFF)", format, buf[off+i], off+i, off)
 			}
+			w.end = off
 			break
 		}
-		if n >= lim.MaxEvents {
-			return nil, fmt.Errorf("eventlog: %s log has more than %d events", format, lim.MaxEvents)
+		if n >= w.lim.MaxEvents {
+			return fmt.Errorf("eventlog: %s log has more than %d events", format, w.lim.MaxEvents)
 		}
 		if len(buf)-off < agileHeaderSize {
-			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
+			return fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
 		}
-		imr := cctrusted.IMR{Space: space, Index: index}
+		imr := cctrusted.IMR{Space: w.space, Index: index}
 		if !imr.Valid() {
-			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: register index %d is outside the %v space", format, n, off, index, space)
+			return fmt.Errorf("eventlog: %s event %d at offset %d: register index %d is outside the %v space", format, n, off, index, w.space)
 		}
 		typ := binary.LittleEndian.Uint32(buf[off+4:])
 		count := binary.LittleEndian.Uint32(buf[off+8:])
-		if count > uint32(len(algs)) {
-			return nil, fmt.Errorf("eventlog: %s event %d: %d digests, but the log declares %d banks", format, n, count, len(algs))
+		if count > uint32(len(w.algs)) {
+			return fmt.Errorf("eventlog: %s event %d: %d digests, but the log declares %d banks", format, n, count, len(w.algs))
 		}
 		p := off + agileHeaderSize
-		digests := make([]cctrusted.Digest, count)
-		for i := range digests {
+		first := len(w.digests)
+		var seen [maxSpecAlgorithms]cctrusted.Algorithm
+		for i := range int(count) {
 			if len(buf)-p < 2 {
-				return nil, fmt.Errorf("eventlog: %s event %d: truncated digest %d", format, n, i)
+				return fmt.Errorf("eventlog: %s event %d: truncated digest %d", format, n, i)
 			}
 			id := cctrusted.Algorithm(binary.LittleEndian.Uint16(buf[p:]))
 			p += 2
 			sz := -1
-			for _, a := range algs {
+			for _, a := range w.algs {
 				if a.alg == id {
 					sz = a.size
 				}
 			}
 			if sz < 0 {
-				return nil, fmt.Errorf("eventlog: %s event %d: digest %d uses %v, which the Spec ID event does not declare", format, n, i, id)
+				return fmt.Errorf("eventlog: %s event %d: digest %d uses %v, which the Spec ID event does not declare", format, n, i, id)
 			}
-			for _, d := range digests[:i] {
-				if d.Alg == id {
-					return nil, fmt.Errorf("eventlog: %s event %d: two %v digests", format, n, id)
+			for _, prev := range seen[:i] {
+				if prev == id {
+					return fmt.Errorf("eventlog: %s event %d: two %v digests", format, n, id)
 				}
 			}
+			seen[i] = id
 			if len(buf)-p < sz {
-				return nil, fmt.Errorf("eventlog: %s event %d: truncated %v digest", format, n, id)
+				return fmt.Errorf("eventlog: %s event %d: truncated %v digest", format, n, id)
 			}
-			digests[i] = cctrusted.Digest{Alg: id, Value: buf[p : p+sz : p+sz]}
+			if l != nil {
+				w.digests = append(w.digests, cctrusted.Digest{Alg: id, Value: buf[p : p+sz : p+sz]})
+			}
 			p += sz
 		}
 		if len(buf)-p < 4 {
-			return nil, fmt.Errorf("eventlog: %s event %d: truncated event size", format, n)
+			return fmt.Errorf("eventlog: %s event %d: truncated event size", format, n)
 		}
 		dsize := binary.LittleEndian.Uint32(buf[p:])
 		p += 4
 		if uint64(dsize) > uint64(len(buf)-p) {
-			return nil, fmt.Errorf("eventlog: %s event %d at offset %d: data size %d runs past the end of the log (%d bytes left)", format, n, off, dsize, len(buf)-p)
+			return fmt.Errorf("eventlog: %s event %d at offset %d: data size %d runs past the end of the log (%d bytes left)", format, n, off, dsize, len(buf)-p)
 		}
-		l.Events = append(l.Events, cctrusted.Event{
-			IMR:     imr,
-			Type:    typ,
-			Digests: digests,
-			Data:    buf[p : p+int(dsize) : p+int(dsize)],
-		})
+		if l != nil {
+			l.Events = append(l.Events, cctrusted.Event{
+				IMR:     imr,
+				Type:    typ,
+				Digests: w.digests[first:len(w.digests):len(w.digests)],
+				Data:    buf[p : p+int(dsize) : p+int(dsize)],
+			})
+		}
+		w.digestCount += int(count)
 		off = p + int(dsize)
+		n++
 	}
-	return l, nil
+	w.events = n - 1
+	return nil
 }
 
 // parseSpecID reads TCG_EfiSpecIDEvent: the banks and their digest sizes.
@@ -323,4 +360,21 @@ func parseSpecID(spec []byte) ([]specAlg, error) {
 		return nil, fmt.Errorf("vendor info of %d bytes does not fill the %d bytes left", vendor, len(spec)-end-1)
 	}
 	return algs, nil
+}
+
+// notPadding returns the index of the first byte of b that is not 0xFF, or
+// -1. Real CCEL areas are mostly padding, so it compares 8 bytes at a time.
+func notPadding(b []byte) int {
+	i := 0
+	for ; len(b)-i >= 8; i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != ^uint64(0) {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != 0xFF {
+			return i
+		}
+	}
+	return -1
 }
