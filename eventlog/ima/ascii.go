@@ -23,7 +23,8 @@ func ParseASCII(b []byte, opts Options) (*Log, error) {
 	}
 	p := asciiParser{o: o, bo: o.ByteOrder, b: b, str: string(b)}
 	// Rebuilt template data is never longer than its ascii form except for
-	// the legacy template's padded name, so one block usually holds it all.
+	// the legacy template's padded name, so one block usually holds it all;
+	// the part of it never written costs no memory.
 	p.arena.chunk = len(b) + 4096
 	n := min(bytes.Count(b, []byte{'\n'})+1, o.MaxEntries+1)
 	log := &Log{Format: FormatASCII, Entries: make([]Entry, 0, n)}
@@ -49,8 +50,9 @@ func ParseASCII(b []byte, opts Options) (*Log, error) {
 		if idx >= o.MaxEntries {
 			return fail(fmt.Errorf("%w: more than %d", ErrTooManyEntries, o.MaxEntries))
 		}
-		log.Entries = append(log.Entries, Entry{Line: line, Offset: off})
-		if err := p.line(&log.Entries[idx], off, end); err != nil {
+		e := grow(log)
+		e.Line, e.Offset = line, off
+		if err := p.line(e, off, end); err != nil {
 			return fail(err)
 		}
 		off = end + 1

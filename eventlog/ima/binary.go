@@ -37,8 +37,9 @@ func ParseBinary(b []byte, opts Options) (*Log, error) {
 			return nil, &ParseError{Format: FormatBinary, Entry: idx, Offset: off,
 				Err: fmt.Errorf("%w: more than %d", ErrTooManyEntries, o.MaxEntries)}
 		}
-		log.Entries = append(log.Entries, Entry{Offset: off})
-		next, err := p.entry(&log.Entries[idx], off)
+		e := grow(log)
+		e.Offset = off
+		next, err := p.entry(e, off)
 		if err != nil {
 			pe := &ParseError{Format: FormatBinary, Entry: idx, Offset: off, Err: err}
 			var fe *fieldError
@@ -50,6 +51,18 @@ func ParseBinary(b []byte, opts Options) (*Log, error) {
 		off = next
 	}
 	return log, nil
+}
+
+// grow appends a zero entry and returns it. The slice was made with the
+// counted capacity, so this normally only re-slices: appending a composite
+// literal would copy the whole Entry through write barriers each time.
+func grow(log *Log) *Entry {
+	if len(log.Entries) < cap(log.Entries) {
+		log.Entries = log.Entries[:len(log.Entries)+1]
+	} else {
+		log.Entries = append(log.Entries, Entry{})
+	}
+	return &log.Entries[len(log.Entries)-1]
 }
 
 type binaryParser struct {
