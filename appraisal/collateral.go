@@ -1,0 +1,364 @@
+package appraisal
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
+	"github.com/google/go-tdx-guest/verify/trust"
+
+	"github.com/ccnp-spire/ccnp-spire/tdxquote"
+)
+
+// maxCollateralSize bounds each collateral response. Intel's TCB info is
+// a few KiB and its CRLs well under 100 KiB.
+const maxCollateralSize = 4 << 20
+
+// Versions and IDs of the collateral this code evaluates (as the library).
+const (
+	tcbInfoID         = "TDX"
+	tcbInfoVersion    = 3
+	qeIdentityID      = "TD_QE"
+	qeIdentityVersion = 2
+)
+
+// signedCollateral is one signed JSON document (TCB info or QE identity)
+// with the issuer chain the PCS sent with it.
+type signedCollateral struct {
+	url       string
+	raw       []byte // the exact bytes of the signed member
+	signature string
+	signer    *x509.Certificate
+	issuer    *x509.Certificate // root as sent; trust comes from roots, not this
+}
+
+type collateral struct {
+	tcbInfo    pcs.TdxTcbInfo
+	qeIdentity pcs.QeIdentity
+	tcb, qe    signedCollateral
+
+	// With revocation checks.
+	pckCRL, rootCRL       *x509.RevocationList
+	pckCRLURL, rootCRLURL string
+}
+
+// fetchCollateral gets TCB info for the quote's FMSPC, the TD QE identity
+// and, when asked, the PCK CRL of the leaf's issuing CA and the root CA CRL.
+// Every error here is a fetch or decode failure of a response.
+func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote, root *x509.Certificate, revocations bool) (*collateral, error) {
+	c := &collateral{}
+	var err error
+	if c.tcb, err = getSigned(ctx, g, pcs.TcbInfoURL(q.FMSPC()), pcs.TcbInfoIssuerChainPhrase, "tcbInfo", &c.tcbInfo); err != nil {
+		return nil, err
+	}
+	c.tcbInfo.Signature = c.tcb.signature
+	if c.qe, err = getSigned(ctx, g, pcs.QeIdentityURL(), pcs.SgxQeIdentityIssuerChainPhrase, "enclaveIdentity", &c.qeIdentity); err != nil {
+		return nil, err
+	}
+	if !revocations {
+		return c, nil
+	}
+	ca := caParamPlatfom
+	if q.PCKChain[1].Subject.CommonName == cnProcessorCA {
+		ca = caParamProc
+	}
+	c.pckCRLURL = pcs.PckCrlURL(ca)
+	if c.pckCRL, err = getCRL(ctx, g, c.pckCRLURL); err != nil {
+		return nil, err
+	}
+	// The root CRL's location comes from the trusted root the PCK chain
+	// ends in, not from anything the PCS sent.
+	dps := root.CRLDistributionPoints
+	if len(dps) == 0 {
+		return nil, errors.New("root CA certificate names no CRL distribution point")
+	}
+	var errs []error
+	for _, u := range dps {
+		crl, err := getCRL(ctx, g, u)
+		if err == nil {
+			c.rootCRL, c.rootCRLURL = crl, u
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func get(ctx context.Context, g trust.HTTPSGetter, u string) (map[string][]string, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("fetching %s: %w", u, err)
+	}
+	h, body, err := trust.GetWith(ctx, g, u)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetching %s: %w", u, err)
+	}
+	if len(body) == 0 || len(body) > maxCollateralSize {
+		return nil, nil, fmt.Errorf("fetching %s: response of %d bytes (limit %d)", u, len(body), maxCollateralSize)
+	}
+	return h, body, nil
+}
+
+func getSigned(ctx context.Context, g trust.HTTPSGetter, u, chainHeader, member string, out any) (signedCollateral, error) {
+	sc := signedCollateral{url: u}
+	h, body, err := get(ctx, g, u)
+	if err != nil {
+		return sc, err
+	}
+	if sc.signer, sc.issuer, err = issuerChain(h, chainHeader); err != nil {
+		return sc, fmt.Errorf("%s: %w", u, err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return sc, fmt.Errorf("%s: not JSON: %w", u, err)
+	}
+	sc.raw = doc[member]
+	if len(sc.raw) == 0 {
+		return sc, fmt.Errorf("%s: no %q member", u, member)
+	}
+	if err := json.Unmarshal(doc["signature"], &sc.signature); err != nil {
+		return sc, fmt.Errorf("%s: signature member: %w", u, err)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return sc, fmt.Errorf("%s: %w", u, err)
+	}
+	return sc, nil
+}
+
+// issuerChain decodes a PCS issuer chain header: URL-escaped PEM of the
+// signing certificate followed by the root.
+func issuerChain(h map[string][]string, name string) (signer, root *x509.Certificate, err error) {
+	vals := http.Header(h).Values(name)
+	if len(vals) != 1 {
+		return nil, nil, fmt.Errorf("header %s: %d values, want 1", name, len(vals))
+	}
+	s, err := url.QueryUnescape(vals[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("header %s: %w", name, err)
+	}
+	var certs []*x509.Certificate
+	rest := []byte(s)
+	for len(strings.TrimSpace(string(rest))) > 0 {
+		if len(certs) == 2 {
+			return nil, nil, fmt.Errorf("header %s: more than 2 certificates", name)
+		}
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil, nil, fmt.Errorf("header %s: certificate %d is not a PEM CERTIFICATE", name, len(certs))
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("header %s: certificate %d: %w", name, len(certs), err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) != 2 {
+		return nil, nil, fmt.Errorf("header %s: %d certificates, want 2 (signer, root)", name, len(certs))
+	}
+	return certs[0], certs[1], nil
+}
+
+func getCRL(ctx context.Context, g trust.HTTPSGetter, u string) (*x509.RevocationList, error) {
+	_, body, err := get(ctx, g, u)
+	if err != nil {
+		return nil, err
+	}
+	crl, err := x509.ParseRevocationList(body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: CRL: %w", u, err)
+	}
+	return crl, nil
+}
+
+// verify checks that each document is signed, over its exact bytes, by a
+// "Intel SGX TCB Signing" certificate chaining to roots, is the kind and
+// version this code evaluates, is for this platform, and is current at now.
+// CRLs must be signed by the quote's intermediate (PCK CRL) and by the
+// trusted root (root CRL) and be current.
+func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x509.CertPool, now time.Time) error {
+	ti := &c.tcbInfo.TcbInfo
+	if err := c.tcb.verify(roots, now); err != nil {
+		return fmt.Errorf("TCB info: %w", err)
+	}
+	if ti.ID != tcbInfoID || ti.Version != tcbInfoVersion {
+		return fmt.Errorf("TCB info: id %q version %d, want %q version %d", ti.ID, ti.Version, tcbInfoID, tcbInfoVersion)
+	}
+	if err := current("TCB info", ti.IssueDate, ti.NextUpdate, now); err != nil {
+		return err
+	}
+	if !strings.EqualFold(ti.Fmspc, q.FMSPC()) {
+		return fmt.Errorf("TCB info is for FMSPC %s, the PCK certificate says %s", ti.Fmspc, q.FMSPC())
+	}
+	if !strings.EqualFold(ti.PceID, hex.EncodeToString(q.PCK.PCEID[:])) {
+		return fmt.Errorf("TCB info is for PCEID %s, the PCK certificate says %x", ti.PceID, q.PCK.PCEID)
+	}
+	if len(ti.TcbLevels) == 0 {
+		return errors.New("TCB info has no TCB levels")
+	}
+
+	qi := &c.qeIdentity.EnclaveIdentity
+	if err := c.qe.verify(roots, now); err != nil {
+		return fmt.Errorf("QE identity: %w", err)
+	}
+	if qi.ID != qeIdentityID || qi.Version != qeIdentityVersion {
+		return fmt.Errorf("QE identity: id %q version %d, want %q version %d", qi.ID, qi.Version, qeIdentityID, qeIdentityVersion)
+	}
+	if err := current("QE identity", qi.IssueDate, qi.NextUpdate, now); err != nil {
+		return err
+	}
+	if len(qi.TcbLevels) == 0 {
+		return errors.New("QE identity has no TCB levels")
+	}
+
+	if c.pckCRL != nil {
+		if err := checkCRL("PCK CRL", c.pckCRL, q.PCKChain[1], now); err != nil {
+			return err
+		}
+	}
+	if c.rootCRL != nil {
+		if err := checkCRL("root CA CRL", c.rootCRL, root, now); err != nil {
+			return err
+		}
+		for _, s := range []struct {
+			name string
+			cert *x509.Certificate
+		}{{"TCB info signing certificate", c.tcb.signer}, {"QE identity signing certificate", c.qe.signer}} {
+			if revoked(c.rootCRL, s.cert) {
+				return fmt.Errorf("%s (serial %x) is revoked by the root CA CRL", s.name, s.cert.SerialNumber)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
+	if s.signer.Subject.CommonName != cnTCBSigning {
+		return fmt.Errorf("signed by %q, want %q", s.signer.Subject.CommonName, cnTCBSigning)
+	}
+	if err := checkP256(s.signer); err != nil {
+		return fmt.Errorf("signing certificate: %w", err)
+	}
+	if _, err := s.signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("signing certificate does not chain to a trusted root at %s: %w", now.UTC().Format(time.RFC3339), err)
+	}
+	sig, err := hex.DecodeString(s.signature)
+	if err != nil || len(sig) != 64 {
+		return fmt.Errorf("signature is not 64 bytes of hex")
+	}
+	digest := sha256.Sum256(s.raw)
+	if !verifyRaw(s.signer.PublicKey.(*ecdsa.PublicKey), digest[:], sig) {
+		return errors.New("signature does not verify over the document")
+	}
+	return nil
+}
+
+func current(what string, issued, next, now time.Time) error {
+	if now.Before(issued) {
+		return fmt.Errorf("%s issued %s, after the verification time %s", what, issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if now.After(next) {
+		return fmt.Errorf("%s expired: next update was due %s, verification time %s", what, next.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func checkCRL(what string, crl *x509.RevocationList, issuer *x509.Certificate, now time.Time) error {
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		return fmt.Errorf("%s is not signed by %q: %w", what, issuer.Subject.CommonName, err)
+	}
+	if crl.NextUpdate.IsZero() {
+		return fmt.Errorf("%s has no next update", what)
+	}
+	return current(what, crl.ThisUpdate, crl.NextUpdate, now)
+}
+
+func revoked(crl *x509.RevocationList, c *x509.Certificate) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRevoked rejects a revoked PCK leaf (PCK CRL) or intermediate (root
+// CRL).
+func (c *collateral) checkRevoked(q *tdxquote.Quote) error {
+	if revoked(c.pckCRL, q.PCKChain[0]) {
+		return fmt.Errorf("PCK leaf certificate (serial %x) is revoked by the PCK CRL from %s", q.PCKChain[0].SerialNumber, c.pckCRLURL)
+	}
+	if revoked(c.rootCRL, q.PCKChain[1]) {
+		return fmt.Errorf("PCK intermediate CA (serial %x) is revoked by the root CA CRL from %s", q.PCKChain[1].SerialNumber, c.rootCRLURL)
+	}
+	return nil
+}
+
+func (c *collateral) describe() string {
+	ti, qi := &c.tcbInfo.TcbInfo, &c.qeIdentity.EnclaveIdentity
+	s := fmt.Sprintf("TCB info for FMSPC %s (evaluation data %d, next update %s) and QE identity (next update %s) signed under a trusted root",
+		ti.Fmspc, ti.TcbEvaluationDataNumber, ti.NextUpdate.UTC().Format(time.RFC3339), qi.NextUpdate.UTC().Format(time.RFC3339))
+	if c.pckCRL != nil {
+		s += "; PCK and root CRLs current"
+	}
+	return s
+}
+
+// memoGetter records the responses of one appraisal so the library's
+// cross-check sees exactly the documents this package evaluated, without
+// fetching them again.
+type memoGetter struct {
+	next trust.HTTPSGetter
+	mu   sync.Mutex
+	seen map[string]memoEntry
+}
+
+type memoEntry struct {
+	header map[string][]string
+	body   []byte
+}
+
+func newMemoGetter(next trust.HTTPSGetter) *memoGetter {
+	return &memoGetter{next: next, seen: make(map[string]memoEntry)}
+}
+
+func (m *memoGetter) Get(u string) (map[string][]string, []byte, error) {
+	return m.GetContext(context.Background(), u)
+}
+
+func (m *memoGetter) GetContext(ctx context.Context, u string) (map[string][]string, []byte, error) {
+	h, b, err := trust.GetWith(ctx, m.next, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	m.seen[u] = memoEntry{h, b}
+	m.mu.Unlock()
+	return h, b, nil
+}
+
+// replayOnly returns a getter that answers only with recorded responses.
+func (m *memoGetter) replayOnly() trust.HTTPSGetter { return replayGetter{m} }
+
+type replayGetter struct{ m *memoGetter }
+
+func (r replayGetter) Get(u string) (map[string][]string, []byte, error) {
+	r.m.mu.Lock()
+	e, ok := r.m.seen[u]
+	r.m.mu.Unlock()
+	if !ok {
+		return nil, nil, fmt.Errorf("%s was not fetched during this appraisal", u)
+	}
+	return e.header, e.body, nil
+}

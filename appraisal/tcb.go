@@ -1,0 +1,200 @@
+package appraisal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-tdx-guest/pcs"
+
+	"github.com/ccnp-spire/ccnp-spire/tdxquote"
+)
+
+// tcbEvaluation is the outcome of matching a quote against verified TCB
+// info and QE identity.
+type tcbEvaluation struct {
+	status     string // converged status, what AcceptedTCBStatuses is checked against
+	platform   string // the matching TCB level of the platform (SGX + TDX components)
+	module     string // the TDX module identity's level, when evaluated
+	qe         string // the QE identity's level
+	advisories []string
+}
+
+func (t *tcbEvaluation) describe() string {
+	s := "platform " + t.platform
+	if t.module != "" {
+		s += ", TDX module " + t.module
+	}
+	return s + ", QE " + t.qe
+}
+
+// evaluateTCB implements Intel's TDX TCB status evaluation (as described in
+// Intel's PCS documentation and go-tdx-guest's testdata README, and as the
+// library does for UpToDate):
+//
+//  1. TCB info's tdxModule: MRSIGNERSEAM must equal its mrsigner and
+//     SEAMATTRIBUTES & attributesMask its attributes.
+//  2. The platform level is the first TCB level (Intel lists them newest
+//     first) whose 16 SGX component SVNs and PCESVN are <= the PCK
+//     certificate's and whose 16 TDX component SVNs are <= TEE_TCB_SVN. When
+//     TEE_TCB_SVN[1] (the TDX module's major version) is non-zero, indices 0
+//     and 1 are the module's own SVNs and are skipped: step 3 evaluates them.
+//  3. If TEE_TCB_SVN[1] > 0, the tdxModuleIdentities entry "TDX_<hex of
+//     TEE_TCB_SVN[1]>" must exist, match MRSIGNERSEAM and the attributes as
+//     in 1, and its first level with isvsvn <= TEE_TCB_SVN[0] gives the
+//     module status.
+//  4. QE identity: MRSIGNER, ISVPRODID equal; MISCSELECT and ATTRIBUTES
+//     under their masks equal; first level with isvsvn <= the QE's ISVSVN
+//     gives the QE status.
+//  5. Module and QE statuses are converged into the platform status the
+//     way Intel's quote verification library does: an OutOfDate module or
+//     QE makes the result OutOfDate (OutOfDateConfigurationNeeded when the
+//     platform needs configuration), a Revoked one makes it Revoked.
+//
+// Where go-tdx-guest returns the module level's status on its own when a
+// module identity applies, this takes the worse of platform and module, so
+// an out-of-date platform is not reported UpToDate because its module is.
+func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*tcbEvaluation, error) {
+	b := &q.Body
+	if err := matchModule("TCB info tdxModule", ti.TdxModule.Mrsigner.Bytes, ti.TdxModule.Attributes.Bytes, ti.TdxModule.AttributesMask.Bytes, b); err != nil {
+		return nil, err
+	}
+	ev := &tcbEvaluation{}
+	svn := b.TEETCBSVN
+	start := 0
+	if svn[1] > 0 {
+		start = 2
+	}
+	var level *pcs.TcbLevel
+	for i := range ti.TcbLevels {
+		l := &ti.TcbLevels[i]
+		if componentsAtLeast(q.PCK.SGXTCBComponents[:], l.Tcb.SgxTcbcomponents, 0) &&
+			q.PCK.PCESVN >= l.Tcb.Pcesvn &&
+			componentsAtLeast(svn[:], l.Tcb.TdxTcbcomponents, start) {
+			level = l
+			break
+		}
+	}
+	if level == nil {
+		return nil, fmt.Errorf("no TCB level in TCB info matches the platform (SGX components %v, PCESVN %d, TEE_TCB_SVN %x): TCB not supported", q.PCK.SGXTCBComponents, q.PCK.PCESVN, svn)
+	}
+	ev.platform = string(level.TcbStatus)
+	ev.status = ev.platform
+	ev.advisories = level.AdvisoryIDs
+
+	if svn[1] > 0 {
+		id := fmt.Sprintf("TDX_%02x", svn[1])
+		var mod *pcs.TdxModuleIdentity
+		for i := range ti.TdxModuleIdentities {
+			if strings.EqualFold(ti.TdxModuleIdentities[i].ID, id) {
+				mod = &ti.TdxModuleIdentities[i]
+				break
+			}
+		}
+		if mod == nil {
+			return nil, fmt.Errorf("TCB info has no TDX module identity %s for TEE_TCB_SVN[1] = %d", id, svn[1])
+		}
+		if err := matchModule("TDX module identity "+mod.ID, mod.Mrsigner.Bytes, mod.Attributes.Bytes, mod.AttributesMask.Bytes, b); err != nil {
+			return nil, err
+		}
+		var ml *pcs.TcbLevel
+		for i := range mod.TcbLevels {
+			if uint32(svn[0]) >= mod.TcbLevels[i].Tcb.Isvsvn {
+				ml = &mod.TcbLevels[i]
+				break
+			}
+		}
+		if ml == nil {
+			return nil, fmt.Errorf("TDX module identity %s has no TCB level for module SVN %d", mod.ID, svn[0])
+		}
+		ev.module = string(ml.TcbStatus)
+		ev.status = converge(ev.status, ev.module)
+		ev.advisories = append(append([]string(nil), ev.advisories...), ml.AdvisoryIDs...)
+	}
+
+	qs, err := evaluateQE(q, qi)
+	if err != nil {
+		return nil, err
+	}
+	ev.qe = qs
+	ev.status = converge(ev.status, qs)
+	return ev, nil
+}
+
+func matchModule(what string, mrsigner, attrs, mask []byte, b *tdxquote.Body) error {
+	if !bytes.Equal(mrsigner, b.MRSignerSEAM[:]) {
+		return fmt.Errorf("%s: MRSIGNERSEAM %x is not %x", what, b.MRSignerSEAM, mrsigner)
+	}
+	if len(mask) != len(b.SEAMAttributes) || len(attrs) != len(b.SEAMAttributes) {
+		return fmt.Errorf("%s: attributes and mask must be %d bytes, are %d and %d", what, len(b.SEAMAttributes), len(attrs), len(mask))
+	}
+	for i := range mask {
+		if b.SEAMAttributes[i]&mask[i] != attrs[i] {
+			return fmt.Errorf("%s: SEAMATTRIBUTES %x under mask %x are not %x", what, b.SEAMAttributes, mask, attrs)
+		}
+	}
+	return nil
+}
+
+// componentsAtLeast reports whether have[i] >= want[i].Svn for i >= start;
+// a level with a different component count never matches.
+func componentsAtLeast(have []byte, want []pcs.TcbComponent, start int) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for i := start; i < len(have); i++ {
+		if have[i] < want[i].Svn {
+			return false
+		}
+	}
+	return true
+}
+
+func evaluateQE(q *tdxquote.Quote, qi *pcs.EnclaveIdentity) (string, error) {
+	r := &q.QEReport
+	if !bytes.Equal(qi.Mrsigner.Bytes, r.MRSigner[:]) {
+		return "", fmt.Errorf("QE identity: QE MRSIGNER %x is not %x", r.MRSigner, qi.Mrsigner.Bytes)
+	}
+	if r.ISVProdID != qi.IsvProdID {
+		return "", fmt.Errorf("QE identity: QE ISVPRODID %d is not %d", r.ISVProdID, qi.IsvProdID)
+	}
+	if len(qi.Miscselect.Bytes) != 4 || len(qi.MiscselectMask.Bytes) != 4 {
+		return "", fmt.Errorf("QE identity: miscselect and mask must be 4 bytes, are %d and %d", len(qi.Miscselect.Bytes), len(qi.MiscselectMask.Bytes))
+	}
+	mask := binary.LittleEndian.Uint32(qi.MiscselectMask.Bytes)
+	if r.MiscSelect&mask != binary.LittleEndian.Uint32(qi.Miscselect.Bytes) {
+		return "", fmt.Errorf("QE identity: QE MISCSELECT %08x under mask %08x is not %x", r.MiscSelect, mask, qi.Miscselect.Bytes)
+	}
+	if len(qi.Attributes.Bytes) != len(r.Attributes) || len(qi.AttributesMask.Bytes) != len(r.Attributes) {
+		return "", fmt.Errorf("QE identity: attributes and mask must be %d bytes", len(r.Attributes))
+	}
+	for i := range r.Attributes {
+		if r.Attributes[i]&qi.AttributesMask.Bytes[i] != qi.Attributes.Bytes[i] {
+			return "", fmt.Errorf("QE identity: QE ATTRIBUTES %x under mask %x are not %x", r.Attributes, qi.AttributesMask.Bytes, qi.Attributes.Bytes)
+		}
+	}
+	for _, l := range qi.TcbLevels {
+		if l.Tcb.Isvsvn <= uint32(r.ISVSVN) {
+			return string(l.TcbStatus), nil
+		}
+	}
+	return "", fmt.Errorf("QE identity has no TCB level for QE ISVSVN %d", r.ISVSVN)
+}
+
+// converge folds a component's status (TDX module or QE) into the platform
+// status.
+func converge(platform, component string) string {
+	switch pcs.TcbComponentStatus(component) {
+	case pcs.TcbComponentStatusRevoked:
+		return component
+	case pcs.TcbComponentStatusOutOfDate:
+		switch pcs.TcbComponentStatus(platform) {
+		case pcs.TcbComponentStatusUpToDate, pcs.TcbComponentStatusSwHardeningNeeded:
+			return string(pcs.TcbComponentStatusOutOfDate)
+		case pcs.TcbComponentStatusConfigurationNeeded, pcs.TcbComponentStatusConfigurationAndSWHardeningNeeded:
+			return string(pcs.TcbComponentStatusOutOfDateConfigurationNeeded)
+		}
+	}
+	return platform
+}

@@ -1,0 +1,405 @@
+package appraisal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
+	"github.com/google/go-tdx-guest/verify"
+	"github.com/google/go-tdx-guest/verify/trust"
+
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tdxquote"
+)
+
+// intelRootPEM is the Intel SGX Root CA (CN=Intel SGX Root CA, SHA-256
+// fingerprint 44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3),
+// copied from go-tdx-guest's verify/trusted_root.pem.
+//
+//go:embed intel_sgx_root_ca.pem
+var intelRootPEM []byte
+
+// IntelRoots returns a new pool holding only the Intel SGX Root CA. Each call
+// returns a fresh pool so no caller can change another's trust.
+func IntelRoots() *x509.CertPool {
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(intelRootPEM) {
+		// The file is embedded at build time; failing here is a build defect.
+		panic("appraisal: embedded Intel SGX Root CA does not parse")
+	}
+	return p
+}
+
+// TDXEvidence is what a TD presents.
+type TDXEvidence struct {
+	// Quote is a raw TDX quote v4.
+	Quote []byte
+	// CCEL is the CC event log and CCELTable its ACPI table. Without CCEL
+	// the replay check is skipped; the table is optional (see
+	// eventlog.VerifyCCEL).
+	CCEL      []byte
+	CCELTable []byte
+	// ReportData is the REPORTDATA the verifier expects (the nonce
+	// binding). Empty skips the check: the CLI may verify a quote on its own,
+	// the server always sets it.
+	ReportData []byte
+}
+
+// TDXOptions configures TDX appraisal. The zero value verifies offline
+// against the Intel SGX Root CA at the current time, accepting only
+// UpToDate when collateral is used and rejecting DEBUG TDs.
+type TDXOptions struct {
+	// TrustedRoots the PCK chain and the collateral signing chains must
+	// lead to. Nil means the embedded Intel SGX Root CA.
+	TrustedRoots *x509.CertPool
+	// Now is the time certificates and collateral are checked at; zero
+	// means time.Now().
+	Now time.Time
+	// Collateral fetches TCB info, QE identity and CRLs from Intel PCS
+	// URLs (pcs.TcbInfoURL, pcs.QeIdentityURL, pcs.PckCrlURL and the root's
+	// CRL distribution point). Nil means offline: no TCB status is
+	// evaluated. A getter implementing trust.ContextHTTPSGetter receives
+	// ctx.
+	Collateral trust.HTTPSGetter
+	// CheckRevocations fetches the PCK and root CRLs and rejects revoked
+	// certificates. Needs Collateral.
+	CheckRevocations bool
+	// AcceptedTCBStatuses lists the platform TCB statuses accepted
+	// (pcs.TcbComponentStatus names). Empty means {"UpToDate"}.
+	AcceptedTCBStatuses []string
+	// AllowDebug accepts TDs with the DEBUG attribute.
+	AllowDebug bool
+}
+
+// TDXResult is what a successful (or, with an error, partial) appraisal
+// established.
+type TDXResult struct {
+	Quote *tdxquote.Quote
+	// TCBStatus is the platform's converged TCB status; empty when no
+	// collateral was used.
+	TCBStatus string
+	// TDXModuleTCBStatus and QETCBStatus are the statuses that went into
+	// TCBStatus (empty when not evaluated).
+	TDXModuleTCBStatus string
+	QETCBStatus        string
+	// AdvisoryIDs of the matching TCB level.
+	AdvisoryIDs []string
+	FMSPC       string
+	Debug       bool
+	// Facts extracted from the replayed CCEL; nil without a CCEL.
+	Facts  *eventlog.Facts
+	Checks []Check
+}
+
+func (r *TDXResult) pass(name, detail string) {
+	r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail})
+}
+
+func (r *TDXResult) skip(name, detail string) {
+	r.Checks = append(r.Checks, Check{Name: name, Skipped: true, Detail: detail})
+}
+
+func (r *TDXResult) fail(name string, code Code, err error) error {
+	r.Checks = append(r.Checks, Check{Name: name, Detail: err.Error()})
+	return &Error{Check: name, Code: code, Err: err}
+}
+
+// Failed returns the first failed check, if any.
+func (r *TDXResult) Failed() (Check, bool) {
+	for _, c := range r.Checks {
+		if !c.OK && !c.Skipped {
+			return c, true
+		}
+	}
+	return Check{}, false
+}
+
+// validStatuses are the TCB statuses Intel's PCS assigns.
+var validStatuses = []string{
+	string(pcs.TcbComponentStatusUpToDate),
+	string(pcs.TcbComponentStatusSwHardeningNeeded),
+	string(pcs.TcbComponentStatusConfigurationNeeded),
+	string(pcs.TcbComponentStatusConfigurationAndSWHardeningNeeded),
+	string(pcs.TcbComponentStatusOutOfDate),
+	string(pcs.TcbComponentStatusOutOfDateConfigurationNeeded),
+	string(pcs.TcbComponentStatusRevoked),
+}
+
+// ValidTCBStatuses returns the TCB status names AcceptedTCBStatuses may hold.
+func ValidTCBStatuses() []string { return slices.Clone(validStatuses) }
+
+// TDX appraises TDX evidence. It returns the result with every check run so
+// far, and a *Error naming the first failed check. The result is non-nil
+// even on error.
+func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, error) {
+	res := &TDXResult{}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	roots := opts.TrustedRoots
+	if roots == nil {
+		// Never hand the library a nil pool: it then logs a warning to
+		// stdout, which is a plugin's transport.
+		roots = IntelRoots()
+	}
+	accepted := opts.AcceptedTCBStatuses
+	if len(accepted) == 0 {
+		accepted = []string{string(pcs.TcbComponentStatusUpToDate)}
+	}
+	for _, s := range accepted {
+		if !slices.Contains(validStatuses, s) {
+			return res, &Error{Check: CheckTCBStatus, Code: CodeConfig,
+				Err: fmt.Errorf("accepted TCB status %q is not one of %s", s, strings.Join(validStatuses, ", "))}
+		}
+	}
+	if opts.CheckRevocations && opts.Collateral == nil {
+		return res, &Error{Check: CheckCollateral, Code: CodeConfig,
+			Err: errors.New("revocation checks need a collateral getter")}
+	}
+
+	// 1. Structure, with our own bounds checks, before any library sees
+	// the bytes.
+	q, err := tdxquote.Parse(in.Quote)
+	if err != nil {
+		return res, res.fail(CheckQuoteFormat, CodeInvalidEvidence, err)
+	}
+	res.Quote, res.FMSPC, res.Debug = q, q.FMSPC(), q.Debug()
+	res.pass(CheckQuoteFormat, fmt.Sprintf("TDX quote v%d, %d bytes signature data, %d trailing bytes", q.Header.Version, q.SignedDataSize, q.TrailingBytes))
+
+	// 2. PCK chain to the trusted roots.
+	chainRoot, err := verifyPCKChain(q, roots, now)
+	if err != nil {
+		return res, res.fail(CheckPCKChain, CodeRejected, err)
+	}
+	res.pass(CheckPCKChain, fmt.Sprintf("PCK leaf %s chains to trusted root %q at %s", serialHex(q.PCKChain[0]), chainRoot.Subject.CommonName, now.UTC().Format(time.RFC3339)))
+	pckIdx := len(res.Checks) - 1
+
+	// 3. Signatures: our own checks name the failing one; go-tdx-guest then
+	// runs its offline verification (chain, signatures, QE binding) as a
+	// second, independent opinion.
+	if err := verifySignatures(q); err != nil {
+		return res, res.fail(CheckQuoteSignature, CodeRejected, err)
+	}
+	if err := verify.RawTdxQuoteContext(ctx, in.Quote, libraryOptions(roots, now, nil, false)); err != nil {
+		return res, res.fail(CheckQuoteSignature, CodeRejected, fmt.Errorf("go-tdx-guest: %w", err))
+	}
+	res.pass(CheckQuoteSignature, "attestation key signs header and body; PCK signs the QE report; QE report binds the attestation key")
+
+	// 4. Collateral and TCB status.
+	if opts.Collateral == nil {
+		res.skip(CheckCollateral, "offline: no collateral getter")
+		res.skip(CheckTCBStatus, "offline: TCB status not evaluated")
+	} else {
+		memo := newMemoGetter(opts.Collateral)
+		col, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations)
+		if err != nil {
+			return res, res.fail(CheckCollateral, CodeUnavailable, err)
+		}
+		if err := col.verify(q, chainRoot, roots, now); err != nil {
+			return res, res.fail(CheckCollateral, CodeRejected, err)
+		}
+		res.pass(CheckCollateral, col.describe())
+		if opts.CheckRevocations {
+			if err := col.checkRevoked(q); err != nil {
+				res.Checks[pckIdx] = Check{Name: CheckPCKChain, Detail: err.Error()}
+				return res, &Error{Check: CheckPCKChain, Code: CodeRejected, Err: err}
+			}
+			res.Checks[pckIdx].Detail += "; not revoked"
+		}
+		st, err := evaluateTCB(q, &col.tcbInfo.TcbInfo, &col.qeIdentity.EnclaveIdentity)
+		if err != nil {
+			return res, res.fail(CheckTCBStatus, CodeRejected, err)
+		}
+		res.TCBStatus, res.TDXModuleTCBStatus, res.QETCBStatus, res.AdvisoryIDs = st.status, st.module, st.qe, st.advisories
+		if !slices.Contains(accepted, st.status) {
+			return res, res.fail(CheckTCBStatus, CodeRejected,
+				fmt.Errorf("TCB status %s (%s) is not accepted (accepted: %s)", st.status, st.describe(), strings.Join(accepted, ", ")))
+		}
+		if st.status == string(pcs.TcbComponentStatusUpToDate) {
+			// The library accepts only UpToDate; where we agree, let it
+			// check the same collateral (served from memory) too.
+			lo := libraryOptions(roots, now, memo.replayOnly(), opts.CheckRevocations)
+			if err := verify.RawTdxQuoteContext(ctx, in.Quote, lo); err != nil {
+				return res, res.fail(CheckTCBStatus, CodeRejected, fmt.Errorf("go-tdx-guest rejects the collateral evaluation: %w", err))
+			}
+		}
+		res.pass(CheckTCBStatus, fmt.Sprintf("%s (%s), accepted", st.status, st.describe()))
+	}
+
+	// 5. DEBUG TDs expose their memory to the host: nothing they attest
+	// can be trusted.
+	if q.Debug() && !opts.AllowDebug {
+		return res, res.fail(CheckDebug, CodeRejected, fmt.Errorf("TD has the DEBUG attribute (td_attributes %x) and debug TDs are not allowed", q.Body.TDAttributes))
+	}
+	if q.Debug() {
+		res.pass(CheckDebug, "DEBUG TD, allowed by configuration")
+	} else {
+		res.pass(CheckDebug, "not a debug TD")
+	}
+
+	// 6. REPORTDATA binding.
+	if len(in.ReportData) == 0 {
+		res.skip(CheckReportData, "no expected REPORTDATA given")
+	} else if len(in.ReportData) != tdxquote.ReportDataSize || subtle.ConstantTimeCompare(in.ReportData, q.Body.ReportData[:]) != 1 {
+		return res, res.fail(CheckReportData, CodeRejected, fmt.Errorf("REPORTDATA %x is not the expected %x", q.Body.ReportData, in.ReportData))
+	} else {
+		res.pass(CheckReportData, "REPORTDATA equals the expected binding")
+	}
+
+	// 7. CCEL replay against RTMR0..2.
+	if len(in.CCEL) == 0 {
+		res.skip(CheckCCELReplay, "no CCEL given")
+		return res, nil
+	}
+	facts, err := eventlog.VerifyCCEL(in.CCELTable, in.CCEL, [3][]byte{q.Body.RTMR[0][:], q.Body.RTMR[1][:], q.Body.RTMR[2][:]})
+	if err != nil {
+		// A log that replays to other values is a rejection; one that
+		// does not parse is malformed evidence.
+		code := CodeInvalidEvidence
+		var me *cctrusted.MismatchError
+		if errors.As(err, &me) {
+			code = CodeRejected
+		}
+		return res, res.fail(CheckCCELReplay, code, err)
+	}
+	res.Facts = facts
+	res.pass(CheckCCELReplay, "CCEL replays to RTMR0..2")
+	return res, nil
+}
+
+// libraryOptions builds a fresh verify.Options for one call: the library
+// writes into the struct it is given, so sharing one is a data race.
+func libraryOptions(roots *x509.CertPool, now time.Time, getter trust.HTTPSGetter, revocations bool) *verify.Options {
+	return &verify.Options{
+		TrustedRoots:     roots,
+		GetCollateral:    getter != nil,
+		CheckRevocations: revocations,
+		Getter:           getter,
+		Now: &verify.TimeSet{
+			PckCertChain: now, TcbInfo: now, QeIdentity: now, PckCrl: now, RootCaCrl: now,
+		},
+	}
+}
+
+// Subject common names of a PCK chain, as Intel issues them.
+const (
+	cnRoot         = "Intel SGX Root CA"
+	cnPlatformCA   = "Intel SGX PCK Platform CA"
+	cnProcessorCA  = "Intel SGX PCK Processor CA"
+	cnPCKLeaf      = "Intel SGX PCK Certificate"
+	cnTCBSigning   = "Intel SGX TCB Signing"
+	caParamPlatfom = "platform"
+	caParamProc    = "processor"
+)
+
+// verifyPCKChain checks the chain's shape (the CNs, P-256 keys, ECDSA-SHA256
+// signatures the library also insists on) and that the leaf chains, through
+// the quote's intermediate, to one of roots at now. It returns the trusted
+// root the chain ends in.
+func verifyPCKChain(q *tdxquote.Quote, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
+	leaf, inter, root := q.PCKChain[0], q.PCKChain[1], q.PCKChain[2]
+	for _, c := range []struct {
+		cert *x509.Certificate
+		cn   []string
+		role string
+	}{
+		{leaf, []string{cnPCKLeaf}, "leaf"},
+		{inter, []string{cnPlatformCA, cnProcessorCA}, "intermediate CA"},
+		{root, []string{cnRoot}, "root CA"},
+	} {
+		if !slices.Contains(c.cn, c.cert.Subject.CommonName) {
+			return nil, fmt.Errorf("PCK %s subject CN %q, want %q", c.role, c.cert.Subject.CommonName, strings.Join(c.cn, `" or "`))
+		}
+		if err := checkP256(c.cert); err != nil {
+			return nil, fmt.Errorf("PCK %s: %w", c.role, err)
+		}
+	}
+	if leaf.Issuer.CommonName != inter.Subject.CommonName {
+		return nil, fmt.Errorf("PCK leaf issuer %q is not the intermediate %q", leaf.Issuer.CommonName, inter.Subject.CommonName)
+	}
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: inters, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("PCK leaf does not chain to a trusted root at %s: %w", now.UTC().Format(time.RFC3339), err)
+	}
+	return chains[0][len(chains[0])-1], nil
+}
+
+func checkP256(c *x509.Certificate) error {
+	if c.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+		return fmt.Errorf("signature algorithm %v, want ECDSA-SHA256", c.SignatureAlgorithm)
+	}
+	pub, ok := c.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return errors.New("public key is not ECDSA P-256")
+	}
+	return nil
+}
+
+// verifySignatures checks the quote signature (attestation key over
+// header||body), the QE report signature (PCK leaf key) and the QE report
+// binding of the attestation key: SHA-256(key || QE auth data) || 32 zeros.
+func verifySignatures(q *tdxquote.Quote) error {
+	ak, err := rawP256Key(q.AttestationKey[:])
+	if err != nil {
+		return fmt.Errorf("attestation key: %w", err)
+	}
+	digest := sha256.Sum256(q.SignedBytes())
+	if !verifyRaw(ak, digest[:], q.Signature[:]) {
+		return errors.New("quote signature does not verify with the attestation key over header and body")
+	}
+	pck, ok := q.PCKChain[0].PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return errors.New("PCK leaf key is not ECDSA")
+	}
+	digest = sha256.Sum256(q.QEReport.Raw[:])
+	if !verifyRaw(pck, digest[:], q.QEReportSignature[:]) {
+		return errors.New("QE report signature does not verify with the PCK leaf key")
+	}
+	h := sha256.New()
+	h.Write(q.AttestationKey[:])
+	h.Write(q.QEAuthData)
+	want := append(h.Sum(nil), make([]byte, 32)...)
+	if !bytes.Equal(want, q.QEReport.ReportData[:]) {
+		return errors.New("QE report data does not bind the attestation key and QE auth data")
+	}
+	return nil
+}
+
+func rawP256Key(b []byte) (*ecdsa.PublicKey, error) {
+	// ParseUncompressedPublicKey checks the point is on the curve.
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, b...))
+	if err != nil {
+		return nil, err
+	}
+	return pub, nil
+}
+
+func verifyRaw(pub *ecdsa.PublicKey, digest, sig []byte) bool {
+	if len(sig) != 64 {
+		return false
+	}
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:])
+	return ecdsa.Verify(pub, digest, r, s)
+}
+
+func serialHex(c *x509.Certificate) string { return fmt.Sprintf("serial %x", c.SerialNumber) }
