@@ -7,6 +7,10 @@ import (
 
 // Sentinel errors, one per class of failure, so a plugin can map any error
 // of this package to a gRPC code with errors.Is without parsing messages.
+// Suggested mapping: ErrTooLarge -> ResourceExhausted, ErrVersion ->
+// FailedPrecondition, ErrMalformed and ErrWrongKind -> InvalidArgument,
+// ErrBinding -> PermissionDenied. The messages are written for operators
+// and can be passed on as the status message.
 var (
 	// ErrTooLarge: a payload or its decompressed logs exceed the Limits.
 	ErrTooLarge = errors.New("evidence: too large")
