@@ -1,0 +1,83 @@
+package tee
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+)
+
+// On a host with neither TDX nor a TPM, auto detection fails and says what it
+// probed; it never falls back to the simulator, even when one is configured.
+func TestDetectNothing(t *testing.T) {
+	root := t.TempDir()
+	simDir := filepath.Join(t.TempDir(), "sim")
+	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), Config{HostRoot: root, SimDir: simDir,
+		TPM: tpm.Options{Device: filepath.Join(root, "dev/tpmrm0")}})
+	var de *DetectError
+	if !errors.As(err, &de) || len(de.Probes) != 2 {
+		t.Fatalf("Open(auto) = %v, want a DetectError with two probes", err)
+	}
+	for _, want := range []string{"tdx:", "tpm:", "dev/tpmrm0", "only used with tee = sim"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestOpenByName(t *testing.T) {
+	ctx := context.Background()
+	simDir := filepath.Join(t.TempDir(), "sim")
+	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(ctx, Config{TEE: "sim", SimDir: simDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.TEE() != cctrusted.TEESim {
+		t.Fatalf("sim opened as %q", p.TEE())
+	}
+	if _, ok := Unwrap(p).(*sim.Provider); !ok {
+		t.Fatalf("Unwrap gave %T", Unwrap(p))
+	}
+	for _, c := range []Config{{TEE: "sim"}, {TEE: "sgx"}, {TEE: "tdx", HostRoot: t.TempDir()}} {
+		if _, err := Open(ctx, c); err == nil {
+			t.Errorf("Open(%+v) succeeded", c)
+		}
+	}
+}
+
+// With a TPM reachable (swtpm over TCP) and no TDX, auto detection opens it.
+func TestDetectTPM(t *testing.T) {
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
+	}
+	ctx := context.Background()
+	s, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := Open(ctx, Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: s.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.TEE() != cctrusted.TEETPM {
+		t.Fatalf("detected %q, want tpm", p.TEE())
+	}
+	if _, err := p.Measurement(ctx, cctrusted.PCR(0).IMR(), cctrusted.AlgSHA256); err != nil {
+		t.Fatal(err)
+	}
+}
