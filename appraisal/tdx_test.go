@@ -125,6 +125,7 @@ func TestRealQuoteRejections(t *testing.T) {
 				t.Fatal("accepted")
 			}
 			wantCheck(t, err, tc.check, tc.code, tc.parts...)
+			t.Log(err)
 			if res == nil {
 				t.Fatal("nil result")
 			}
