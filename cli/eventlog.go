@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee"
 )
 
 func init() { commands = append(commands, newEventlogCmd) }
@@ -29,21 +31,34 @@ type eventlogFlags struct {
 func newEventlogCmd(g *globals) *cobra.Command {
 	var f eventlogFlags
 	cmd := &cobra.Command{
-		Use:   "eventlog FILE",
+		Use:   "eventlog [FILE]",
 		Short: "Decode an event log (CCEL, TPM, IMA, runtime) and optionally replay it",
-		Long: `Decode an event log and print its events. The format is detected unless
+		Long: `Decode an event log and print its events. Without FILE the live TEE's log is
+read (--tee): the CCEL on TDX and the simulator, the firmware log on a TPM, or
+the IMA list with --format ima. The format of a file is detected unless
 --format is given. --replay prints the registers the log replays to: rtmr0..rtmr3
 for a CCEL, pcr0..pcr23 for TPM and IMA logs, one map per bank under
 "replayed_banks" and the default bank (or --alg) under "replayed".`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := readInput("event log", args[0])
+			var (
+				raw  []byte
+				name string
+				err  error
+			)
+			if len(args) == 1 {
+				name = args[0]
+				raw, err = readInput("event log", name)
+			} else {
+				name = "live " + g.tee + " event log"
+				raw, f.format, err = g.liveLog(cmd.Context(), f.format)
+			}
 			if err != nil {
 				return err
 			}
 			out, err := decodeLog(raw, f)
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
 			return g.emit(out, func() error { g.printLog(out); return nil })
 		},
@@ -273,4 +288,47 @@ func workloadDetail(w runtimelog.Workload) string {
 		}
 	}
 	return s
+}
+
+// liveLog reads the raw log of the live TEE, so a live log goes through the
+// same decoder as a file.
+func (g *globals) liveLog(ctx context.Context, format string) ([]byte, string, error) {
+	p, err := g.open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer p.Close()
+	src := tee.Unwrap(p)
+	type ccelSource interface {
+		RawCCEL(context.Context) (table, log []byte, err error)
+	}
+	type tpmSource interface {
+		RawEventLog(context.Context) ([]byte, error)
+	}
+	type imaSource interface {
+		RawIMA(context.Context) ([]byte, error)
+	}
+	type tpmIMASource interface {
+		RawIMALog(context.Context) ([]byte, error)
+	}
+	if format == string(eventlog.FormatIMA) {
+		switch s := src.(type) {
+		case imaSource:
+			b, err := s.RawIMA(ctx)
+			return b, format, err
+		case tpmIMASource:
+			b, err := s.RawIMALog(ctx)
+			return b, format, err
+		}
+		return nil, "", fmt.Errorf("the %s TEE has no IMA log source", p.TEE())
+	}
+	switch s := src.(type) {
+	case ccelSource:
+		_, b, err := s.RawCCEL(ctx)
+		return b, string(eventlog.FormatCCEL), err
+	case tpmSource:
+		b, err := s.RawEventLog(ctx)
+		return b, string(eventlog.FormatTPM), err
+	}
+	return nil, "", fmt.Errorf("the %s TEE has no firmware event log source", p.TEE())
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,30 @@ func newQuoteCmd(g *globals) *cobra.Command {
 			return g.emit(in, func() error { g.printInspection(&in); return nil })
 		},
 	})
+	var nonce, userData, out string
+	get := &cobra.Command{
+		Use:   "get --nonce HEX [--user-data HEX] [-o FILE]",
+		Short: "Get a quote from the live TEE with REPORTDATA = SHA-512(nonce || user data)",
+		Long: `Get a quote from the live TEE (--tee). With -o FILE (any value other than
+text or json) or --out FILE the quote is written to FILE: raw bytes for TDX and
+the simulator, JSON for a TPM report. Otherwise it is printed.`,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{outputFileAllowed: "true"},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "text" && g.output != "json" {
+				if out != "" {
+					return fmt.Errorf("both -o %s and --out %s given", g.output, out)
+				}
+				out, g.output = g.output, "text"
+			}
+			return g.quoteGet(cmd, nonce, userData, out)
+		},
+	}
+	get.Flags().StringVar(&nonce, "nonce", "", "nonce, hex (required)")
+	get.Flags().StringVar(&userData, "user-data", "", "user data, hex")
+	get.Flags().StringVar(&out, "out", "", "write the quote to this file")
+	_ = get.MarkFlagRequired("nonce")
+	cmd.AddCommand(get)
 	return cmd
 }
 

@@ -80,6 +80,9 @@ func newRoot(g *globals) *cobra.Command {
 			case "text", "json":
 				return nil
 			}
+			if cmd.Annotations[outputFileAllowed] != "" {
+				return nil
+			}
 			return fmt.Errorf("-o %q: want text or json", g.output)
 		},
 	}
@@ -96,6 +99,9 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	return root
 }
+
+// outputFileAllowed marks commands where -o may name a file (quote get).
+const outputFileAllowed = "output-file"
 
 // commands registers the subcommands; each file adds its own in init so
 // that this file does not change when a command is added.
