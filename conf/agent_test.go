@@ -160,6 +160,10 @@ func TestAgentErrors(t *testing.T) {
 		{"runtime_log_path relative", "runtime_log_path = \"rt\"", 1, []string{"runtime_log_path", "not an absolute path"}},
 		{"duplicate tee", "tee = \"tdx\"\ntee = \"tpm\"", 2, []string{`duplicate key "tee" at top level`, "line 1"}},
 		{"server key in agent", "nonce_ttl = \"1s\"", 1, []string{`unknown key "nonce_ttl"`}},
+		// "\400" scans but makes hcl's Token.Value panic (octal > 255).
+		{"unquotable string", "\nhost_root = \"\\400\"", 2, []string{"host_root: malformed string"}},
+		{"unquotable key", "tdx {\n  \"\\400\" = 1\n}", 2, []string{"malformed key in tdx"}},
+		{"unquotable list element", "logs = [\"\\400\"]", 1, []string{"logs[0]: malformed string"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,7 +29,8 @@ type ServerVerifier struct {
 	// PolicyFile; names are unique across both.
 	Policies   []Policy
 	PolicyFile string
-	// RequirePolicy rejects nodes that match no enforced policy.
+	// RequirePolicy rejects nodes that match none of Policies; how a
+	// warn-only policy counts is the evaluator's rule.
 	RequirePolicy bool
 }
 

@@ -67,7 +67,9 @@ func TestServerKeys(t *testing.T) {
 		{"cache_dir", `tdx { collateral { cache_dir = "/cache" } }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.CacheDir == "/cache" }},
 		{"refresh", `tdx { collateral { refresh = "90m" } }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.Refresh == 90*time.Minute }},
 		{"accepted_tcb_statuses all", `tdx { accepted_tcb_statuses = ["UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"] }`,
-			func(c *conf.ServerVerifier) bool { return len(c.TDX.AcceptedTCBStatuses) == 6 && c.TDX.AcceptedTCBStatuses[5] == "OutOfDateConfigurationNeeded" }},
+			func(c *conf.ServerVerifier) bool {
+				return len(c.TDX.AcceptedTCBStatuses) == 6 && c.TDX.AcceptedTCBStatuses[5] == "OutOfDateConfigurationNeeded"
+			}},
 		{"allow_debug", `tdx { allow_debug = true }`, func(c *conf.ServerVerifier) bool { return c.TDX.AllowDebug }},
 		{"tdx object assignment", `tdx = { allow_debug = true }`, func(c *conf.ServerVerifier) bool { return c.TDX.AllowDebug }},
 		{"ek_ca_files", `tpm { ek_ca_files = ["/a.pem", "/b.pem"] }`, func(c *conf.ServerVerifier) bool {
@@ -176,6 +178,7 @@ func TestServerErrors(t *testing.T) {
 		{"unterminated string", "tdx {\n  trusted_roots_file = \"/a\n}", 2, []string{"literal not terminated"}},
 		{"json refused", `{"tdx": {}}`, 1, []string{"JSON is not supported"}},
 		{"policy without label", "tdx {}\npolicy {\n  secure_boot = true\n}", 2, []string{"policy block needs a name"}},
+		{"unquotable label", "tdx {}\npolicy \"\\400\" {\n}", 2, []string{"policy: malformed name"}},
 		{"policy two labels", "tdx {}\npolicy \"a\" \"b\" {\n}", 2, []string{"policy block takes one name"}},
 		{"policy not a block", "tdx {}\npolicy \"a\" = 5", 2, nil},
 	}
