@@ -22,10 +22,10 @@ func ParseASCII(b []byte, opts Options) (*Log, error) {
 		return nil, &ParseError{Format: FormatASCII, Line: 1, Err: fmt.Errorf("%w: list is %d bytes, limit %d", ErrTooLarge, len(b), o.MaxBytes)}
 	}
 	p := asciiParser{o: o, bo: o.ByteOrder, b: b, str: string(b)}
-	// Rebuilt template data is never longer than its ascii form except for
-	// the legacy template's padded name, so one block usually holds it all;
-	// the part of it never written costs no memory.
-	p.arena.chunk = len(b) + 4096
+	// Rebuilt template data lives in 1 MiB blocks: large enough that the
+	// allocations do not matter, small enough that the runtime does not
+	// zero far more than the data needs (it is about half the ascii size).
+	p.arena.chunk = min(len(b)+4096, 1<<20)
 	n := min(bytes.Count(b, []byte{'\n'})+1, o.MaxEntries+1)
 	log := &Log{Format: FormatASCII, Entries: make([]Entry, 0, n)}
 	off, line := 0, 0

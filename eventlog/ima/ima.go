@@ -26,6 +26,11 @@
 //     also applies when an ascii list is turned back into template data.
 //   - A violation is recorded with an all-zero template hash and extended as
 //     all 0xFF bytes into every bank.
+//
+// A template hash is not a signature: anyone can recompute it. Checking it
+// catches corrupt or inconsistent lists (and makes the ascii and binary
+// forms interchangeable); what makes a list trustworthy is that Replay or
+// Verify reproduces a register value the hardware signed.
 package ima
 
 import (
