@@ -81,6 +81,9 @@ const (
 	recnumLen     = 8
 	rtmr3CCMR     = 4
 	defaultFields = 4096
+	// recordOverhead is a record's size besides its digest and content:
+	// recnum TLV, index TLV, digests TLV header, the digest's TLV header.
+	recordOverhead = tlvHeader + recnumLen + tlvHeader + 1 + tlvHeader + tlvHeader
 )
 
 // Default bounds for Decode: PATH_MAX sized fields; a log several times
@@ -234,7 +237,11 @@ func (l *Log) AppendEncoded(dst []byte, w Workload) ([]byte, cctrusted.Event, er
 
 // Encode returns the whole log in CEL TLV encoding.
 func (l *Log) Encode() ([]byte, error) {
-	var out []byte
+	size := 0
+	for _, r := range l.recs {
+		size += recordOverhead + l.alg.Size() + len(r.content)
+	}
+	out := make([]byte, 0, size)
 	for i := range l.recs {
 		var err error
 		if out, err = l.appendRecord(out, i); err != nil {
