@@ -448,3 +448,62 @@ func TestInitState(t *testing.T) {
 		t.Fatalf("Init wrote\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestEventLogReplaysToMeasurements is the acceptance check "eventlog --replay equals
+// measurements" at the API level: the CCEL events the provider serves, replayed and
+// mapped to TDX registers, equal RTMR0..2 of a fresh TDREPORT.
+func TestEventLogReplaysToMeasurements(t *testing.T) {
+	p := newSim(t, InitOptions{})
+	ctx := context.Background()
+	events, err := p.EventLog(ctx, 0, 0)
+	if err != nil && strings.Contains(err.Error(), "not wired") {
+		t.Skipf("tee/tdx does not serve events yet: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs, err := cctrusted.Replay(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rtmr, err := p.Measurements(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[cctrusted.IMR][]byte{}
+	for imr, banks := range regs {
+		m, err := imr.TDX()
+		if err != nil {
+			t.Fatalf("event register %v: %v", imr, err)
+		}
+		if v, ok := banks[cctrusted.AlgSHA384]; ok {
+			got[m] = v
+		}
+	}
+	for i := range 3 {
+		if !bytes.Equal(got[cctrusted.RTMR(i).IMR()], rtmr[i][:]) {
+			t.Errorf("RTMR%d: events replay to %x, TDREPORT says %x", i, got[cctrusted.RTMR(i).IMR()], rtmr[i])
+		}
+	}
+}
+
+func BenchmarkReport(b *testing.B) {
+	p := newSim(b, InitOptions{})
+	ctx := context.Background()
+	nonce := make([]byte, 32)
+	for b.Loop() {
+		if _, err := p.Report(ctx, nonce, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkExtendRTMR3(b *testing.B) {
+	p := newSim(b, InitOptions{})
+	ctx := context.Background()
+	for b.Loop() {
+		if err := p.ExtendRTMR(ctx, 3, concurrentDigest); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
