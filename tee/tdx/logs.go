@@ -7,6 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
 )
 
 // Read bounds. sysfs and securityfs report a size of 0, so the bound is
@@ -21,19 +23,21 @@ const (
 	MaxIMASize = 64 << 20
 )
 
-const ccelTableMinSize = 56
-
 // RawCCEL returns the ACPI CCEL table and the CCEL event log as the host
-// exposes them. The table's signature is checked; the log is returned as is
-// (0xFF-padded to LAML).
+// exposes them. The table is checked (signature, length, checksum, TDX CC
+// type); the log is returned as is, 0xFF-padded to LAML, for the verifier to
+// parse.
 func (p *Provider) RawCCEL(ctx context.Context) (table, log []byte, err error) {
 	table, err = readBounded(ctx, p.ccelTablePath, MaxCCELTableSize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tdx: CCEL table: %w", err)
 	}
-	if len(table) < ccelTableMinSize || string(table[:4]) != "CCEL" {
-		return nil, nil, fmt.Errorf("tdx: CCEL table %s is not an ACPI CCEL table (%d bytes, signature %q)",
-			p.ccelTablePath, len(table), table[:min(4, len(table))])
+	t, err := eventlog.ParseCCELTable(table)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tdx: CCEL table %s: %w", p.ccelTablePath, err)
+	}
+	if t.CCType != eventlog.CCTypeTDX {
+		return nil, nil, fmt.Errorf("tdx: CCEL table %s is for CC type %d, not TDX (%d)", p.ccelTablePath, t.CCType, eventlog.CCTypeTDX)
 	}
 	log, err = readBounded(ctx, p.ccelPath, MaxCCELSize)
 	if err != nil {

@@ -49,11 +49,15 @@ func TestRawCCELErrors(t *testing.T) {
 		{"no log", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table},
 			"", "sys/firmware/acpi/tables/data/CCEL", true},
 		{"table is another ACPI table", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append([]byte("TDEL"), table[4:]...), "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "not an ACPI CCEL table", false},
+			"", `signature is "TDEL"`, false},
+		{"table for SEV", map[string][]byte{"sys/firmware/acpi/tables/CCEL": sevTable(table), "sys/firmware/acpi/tables/data/CCEL": log},
+			"", "CC type 1, not TDX", false},
+		{"table checksum", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append(bytes.Clone(table[:55]), table[55]+1), "sys/firmware/acpi/tables/data/CCEL": log},
+			"", "checksum", false},
 		{"table truncated", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table[:20], "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "not an ACPI CCEL table", false},
+			"", "20 bytes, want 56", false},
 		{"table empty", map[string][]byte{"sys/firmware/acpi/tables/CCEL": nil, "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "not an ACPI CCEL table", false},
+			"", "0 bytes, want 56", false},
 		{"table oversized", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append(bytes.Clone(table), make([]byte, MaxCCELTableSize)...), "sys/firmware/acpi/tables/data/CCEL": log},
 			"", "larger than the 4096-byte limit", false},
 		{"log oversized", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table},
@@ -129,4 +133,13 @@ func TestReadBoundedCanceled(t *testing.T) {
 	if _, err := readBounded(ctx, ccelTableFile, 100); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error = %v, want context.Canceled", err)
 	}
+}
+
+// sevTable turns the TDX CCEL table into an SEV one: CC type (offset 36)
+// 2 -> 1, and the ACPI checksum byte (offset 9) adjusted so the sum stays 0.
+func sevTable(table []byte) []byte {
+	t := bytes.Clone(table)
+	t[36]--
+	t[9]++
+	return t
 }
