@@ -1,0 +1,75 @@
+package tpm
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+)
+
+// BenchmarkQuoteVerify is one agent quote on swtpm (ECC AK, SHA-256 PCRs
+// 0..23, with the read-back check) plus the server's VerifyQuote.
+func BenchmarkQuoteVerify(b *testing.B) {
+	p := open(b, startTPM(b), Options{})
+	akPub, _ := p.AttestationKeyPublic()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := p.Report(ctx, []byte("nonce"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := VerifyQuote(akPub, r.Quote, r.Signature, r.ReportData, r.Registers); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyQuote is the server side alone, on the stored ECC quote.
+func BenchmarkVerifyQuote(b *testing.B) {
+	f := readFixture(b, "ecc")
+	rd := cctrusted.ReportData(testdataNonce, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := VerifyQuote(f.akPub, f.attest, f.sig, rd[:], f.pcrs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestConcurrentUse shares one provider between goroutines, as the agent's
+// node and workload attestors do; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	p := open(t, startTPM(t), Options{})
+	akPub, _ := p.AttestationKeyPublic()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 4 {
+		wg.Go(func() {
+			for range 3 {
+				d := make([]byte, 32)
+				d[0] = byte(i)
+				if err := p.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
+					errs <- err
+					return
+				}
+				r, err := p.Report(ctx, []byte{byte(i)}, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if err := VerifyQuote(akPub, r.Quote, r.Signature, r.ReportData, r.Registers); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
