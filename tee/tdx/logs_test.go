@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,40 +39,31 @@ func TestRawCCELErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		files    map[string][]byte
-		big      string // a sparse file one byte over MaxCCELSize
 		wantErr  string
 		notExist bool
 	}{
 		{"no table", map[string][]byte{"sys/firmware/acpi/tables/data/CCEL": log},
-			"", "sys/firmware/acpi/tables/CCEL", true},
+			"sys/firmware/acpi/tables/CCEL", true},
 		{"no log", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table},
-			"", "sys/firmware/acpi/tables/data/CCEL", true},
+			"sys/firmware/acpi/tables/data/CCEL", true},
 		{"table is another ACPI table", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append([]byte("TDEL"), table[4:]...), "sys/firmware/acpi/tables/data/CCEL": log},
-			"", `signature is "TDEL"`, false},
+			`signature is "TDEL"`, false},
 		{"table for SEV", map[string][]byte{"sys/firmware/acpi/tables/CCEL": sevTable(table), "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "CC type 1, not TDX", false},
+			"CC type 1, not TDX", false},
 		{"table checksum", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append(bytes.Clone(table[:55]), table[55]+1), "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "checksum", false},
+			"checksum", false},
 		{"table truncated", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table[:20], "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "20 bytes, want 56", false},
+			"20 bytes, want 56", false},
 		{"table empty", map[string][]byte{"sys/firmware/acpi/tables/CCEL": nil, "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "0 bytes, want 56", false},
+			"0 bytes, want 56", false},
 		{"table oversized", map[string][]byte{"sys/firmware/acpi/tables/CCEL": append(bytes.Clone(table), make([]byte, MaxCCELTableSize)...), "sys/firmware/acpi/tables/data/CCEL": log},
-			"", "larger than the 4096-byte limit", false},
-		{"log oversized", map[string][]byte{"sys/firmware/acpi/tables/CCEL": table},
-			"sys/firmware/acpi/tables/data/CCEL", "larger than the 16777216-byte limit", false},
+			"larger than the 4096-byte limit", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			for rel, b := range tc.files {
 				writeFile(t, root, rel, b)
-			}
-			if tc.big != "" {
-				p := writeFile(t, root, tc.big, nil)
-				if err := os.Truncate(p, MaxCCELSize+1); err != nil {
-					t.Fatal(err)
-				}
 			}
 			p := mustOpen(t, Options{HostRoot: root, Device: &fakeDevice{}})
 			_, _, err := p.RawCCEL(context.Background())
@@ -124,6 +114,20 @@ func TestRawIMA(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The bound is checked while reading (sysfs files stat as 0 bytes): a file of
+// exactly the limit is read, one byte more is refused naming the file.
+func TestReadBounded(t *testing.T) {
+	root := t.TempDir()
+	exact := writeFile(t, root, "exact", bytes.Repeat([]byte{1}, 100))
+	over := writeFile(t, root, "over", bytes.Repeat([]byte{1}, 101))
+	if b, err := readBounded(context.Background(), exact, 100); err != nil || len(b) != 100 {
+		t.Fatalf("read of a file at the limit: %d bytes, %v", len(b), err)
+	}
+	if _, err := readBounded(context.Background(), over, 100); err == nil || !strings.Contains(err.Error(), over+" is larger than the 100-byte limit") {
+		t.Fatalf("read over the limit: %v", err)
 	}
 }
 
