@@ -64,7 +64,7 @@ type InitOptions struct {
 	// the log (TDX, LAML = log size); nil with CCEL nil means the embedded table.
 	CCELTable []byte
 	// TCBStatus is what the simulated PCS reports for the platform's TCB level (one
-	// of pcs.TCBStatuses); empty means "UpToDate".
+	// of pcs.TCBStatuses()); empty means "UpToDate".
 	TCBStatus string
 	// Debug sets the TD's DEBUG attribute (td_attributes bit 0).
 	Debug bool

@@ -32,16 +32,18 @@ const (
 // DefaultValidity is how long issued collateral and CRLs stay valid.
 const DefaultValidity = 30 * 24 * time.Hour
 
-// TCB statuses Intel's PCS uses, in the spelling of TCB info.
-var TCBStatuses = []string{
-	"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
-	"OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
+// TCBStatuses returns the TCB statuses Intel's PCS uses, in the spelling of TCB info.
+func TCBStatuses() []string {
+	return []string{
+		"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+		"OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
+	}
 }
 
 // Params chooses what the simulated PCS says about the platform.
 type Params struct {
 	// TCBStatus is the status of the TCB level the platform matches (one of
-	// TCBStatuses). A status other than UpToDate also puts a higher UpToDate level
+	// TCBStatuses()). A status other than UpToDate also puts a higher UpToDate level
 	// first, as Intel's TCB info does, so verifiers must really match levels.
 	TCBStatus string `json:"tcb_status"`
 	// RevokePCK lists the platform's PCK certificate on the PCK CRL.
@@ -55,11 +57,11 @@ type Params struct {
 // Validate checks the status spelling and the validity.
 func (p *Params) Validate() error {
 	ok := false
-	for _, s := range TCBStatuses {
+	for _, s := range TCBStatuses() {
 		ok = ok || p.TCBStatus == s
 	}
 	if !ok {
-		return fmt.Errorf("pcs: tcb_status %q is not one of %v", p.TCBStatus, TCBStatuses)
+		return fmt.Errorf("pcs: tcb_status %q is not one of %v", p.TCBStatus, TCBStatuses())
 	}
 	if p.ValiditySeconds < 0 {
 		return fmt.Errorf("pcs: validity_seconds %d is negative", p.ValiditySeconds)

@@ -116,7 +116,7 @@ func TestQuoteLayout(t *testing.T) {
 		name      string
 		got, want []byte
 	}{
-		{"qe vendor id", v4.GetHeader().GetQeVendorId(), QEVendorID[:]},
+		{"qe vendor id", v4.GetHeader().GetQeVendorId(), []byte(QEVendorID)},
 		{"tee_tcb_svn", qb.GetTeeTcbSvn(), p.TeeTCBSVN},
 		{"mrseam", qb.GetMrSeam(), p.MRSEAM},
 		{"mrsignerseam", qb.GetMrSignerSeam(), p.MRSignerSeam},

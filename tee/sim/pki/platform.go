@@ -12,7 +12,7 @@ import (
 // header: the ASCII bytes "CCNP-SIM-NOTINTL". Intel's QE uses
 // 939a7233f79c4ca9940a0db3957f0607, so a sim quote is recognisable from its first
 // 28 bytes even before its certificate chain is looked at.
-var QEVendorID = [16]byte{'C', 'C', 'N', 'P', '-', 'S', 'I', 'M', '-', 'N', 'O', 'T', 'I', 'N', 'T', 'L'}
+const QEVendorID = "CCNP-SIM-NOTINTL"
 
 // SimulationOU is the organizational unit every simulated certificate carries in its
 // subject. go-tdx-guest checks only the common names, so the marker costs nothing and

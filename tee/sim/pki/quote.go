@@ -53,7 +53,7 @@ func (a *Authority) SignQuote(body TDQuoteBody, reportData [64]byte) ([]byte, er
 	binary.LittleEndian.PutUint32(h[4:], TEETypeTDX)
 	binary.LittleEndian.PutUint16(h[8:], p.QESVN)
 	binary.LittleEndian.PutUint16(h[10:], p.PCESVN)
-	copy(h[12:28], QEVendorID[:])
+	copy(h[12:28], QEVendorID)
 	// h[28:48] is user data; Intel's QE puts the PCE/QE IDs there, zeros are valid.
 
 	b := hb[QuoteHeaderSize:]
