@@ -210,6 +210,9 @@ func VerifyTPM(log []byte, pcrs cctrusted.Registers) (*Facts, error) {
 			}
 		}
 	}
+	if len(bank.PCRs) == 0 {
+		return nil, fmt.Errorf("eventlog: none of the signed PCRs (%d) is one the TPM log covers in %v", len(keys), extractAlg)
+	}
 	state, err := tpmeventlog.ReplayAndExtract(log, bank, extract.Opts{
 		Loader:          extract.GRUB,
 		AllowEmptySBVar: true,

@@ -23,8 +23,9 @@ func TestVerifyCCEL(t *testing.T) {
 	}{
 		{"cos-113-intel-tdx.bin", table, quoteRTMRs(t), false, "/syslinux/vmlinuz.A init=/usr/lib/systemd/systemd"},
 		{"cos-113-intel-tdx.bin", nil, quoteRTMRs(t), false, "/syslinux/vmlinuz.A"},
-		{"ubuntu-2404-intel-tdx.bin", nil, expectedRTMRs(t, "ubuntu-2404-intel-tdx.bin"), false, ""},
-		{"gdc-tdx.bin", nil, expectedRTMRs(t, "gdc-tdx.bin"), false, ""},
+		// The command lines are readable in the raw logs ("kernel_cmdline: ..." events).
+		{"ubuntu-2404-intel-tdx.bin", nil, expectedRTMRs(t, "ubuntu-2404-intel-tdx.bin"), false, "/vmlinuz-6.17.0-1008-gcp root=PARTUUID=55cc24dc"},
+		{"gdc-tdx.bin", nil, expectedRTMRs(t, "gdc-tdx.bin"), false, "/vmlinuz-6.11.0-21-generic root=/dev/mapper/ubuntu--vg-ubuntu--lv"},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/table=%v", tt.file, tt.table != nil), func(t *testing.T) {
@@ -271,6 +272,7 @@ func TestVerifyTPMRejects(t *testing.T) {
 		want string
 	}{
 		{"only sha1 signed", raw, cctrusted.Registers{pcr7: {cctrusted.AlgSHA1: regs[pcr7][cctrusted.AlgSHA1]}}, "no signed SHA-256 or SHA-384"},
+		{"only pcr23 signed", raw, cctrusted.Registers{cctrusted.PCR(23).IMR(): {cctrusted.AlgSHA256: make([]byte, 32)}}, "none of the signed PCRs"},
 		{"not a PCR", raw, cctrusted.Registers{cctrusted.RTMR(0).IMR(): {cctrusted.AlgSHA384: make([]byte, 48)}}, "not a TPM PCR"},
 		{"short PCR value", raw, cctrusted.Registers{pcr7: {cctrusted.AlgSHA256: make([]byte, 31)}}, "31 bytes"},
 		{"CCEL as TPM log", readFile(t, ccelDir, "gdc-tdx.bin"), regs, "end-of-log marker"},
