@@ -195,6 +195,10 @@ func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x5
 	if ti.ID != tcbInfoID || ti.Version != tcbInfoVersion {
 		return fmt.Errorf("TCB info: id %q version %d, want %q version %d", ti.ID, ti.Version, tcbInfoID, tcbInfoVersion)
 	}
+	if ti.TcbType != 0 {
+		// Type 0 is the only component comparison Intel defines.
+		return fmt.Errorf("TCB info: tcbType %d, only 0 is defined", ti.TcbType)
+	}
 	if err := current("TCB info", ti.IssueDate, ti.NextUpdate, now); err != nil {
 		return err
 	}

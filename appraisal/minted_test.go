@@ -157,3 +157,38 @@ func TestMintedAcceptedByLibrary(t *testing.T) {
 		t.Fatal("go-tdx-guest accepts the minted quote under the Intel root")
 	}
 }
+
+// TestConcurrentAppraisals shares one TDXOptions (roots, getter) across
+// goroutines: go-tdx-guest writes into its Options, so each call must build
+// its own. Run with -race.
+func TestConcurrentAppraisals(t *testing.T) {
+	p := newTestPKI(t)
+	q := p.mintQuote(t, nil)
+	opts := TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: p.pcs(t, defaultSpec(p)), CheckRevocations: true}
+	ev := cos113(t)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			if i%2 == 0 {
+				_, err := TDX(context.Background(), TDXEvidence{Quote: q}, opts)
+				errs <- err
+				return
+			}
+			_, err := TDX(context.Background(), TDXEvidence{Quote: ev.quote, CCEL: ev.ccel, CCELTable: ev.table}, TDXOptions{Now: pinnedNow})
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestCancelledContext(t *testing.T) {
+	p := newTestPKI(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := TDX(ctx, TDXEvidence{Quote: p.mintQuote(t, nil)}, TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: p.pcs(t, defaultSpec(p))})
+	wantCheck(t, err, CheckCollateral, CodeUnavailable, "context canceled")
+}
