@@ -62,8 +62,9 @@ type RTMRExtender interface {
 type Options struct {
 	// HostRoot prefixes every host path ("/" when empty).
 	HostRoot string
-	// TSM is the configfs-tsm client for quotes. nil: a client of the host's
-	// configfs-tsm when HostRoot/sys/kernel/config/tsm/report exists.
+	// TSM is the configfs-tsm client for quotes. nil: when
+	// HostRoot/sys/kernel/config/tsm/report exists, linuxtsm's client for
+	// HostRoot "/" and otherwise one that maps configfs paths under HostRoot.
 	TSM configfsi.Client
 	// Device produces TDREPORTs. nil: HostRoot/dev/tdx_guest when it exists.
 	Device Device
