@@ -192,3 +192,23 @@ func TestCancelledContext(t *testing.T) {
 	_, err := TDX(ctx, TDXEvidence{Quote: p.mintQuote(t, nil)}, TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: p.pcs(t, defaultSpec(p))})
 	wantCheck(t, err, CheckCollateral, CodeUnavailable, "context canceled")
 }
+
+// TestStricterThanLibraryOnModuleStatus documents where this package's TCB
+// evaluation differs from go-tdx-guest's: with a TDX module identity in
+// play, the library reports the module level's status alone, so an
+// OutOfDate platform with an UpToDate module passes it; Intel's quote
+// verification library converges the two and so does this package.
+func TestStricterThanLibraryOnModuleStatus(t *testing.T) {
+	p := newTestPKI(t)
+	q := p.mintQuote(t, nil)
+	spec := defaultSpec(p)
+	spec.platformStatus = "OutOfDate"
+	if err := verify.RawTdxQuote(q, libraryOptions(p.rootPool(), pinnedNow, p.pcs(t, spec), false)); err != nil {
+		t.Fatalf("go-tdx-guest no longer accepts this (update the doc of evaluateTCB): %v", err)
+	}
+	res, err := TDX(context.Background(), TDXEvidence{Quote: q}, TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: p.pcs(t, spec)})
+	wantCheck(t, err, CheckTCBStatus, CodeRejected, "platform OutOfDate")
+	if res.TCBStatus != "OutOfDate" || res.TDXModuleTCBStatus != "UpToDate" {
+		t.Errorf("statuses %q / module %q", res.TCBStatus, res.TDXModuleTCBStatus)
+	}
+}

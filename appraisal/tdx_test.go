@@ -170,9 +170,10 @@ func flipCCELDigest(t *testing.T, log []byte) []byte {
 	return nil
 }
 
-func TestDebugRejectedOnParsedQuote(t *testing.T) {
-	// The real quote cannot be re-signed; minted quotes exercise the full
-	// path in TestMintedDebug. Here: the decision itself.
+func TestDebugBitOnRealQuoteIsSigned(t *testing.T) {
+	// The real quote cannot be re-signed, so setting DEBUG in it must trip
+	// the signature; minted quotes exercise the debug check itself in
+	// TestMintedDebug.
 	ev := cos113(t)
 	q := bytes.Clone(ev.quote)
 	q[168] |= 1
