@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
+)
+
+func init() { commands = append(commands, newVerifyCmd) }
+
+type verifyFlags struct {
+	quote, ccel, table string
+	trustedRoot        string
+	at                 string
+	reportData         string
+	pcsURL             string
+	acceptTCB          string
+	allowDebug         bool
+}
+
+// verifyOutput is the JSON shape of `ccnp verify`.
+type verifyOutput struct {
+	Verified    bool              `json:"verified"`
+	FailedCheck string            `json:"failed_check,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	Checks      []appraisal.Check `json:"checks"`
+	TCBStatus   string            `json:"tcb_status,omitempty"`
+	FMSPC       string            `json:"fmspc,omitempty"`
+	Debug       bool              `json:"debug"`
+	MRTD        string            `json:"mrtd,omitempty"`
+	RTMR        []string          `json:"rtmr,omitempty"`
+	ReportData  string            `json:"report_data,omitempty"`
+	Facts       *eventlog.Facts   `json:"facts,omitempty"`
+}
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	var f verifyFlags
+	cmd := &cobra.Command{
+		Use:   "verify --quote FILE [--ccel FILE --ccel-table FILE] [--trusted-root PEM] [--at RFC3339]",
+		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
+		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
+trusted root (Intel's by default), the quote and QE report signatures, with
+--pcs-url the TCB status and revocation from a PCS-compatible service, the DEBUG
+attribute, and with --ccel the replay of the CCEL against RTMR0..2.
+Exit 0 when every check holds, 2 naming the failed check otherwise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, opts, err := f.load()
+			if err != nil {
+				return err
+			}
+			res, verr := appraisal.TDX(cmd.Context(), in, opts)
+			out := verifyOutput{Verified: verr == nil}
+			if res != nil {
+				out.Checks, out.TCBStatus, out.FMSPC, out.Debug, out.Facts = res.Checks, res.TCBStatus, res.FMSPC, res.Debug, res.Facts
+				if q := res.Quote; q != nil {
+					out.MRTD = hex.EncodeToString(q.Body.MRTD[:])
+					for _, r := range q.Body.RTMR {
+						out.RTMR = append(out.RTMR, hex.EncodeToString(r[:]))
+					}
+					out.ReportData = hex.EncodeToString(q.Body.ReportData[:])
+				}
+			}
+			if verr != nil {
+				out.Error = verr.Error()
+				if ae, ok := appraisal.AsError(verr); ok {
+					out.FailedCheck = ae.Check
+				}
+			}
+			if err := g.emit(out, func() error { g.printVerify(&out); return nil }); err != nil {
+				return err
+			}
+			if verr != nil {
+				return &exitError{code: 2, err: fmt.Errorf("verification failed: %w", verr)}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.quote, "quote", "", "TDX quote v4 file (required)")
+	fl.StringVar(&f.ccel, "ccel", "", "CCEL event log to replay against RTMR0..2")
+	fl.StringVar(&f.table, "ccel-table", "", "CCEL ACPI table")
+	fl.StringVar(&f.trustedRoot, "trusted-root", "", "PEM file of trusted root CAs (default: the Intel SGX Root CA)")
+	fl.StringVar(&f.at, "at", "", "verify as of this time (RFC 3339; default: now)")
+	fl.StringVar(&f.reportData, "report-data", "", "expected REPORTDATA, 128 hex characters")
+	fl.StringVar(&f.pcsURL, "pcs-url", "", "PCS-compatible base URL for collateral and revocation (Intel's URL paths under it)")
+	fl.StringVar(&f.acceptTCB, "accept-tcb-status", "UpToDate", "comma-separated TCB statuses to accept (with --pcs-url)")
+	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept DEBUG TDs")
+	_ = cmd.MarkFlagRequired("quote")
+	return cmd
+}
+
+func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error) {
+	var (
+		in   appraisal.TDXEvidence
+		opts appraisal.TDXOptions
+		err  error
+	)
+	if in.Quote, err = readInput("--quote", f.quote); err != nil {
+		return in, opts, err
+	}
+	if f.ccel != "" {
+		if in.CCEL, err = readInput("--ccel", f.ccel); err != nil {
+			return in, opts, err
+		}
+	}
+	if f.table != "" {
+		if f.ccel == "" {
+			return in, opts, fmt.Errorf("--ccel-table needs --ccel")
+		}
+		if in.CCELTable, err = readInput("--ccel-table", f.table); err != nil {
+			return in, opts, err
+		}
+	}
+	if f.reportData != "" {
+		if in.ReportData, err = hex.DecodeString(f.reportData); err != nil || len(in.ReportData) != 64 {
+			return in, opts, fmt.Errorf("--report-data: want 128 hex characters")
+		}
+	}
+	if f.trustedRoot != "" {
+		pemBytes, err := readInput("--trusted-root", f.trustedRoot)
+		if err != nil {
+			return in, opts, err
+		}
+		opts.TrustedRoots = x509.NewCertPool()
+		if !opts.TrustedRoots.AppendCertsFromPEM(pemBytes) {
+			return in, opts, fmt.Errorf("--trusted-root: %s holds no PEM certificate", f.trustedRoot)
+		}
+	}
+	if f.at != "" {
+		if opts.Now, err = time.Parse(time.RFC3339, f.at); err != nil {
+			return in, opts, fmt.Errorf("--at: %w", err)
+		}
+	}
+	for _, s := range strings.Split(f.acceptTCB, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			opts.AcceptedTCBStatuses = append(opts.AcceptedTCBStatuses, s)
+		}
+	}
+	opts.AllowDebug = f.allowDebug
+	if f.pcsURL != "" {
+		if opts.Collateral, err = pcsGetter(f.pcsURL); err != nil {
+			return in, opts, err
+		}
+		opts.CheckRevocations = true
+	}
+	return in, opts, nil
+}
+
+func (g *globals) printVerify(out *verifyOutput) {
+	for _, c := range out.Checks {
+		state := "ok"
+		switch {
+		case c.Skipped:
+			state = "skipped"
+		case !c.OK:
+			state = "FAILED"
+		}
+		g.printf("%-16s %-8s %s\n", c.Name, state, c.Detail)
+	}
+	if out.Verified {
+		g.printf("verified: the quote and every supplied log check out\n")
+	} else {
+		g.printf("not verified: %s failed\n", out.FailedCheck)
+	}
+}
+
+func pcsGetter(base string) (*collateral.Getter, error) {
+	g, err := collateral.NewGetter(base)
+	if err != nil {
+		return nil, fmt.Errorf("--pcs-url: %w", err)
+	}
+	return g, nil
+}

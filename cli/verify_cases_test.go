@@ -1,3 +1,0 @@
-package cli
-
-func verifyBadCases(map[string]string) [][]string { return nil }
