@@ -105,6 +105,16 @@ func TestMintedCollateral(t *testing.T) {
 			r.header = chainHeader(tcbHeader(), other.signer, other.root)
 			f.resp[tcbURL()] = r
 		}, check: CheckCollateral, code: CodeRejected},
+		{name: "no issuer chain header", quote: q, spec: withSpec(nil), mutate: func(f *fakePCS) {
+			r := f.resp[tcbURL()]
+			r.header = nil
+			f.resp[tcbURL()] = r
+		}, check: CheckCollateral, code: CodeUnavailable},
+		{name: "TCB info not JSON", quote: q, spec: withSpec(nil), mutate: func(f *fakePCS) {
+			r := f.resp[tcbURL()]
+			r.body = []byte("<html>maintenance</html>")
+			f.resp[tcbURL()] = r
+		}, check: CheckCollateral, code: CodeUnavailable},
 		{name: "outage", quote: q, spec: withSpec(nil), mutate: func(f *fakePCS) {
 			r := f.resp[tcbURL()]
 			r.err = errOutage
