@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -131,7 +132,7 @@ func TestCollateralFromSimPCS(t *testing.T) {
 			err := verify.RawTdxQuote(r.Quote, &verify.Options{
 				GetCollateral:    true,
 				CheckRevocations: true,
-				Getter:           &pcs.Getter{BaseURL: srv.URL, Client: srv.Client()},
+				Getter:           &collateral.Getter{BaseURL: srv.URL, Client: srv.Client()},
 				TrustedRoots:     simRoots(t, p),
 				Now:              timeSet(time.Now()),
 			})
@@ -155,7 +156,7 @@ func TestRevokedPCKFails(t *testing.T) {
 	r, _, _ := report(t, p)
 	err := verify.RawTdxQuote(r.Quote, &verify.Options{
 		GetCollateral: true, CheckRevocations: true,
-		Getter:       &pcs.Getter{BaseURL: srv.URL, Client: srv.Client()},
+		Getter:       &collateral.Getter{BaseURL: srv.URL, Client: srv.Client()},
 		TrustedRoots: simRoots(t, p), Now: timeSet(time.Now()),
 	})
 	if err == nil || !strings.Contains(err.Error(), "revoked") {

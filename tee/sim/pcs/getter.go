@@ -1,10 +1,8 @@
 package pcs
 
 import (
-	"context"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,58 +10,8 @@ import (
 	"strings"
 )
 
-// maxResponse bounds a collateral response; Intel's largest (a TCB info) is ~10 KiB.
+// maxResponse bounds a stored collateral file; Intel's largest (a TCB info) is ~10 KiB.
 const maxResponse = 1 << 20
-
-// Getter fetches Intel PCS URLs from a PCS-compatible server at BaseURL (for example
-// the simulated PCS at http://127.0.0.1:8081). It implements go-tdx-guest's
-// trust.HTTPSGetter and trust.ContextHTTPSGetter, so verify.Options.Getter can use it
-// with GetCollateral and CheckRevocations on.
-type Getter struct {
-	// BaseURL is prefixed to the path and query of each Intel URL.
-	BaseURL string
-	// Client makes the requests; nil means http.DefaultClient.
-	Client *http.Client
-}
-
-// Get fetches url without a deadline; prefer GetContext.
-func (g *Getter) Get(url string) (map[string][]string, []byte, error) {
-	return g.GetContext(context.Background(), url)
-}
-
-// GetContext maps url with RequestPath, fetches it from BaseURL and returns the
-// response headers and body. Any status but 200 is an error.
-func (g *Getter) GetContext(ctx context.Context, rawURL string) (map[string][]string, []byte, error) {
-	p, err := RequestPath(rawURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	target := strings.TrimSuffix(g.BaseURL, "/") + p
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pcs: %w", err)
-	}
-	c := g.Client
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pcs: GET %s: %w", target, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("pcs: GET %s: %w", target, err)
-	}
-	if len(body) > maxResponse {
-		return nil, nil, fmt.Errorf("pcs: GET %s: body larger than %d bytes", target, maxResponse)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("pcs: GET %s: %s: %s", target, resp.Status, strings.TrimSpace(string(body[:min(len(body), 200)])))
-	}
-	return resp.Header, body, nil
-}
 
 // Offline collateral directory layout (WriteOffline writes it, DirGetter reads it).
 // Bodies are stored as served; each issuer chain is stored as PEM next to its body.

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -62,7 +63,7 @@ func options(t testing.TB, a *pki.Authority, getter any, now time.Time) *verify.
 		Now:              &verify.TimeSet{PckCertChain: now, TcbInfo: now, QeIdentity: now, PckCrl: now, RootCaCrl: now},
 	}
 	switch g := getter.(type) {
-	case *Getter:
+	case *collateral.Getter:
 		o.Getter = g
 	case *DirGetter:
 		o.Getter = g
@@ -100,7 +101,7 @@ func TestCollateralOverHTTP(t *testing.T) {
 			dir, a := simDir(t, tc.params)
 			srv := httptest.NewServer(Handler(dir))
 			defer srv.Close()
-			g := &Getter{BaseURL: srv.URL, Client: srv.Client()}
+			g := &collateral.Getter{BaseURL: srv.URL, Client: srv.Client()}
 			err := verify.RawTdxQuoteContext(context.Background(), quote(t, a), options(t, a, g, tc.at))
 			if tc.wantErr == "" {
 				if err != nil {
@@ -119,7 +120,7 @@ func TestCollateralUnderIntelRootFails(t *testing.T) {
 	dir, a := simDir(t, Params{TCBStatus: "UpToDate"})
 	srv := httptest.NewServer(Handler(dir))
 	defer srv.Close()
-	o := options(t, a, &Getter{BaseURL: srv.URL, Client: srv.Client()}, time.Now())
+	o := options(t, a, &collateral.Getter{BaseURL: srv.URL, Client: srv.Client()}, time.Now())
 	o.TrustedRoots = nil // go-tdx-guest's embedded Intel root
 	if err := verify.RawTdxQuote(quote(t, a), o); err == nil {
 		t.Fatal("sim quote and collateral verified under the Intel root")
@@ -344,7 +345,7 @@ func TestServeListener(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeListener(ctx, dir, ln) }()
-	g := &Getter{BaseURL: "http://" + ln.Addr().String()}
+	g := &collateral.Getter{BaseURL: "http://" + ln.Addr().String()}
 	if err := verify.RawTdxQuote(quote(t, a), options(t, a, g, time.Now())); err != nil {
 		t.Fatalf("verification against Serve: %v", err)
 	}
