@@ -8,11 +8,8 @@ import (
 	"github.com/google/go-tdx-guest/pcs"
 )
 
-// OIDSGXExtension is the PCK leaf's SGX extension (1.2.840.113741.1.13.1):
-// PPID, TCB SVNs, PCE ID and FMSPC of the platform the key belongs to.
-var OIDSGXExtension = pcs.OidSgxExtension
-
-// PCKInfo is what the PCK leaf's SGX extension says about the platform.
+// PCKInfo is what the PCK leaf's SGX extension (OID 1.2.840.113741.1.13.1)
+// says about the platform the key belongs to.
 // TCB info collateral is looked up by FMSPC and matched against these SVNs.
 type PCKInfo struct {
 	FMSPC  [6]byte
@@ -30,7 +27,7 @@ type PCKInfo struct {
 func parsePCKInfo(leaf *x509.Certificate) (*PCKInfo, error) {
 	ext, err := pcs.PckCertificateExtensions(leaf)
 	if err != nil {
-		return nil, fmt.Errorf("SGX extension (OID %v): %w", OIDSGXExtension, err)
+		return nil, fmt.Errorf("SGX extension (OID 1.2.840.113741.1.13.1): %w", err)
 	}
 	info := &PCKInfo{PCESVN: ext.TCB.PCESvn}
 	if err := decodeFixed("FMSPC", ext.FMSPC, info.FMSPC[:]); err != nil {
