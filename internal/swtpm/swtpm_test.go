@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -283,4 +285,34 @@ func publicKeysEqual(a, b any) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	e, ok := a.(equaler)
 	return ok && e.Equal(b)
+}
+
+func TestFramedConn(t *testing.T) {
+	hdr := func(size uint32) []byte {
+		b := []byte{0x80, 0x01, 0, 0, 0, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[2:], size)
+		return b
+	}
+	for name, tc := range map[string]struct {
+		in   []byte
+		want string
+	}{
+		"ok":         {append(hdr(12), 7, 7), ""},
+		"oversized":  {hdr(maxResponse + 1), "out of range"},
+		"undersized": {hdr(3), "out of range"},
+		"truncated":  {append(hdr(40), 1), "40-byte response"},
+		"no header":  {[]byte{0x80}, "response header"},
+	} {
+		a, b := net.Pipe()
+		go func() { b.Write(tc.in); b.Close() }()
+		c := &framedConn{Conn: a}
+		n, err := c.Read(make([]byte, 64))
+		c.Close()
+		switch {
+		case tc.want == "" && (err != nil || n != 12):
+			t.Errorf("%s: Read = %d, %v", name, n, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+	}
 }
