@@ -155,12 +155,17 @@ func Load(dir string, now time.Time) (*Collateral, error) {
 	return Build(auth, params, now)
 }
 
+// IssueSkew is how long before the request collateral says it was issued.
+const IssueSkew = time.Minute
+
 // Build issues collateral for auth's platform under params, valid from now.
 func Build(auth *pki.Authority, params Params, now time.Time) (*Collateral, error) {
 	if err := params.Validate(); err != nil {
 		return nil, err
 	}
-	issue := now.UTC().Truncate(time.Second)
+	// Issued a little before the request: a verifier reads its clock before
+	// it fetches, and real collateral is always issued well before it is served.
+	issue := now.UTC().Add(-IssueSkew).Truncate(time.Second)
 	next := issue.Add(params.validity())
 	c := &Collateral{
 		FMSPC:             hex.EncodeToString(auth.Platform.FMSPC),
