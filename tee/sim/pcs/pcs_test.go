@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 	tdxpcs "github.com/google/go-tdx-guest/pcs"
 	"github.com/google/go-tdx-guest/verify"
@@ -65,7 +65,7 @@ func options(t testing.TB, a *pki.Authority, getter any, now time.Time) *verify.
 	switch g := getter.(type) {
 	case *collateral.Getter:
 		o.Getter = g
-	case *DirGetter:
+	case *collateral.Dir:
 		o.Getter = g
 	}
 	return o
@@ -137,7 +137,7 @@ func TestOfflineCollateral(t *testing.T) {
 	if err := WriteOffline(c, out); err != nil {
 		t.Fatal(err)
 	}
-	if err := verify.RawTdxQuote(quote(t, a), options(t, a, &DirGetter{Dir: out}, time.Now())); err != nil {
+	if err := verify.RawTdxQuote(quote(t, a), options(t, a, &collateral.Dir{Path: out}, time.Now())); err != nil {
 		t.Fatalf("offline collateral: %v", err)
 	}
 	// A collateral directory of another sim must not vouch for this one.
@@ -150,7 +150,7 @@ func TestOfflineCollateral(t *testing.T) {
 	if err := WriteOffline(oc, otherOut); err != nil {
 		t.Fatal(err)
 	}
-	if err := verify.RawTdxQuote(quote(t, a), options(t, a, &DirGetter{Dir: otherOut}, time.Now())); err == nil {
+	if err := verify.RawTdxQuote(quote(t, a), options(t, a, &collateral.Dir{Path: otherOut}, time.Now())); err == nil {
 		t.Fatal("another sim's collateral accepted")
 	}
 }
