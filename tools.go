@@ -31,6 +31,7 @@ import (
 	_ "github.com/hashicorp/hcl"
 	_ "github.com/klauspost/compress/zstd"
 	_ "github.com/spf13/cobra"
+	_ "github.com/spiffe/go-spiffe/v2/workloadapi"
 	_ "github.com/spiffe/spire-plugin-sdk/pluginmain"
 	_ "github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	_ "github.com/spiffe/spire-plugin-sdk/plugintest"
