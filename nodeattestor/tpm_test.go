@@ -1,0 +1,269 @@
+package nodeattestor_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+)
+
+// tpmLogName is a real firmware log (go-eventlog's testdata, see
+// testdata/tpmlog/README.md) replayed into swtpm so that PCRs and log agree.
+const tpmLogName = "rhel8-uefi.bin"
+
+// tpmNode is a swtpm-backed node: a provisioned TPM whose PCRs hold a real
+// firmware log's replay, and a host root exposing that log and an IMA list.
+type tpmNode struct {
+	tpm      *swtpm.TPM
+	prov     *swtpm.Provisioned
+	root     string
+	base     string
+	firmware []byte
+	ima      []byte
+}
+
+func startTPMNode(t *testing.T) *tpmNode {
+	t.Helper()
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
+	if err != nil {
+		t.Fatalf("swtpm: %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	prov, err := swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{})
+	if err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	n := &tpmNode{tpm: tp, prov: prov, root: t.TempDir(), base: t.TempDir()}
+	n.firmware = readFile(t, filepath.Join("..", "testdata", "tpmlog", tpmLogName))
+	if _, err := swtpm.ReplayLog(ctx, tp, n.firmware); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	n.ima = readFile(t, filepath.Join("..", "testdata", "ima", "mixed.bin"))
+	for path, b := range map[string][]byte{
+		tpm.EventLogPath: n.firmware,
+		tpm.IMALogPath:   n.ima,
+	} {
+		p := filepath.Join(n.root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func (n *tpmNode) config(akType string) string {
+	return fmt.Sprintf(`tee = "tpm"
+host_root = %q
+tpm {
+  device  = %q
+  ak_type = %q
+}
+instance_id_path = %q
+runtime_log_path = %q
+`, n.root, n.tpm.Addr(), akType, filepath.Join(n.base, "state", "instance_id"), filepath.Join(n.base, "state", "runtime.cel"))
+}
+
+// expectedPCRs are the SHA-256 PCR values the machine that recorded the log
+// reported (testdata/tpmlog/expected.json, from go-eventlog's tests).
+func expectedPCRs(t *testing.T) map[uint32][]byte {
+	t.Helper()
+	var exp map[string]struct {
+		Banks map[string]map[string]string `json:"banks"`
+	}
+	if err := json.Unmarshal(readFile(t, filepath.Join("..", "testdata", "tpmlog", "expected.json")), &exp); err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint32][]byte{}
+	for name, v := range exp[tpmLogName].Banks["sha256"] {
+		i, err := strconv.Atoi(strings.TrimPrefix(name, "pcr"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// PCR0..7 are firmware's, fully described by the log.
+		if i <= 7 {
+			b, err := hex.DecodeString(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[uint32(i)] = b
+		}
+	}
+	if len(out) != 8 {
+		t.Fatalf("expected.json has %d of PCR0..7 for %s", len(out), tpmLogName)
+	}
+	return out
+}
+
+// checkTPMEvidence does what a server does with TPM evidence, with the
+// server-side functions of tee/tpm and the swtpm CA.
+func checkTPMEvidence(t *testing.T, n *tpmNode, s *server) {
+	t.Helper()
+	te := s.ev.GetTpm()
+	if s.ev.GetTee() != "tpm" || te == nil || s.ev.GetQuote() != nil {
+		t.Fatalf("evidence tee %q, tpm %v, quote %d bytes", s.ev.GetTee(), te != nil, len(s.ev.GetQuote()))
+	}
+	regs := cctrusted.Registers{}
+	for _, b := range te.GetPcrs() {
+		for i, v := range b.GetValues() {
+			regs.Set(cctrusted.PCR(i).IMR(), cctrusted.Algorithm(b.GetAlg()), v)
+		}
+	}
+	if err := tpm.VerifyQuote(te.GetAkPublic(), te.GetQuote(), te.GetSignature(), s.ev.GetBinding(), regs); err != nil {
+		t.Fatalf("quote: %v", err)
+	}
+	for i, want := range expectedPCRs(t) {
+		got, ok := regs.Get(cctrusted.PCR(i).IMR(), cctrusted.AlgSHA256)
+		if !ok || !bytes.Equal(got, want) {
+			t.Errorf("quoted sha256 PCR%d = %x, the machine had %x", i, got, want)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(n.prov.CA)
+	if _, err := tpm.VerifyEKCertificate(te.GetEkCertificate(), te.GetEkPublic(), x509.VerifyOptions{Roots: roots}); err != nil {
+		t.Errorf("EK certificate: %v", err)
+	}
+	if !bytes.Equal(s.logs.TPM, n.firmware) || !bytes.Equal(s.logs.IMA, n.ima) {
+		t.Error("logs differ from the node's files")
+	}
+	if s.logs.CCEL != nil || s.ev.GetCcelTable() != nil {
+		t.Error("a TPM node sent a CCEL")
+	}
+}
+
+func TestAttestTPM(t *testing.T) {
+	n := startTPMNode(t)
+	for _, akType := range []string{"ecc", "rsa"} {
+		t.Run(akType, func(t *testing.T) {
+			l := load(t)
+			l.configure(t, n.config(akType))
+			s := l.begin(t)
+			if err := s.recvHello(); err != nil {
+				t.Fatal(err)
+			}
+			if s.hello.GetTee() != "tpm" || s.hello.GetInstanceId() != "" {
+				t.Errorf("hello tee %q, instance id %q: a TPM node is named by its EK", s.hello.GetTee(), s.hello.GetInstanceId())
+			}
+			for _, c := range []string{evidence.CapCredentialActivation, evidence.CapLogTPM, evidence.CapLogIMA, evidence.CapLogRuntime} {
+				if !slices.Contains(s.hello.GetCaps(), c) {
+					t.Errorf("caps %v lack %s", s.hello.GetCaps(), c)
+				}
+			}
+			if slices.Contains(s.hello.GetCaps(), evidence.CapLogCCEL) {
+				t.Errorf("caps %v claim a CCEL", s.hello.GetCaps())
+			}
+			s.challenge(allLogs, 0)
+			if err := s.recvEvidence(); err != nil {
+				t.Fatal(err)
+			}
+			checkTPMEvidence(t, n, s)
+			ek := n.prov.EKs[swtpm.KeyType(akType)]
+			if !bytes.Equal(s.ev.GetTpm().GetEkPublic(), ek.Public) {
+				t.Errorf("EK public is not the provisioned %s EK", akType)
+			}
+
+			// Credential activation: only this TPM, with this AK loaded,
+			// recovers the secret.
+			secret := make([]byte, 32)
+			if _, err := rand.Read(secret); err != nil {
+				t.Fatal(err)
+			}
+			akName, err := tpm.AKName(s.ev.GetTpm().GetAkPublic())
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob, encSecret, err := tpm.MakeCredential(s.ev.GetTpm().GetEkPublic(), akName, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.send(evidence.NewChallenge(&evidencepb.Challenge{CredentialBlob: blob, EncryptedSecret: encSecret}))
+			b, err := s.recvResponse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			as, err := evidence.DecodeActivatedSecret(b, evidence.DefaultLimits())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(as.GetSecret(), secret) {
+				t.Errorf("activated secret %x, want %x", as.GetSecret(), secret)
+			}
+			s.end()
+			if _, err := os.Stat(filepath.Join(n.base, "state", "instance_id")); !os.IsNotExist(err) {
+				t.Errorf("a TPM node created an instance id file: %v", err)
+			}
+		})
+	}
+}
+
+// TestAttestTPMActivationOtherKey: a credential bound to another key's name
+// is refused by the TPM, and the plugin says so.
+func TestAttestTPMActivationOtherKey(t *testing.T) {
+	n := startTPMNode(t)
+	l := load(t)
+	l.configure(t, n.config("ecc"))
+	s := l.begin(t)
+	if err := s.recvHello(); err != nil {
+		t.Fatal(err)
+	}
+	s.challenge(nil, 0)
+	if err := s.recvEvidence(); err != nil {
+		t.Fatal(err)
+	}
+	// A name of the right form (SHA-256 nameAlg) that is not the AK's.
+	other := sha256.Sum256([]byte("not the AK"))
+	name := append([]byte{0x00, 0x0b}, other[:]...)
+	blob, encSecret, err := tpm.MakeCredential(s.ev.GetTpm().GetEkPublic(), name, []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.send(evidence.NewChallenge(&evidencepb.Challenge{CredentialBlob: blob, EncryptedSecret: encSecret}))
+	_, err = s.recvResponse()
+	wantStatus(t, err, codes.Internal, "ccnp: tpm activate credential")
+}
+
+// TestAttestTPMNoActivation: a server that trusts the AK otherwise ends the
+// stream after the evidence; the plugin finishes without error.
+func TestAttestTPMNoActivation(t *testing.T) {
+	n := startTPMNode(t)
+	l := load(t)
+	l.configure(t, n.config("ecc"))
+	s := l.begin(t)
+	if err := s.recvHello(); err != nil {
+		t.Fatal(err)
+	}
+	s.challenge(nil, 0)
+	if err := s.recvEvidence(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	s.end()
+}
