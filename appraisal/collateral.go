@@ -42,6 +42,7 @@ type signedCollateral struct {
 	signature string
 	signer    *x509.Certificate
 	issuer    *x509.Certificate // root as sent; trust comes from roots, not this
+	valid     window            // of the verified signing chain, set by verify
 }
 
 type collateral struct {
@@ -54,30 +55,44 @@ type collateral struct {
 	pckCRLURL, rootCRLURL string
 }
 
+// fetchedDoc is one collateral response as the getter returned it.
+type fetchedDoc struct {
+	url    string
+	header map[string][]string
+	body   []byte
+}
+
+// fetchedCollateral is every response one appraisal needs, not yet parsed.
+type fetchedCollateral struct {
+	tcbInfo, qeIdentity fetchedDoc
+	// CRLs are fetched only with revocation checks.
+	pckCRL, rootCRL *fetchedDoc
+}
+
 // fetchCollateral gets TCB info for the quote's FMSPC, the TD QE identity
 // and, when asked, the PCK CRL of the leaf's issuing CA and the root CA CRL.
-// Every error here is a fetch or decode failure of a response.
-func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote, root *x509.Certificate, revocations bool) (*collateral, error) {
-	c := &collateral{}
+// Every error here is a fetch failure.
+func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote, root *x509.Certificate, revocations bool) (*fetchedCollateral, error) {
+	f := &fetchedCollateral{}
 	var err error
-	if c.tcb, err = getSigned(ctx, g, pcs.TcbInfoURL(q.FMSPC()), pcs.TcbInfoIssuerChainPhrase, "tcbInfo", &c.tcbInfo); err != nil {
+	if f.tcbInfo, err = fetch(ctx, g, pcs.TcbInfoURL(q.FMSPC())); err != nil {
 		return nil, err
 	}
-	c.tcbInfo.Signature = c.tcb.signature
-	if c.qe, err = getSigned(ctx, g, pcs.QeIdentityURL(), pcs.SgxQeIdentityIssuerChainPhrase, "enclaveIdentity", &c.qeIdentity); err != nil {
+	if f.qeIdentity, err = fetch(ctx, g, pcs.QeIdentityURL()); err != nil {
 		return nil, err
 	}
 	if !revocations {
-		return c, nil
+		return f, nil
 	}
 	ca := caParamPlatfom
 	if q.PCKChain[1].Subject.CommonName == cnProcessorCA {
 		ca = caParamProc
 	}
-	c.pckCRLURL = pcs.PckCrlURL(ca)
-	if c.pckCRL, err = getCRL(ctx, g, c.pckCRLURL); err != nil {
+	pck, err := fetch(ctx, g, pcs.PckCrlURL(ca))
+	if err != nil {
 		return nil, err
 	}
+	f.pckCRL = &pck
 	// The root CRL's location comes from the trusted root the PCK chain
 	// ends in, not from anything the PCS sent.
 	dps := root.CRLDistributionPoints
@@ -86,41 +101,97 @@ func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote
 	}
 	var errs []error
 	for _, u := range dps {
-		crl, err := getCRL(ctx, g, u)
+		d, err := fetch(ctx, g, u)
 		if err == nil {
-			c.rootCRL, c.rootCRLURL = crl, u
-			return c, nil
+			// Only a response that is a CRL ends the search, as a
+			// distribution point that answers with garbage is as good as
+			// one that does not answer.
+			if _, perr := x509.ParseRevocationList(d.body); perr == nil {
+				f.rootCRL = &d
+				return f, nil
+			} else {
+				err = fmt.Errorf("%s: CRL: %w", u, perr)
+			}
 		}
 		errs = append(errs, err)
 	}
 	return nil, errors.Join(errs...)
 }
 
-func get(ctx context.Context, g trust.HTTPSGetter, u string) (map[string][]string, []byte, error) {
+// digest identifies the fetched bytes that parsing reads, together with
+// the certificates the documents are checked against.
+func (f *fetchedCollateral) digest(inter, root *x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, d := range []*fetchedDoc{&f.tcbInfo, &f.qeIdentity, f.pckCRL, f.rootCRL} {
+		if d == nil {
+			writeBytes(h, nil)
+			continue
+		}
+		writeBytes(h, []byte(d.url))
+		for _, name := range []string{pcs.TcbInfoIssuerChainPhrase, pcs.SgxQeIdentityIssuerChainPhrase} {
+			for _, v := range http.Header(d.header).Values(name) {
+				writeBytes(h, []byte(v))
+			}
+		}
+		writeBytes(h, d.body)
+	}
+	writeBytes(h, inter.Raw)
+	writeBytes(h, root.Raw)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// parse decodes the fetched documents. Errors are decode failures of a
+// response.
+func (f *fetchedCollateral) parse() (*collateral, error) {
+	c := &collateral{}
+	var err error
+	if c.tcb, err = parseSigned(f.tcbInfo, pcs.TcbInfoIssuerChainPhrase, "tcbInfo", &c.tcbInfo); err != nil {
+		return nil, err
+	}
+	c.tcbInfo.Signature = c.tcb.signature
+	if c.qe, err = parseSigned(f.qeIdentity, pcs.SgxQeIdentityIssuerChainPhrase, "enclaveIdentity", &c.qeIdentity); err != nil {
+		return nil, err
+	}
+	if f.pckCRL == nil {
+		return c, nil
+	}
+	c.pckCRLURL, c.rootCRLURL = f.pckCRL.url, f.rootCRL.url
+	if c.pckCRL, err = parseCRL(*f.pckCRL); err != nil {
+		return nil, err
+	}
+	if c.rootCRL, err = parseCRL(*f.rootCRL); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func fetch(ctx context.Context, g trust.HTTPSGetter, u string) (fetchedDoc, error) {
+	d := fetchedDoc{url: u}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("fetching %s: %w", u, err)
+		return d, fmt.Errorf("fetching %s: %w", u, err)
 	}
 	h, body, err := trust.GetWith(ctx, g, u)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fetching %s: %w", u, err)
+		return d, fmt.Errorf("fetching %s: %w", u, err)
 	}
 	if len(body) == 0 || len(body) > maxCollateralSize {
-		return nil, nil, fmt.Errorf("fetching %s: response of %d bytes (limit %d)", u, len(body), maxCollateralSize)
+		return d, fmt.Errorf("fetching %s: response of %d bytes (limit %d)", u, len(body), maxCollateralSize)
 	}
-	return h, body, nil
+	d.header, d.body = h, body
+	return d, nil
 }
 
-func getSigned(ctx context.Context, g trust.HTTPSGetter, u, chainHeader, member string, out any) (signedCollateral, error) {
+func parseSigned(d fetchedDoc, chainHeader, member string, out any) (signedCollateral, error) {
+	u := d.url
 	sc := signedCollateral{url: u}
-	h, body, err := get(ctx, g, u)
-	if err != nil {
-		return sc, err
-	}
-	if sc.signer, sc.issuer, err = issuerChain(h, chainHeader); err != nil {
+	var err error
+	if sc.signer, sc.issuer, err = issuerChain(d.header, chainHeader); err != nil {
 		return sc, fmt.Errorf("%s: %w", u, err)
 	}
 	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(body, &doc); err != nil {
+	if err := json.Unmarshal(d.body, &doc); err != nil {
 		return sc, fmt.Errorf("%s: not JSON: %w", u, err)
 	}
 	sc.raw = doc[member]
@@ -130,7 +201,7 @@ func getSigned(ctx context.Context, g trust.HTTPSGetter, u, chainHeader, member 
 	if err := json.Unmarshal(doc["signature"], &sc.signature); err != nil {
 		return sc, fmt.Errorf("%s: signature member: %w", u, err)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(d.body, out); err != nil {
 		return sc, fmt.Errorf("%s: %w", u, err)
 	}
 	return sc, nil
@@ -170,24 +241,22 @@ func issuerChain(h map[string][]string, name string) (signer, root *x509.Certifi
 	return certs[0], certs[1], nil
 }
 
-func getCRL(ctx context.Context, g trust.HTTPSGetter, u string) (*x509.RevocationList, error) {
-	_, body, err := get(ctx, g, u)
+func parseCRL(d fetchedDoc) (*x509.RevocationList, error) {
+	crl, err := x509.ParseRevocationList(d.body)
 	if err != nil {
-		return nil, err
-	}
-	crl, err := x509.ParseRevocationList(body)
-	if err != nil {
-		return nil, fmt.Errorf("%s: CRL: %w", u, err)
+		return nil, fmt.Errorf("%s: CRL: %w", d.url, err)
 	}
 	return crl, nil
 }
 
-// verify checks that each document is signed, over its exact bytes, by a
-// "Intel SGX TCB Signing" certificate chaining to roots, is the kind and
-// version this code evaluates, is for this platform, and is current at now.
-// CRLs must be signed by the quote's intermediate (PCK CRL) and by the
-// trusted root (root CRL) and be current.
-func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x509.CertPool, now time.Time) error {
+// verifyDocuments checks that each document is signed, over its exact
+// bytes, by a "Intel SGX TCB Signing" certificate chaining to roots, is the
+// kind and version this code evaluates, and is current at now. CRLs must be
+// signed by the quote's intermediate (PCK CRL) and by the trusted root (root
+// CRL) and be current. It depends only on the documents, the PCK
+// intermediate, the root and the time: what a Cache may remember for the
+// documents' validity window. matchQuote adds the per-quote checks.
+func (c *collateral) verifyDocuments(inter, root *x509.Certificate, roots *x509.CertPool, now time.Time) error {
 	ti := &c.tcbInfo.TcbInfo
 	if err := c.tcb.verify(roots, now); err != nil {
 		return fmt.Errorf("TCB info: %w", err)
@@ -201,12 +270,6 @@ func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x5
 	}
 	if err := current("TCB info", ti.IssueDate, ti.NextUpdate, now); err != nil {
 		return err
-	}
-	if !strings.EqualFold(ti.Fmspc, q.FMSPC()) {
-		return fmt.Errorf("TCB info is for FMSPC %s, the PCK certificate says %s", ti.Fmspc, q.FMSPC())
-	}
-	if !strings.EqualFold(ti.PceID, hex.EncodeToString(q.PCK.PCEID[:])) {
-		return fmt.Errorf("TCB info is for PCEID %s, the PCK certificate says %x", ti.PceID, q.PCK.PCEID)
 	}
 	if len(ti.TcbLevels) == 0 {
 		return errors.New("TCB info has no TCB levels")
@@ -227,7 +290,7 @@ func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x5
 	}
 
 	if c.pckCRL != nil {
-		if err := checkCRL("PCK CRL", c.pckCRL, q.PCKChain[1], now); err != nil {
+		if err := checkCRL("PCK CRL", c.pckCRL, inter, now); err != nil {
 			return err
 		}
 	}
@@ -247,6 +310,34 @@ func (c *collateral) verify(q *tdxquote.Quote, root *x509.Certificate, roots *x5
 	return nil
 }
 
+// matchQuote checks that the TCB info is for the quote's platform.
+func (c *collateral) matchQuote(q *tdxquote.Quote) error {
+	ti := &c.tcbInfo.TcbInfo
+	if !strings.EqualFold(ti.Fmspc, q.FMSPC()) {
+		return fmt.Errorf("TCB info is for FMSPC %s, the PCK certificate says %s", ti.Fmspc, q.FMSPC())
+	}
+	if !strings.EqualFold(ti.PceID, hex.EncodeToString(q.PCK.PCEID[:])) {
+		return fmt.Errorf("TCB info is for PCEID %s, the PCK certificate says %x", ti.PceID, q.PCK.PCEID)
+	}
+	return nil
+}
+
+// window is when verifyDocuments' verdict holds: every document current and
+// every signing chain valid. Call it only after verifyDocuments succeeded.
+func (c *collateral) window() window {
+	ti, qi := &c.tcbInfo.TcbInfo, &c.qeIdentity.EnclaveIdentity
+	w := window{ti.IssueDate, ti.NextUpdate}.
+		intersect(window{qi.IssueDate, qi.NextUpdate}).
+		intersect(c.tcb.valid).
+		intersect(c.qe.valid)
+	for _, crl := range []*x509.RevocationList{c.pckCRL, c.rootCRL} {
+		if crl != nil {
+			w = w.intersect(window{crl.ThisUpdate, crl.NextUpdate})
+		}
+	}
+	return w
+}
+
 func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
 	if s.signer.Subject.CommonName != cnTCBSigning {
 		return fmt.Errorf("signed by %q, want %q", s.signer.Subject.CommonName, cnTCBSigning)
@@ -254,9 +345,11 @@ func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
 	if err := checkP256(s.signer); err != nil {
 		return fmt.Errorf("signing certificate: %w", err)
 	}
-	if _, err := s.signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	chains, err := s.signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
 		return fmt.Errorf("signing certificate does not chain to a trusted root at %s: %w", now.UTC().Format(time.RFC3339), err)
 	}
+	s.valid = certWindow(chains[0]...)
 	sig, err := hex.DecodeString(s.signature)
 	if err != nil || len(sig) != 64 {
 		return fmt.Errorf("signature is not 64 bytes of hex")

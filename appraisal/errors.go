@@ -24,6 +24,7 @@ const (
 	CheckDebug          = "debug"
 	CheckReportData     = "report_data"
 	CheckCCELReplay     = "ccel_replay"
+	CheckIMAReplay      = "ima_replay"
 )
 
 // Code says what kind of failure an Error is, so a server can pick a gRPC

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 )
@@ -56,6 +57,11 @@ type TDXEvidence struct {
 	// binding). Empty skips the check: the CLI may verify a quote on its own,
 	// the server always sets it.
 	ReportData []byte
+	// IMA is the IMA measurement list (binary or ascii) of a kernel that
+	// extends RTMR2 (CCNP's patched kernels): RTMR2 must then equal the
+	// CCEL's RTMR2 replay extended with every IMA entry. It needs CCEL.
+	// Without it, RTMR2 must equal the CCEL replay alone.
+	IMA []byte
 }
 
 // TDXOptions configures TDX appraisal. The zero value verifies offline
@@ -82,6 +88,9 @@ type TDXOptions struct {
 	AcceptedTCBStatuses []string
 	// AllowDebug accepts TDs with the DEBUG attribute.
 	AllowDebug bool
+	// Cache remembers checks of immutable inputs across calls (see Cache);
+	// nil checks everything every time.
+	Cache *Cache
 }
 
 // TDXResult is what a successful (or, with an error, partial) appraisal
@@ -99,7 +108,8 @@ type TDXResult struct {
 	AdvisoryIDs []string
 	FMSPC       string
 	Debug       bool
-	// Facts extracted from the replayed CCEL; nil without a CCEL.
+	// Facts extracted from the replayed CCEL; nil without a CCEL. With a
+	// Cache they are shared with other results: treat them as read-only.
 	Facts  *eventlog.Facts
 	Checks []Check
 }
@@ -181,7 +191,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	res.pass(CheckQuoteFormat, fmt.Sprintf("TDX quote v%d, %d bytes signature data, %d trailing bytes", q.Header.Version, q.SignedDataSize, q.TrailingBytes))
 
 	// 2. PCK chain to the trusted roots.
-	chainRoot, err := verifyPCKChain(q, roots, now)
+	chainRoot, err := opts.Cache.pckChain(q, roots, now)
 	if err != nil {
 		return res, res.fail(CheckPCKChain, CodeRejected, err)
 	}
@@ -194,8 +204,12 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	if err := verifySignatures(q); err != nil {
 		return res, res.fail(CheckQuoteSignature, CodeRejected, err)
 	}
-	if err := verify.RawTdxQuoteContext(ctx, in.Quote, libraryOptions(roots, now, nil, false)); err != nil {
-		return res, res.fail(CheckQuoteSignature, CodeRejected, fmt.Errorf("go-tdx-guest: %w", err))
+	offlineKey := libraryKey(in.Quote, q, nil)
+	if !opts.Cache.libraryAgreed(offlineKey, roots, now) {
+		if err := verify.RawTdxQuoteContext(ctx, in.Quote, libraryOptions(roots, now, nil, false)); err != nil {
+			return res, res.fail(CheckQuoteSignature, CodeRejected, fmt.Errorf("go-tdx-guest: %w", err))
+		}
+		opts.Cache.libraryAccepted(offlineKey, roots, certWindow(q.PCKChain[0], q.PCKChain[1], chainRoot))
 	}
 	res.pass(CheckQuoteSignature, "attestation key signs header and body; PCK signs the QE report; QE report binds the attestation key")
 
@@ -205,11 +219,22 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		res.skip(CheckTCBStatus, "offline: TCB status not evaluated")
 	} else {
 		memo := newMemoGetter(opts.Collateral)
-		col, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations)
+		fetched, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations)
 		if err != nil {
 			return res, res.fail(CheckCollateral, CodeUnavailable, err)
 		}
-		if err := col.verify(q, chainRoot, roots, now); err != nil {
+		colDigest := fetched.digest(q.PCKChain[1], chainRoot)
+		col, ok := opts.Cache.verifiedCollateral(colDigest, roots, now)
+		if !ok {
+			if col, err = fetched.parse(); err != nil {
+				return res, res.fail(CheckCollateral, CodeUnavailable, err)
+			}
+			if err := col.verifyDocuments(q.PCKChain[1], chainRoot, roots, now); err != nil {
+				return res, res.fail(CheckCollateral, CodeRejected, err)
+			}
+			opts.Cache.collateralVerified(colDigest, roots, col)
+		}
+		if err := col.matchQuote(q); err != nil {
 			return res, res.fail(CheckCollateral, CodeRejected, err)
 		}
 		res.pass(CheckCollateral, col.describe())
@@ -232,9 +257,13 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		if st.status == string(pcs.TcbComponentStatusUpToDate) {
 			// The library accepts only UpToDate; where we agree, let it
 			// check the same collateral (served from memory) too.
-			lo := libraryOptions(roots, now, memo.replayOnly(), opts.CheckRevocations)
-			if err := verify.RawTdxQuoteContext(ctx, in.Quote, lo); err != nil {
-				return res, res.fail(CheckTCBStatus, CodeRejected, fmt.Errorf("go-tdx-guest rejects the collateral evaluation: %w", err))
+			libKey := libraryKey(in.Quote, q, colDigest[:])
+			if !opts.Cache.libraryAgreed(libKey, roots, now) {
+				lo := libraryOptions(roots, now, memo.replayOnly(), opts.CheckRevocations)
+				if err := verify.RawTdxQuoteContext(ctx, in.Quote, lo); err != nil {
+					return res, res.fail(CheckTCBStatus, CodeRejected, fmt.Errorf("go-tdx-guest rejects the collateral evaluation: %w", err))
+				}
+				opts.Cache.libraryAccepted(libKey, roots, certWindow(q.PCKChain[0], q.PCKChain[1], chainRoot).intersect(col.window()))
 			}
 		}
 		res.pass(CheckTCBStatus, fmt.Sprintf("%s (%s), accepted", st.status, st.describe()))
@@ -260,25 +289,90 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		res.pass(CheckReportData, "REPORTDATA equals the expected binding")
 	}
 
-	// 7. CCEL replay against RTMR0..2.
+	// 7. CCEL replay against RTMR0..2, RTMR2 through the IMA log when
+	// one is given.
 	if len(in.CCEL) == 0 {
+		if len(in.IMA) > 0 {
+			return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, errors.New("an IMA log needs the CCEL: RTMR2 starts from the value the firmware log replays to"))
+		}
 		res.skip(CheckCCELReplay, "no CCEL given")
 		return res, nil
 	}
-	facts, err := eventlog.VerifyCCEL(in.CCELTable, in.CCEL, [3][]byte{q.Body.RTMR[0][:], q.Body.RTMR[1][:], q.Body.RTMR[2][:]})
+	signed := [3][]byte{q.Body.RTMR[0][:], q.Body.RTMR[1][:], q.Body.RTMR[2][:]}
+	replayed, err := opts.Cache.replayCCEL(in.CCELTable, in.CCEL)
 	if err != nil {
-		// A log that replays to other values is a rejection; one that
-		// does not parse is malformed evidence.
+		return res, res.fail(CheckCCELReplay, CodeInvalidEvidence, err)
+	}
+	last := 2
+	if len(in.IMA) > 0 {
+		last = 1
+	}
+	for i := 0; i <= last; i++ {
+		if !bytes.Equal(replayed.rtmr[i], signed[i]) {
+			return res, res.fail(CheckCCELReplay, CodeRejected, ccelMismatch(in, signed, replayed, i))
+		}
+	}
+	res.Facts = replayed.facts
+	if len(in.IMA) == 0 {
+		res.pass(CheckCCELReplay, "CCEL replays to RTMR0..2")
+		return res, nil
+	}
+	res.pass(CheckCCELReplay, "CCEL replays to RTMR0..1 and to the RTMR2 value IMA starts from")
+	l, err := ima.Parse(in.IMA, ima.Options{})
+	if err != nil {
+		return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, err)
+	}
+	if err := l.Verify(cctrusted.AlgSHA384, cctrusted.RTMR(2).IMR(), signed[2], replayed.rtmr[2]); err != nil {
 		code := CodeInvalidEvidence
 		var me *cctrusted.MismatchError
 		if errors.As(err, &me) {
 			code = CodeRejected
 		}
-		return res, res.fail(CheckCCELReplay, code, err)
+		return res, res.fail(CheckIMAReplay, code, fmt.Errorf("CCEL then IMA (%d entries) do not replay to RTMR2: %w", len(l.Entries), err))
 	}
-	res.Facts = facts
-	res.pass(CheckCCELReplay, "CCEL replays to RTMR0..2")
+	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries replay to RTMR2", len(l.Entries)))
 	return res, nil
+}
+
+// replayCCEL parses and replays a CCEL and extracts its facts at the
+// replayed values (so the extraction sees exactly the log's own registers).
+// What it returns depends on the bytes alone, which is what lets a Cache keep
+// it.
+func replayCCEL(table, log []byte) (*ccelEntry, error) {
+	l, err := eventlog.ParseCCEL(log)
+	if err != nil {
+		return nil, err
+	}
+	regs, err := l.Replay()
+	if err != nil {
+		return nil, err
+	}
+	e := &ccelEntry{}
+	for i := range e.rtmr {
+		v, ok := regs.Get(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384)
+		if !ok {
+			v = make([]byte, cctrusted.AlgSHA384.Size())
+		}
+		e.rtmr[i] = v
+	}
+	if e.facts, err = eventlog.VerifyCCEL(table, log, e.rtmr); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ccelMismatch explains why RTMR i does not match: eventlog.VerifyCCEL
+// names the register and the last event that extended it. It runs only on
+// the (rare) failure path, so the cached replay costs nothing there.
+func ccelMismatch(in TDXEvidence, signed [3][]byte, replayed *ccelEntry, i int) error {
+	want := signed
+	if len(in.IMA) > 0 {
+		want[2] = replayed.rtmr[2]
+	}
+	if _, err := eventlog.VerifyCCEL(in.CCELTable, in.CCEL, want); err != nil {
+		return err
+	}
+	return fmt.Errorf("CCEL replays rtmr%d to %x, the quote signed %x", i, replayed.rtmr[i], signed[i])
 }
 
 // libraryOptions builds a fresh verify.Options for one call: the library

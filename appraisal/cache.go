@@ -1,0 +1,254 @@
+package appraisal
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/tdxquote"
+)
+
+// DefaultCacheEntries bounds each table of a Cache. A fleet has few
+// platforms (PCK chains, QE reports), few FMSPCs and few firmware images, so
+// this is far more than a server needs while capping memory.
+const DefaultCacheEntries = 4096
+
+// Cache remembers the outcome of checks whose inputs are immutable bytes,
+// so a server appraising many quotes from the same platforms pays for them
+// once:
+//
+//   - a PCK chain verified to a trusted root, keyed by its exact bytes and
+//     the root pool, used while every certificate involved is valid;
+//   - collateral (TCB info, QE identity, CRLs) parsed and verified, keyed by
+//     the digest of every fetched byte, the PCK intermediate and the root,
+//     used between its latest issue date and its earliest next update;
+//   - go-tdx-guest's cross-check verdict, keyed by every quote byte except
+//     the TD-specific part of the body and the quote signature (which this
+//     package checks on every call), plus the collateral digest;
+//   - the replay of a CCEL, keyed by the digest of the log and its table:
+//     the replayed registers and the facts. The comparison with the quote's
+//     RTMRs runs on every call.
+//
+// Only successes are cached, every entry is bound to the trusted root pool
+// it was established under (by identity: configure a new pool and nothing
+// carries over) and to a validity window checked against the appraisal
+// time, and every check that depends on the individual quote (signatures,
+// revocation of the PCK leaf, TCB level, debug, REPORTDATA, RTMR comparison)
+// still runs. A cache can therefore skip work but never turn a rejection into
+// an acceptance. A nil *Cache caches nothing. It is safe for concurrent use.
+type Cache struct {
+	max int
+
+	mu         sync.Mutex
+	chains     map[[32]byte]chainEntry
+	collateral map[[32]byte]collateralEntry
+	library    map[[32]byte]libraryEntry
+	ccel       map[[32]byte]*ccelEntry
+}
+
+type window struct{ from, until time.Time }
+
+func (w window) contains(t time.Time) bool { return !t.Before(w.from) && !t.After(w.until) }
+
+func (w window) intersect(o window) window {
+	if o.from.After(w.from) {
+		w.from = o.from
+	}
+	if o.until.Before(w.until) {
+		w.until = o.until
+	}
+	return w
+}
+
+func certWindow(certs ...*x509.Certificate) window {
+	w := window{until: time.Unix(1<<62, 0)}
+	for _, c := range certs {
+		w = w.intersect(window{c.NotBefore, c.NotAfter})
+	}
+	return w
+}
+
+type chainEntry struct {
+	roots *x509.CertPool
+	root  *x509.Certificate
+	valid window
+}
+
+type collateralEntry struct {
+	roots *x509.CertPool
+	col   *collateral
+	valid window
+}
+
+type libraryEntry struct {
+	roots *x509.CertPool
+	valid window
+}
+
+// ccelEntry is the replay of one CCEL: the registers it replays to and the
+// facts extracted under those values, or the error that parsing gave.
+type ccelEntry struct {
+	rtmr  [3][]byte
+	facts *eventlog.Facts
+}
+
+// NewCache returns a cache holding at most maxEntries entries per table
+// (<= 0 means DefaultCacheEntries).
+func NewCache(maxEntries int) *Cache {
+	if maxEntries <= 0 {
+		maxEntries = DefaultCacheEntries
+	}
+	return &Cache{
+		max:        maxEntries,
+		chains:     make(map[[32]byte]chainEntry),
+		collateral: make(map[[32]byte]collateralEntry),
+		library:    make(map[[32]byte]libraryEntry),
+		ccel:       make(map[[32]byte]*ccelEntry),
+	}
+}
+
+// Len returns the number of entries in each table, for tests and metrics.
+func (c *Cache) Len() (chains, collateral, library, ccel int) {
+	if c == nil {
+		return 0, 0, 0, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.chains), len(c.collateral), len(c.library), len(c.ccel)
+}
+
+// put stores v under k, evicting an arbitrary entry when the table is full:
+// entries are cheap to recompute, so no recency bookkeeping is worth it.
+func put[V any](c *Cache, m map[[32]byte]V, k [32]byte, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := m[k]; !ok && len(m) >= c.max {
+		for old := range m {
+			delete(m, old)
+			break
+		}
+	}
+	m[k] = v
+}
+
+func get[V any](c *Cache, m map[[32]byte]V, k [32]byte) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := m[k]
+	return v, ok
+}
+
+// pckChain returns the trusted root q's PCK chain leads to, verifying it
+// unless the same bytes were verified under roots and every certificate is
+// valid at now.
+func (c *Cache) pckChain(q *tdxquote.Quote, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
+	if c == nil {
+		return verifyPCKChain(q, roots, now)
+	}
+	h := sha256.New()
+	for _, cert := range q.PCKChain {
+		writeBytes(h, cert.Raw)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	if e, ok := get(c, c.chains, k); ok && e.roots == roots && e.valid.contains(now) {
+		return e.root, nil
+	}
+	root, err := verifyPCKChain(q, roots, now)
+	if err != nil {
+		return nil, err
+	}
+	put(c, c.chains, k, chainEntry{roots: roots, root: root, valid: certWindow(append(q.PCKChain[:2:2], root)...)})
+	return root, nil
+}
+
+// libraryKey identifies what go-tdx-guest's verification of a quote
+// depends on besides the TD-specific body (offset 168 on: TD attributes,
+// measurements, REPORTDATA) and the quote signature over it: the header,
+// the TDX module part of the body, the attestation key, the QE report and
+// its signature, the QE auth data, the PCK chain and any trailing bytes; plus
+// the collateral digest when collateral is evaluated. This package verifies
+// the quote signature itself on every call, so the library's verdict on
+// everything else carries over to any quote whose key is the same.
+func libraryKey(raw []byte, q *tdxquote.Quote, collateralDigest []byte) [32]byte {
+	h := sha256.New()
+	writeBytes(h, raw[:tdxquote.BodyOffset+120])
+	writeBytes(h, raw[tdxquote.SignedDataLenOff:tdxquote.SignedDataOffset])
+	writeBytes(h, raw[tdxquote.SignedDataOffset+tdxquote.SignatureSize:])
+	writeBytes(h, collateralDigest)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// libraryAgreed reports whether the library already accepted a quote with
+// this key under roots, for a validity window containing now.
+func (c *Cache) libraryAgreed(k [32]byte, roots *x509.CertPool, now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	e, ok := get(c, c.library, k)
+	return ok && e.roots == roots && e.valid.contains(now)
+}
+
+func (c *Cache) libraryAccepted(k [32]byte, roots *x509.CertPool, valid window) {
+	if c != nil {
+		put(c, c.library, k, libraryEntry{roots: roots, valid: valid})
+	}
+}
+
+// verifiedCollateral returns collateral whose documents were verified (as
+// collateral.verifyDocuments does) under roots for the same fetched bytes,
+// intermediate and root, if now is inside its window.
+func (c *Cache) verifiedCollateral(k [32]byte, roots *x509.CertPool, now time.Time) (*collateral, bool) {
+	if c == nil {
+		return nil, false
+	}
+	e, ok := get(c, c.collateral, k)
+	if !ok || e.roots != roots || !e.valid.contains(now) {
+		return nil, false
+	}
+	return e.col, true
+}
+
+func (c *Cache) collateralVerified(k [32]byte, roots *x509.CertPool, col *collateral) {
+	if c != nil {
+		put(c, c.collateral, k, collateralEntry{roots: roots, col: col, valid: col.window()})
+	}
+}
+
+// replayCCEL returns the registers a CCEL replays to and the facts it
+// yields at those values, replaying it only the first time a (table, log)
+// pair is seen. Only logs that parse and replay are cached.
+func (c *Cache) replayCCEL(table, log []byte) (*ccelEntry, error) {
+	var k [32]byte
+	if c != nil {
+		h := sha256.New()
+		writeBytes(h, table)
+		writeBytes(h, log)
+		h.Sum(k[:0])
+		if e, ok := get(c, c.ccel, k); ok {
+			return e, nil
+		}
+	}
+	e, err := replayCCEL(table, log)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		put(c, c.ccel, k, e)
+	}
+	return e, nil
+}
+
+// writeBytes writes a length-prefixed field so that no two sequences of
+// fields hash alike.
+func writeBytes(h interface{ Write([]byte) (int, error) }, b []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+	h.Write(n[:])
+	h.Write(b)
+}

@@ -1,0 +1,216 @@
+package appraisal
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCacheNeverTurnsRejectionIntoAcceptance warms a cache with an
+// accepted appraisal, then presents evidence and conditions that must be
+// rejected. Each must still be rejected with the cache warm, and rejected
+// exactly as without a cache.
+func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
+	p := newTestPKI(t)
+	ev := cos113(t)
+	rd := bytes.Repeat([]byte{0x42}, 64)
+	q := p.mintQuote(t, func(s []byte) { copy(s[568:632], rd) })
+	f := p.pcs(t, defaultSpec(p))
+	cache := NewCache(0)
+	good := TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, ReportData: rd}
+	opts := TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: f, CheckRevocations: true, Cache: cache}
+	first, err := TDX(context.Background(), good, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, col, lib, ccel := cache.Len()
+	if chains != 1 || col != 1 || lib != 2 || ccel != 1 {
+		t.Fatalf("cache after one appraisal: chains %d collateral %d library %d ccel %d", chains, col, lib, ccel)
+	}
+	// A hit gives the same result.
+	again, err := TDX(context.Background(), good, opts)
+	if err != nil || again.TCBStatus != first.TCBStatus || again.Facts != first.Facts || again.FMSPC != first.FMSPC {
+		t.Fatalf("cached appraisal differs: %v", err)
+	}
+
+	flip := func(off int) []byte { b := bytes.Clone(q); b[off] ^= 1; return b }
+	badCCEL := bytes.Clone(ev.ccel)
+	badCCEL[len(badCCEL)/3] ^= 1 // inside an event's data or digest
+	revoked := defaultSpec(p)
+	revoked.revokeLeaf = true
+	expired := defaultSpec(p)
+	expired.nextUpdate = pinnedNow.Add(time.Hour)
+
+	for _, tc := range []struct {
+		name  string
+		in    TDXEvidence
+		mod   func(*TDXOptions)
+		check string
+	}{
+		{"RTMR byte flipped (same library key)", TDXEvidence{Quote: flip(424), ReportData: rd}, nil, CheckQuoteSignature},
+		{"REPORTDATA byte flipped", TDXEvidence{Quote: flip(600), ReportData: rd}, nil, CheckQuoteSignature},
+		{"other expected REPORTDATA", TDXEvidence{Quote: q, ReportData: make([]byte, 64)}, nil, CheckReportData},
+		{"other roots", good, func(o *TDXOptions) { o.TrustedRoots = newTestPKI(t).rootPool() }, CheckPCKChain},
+		{"certificates expired", good, func(o *TDXOptions) { o.Now = certNotAfter.Add(time.Hour) }, CheckPCKChain},
+		{"PCK revoked by a new CRL", good, func(o *TDXOptions) { o.Collateral = p.pcs(t, revoked) }, CheckPCKChain},
+		{"collateral expired", good, func(o *TDXOptions) {
+			o.Collateral = p.pcs(t, expired)
+			o.Now = pinnedNow.Add(2 * time.Hour)
+		}, CheckCollateral},
+		{"collateral of the cache expired", good, func(o *TDXOptions) { o.Now = pinnedNow.Add(31 * 24 * time.Hour) }, CheckCollateral},
+		{"CCEL byte flipped", TDXEvidence{Quote: q, CCEL: badCCEL, CCELTable: ev.table, ReportData: rd}, nil, CheckCCELReplay},
+		{"CCEL of another quote", TDXEvidence{Quote: p.mintQuote(t, func(s []byte) { s[430] ^= 1 }), CCEL: ev.ccel, CCELTable: ev.table}, nil, CheckCCELReplay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := opts
+			if tc.mod != nil {
+				tc.mod(&o)
+			}
+			_, warm := TDX(context.Background(), tc.in, o)
+			o.Cache = nil
+			_, cold := TDX(context.Background(), tc.in, o)
+			for _, err := range []error{warm, cold} {
+				e, ok := AsError(err)
+				if !ok || e.Check != tc.check {
+					t.Fatalf("warm: %v; cold: %v; want check %s", warm, cold, tc.check)
+				}
+			}
+			if warm.Error() != cold.Error() {
+				t.Errorf("warm and cold rejections differ:\n%v\n%v", warm, cold)
+			}
+		})
+	}
+	// After all that, the good evidence is still accepted.
+	if _, err := TDX(context.Background(), good, opts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	c := NewCache(2)
+	for i := range 5 {
+		put(c, c.ccel, [32]byte{byte(i)}, &ccelEntry{})
+	}
+	if _, _, _, n := c.Len(); n != 2 {
+		t.Fatalf("%d entries, bound 2", n)
+	}
+	var nilCache *Cache
+	if a, b, c, d := nilCache.Len(); a+b+c+d != 0 {
+		t.Fatal("nil cache has entries")
+	}
+}
+
+func TestCacheConcurrent(t *testing.T) {
+	p := newTestPKI(t)
+	q := p.mintQuote(t, nil)
+	ev := cos113(t)
+	opts := TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Collateral: p.pcs(t, defaultSpec(p)), CheckRevocations: true, Cache: NewCache(0)}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			_, err := TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table}, opts)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// imaRTMR2 extends start with every entry of a binary IMA list the way a
+// CCNP kernel extends RTMR2: SHA-384 of the template data, all 0xFF for a
+// violation (zero template hash). It walks the binary layout itself (u32
+// PCR, 20-byte hash, u32 name length, name, u32 data length, data; little
+// endian) so the expected value does not come from package ima.
+func imaRTMR2(t *testing.T, list []byte, start []byte) []byte {
+	t.Helper()
+	cur := bytes.Clone(start)
+	for off := 0; off < len(list); {
+		u32 := func() int { v := binary.LittleEndian.Uint32(list[off:]); off += 4; return int(v) }
+		pcr := u32()
+		hash := list[off : off+20]
+		off += 20
+		off += u32() // name
+		n := u32()
+		data := list[off : off+n]
+		off += n
+		if pcr < 8 || pcr > 15 {
+			t.Fatalf("fixture entry on PCR %d", pcr)
+		}
+		d := sha512.Sum384(data)
+		digest := d[:]
+		if bytes.Equal(hash, make([]byte, 20)) {
+			digest = bytes.Repeat([]byte{0xff}, 48)
+		}
+		h := sha512.New384()
+		h.Write(cur)
+		h.Write(digest)
+		cur = h.Sum(nil)
+	}
+	return cur
+}
+
+func TestIMAOnRTMR2(t *testing.T) {
+	p := newTestPKI(t)
+	ev := cos113(t)
+	list, err := os.ReadFile(filepath.Join("..", "testdata", "ima", "cgpath.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := cos113(t).quote
+	rtmr2 := imaRTMR2(t, list, real[472:520])
+	q := p.mintQuote(t, func(s []byte) { copy(s[472:520], rtmr2) })
+	opts := TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Cache: NewCache(0)}
+	in := TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, IMA: list}
+	res, err := TDX(context.Background(), in, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := res.Checks[len(res.Checks)-1]; c.Name != CheckIMAReplay || !c.OK {
+		t.Errorf("last check %+v", c)
+	}
+
+	// Without the IMA log, RTMR2 no longer replays from the CCEL alone.
+	_, err = TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table}, opts)
+	wantCheck(t, err, CheckCCELReplay, CodeRejected, "rtmr2")
+
+	// One altered IMA entry: the template hash no longer matches, so the
+	// list is malformed; altering data and hash together fails the replay.
+	altered := bytes.Clone(list)
+	i := bytes.Index(altered, []byte("/usr/bin"))
+	if i < 0 {
+		t.Fatal("fixture has no /usr/bin path")
+	}
+	altered[i+1] = 'x'
+	_, err = TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, IMA: altered}, opts)
+	wantCheck(t, err, CheckIMAReplay, CodeInvalidEvidence, "template hash")
+
+	// An entry dropped from the end: well-formed, but RTMR2 differs.
+	ascii, err := os.ReadFile(filepath.Join("..", "testdata", "ima", "cgpath.ascii"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(string(ascii), "\n"), "\n")
+	short := strings.Join(lines[:len(lines)-1], "")
+	_, err = TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, IMA: []byte(short)}, opts)
+	wantCheck(t, err, CheckIMAReplay, CodeRejected, "rtmr2")
+	// And the ascii form of the whole list is accepted like the binary one.
+	if _, err := TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, IMA: ascii}, opts); err != nil {
+		t.Errorf("ascii list: %v", err)
+	}
+
+	_, err = TDX(context.Background(), TDXEvidence{Quote: q, IMA: list}, opts)
+	wantCheck(t, err, CheckIMAReplay, CodeInvalidEvidence, "needs the CCEL")
+}
