@@ -1,0 +1,27 @@
+// Command ccnp-server-nodeattestor is the SPIRE server NodeAttestor plugin
+// "ccnp" (package serververifier). SPIRE starts it as an external plugin:
+//
+//	NodeAttestor "ccnp" {
+//	  plugin_cmd      = "/usr/local/bin/ccnp-server-nodeattestor"
+//	  plugin_checksum = "<sha256 of the binary>"
+//	  plugin_data { ... }   # docs/configuration.md
+//	}
+//
+// It writes nothing to stdout: that is the plugin transport's.
+package main
+
+import (
+	"github.com/spiffe/spire-plugin-sdk/pluginmain"
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+
+	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
+)
+
+func main() {
+	p := serververifier.New()
+	pluginmain.Serve(
+		nodeattestorv1.NodeAttestorPluginServer(p),
+		configv1.ConfigServiceServer(p),
+	)
+}

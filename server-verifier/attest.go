@@ -1,0 +1,287 @@
+package serververifier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/policy"
+)
+
+// attestation is one run of the protocol on one stream.
+type attestation struct {
+	p      *Plugin
+	st     *state
+	log    hclog.Logger
+	stream nodeattestorv1.NodeAttestor_AttestServer
+	start  time.Time
+	limits evidence.Limits
+
+	// Filled in as the protocol goes, for the audit line.
+	tee          string
+	agentVersion string
+	agentID      string
+	quoteSHA256  string
+	results      []policy.Result
+	selectors    int
+}
+
+// verified is what a TEE-specific verification established.
+type verified struct {
+	// id names the node in its agent ID (EK hash on TPM, instance ID on TDX).
+	id        string
+	facts     policy.Facts
+	selectors []string
+}
+
+// Attest runs the challenge/response of DESIGN.md §3 and answers with the
+// agent's attributes, or fails with a gRPC status naming the failed check.
+func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
+	st, logger, err := p.current()
+	if err != nil {
+		return err
+	}
+	a := &attestation{
+		p: p, st: st, log: logger, stream: stream, start: p.now(),
+		limits: evidence.Limits{MaxPayloadBytes: st.cfg.MaxPayloadBytes, MaxDecompressedBytes: st.cfg.MaxPayloadBytes},
+	}
+	attrs, err := a.run(stream.Context())
+	a.audit(err)
+	if err != nil {
+		r := asRejection(err)
+		return status.Error(r.code, r.Error())
+	}
+	return stream.Send(&nodeattestorv1.AttestResponse{
+		Response: &nodeattestorv1.AttestResponse_AgentAttributes{AgentAttributes: attrs},
+	})
+}
+
+func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes, error) {
+	cfg := a.st.cfg
+	first, err := a.recv(ctx, "hello")
+	if err != nil {
+		return nil, err
+	}
+	helloBytes := first.GetPayload()
+	if helloBytes == nil {
+		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "the first message must carry the hello payload, not a challenge response")
+	}
+	hello, err := evidence.DecodeHello(helloBytes, a.limits)
+	if err != nil {
+		return nil, payloadRejection("hello", err)
+	}
+	a.tee, a.agentVersion = hello.GetTee(), hello.GetAgentVersion()
+	if err := a.accepted(conf.TEE(a.tee)); err != nil {
+		return nil, err
+	}
+
+	nonce, err := a.p.newNonce()
+	if err != nil {
+		return nil, reject(codes.Internal, CheckNonce, err)
+	}
+	if err := a.p.nonces.issue(nonce, a.p.now(), cfg.NonceTTL); err != nil {
+		code := codes.PermissionDenied
+		if errors.Is(err, errNonceFull) {
+			code = codes.Unavailable
+		}
+		return nil, reject(code, CheckNonce, err)
+	}
+	defer a.p.nonces.forget(nonce)
+	if err := a.sendChallenge(&evidencepb.Challenge{
+		Nonce:           nonce,
+		Want:            wantLogs(conf.TEE(a.tee), hello.GetCaps()),
+		MaxPayloadBytes: uint64(cfg.MaxPayloadBytes),
+	}); err != nil {
+		return nil, err
+	}
+
+	resp, err := a.recv(ctx, "evidence")
+	if err != nil {
+		return nil, err
+	}
+	evBytes := resp.GetChallengeResponse()
+	if evBytes == nil {
+		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
+	}
+	ev, err := evidence.DecodeEvidence(evBytes, a.limits)
+	if err != nil {
+		return nil, payloadRejection("evidence", err)
+	}
+	if err := a.p.nonces.consume(nonce, a.p.now()); err != nil {
+		return nil, reject(codes.PermissionDenied, CheckNonce, err)
+	}
+	if ev.GetTee() != a.tee {
+		return nil, rejectf(codes.PermissionDenied, CheckTEE, "evidence is for tee %q but the hello said %q", ev.GetTee(), a.tee)
+	}
+	if err := evidence.CheckBinding(ev.GetBinding(), nonce, helloBytes); err != nil {
+		return nil, reject(codes.PermissionDenied, CheckBinding, err)
+	}
+	// From here on the server's own binding is what the TEE must have
+	// signed; the agent's copy has only been checked to agree with it.
+	binding := evidence.Binding(nonce, helloBytes)
+	logs, err := evidence.DecompressLogs(ev, a.limits)
+	if err != nil {
+		return nil, payloadRejection("evidence logs", err)
+	}
+
+	var v *verified
+	switch conf.TEE(a.tee) {
+	case conf.TEETDX, conf.TEESim:
+		v, err = a.verifyTDX(ctx, hello, ev, logs, binding[:])
+	case conf.TEETPM:
+		v, err = a.verifyTPM(ctx, ev, logs, binding[:])
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	outcome := policy.Evaluate(cfg.Policies, &v.facts, cfg.RequirePolicy)
+	a.results = outcome.Results
+	for _, r := range outcome.Results {
+		if !r.Match && !r.Enforce {
+			a.log.Warn("warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
+		}
+	}
+	if err := outcome.Rejection(); err != nil {
+		return nil, reject(codes.PermissionDenied, CheckPolicy, err)
+	}
+
+	path, err := cfg.AgentPath(conf.AgentPathData{TEE: a.tee, ID: v.id})
+	if err != nil {
+		return nil, reject(codes.InvalidArgument, CheckAgentID, err)
+	}
+	a.agentID = "spiffe://" + a.st.trustDomain + path
+	sels := append(v.selectors, outcome.Selectors()...)
+	slices.Sort(sels)
+	sels = slices.Compact(sels)
+	a.selectors = len(sels)
+	return &nodeattestorv1.AgentAttributes{SpiffeId: a.agentID, SelectorValues: sels, CanReattest: true}, nil
+}
+
+// accepted refuses TEE kinds the configuration has no block for.
+func (a *attestation) accepted(tee conf.TEE) error {
+	cfg := a.st.cfg
+	switch {
+	case tee == conf.TEETDX && cfg.TDX != nil, tee == conf.TEETPM && cfg.TPM != nil, tee == conf.TEESim && cfg.Sim != nil:
+		return nil
+	case tee == conf.TEESim:
+		return rejectf(codes.PermissionDenied, CheckTEE, "a simulated TEE is not accepted: the server configuration has no sim block")
+	}
+	return rejectf(codes.PermissionDenied, CheckTEE, "tee %q is not accepted: the server configuration has no %s block", tee, tee)
+}
+
+// wantLogs asks for the logs that apply to the TEE and that the agent said
+// it can send.
+func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
+	all := []struct {
+		kind evidencepb.LogKind
+		cap  string
+		tpm  bool
+		tdx  bool
+	}{
+		{evidencepb.LogKind_LOG_KIND_CCEL, evidence.CapLogCCEL, false, true},
+		{evidencepb.LogKind_LOG_KIND_TPM, evidence.CapLogTPM, true, false},
+		{evidencepb.LogKind_LOG_KIND_IMA, evidence.CapLogIMA, true, true},
+		{evidencepb.LogKind_LOG_KIND_RUNTIME, evidence.CapLogRuntime, true, true},
+	}
+	var want []evidencepb.LogKind
+	for _, l := range all {
+		applies := l.tdx
+		if tee == conf.TEETPM {
+			applies = l.tpm
+		}
+		if applies && slices.Contains(caps, l.cap) {
+			want = append(want, l.kind)
+		}
+	}
+	return want
+}
+
+func (a *attestation) sendChallenge(c *evidencepb.Challenge) error {
+	b, err := evidence.Encode(evidence.NewChallenge(c))
+	if err != nil {
+		return reject(codes.Internal, CheckProtocol, err)
+	}
+	if err := a.stream.Send(&nodeattestorv1.AttestResponse{Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: b}}); err != nil {
+		return reject(codes.Unavailable, CheckProtocol, fmt.Errorf("sending the challenge: %w", err))
+	}
+	return nil
+}
+
+type recvResult struct {
+	req *nodeattestorv1.AttestRequest
+	err error
+}
+
+// recv waits for the agent's next message at most challenge_timeout. The
+// receiving goroutine ends with the stream when Attest returns.
+func (a *attestation) recv(ctx context.Context, what string) (*nodeattestorv1.AttestRequest, error) {
+	ch := make(chan recvResult, 1)
+	go func() {
+		req, err := a.stream.Recv()
+		ch <- recvResult{req, err}
+	}()
+	timer := time.NewTimer(a.st.cfg.ChallengeTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.err == nil {
+			return r.req, nil
+		}
+		if errors.Is(r.err, io.EOF) {
+			return nil, rejectf(codes.InvalidArgument, CheckProtocol, "the agent closed the stream before sending its %s", what)
+		}
+		return nil, reject(status.Code(r.err), CheckProtocol, fmt.Errorf("receiving the %s: %w", what, r.err))
+	case <-timer.C:
+		return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within challenge_timeout (%s)", what, a.st.cfg.ChallengeTimeout)
+	case <-ctx.Done():
+		return nil, reject(status.Code(ctx.Err()), CheckProtocol, fmt.Errorf("waiting for the %s: %w", what, ctx.Err()))
+	}
+}
+
+// audit writes the one structured line every attestation ends with.
+func (a *attestation) audit(err error) {
+	policies := make([]string, 0, len(a.results))
+	for _, r := range a.results {
+		res := "match"
+		switch {
+		case !r.Match && r.Enforce:
+			res = "mismatch"
+		case !r.Match:
+			res = "warn"
+		}
+		policies = append(policies, fmt.Sprintf("%s digest=%s enforce=%v result=%s", r.Name, r.Digest, r.Enforce, res))
+	}
+	kv := []any{
+		"agent_id", a.agentID,
+		"tee", a.tee,
+		"agent_version", a.agentVersion,
+		"quote_sha256", a.quoteSHA256,
+		"policies", policies,
+		"duration", a.p.now().Sub(a.start).String(),
+	}
+	if err == nil {
+		a.log.Info("attestation", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)
+		return
+	}
+	r := asRejection(err)
+	a.log.Error("attestation", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

@@ -1,0 +1,295 @@
+// Package serververifier is the server side of ccnp node attestation: a SPIRE
+// server NodeAttestor plugin (plugin name "ccnp") that challenges an agent
+// with a one-time nonce, verifies the evidence it answers with (TDX quotes
+// through package appraisal, TPM quotes, credential activation, and the
+// replay of every event log against the signed registers), evaluates the
+// configured golden-value policies and answers SPIRE with the agent's SPIFFE
+// ID and selectors. DESIGN.md §3-§5 define the protocol, the checks and the
+// selectors; docs/selectors.md and docs/configuration.md document them for
+// operators.
+//
+// Every attestation ends in one audit log line ("attestation", with
+// result=accepted or rejected); a rejection is a gRPC status whose message
+// names the failed check.
+package serververifier
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-tdx-guest/verify/trust"
+	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
+	"github.com/ccnp-spire/ccnp-spire/conf"
+)
+
+// PluginName is the name SPIRE configurations give this plugin. SPIRE never
+// tells a plugin its configured name, so agent ID paths hard-code it.
+const PluginName = "ccnp"
+
+var (
+	_ pluginsdk.NeedsLogger             = (*Plugin)(nil)
+	_ nodeattestorv1.NodeAttestorServer = (*Plugin)(nil)
+	_ configv1.ConfigServer             = (*Plugin)(nil)
+)
+
+// Plugin is the server NodeAttestor. The zero value is not usable: call New.
+// Its methods are safe for concurrent use; Configure swaps the whole
+// configuration at once, so an attestation runs under one configuration
+// from start to end.
+type Plugin struct {
+	nodeattestorv1.UnimplementedNodeAttestorServer
+	configv1.UnimplementedConfigServer
+
+	mu     sync.RWMutex
+	state  *state
+	logger hclog.Logger
+
+	// nonces outlives reconfiguration: a nonce issued under one
+	// configuration must still be used only once under the next.
+	nonces *nonceStore
+	// cache holds verification results of immutable inputs. Its entries
+	// are bound to the root pool they were established under, so it
+	// survives reconfiguration safely.
+	cache *appraisal.Cache
+
+	// Hooks for tests; production uses the defaults New sets.
+	now      func() time.Time
+	newNonce func() ([]byte, error)
+	readFile func(string) ([]byte, error)
+}
+
+// state is one configuration, immutable once built.
+type state struct {
+	cfg         *conf.ServerVerifier
+	trustDomain string
+	// tdxRoots and simRoots are the PCK roots of each TEE kind; nil when
+	// the kind is not accepted. They never share a certificate.
+	tdxRoots, simRoots *x509.CertPool
+	// getter fetches (and caches) collateral; nil verifies offline.
+	getter trust.HTTPSGetter
+	// ekRoots (nil: no EK CA configured), ekAllow and akRoots are TPM trust.
+	ekRoots *x509.CertPool
+	ekAllow map[string]bool
+	akRoots *x509.CertPool
+}
+
+// New returns an unconfigured plugin.
+func New() *Plugin {
+	return &Plugin{
+		logger:   hclog.NewNullLogger(),
+		nonces:   newNonceStore(),
+		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
+		now:      time.Now,
+		newNonce: evidenceNonce,
+		readFile: os.ReadFile,
+	}
+}
+
+// SetLogger is called by the plugin framework with SPIRE's logger.
+func (p *Plugin) SetLogger(l hclog.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.logger = l
+}
+
+func (p *Plugin) log() hclog.Logger {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.logger
+}
+
+func (p *Plugin) current() (*state, hclog.Logger, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.state == nil {
+		return nil, p.logger, status.Error(codes.FailedPrecondition, "ccnp: not configured")
+	}
+	return p.state, p.logger, nil
+}
+
+// Configure parses plugin_data, loads every file it names and swaps the new
+// configuration in. A failure leaves the previous configuration in place.
+func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
+	td := req.GetCoreConfiguration().GetTrustDomain()
+	if td == "" {
+		return nil, status.Error(codes.InvalidArgument, "ccnp: core configuration has no trust domain")
+	}
+	if err := checkTrustDomain(td); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "ccnp: trust domain %q: %v", td, err)
+	}
+	cfg, err := conf.ParseServerVerifier(req.GetHclConfiguration(), p.readFile)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+	}
+	st, err := p.build(cfg, td)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+	}
+	p.mu.Lock()
+	p.state = st
+	logger := p.logger
+	p.mu.Unlock()
+
+	if cfg.Sim != nil {
+		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
+			"trusted_root_file", cfg.Sim.TrustedRootFile)
+	}
+	if cfg.RequirePolicy {
+		enforced := 0
+		for i := range cfg.Policies {
+			if cfg.Policies[i].Enforce {
+				enforced++
+			}
+		}
+		if enforced == 0 {
+			logger.Warn("require_policy is true but every policy is warn-only: every node will be rejected")
+		}
+	}
+	logger.Info("configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
+		"policies", len(cfg.Policies), "require_policy", cfg.RequirePolicy)
+	return &configv1.ConfigureResponse{}, nil
+}
+
+// Validate checks a configuration without applying it.
+func (p *Plugin) Validate(ctx context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
+	td := req.GetCoreConfiguration().GetTrustDomain()
+	var notes []string
+	cfg, err := conf.ParseServerVerifier(req.GetHclConfiguration(), p.readFile)
+	if err == nil {
+		_, err = p.build(cfg, td)
+	}
+	if err == nil && td == "" {
+		err = errors.New("core configuration has no trust domain")
+	}
+	if err != nil {
+		notes = append(notes, err.Error())
+	}
+	return &configv1.ValidateResponse{Valid: err == nil, Notes: notes}, nil
+}
+
+func checkTrustDomain(td string) error {
+	for i := 0; i < len(td); i++ {
+		c := td[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("character %q is not allowed in a trust domain name", c)
+		}
+	}
+	return nil
+}
+
+// build loads the files a configuration names.
+func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
+	st := &state{cfg: cfg, trustDomain: td}
+	var (
+		err      error
+		tdxCerts []*x509.Certificate
+	)
+	if cfg.TDX != nil {
+		if cfg.TDX.TrustedRootsFile == "" {
+			st.tdxRoots = appraisal.IntelRoots()
+		} else if st.tdxRoots, tdxCerts, err = p.loadCerts("tdx.trusted_roots_file", []string{cfg.TDX.TrustedRootsFile}); err != nil {
+			return nil, err
+		}
+		if st.getter, err = p.collateralGetter(&cfg.TDX.Collateral); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Sim != nil {
+		var simCerts []*x509.Certificate
+		if st.simRoots, simCerts, err = p.loadCerts("sim.trusted_root_file", []string{cfg.Sim.TrustedRootFile}); err != nil {
+			return nil, err
+		}
+		// A simulated root among the TDX roots would let a simulation pass
+		// as hardware.
+		for _, s := range simCerts {
+			for _, t := range tdxCerts {
+				if s.Equal(t) {
+					return nil, fmt.Errorf("sim.trusted_root_file: %q is also a TDX trusted root; a simulated root must never be trusted as TDX", s.Subject)
+				}
+			}
+		}
+	}
+	if cfg.TPM != nil {
+		if len(cfg.TPM.EKCAFiles) > 0 {
+			if st.ekRoots, _, err = p.loadCerts("tpm.ek_ca_files", cfg.TPM.EKCAFiles); err != nil {
+				return nil, err
+			}
+		}
+		if len(cfg.TPM.AKCAFiles) > 0 {
+			if st.akRoots, _, err = p.loadCerts("tpm.ak_ca_files", cfg.TPM.AKCAFiles); err != nil {
+				return nil, err
+			}
+		}
+		st.ekAllow = make(map[string]bool, len(cfg.TPM.EKHashAllowList))
+		for _, h := range cfg.TPM.EKHashAllowList {
+			st.ekAllow[strings.ToLower(h)] = true
+		}
+	}
+	return st, nil
+}
+
+// loadCerts reads PEM certificates from every path into one pool. Every
+// block must be a certificate: a stray key or a typo'd file is an error
+// rather than a silently smaller trust set.
+func (p *Plugin) loadCerts(key string, paths []string) (*x509.CertPool, []*x509.Certificate, error) {
+	pool := x509.NewCertPool()
+	var certs []*x509.Certificate
+	for _, path := range paths {
+		b, err := p.readFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", key, err)
+		}
+		n := 0
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				return nil, nil, fmt.Errorf("%s: %s: PEM block %d is a %s, want CERTIFICATE", key, path, n, blk.Type)
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %s: certificate %d: %w", key, path, n, err)
+			}
+			pool.AddCert(c)
+			certs = append(certs, c)
+			n++
+		}
+		if n == 0 {
+			return nil, nil, fmt.Errorf("%s: %s holds no PEM certificate", key, path)
+		}
+	}
+	return pool, certs, nil
+}
+
+// collateralGetter builds the collateral source of a tdx block: a cache
+// (in memory, and on disk with cache_dir) in front of the configured PCS,
+// PCCS or offline directory, shared by every attestation under this
+// configuration.
+func (p *Plugin) collateralGetter(c *conf.Collateral) (trust.HTTPSGetter, error) {
+	g, err := collateral.New(*c, collateral.Options{
+		Now:  p.now,
+		Warn: func(msg string, args ...any) { p.log().Warn(msg, args...) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tdx.collateral: %w", err)
+	}
+	return g, nil
+}

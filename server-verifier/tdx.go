@@ -1,0 +1,133 @@
+package serververifier
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+)
+
+// simQEVendorID is the QE vendor ID every quote of the simulator (package
+// tee/sim) carries. Production code does not import the simulator, so the
+// value is repeated here; a test checks that the two agree.
+const simQEVendorID = "CCNP-SIM-NOTINTL"
+
+// qeVendorIDOffset is where the QE vendor ID sits in a quote v4 header.
+const qeVendorIDOffset = 12
+
+// verifyTDX appraises a TDX quote, or a simulator's quote under the
+// simulated root only, through the same appraisal.TDX as `ccnp verify`, then
+// replays the runtime log against RTMR3.
+func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev *evidencepb.Evidence, logs *evidence.Logs, binding []byte) (*verified, error) {
+	if ev.GetTpm() != nil {
+		return nil, rejectf(codes.InvalidArgument, CheckPayload, "a %s node sends a TDX quote, not tpm evidence", a.tee)
+	}
+	quote := ev.GetQuote()
+	a.quoteSHA256 = sha256Hex(quote)
+	sim := conf.TEE(a.tee) == conf.TEESim
+	if !sim && len(quote) >= qeVendorIDOffset+len(simQEVendorID) &&
+		bytes.Equal(quote[qeVendorIDOffset:qeVendorIDOffset+len(simQEVendorID)], []byte(simQEVendorID)) {
+		return nil, rejectf(codes.PermissionDenied, CheckSimulatedQuote, "the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", simQEVendorID)
+	}
+	if hello.GetInstanceId() == "" {
+		return nil, rejectf(codes.InvalidArgument, CheckPayload, "hello.instance_id: a %s node must name itself with its instance ID", a.tee)
+	}
+
+	opts := a.tdxOptions(sim)
+	res, err := appraisal.TDX(ctx, appraisal.TDXEvidence{
+		Quote:      quote,
+		CCEL:       logs.CCEL,
+		CCELTable:  ev.GetCcelTable(),
+		IMA:        logs.IMA,
+		ReportData: binding,
+	}, opts)
+	if err != nil {
+		return nil, appraisalRejection(err)
+	}
+	body := &res.Quote.Body
+
+	v := &verified{id: hello.GetInstanceId()}
+	f := &v.facts
+	f.TEE = conf.TEE(a.tee)
+	f.MRTD, f.MRConfigID = body.MRTD[:], body.MRConfigID[:]
+	for i := range body.RTMR {
+		f.RTMR[i] = body.RTMR[i][:]
+	}
+	f.TCBStatus = res.TCBStatus
+	debug := res.Debug
+	f.Debug = &debug
+	factsFromFirmware(f, res.Facts)
+
+	rl, err := decodeRuntimeLog(logs.Runtime)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := verifyRuntimeLog(rl, cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384, body.RTMR[3][:])
+	if err != nil {
+		return nil, err
+	}
+	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+
+	// The simulator's selectors live under "sim:" so that no entry written
+	// for real TDX ever matches a simulation.
+	pre := "tdx:"
+	if sim {
+		pre = "sim:"
+	}
+	s := []string{
+		"tee:" + a.tee,
+		pre + "mrtd:" + hex.EncodeToString(body.MRTD[:]),
+		pre + "mrconfigid:" + hex.EncodeToString(body.MRConfigID[:]),
+		pre + "mrowner:" + hex.EncodeToString(body.MROwner[:]),
+		pre + "mrownerconfig:" + hex.EncodeToString(body.MROwnerConfig[:]),
+		pre + "fmspc:" + strings.ToLower(res.FMSPC),
+		pre + "debug:" + boolString(res.Debug),
+	}
+	for i := range body.RTMR {
+		s = append(s, pre+"rtmr"+string(rune('0'+i))+":"+hex.EncodeToString(body.RTMR[i][:]))
+	}
+	if res.TCBStatus != "" {
+		s = append(s, pre+"tcb_status:"+res.TCBStatus)
+	}
+	s = append(s, bootSelectors(f, res.Facts)...)
+	if len(logs.IMA) > 0 {
+		s = append(s, "ima:verified:true")
+	}
+	v.selectors = append(s, rt.selectors()...)
+	return v, nil
+}
+
+// tdxOptions builds the appraisal options: a simulator is checked under
+// the simulated root only, with the tdx block's collateral and TCB rules
+// when there is one (offline otherwise), and TDX under the TDX roots.
+func (a *attestation) tdxOptions(sim bool) appraisal.TDXOptions {
+	st := a.st
+	opts := appraisal.TDXOptions{TrustedRoots: st.tdxRoots, Now: a.p.now(), Cache: a.p.cache}
+	if sim {
+		opts.TrustedRoots = st.simRoots
+	}
+	if t := st.cfg.TDX; t != nil {
+		opts.Collateral = st.getter
+		opts.CheckRevocations = st.getter != nil
+		opts.AllowDebug = t.AllowDebug
+		for _, s := range t.AcceptedTCBStatuses {
+			opts.AcceptedTCBStatuses = append(opts.AcceptedTCBStatuses, string(s))
+		}
+	}
+	return opts
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
