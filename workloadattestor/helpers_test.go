@@ -1,0 +1,208 @@
+package workloadattestor
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	"github.com/spiffe/spire-plugin-sdk/plugintest"
+	workloadattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/workloadattestor/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
+)
+
+// client is a plugin served over the SDK's real plugin transport.
+type client struct {
+	wa  *workloadattestorv1.WorkloadAttestorPluginClient
+	cfg *configv1.ConfigServiceClient
+}
+
+func serve(t *testing.T, p *Plugin) *client {
+	t.Helper()
+	c := &client{wa: new(workloadattestorv1.WorkloadAttestorPluginClient), cfg: new(configv1.ConfigServiceClient)}
+	plugintest.ServeInBackground(t, plugintest.Config{
+		PluginServer:   workloadattestorv1.WorkloadAttestorPluginServer(p),
+		PluginClient:   c.wa,
+		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(p)},
+		ServiceClients: []pluginsdk.ServiceClient{c.cfg},
+	})
+	return c
+}
+
+func (c *client) configure(t *testing.T, hcl string) {
+	t.Helper()
+	if _, err := c.cfg.Configure(context.Background(), &configv1.ConfigureRequest{HclConfiguration: hcl}); err != nil {
+		t.Fatalf("configure: %v", err)
+	}
+}
+
+func (c *client) attest(pid int) ([]string, error) {
+	resp, err := c.wa.Attest(context.Background(), &workloadattestorv1.AttestRequest{Pid: int32(pid)})
+	if err != nil {
+		return nil, err
+	}
+	return resp.SelectorValues, nil
+}
+
+// startCopy copies /bin/sleep to dir/name and runs it. The process is
+// killed and reaped at cleanup.
+func startCopy(t *testing.T, dir, name string) (*exec.Cmd, string) {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	b, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Skip("no /bin/sleep:", err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, bin
+}
+
+// sha256sum computes the expected digest with coreutils, independently of
+// the code under test.
+func sha256sum(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("sha256sum", path).Output()
+	if err != nil {
+		t.Skip("sha256sum:", err)
+	}
+	return strings.Fields(string(out))[0]
+}
+
+func sha384sum(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("sha384sum", path).Output()
+	if err != nil {
+		t.Skip("sha384sum:", err)
+	}
+	return strings.Fields(string(out))[0]
+}
+
+// v2Root returns a writable cgroup v2 mount (pure v2 or the hybrid
+// "unified" one), or "".
+func v2Root() string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	for _, d := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "cgroup.controllers")); err != nil && d == "/sys/fs/cgroup" {
+			continue // v1 tmpfs
+		}
+		probe := filepath.Join(d, fmt.Sprintf("ccnp-probe-%d", os.Getpid()))
+		if err := os.Mkdir(probe, 0o755); err != nil {
+			continue
+		}
+		_ = os.Remove(probe)
+		return d
+	}
+	return ""
+}
+
+// inCgroup creates root/rel (nested) and moves pid into it; the cgroups are
+// removed at cleanup (after the process is gone).
+func inCgroup(t *testing.T, root, rel string, pid int) {
+	t.Helper()
+	dir := filepath.Join(root, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Back to the root cgroup first: this cleanup runs before the
+		// process is killed, and a populated cgroup cannot be removed.
+		_ = os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+		parts := strings.Split(rel, "/")
+		for i := len(parts); i > 0; i-- {
+			p := filepath.Join(root, filepath.Join(parts[:i]...))
+			for range 50 {
+				if err := os.Remove(p); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// fakeProc builds host_root/proc/<pid> with the given files and an exe link.
+type fakeProc struct {
+	root string
+	pid  int
+}
+
+func newFakeProc(t *testing.T, pid int, exeTarget string) *fakeProc {
+	t.Helper()
+	f := &fakeProc{root: t.TempDir(), pid: pid}
+	if err := os.MkdirAll(f.dir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "stat", fmt.Sprintf("%d (fake) S 1 1 1 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", pid, 777))
+	f.write(t, "status", "Name:\tfake\nUid:\t1000\t1001\t1000\t1001\nGid:\t2000\t2002\t2000\t2002\nGroups:\t\n")
+	f.write(t, "cgroup", "0::/system.slice/docker-611a8d133d2c636e777745e4dbb1d5866a068fe0f6cc87033e52fe139fca5ba1.scope\n")
+	if exeTarget != "" {
+		if err := os.Symlink(exeTarget, filepath.Join(f.dir(), "exe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+func (f *fakeProc) dir() string { return filepath.Join(f.root, "proc", strconv.Itoa(f.pid)) }
+
+func (f *fakeProc) write(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.dir(), name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func hexSHA256(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func attestReq(pid int) *workloadattestorv1.AttestRequest {
+	return &workloadattestorv1.AttestRequest{Pid: int32(pid)}
+}
+
+func configReq(hcl string) *configv1.ConfigureRequest {
+	return &configv1.ConfigureRequest{HclConfiguration: hcl}
+}
+
+func procExe(path string) proc.Exe { return proc.Exe{Path: path} }
