@@ -108,12 +108,6 @@ func (s *simPCS) requests() int {
 	return n
 }
 
-func (s *simPCS) hitsFor(path string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hits[path]
-}
-
 func (s *simPCS) quote(t testing.TB) []byte {
 	t.Helper()
 	var body pki.TDQuoteBody

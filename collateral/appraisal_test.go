@@ -31,4 +31,3 @@ func TestCacheOutageIsUnavailable(t *testing.T) {
 		t.Fatalf("appraisal with the PCS up: %v", err)
 	}
 }
-
