@@ -190,6 +190,10 @@ func preference(lines []Line) []Line {
 	return out
 }
 
+// IdentifyPath derives the identity from one cgroup path (for example the
+// cg-path field of an ima-cgpath IMA entry).
+func IdentifyPath(p string) Identity { return identifyPath(p) }
+
 // identifyPath reads one cgroup path from the root down.
 func identifyPath(p string) Identity {
 	id := Identity{Path: p}
