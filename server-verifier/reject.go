@@ -66,7 +66,7 @@ func payloadRejection(what string, err error) *rejection {
 	case errors.Is(err, evidence.ErrBinding):
 		return reject(codes.PermissionDenied, CheckBinding, err)
 	}
-	return reject(code, CheckPayload, fmt.Errorf("%s: %w", what, err))
+	return reject(code, CheckPayload, fmt.Errorf("%w (in the %s message)", err, what))
 }
 
 // appraisalRejection maps an appraisal failure, keeping its check name.

@@ -20,9 +20,6 @@ import (
 // value is repeated here; a test checks that the two agree.
 const simQEVendorID = "CCNP-SIM-NOTINTL"
 
-// qeVendorIDOffset is where the QE vendor ID sits in a quote v4 header.
-const qeVendorIDOffset = 12
-
 // verifyTDX appraises a TDX quote, or a simulator's quote under the
 // simulated root only, through the same appraisal.TDX as `ccnp verify`, then
 // replays the runtime log against RTMR3.
@@ -33,10 +30,6 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	quote := ev.GetQuote()
 	a.quoteSHA256 = sha256Hex(quote)
 	sim := conf.TEE(a.tee) == conf.TEESim
-	if !sim && len(quote) >= qeVendorIDOffset+len(simQEVendorID) &&
-		bytes.Equal(quote[qeVendorIDOffset:qeVendorIDOffset+len(simQEVendorID)], []byte(simQEVendorID)) {
-		return nil, rejectf(codes.PermissionDenied, CheckSimulatedQuote, "the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", simQEVendorID)
-	}
 	if hello.GetInstanceId() == "" {
 		return nil, rejectf(codes.InvalidArgument, CheckPayload, "hello.instance_id: a %s node must name itself with its instance ID", a.tee)
 	}
@@ -51,6 +44,12 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	}, opts)
 	if err != nil {
 		return nil, appraisalRejection(err)
+	}
+	// Only reachable when a simulated root was configured among the TDX
+	// roots (without a sim block, which would have been refused): the quote
+	// verified, yet it is the simulator's.
+	if !sim && bytes.Equal(res.Quote.Header.QEVendorID[:], []byte(simQEVendorID)) {
+		return nil, rejectf(codes.PermissionDenied, CheckSimulatedQuote, "the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", simQEVendorID)
 	}
 	body := &res.Quote.Body
 
