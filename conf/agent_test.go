@@ -3,6 +3,7 @@ package conf_test
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
@@ -261,5 +262,16 @@ func TestWorkloadErrors(t *testing.T) {
 			_, err := conf.ParseWorkloadAttestor(tt.src)
 			wantErr(t, err, "plugin_data", tt.line, tt.parts...)
 		})
+	}
+}
+
+// The HCL parser drops an assignment with no value at the end of the input;
+// the checker must not let that pass as "all defaults".
+func TestDanglingAssignment(t *testing.T) {
+	for _, src := range []string{"tee = ", "logs = [\"ccel\"]\ntee =", "tee = # comment\n"} {
+		_, err := conf.ParseAgentNodeAttestor(src)
+		if err == nil || !strings.Contains(err.Error(), "no value") {
+			t.Errorf("%q: err = %v, want an error about the missing value", src, err)
+		}
 	}
 }

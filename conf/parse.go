@@ -46,8 +46,8 @@ func parseDoc(d *doc, src string, limit int, out any) bool {
 		d.errLine(1, "JSON is not supported: write the configuration in HCL")
 		return false
 	}
-	if line, ok := checkNesting(src); !ok {
-		d.errLine(line, "nesting deeper than %d levels", maxDepth)
+	if line, msg := checkTokens(src); msg != "" {
+		d.errLine(line, "%s", msg)
 		return false
 	}
 	file, err := safeParse(src)
@@ -82,27 +82,36 @@ func firstNonSpace(s string) rune {
 	return 0
 }
 
-// checkNesting scans tokens (iteratively, unlike the parser) and reports the
-// line where braces or brackets nest deeper than maxDepth.
-func checkNesting(src string) (int, bool) {
+// checkTokens scans tokens (iteratively, unlike the parser) for what the
+// parser gets wrong: braces or brackets nested deeper than maxDepth (its
+// recursion), and an assignment with no value at the end of the input, which
+// it silently drops ("tee = " parses as an empty body).
+func checkTokens(src string) (line int, msg string) {
 	s := scanner.New([]byte(src))
 	s.Error = func(token.Pos, string) {} // the parser reports scan errors
 	depth := 0
+	var last token.Token
 	for {
 		tok := s.Scan()
 		switch tok.Type {
 		case token.EOF:
-			return 0, true
+			if last.Type == token.ASSIGN {
+				return last.Pos.Line, "an assignment has no value"
+			}
+			return 0, ""
 		case token.LBRACE, token.LBRACK:
 			depth++
 			if depth > maxDepth {
-				return tok.Pos.Line, false
+				return tok.Pos.Line, fmt.Sprintf("nesting deeper than %d levels", maxDepth)
 			}
 		case token.RBRACE, token.RBRACK:
 			depth--
 		}
+		if tok.Type != token.COMMENT {
+			last = tok
+		}
 		if s.ErrorCount > 0 {
-			return 0, true
+			return 0, ""
 		}
 	}
 }
