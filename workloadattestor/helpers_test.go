@@ -58,7 +58,7 @@ func (c *client) attest(pid int) ([]string, error) {
 
 // startCopy copies /bin/sleep to dir/name and runs it. The process is
 // killed and reaped at cleanup.
-func startCopy(t *testing.T, dir, name string) (*exec.Cmd, string) {
+func startCopy(t testing.TB, dir, name string) (*exec.Cmd, string) {
 	t.Helper()
 	bin := filepath.Join(dir, name)
 	b, err := os.ReadFile("/bin/sleep")
