@@ -1,0 +1,313 @@
+package serververifier
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+)
+
+// tpmLogName is a real firmware log (testdata/tpmlog, from go-eventlog)
+// replayed into swtpm so that the quoted PCRs and the log agree.
+const tpmLogName = "rhel8-uefi.bin"
+
+// tpmNode is a swtpm with EKs certified by a test EK CA, the real firmware
+// log replayed into its PCRs, an IMA list extended into PCR10 and a runtime
+// log into PCR23, and an agent provider holding the TPM's one connection.
+type tpmNode struct {
+	prov    *swtpm.Provisioned
+	root    string
+	base    string
+	agentP  tee.Provider
+	cfg     *conf.AgentNodeAttestor
+	otherAK []byte // an RSA AK of the same TPM, for "quote from a different AK"
+	exe     []byte
+}
+
+func startTPMNode(t *testing.T) *tpmNode {
+	t.Helper()
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
+	if err != nil {
+		t.Fatalf("swtpm: %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	n := &tpmNode{root: t.TempDir(), base: t.TempDir()}
+	if n.prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	firmware := readTestdata(t, "tpmlog", tpmLogName)
+	if _, err := swtpm.ReplayLog(ctx, tp, firmware); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	ima := readTestdata(t, "ima", "cgpath.bin")
+	for path, b := range map[string][]byte{tpm.EventLogPath: firmware, tpm.IMALogPath: ima} {
+		p := filepath.Join(n.root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An RSA AK first (the TPM serves one connection at a time).
+	rsaCfg := n.agentConfig(t, tp.Addr(), "rsa")
+	rp, err := tee.Open(ctx, nodeattestor.TEEConfig(rsaCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.otherAK, err = tee.Unwrap(rp).(*tpm.Provider).AttestationKeyPublic(); err != nil {
+		t.Fatal(err)
+	}
+	rp.Close()
+
+	n.cfg = n.agentConfig(t, tp.Addr(), "ecc")
+	if n.agentP, err = tee.Open(ctx, nodeattestor.TEEConfig(n.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.agentP.Close() })
+	tp2 := tee.Unwrap(n.agentP).(*tpm.Provider)
+
+	// IMA on PCR10, as the kernel extends it: SHA-256 of each entry's
+	// template data (all 0xFF for a violation).
+	pcrs, ds := imaDigests(t, ima, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }, 32)
+	for i, d := range ds {
+		if pcrs[i] != 10 {
+			t.Fatalf("IMA fixture entry %d on PCR %d", i, pcrs[i])
+		}
+		if err := tp2.Extend(ctx, 10, cctrusted.AlgSHA256, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One workload in the runtime log on PCR23.
+	sum := sha256.Sum256([]byte("tpm workload"))
+	n.exe = sum[:]
+	l := runtimelog.New(cctrusted.PCR(23).IMR(), cctrusted.AlgSHA256)
+	ev, err := l.Append(runtimelog.Workload{ExeSHA256: n.exe, ExePath: "/usr/bin/w", ContainerID: "abc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := ev.Digest(cctrusted.AlgSHA256)
+	if err := tp2.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.base, "runtime.cel"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *tpmNode) agentConfig(t *testing.T, addr, akType string) *conf.AgentNodeAttestor {
+	t.Helper()
+	cfg, err := conf.ParseAgentNodeAttestor(fmt.Sprintf(`tee = "tpm"
+host_root = %q
+tpm {
+  device  = %q
+  ak_type = %q
+}
+instance_id_path = %q
+runtime_log_path = %q
+`, n.root, addr, akType, filepath.Join(n.base, "instance_id"), filepath.Join(n.base, "runtime.cel")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func (n *tpmNode) agent() *agent { return &agent{p: n.agentP, cfg: n.cfg} }
+
+// ekHash is SHA-256 of the PKIX DER of the EK as its certificate states it,
+// computed without tee/tpm.
+func (n *tpmNode) ekHash(t *testing.T, kt swtpm.KeyType) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(n.prov.EKs[kt].Cert.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+// expectedPCR0 is the SHA-256 PCR0 the machine that recorded the log
+// reported (testdata/tpmlog/expected.json, from go-eventlog's tests).
+func expectedPCR0(t *testing.T) string {
+	t.Helper()
+	var exp map[string]struct {
+		Banks map[string]map[string]string `json:"banks"`
+	}
+	if err := json.Unmarshal(readTestdata(t, "tpmlog", "expected.json"), &exp); err != nil {
+		t.Fatal(err)
+	}
+	return exp[tpmLogName].Banks["sha256"]["pcr0"]
+}
+
+func TestAttestTPM(t *testing.T) {
+	n := startTPMNode(t)
+	ekHash := n.ekHash(t, swtpm.ECC)
+	for name, trust := range map[string]string{
+		"certificate": fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath),
+		"allow_list":  fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, ekHash),
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, nil).mustConfigure(trust)
+			attrs, err := h.attest(n.agent())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "spiffe://" + trustDomain + "/spire/agent/ccnp/tpm/" + ekHash; attrs.GetSpiffeId() != want {
+				t.Errorf("SPIFFE ID %s, want %s", attrs.GetSpiffeId(), want)
+			}
+			for _, s := range []string{
+				"tee:tpm",
+				"tpm:ek_hash:" + ekHash,
+				"tpm:ek_trust:" + name,
+				"tpm:pcr:sha256:0:" + expectedPCR0(t),
+				"ima:verified:true",
+				"runtime:exe:sha256:" + hex.EncodeToString(n.exe),
+			} {
+				if !hasSelector(attrs, s) {
+					t.Errorf("selector %s missing from %v", s, attrs.GetSelectorValues())
+				}
+			}
+			if len(selectorsWithPrefix(attrs, "tdx:")) != 0 || len(selectorsWithPrefix(attrs, "sim:")) != 0 {
+				t.Errorf("TDX selectors on a TPM node: %v", attrs.GetSelectorValues())
+			}
+		})
+	}
+}
+
+func TestRejectEKNotInAllowList(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, n.ekHash(t, swtpm.RSA)))
+	_, err := h.attest(n.agent())
+	h.wantReject(err, codes.PermissionDenied, CheckEKTrust, n.ekHash(t, swtpm.ECC), "not in ek_hash_allow_list")
+
+	// A CA that did not issue the EK certificate.
+	other := filepath.Join(t.TempDir(), "other-ca")
+	if _, err := swtpmCA(t, other); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, other))
+	_, err = h2.attest(n.agent())
+	h2.wantReject(err, codes.PermissionDenied, CheckEKTrust, "certificate not trusted")
+}
+
+func TestRejectTPMQuoteFromDifferentAK(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	a := n.agent()
+	a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic = n.otherAK }
+	_, err := h.attest(a)
+	h.wantReject(err, codes.PermissionDenied, CheckTPMQuote, "signature")
+}
+
+func TestRejectAKNotTiedToEK(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	a := n.agent()
+	// The node claims the TPM's other EK, which is genuine and certified,
+	// but the AK that signed the quote lives under the ECC EK.
+	rsa := n.prov.EKs[swtpm.RSA]
+	a.mutate = func(e *evidencepb.Evidence) { e.Tpm.EkPublic, e.Tpm.EkCertificate = rsa.Public, rsa.Cert.Raw }
+	a.activate = func(ch *evidencepb.Challenge) []byte {
+		secret := make([]byte, 32)
+		if pl, err := nodeattestor.Activate(context.Background(), n.agentP, ch); err == nil {
+			secret = pl.GetActivatedSecret().GetSecret() // cannot happen: the TPM refuses
+		} else if _, err := rand.Read(secret); err != nil {
+			t.Fatal(err)
+		}
+		b, err := evidence.Encode(evidence.NewActivatedSecret(&evidencepb.ActivatedSecret{Secret: secret}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	_, err := h.attest(a)
+	h.wantReject(err, codes.PermissionDenied, CheckActivation, "activated secret is wrong")
+}
+
+func TestRejectPCRBankMissing(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	a := n.agent()
+	// The quote covers the SHA-256 bank; the evidence carries a SHA-384
+	// bank instead.
+	a.mutate = func(e *evidencepb.Evidence) {
+		if len(e.Tpm.Pcrs) != 1 || e.Tpm.Pcrs[0].Alg != uint32(cctrusted.AlgSHA256) {
+			t.Fatalf("agent quoted banks %v", e.Tpm.Pcrs)
+		}
+		b := e.Tpm.Pcrs[0]
+		b.Alg = uint32(cctrusted.AlgSHA384)
+		for i, v := range b.Values {
+			b.Values[i] = append(v, make([]byte, 16)...)
+		}
+	}
+	_, err := h.attest(a)
+	h.wantReject(err, codes.PermissionDenied, CheckTPMQuote, "pcr_selection", "sha256")
+}
+
+func TestRejectTPMLogNotReplaying(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	a := n.agent()
+	other := readTestdata(t, "tpmlog", "ubuntu-2104-no-secure-boot.bin")
+	a.mutate = func(e *evidencepb.Evidence) { e.TpmLog = mustLog(t, evidencepb.LogKind_LOG_KIND_TPM, other) }
+	_, err := h.attest(a)
+	h.wantReject(err, codes.PermissionDenied, CheckTPMLogReplay, "does not replay")
+}
+
+// swtpmCA writes a self-signed CA certificate (PEM) to path: a CA that
+// issued nothing the node has.
+func swtpmCA(t *testing.T, path string) (*x509.Certificate, error) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "unrelated EK CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
