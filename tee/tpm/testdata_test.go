@@ -3,6 +3,8 @@ package tpm
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -110,5 +112,30 @@ func TestVerifyQuoteFixtures(t *testing.T) {
 			other := readFixture(t, map[string]string{"ecc": "rsa", "rsa": "ecc"}[akType])
 			wantCheck(t, VerifyQuote(other.akPub, f.attest, f.sig, rd[:], f.pcrs), CheckSignature)
 		})
+	}
+}
+
+// An AK public area that differs from the real one only in its scheme's hash
+// (the fuzzer found it: the key, and so the signature, are unchanged) names
+// another AK; it must not verify.
+func TestVerifyQuoteRejectsAKSchemeChange(t *testing.T) {
+	fx := readFixture(t, "ecc")
+	rd := cctrusted.ReportData(testdataNonce, nil)
+	if err := VerifyQuote(fx.akPub, fx.attest, fx.sig, rd[:], fx.pcrs); err != nil {
+		t.Fatalf("the real quote: %v", err)
+	}
+	// TPMT_PUBLIC: type, nameAlg, attributes, authPolicy (empty), then the
+	// ECC parameters: symmetric (2), scheme (2), scheme hash (2).
+	for _, hash := range []uint16{0x00d7, 0x0004, 0x000c} {
+		ak := bytes.Clone(fx.akPub)
+		if binary.BigEndian.Uint16(ak[12:]) != 0x0018 || binary.BigEndian.Uint16(ak[14:]) != 0x000b {
+			t.Fatalf("fixture layout unexpected: %x", ak[:20])
+		}
+		binary.BigEndian.PutUint16(ak[14:], hash)
+		err := VerifyQuote(ak, fx.attest, fx.sig, rd[:], fx.pcrs)
+		var qe *QuoteError
+		if !errors.As(err, &qe) || (qe.Check != CheckAK && qe.Check != CheckSignature) {
+			t.Errorf("scheme hash 0x%04x: err = %v, want an ak or signature check failure", hash, err)
+		}
 	}
 }

@@ -184,7 +184,63 @@ func checkAK(p *tpm2.TPMTPublic) error {
 	case !a.FixedTPM || !a.FixedParent:
 		return errors.New("AK is not fixedTPM/fixedParent: it could live outside this TPM")
 	}
-	return nil
+	_, _, err := akScheme(p)
+	return err
+}
+
+// akScheme returns the signing scheme and hash fixed in the AK's public area.
+// A restricted signing key carries one; a quote must be signed with exactly
+// it. Checking it also makes the public area's bytes canonical: two areas
+// that differ only in an unused scheme field would otherwise name two AKs
+// with one key.
+func akScheme(p *tpm2.TPMTPublic) (tpm2.TPMAlgID, crypto.Hash, error) {
+	var (
+		alg  tpm2.TPMAlgID
+		hash tpm2.TPMIAlgHash
+	)
+	switch p.Type {
+	case tpm2.TPMAlgECC:
+		d, err := p.Parameters.ECCDetail()
+		if err != nil {
+			return 0, 0, err
+		}
+		if d.Scheme.Scheme != tpm2.TPMAlgECDSA {
+			return 0, 0, fmt.Errorf("AK scheme 0x%04x is not ECDSA", uint16(d.Scheme.Scheme))
+		}
+		s, err := d.Scheme.Details.ECDSA()
+		if err != nil {
+			return 0, 0, err
+		}
+		alg, hash = tpm2.TPMAlgECDSA, s.HashAlg
+	case tpm2.TPMAlgRSA:
+		d, err := p.Parameters.RSADetail()
+		if err != nil {
+			return 0, 0, err
+		}
+		switch d.Scheme.Scheme {
+		case tpm2.TPMAlgRSASSA:
+			s, err := d.Scheme.Details.RSASSA()
+			if err != nil {
+				return 0, 0, err
+			}
+			alg, hash = tpm2.TPMAlgRSASSA, s.HashAlg
+		case tpm2.TPMAlgRSAPSS:
+			s, err := d.Scheme.Details.RSAPSS()
+			if err != nil {
+				return 0, 0, err
+			}
+			alg, hash = tpm2.TPMAlgRSAPSS, s.HashAlg
+		default:
+			return 0, 0, fmt.Errorf("AK scheme 0x%04x is not RSASSA or RSAPSS", uint16(d.Scheme.Scheme))
+		}
+	default:
+		return 0, 0, fmt.Errorf("AK type 0x%04x is neither RSA nor ECC", uint16(p.Type))
+	}
+	h, err := hashOf(hash)
+	if err != nil {
+		return 0, 0, fmt.Errorf("AK scheme: %w", err)
+	}
+	return alg, h, nil
 }
 
 // VerifyQuote checks a TPM2_Quote: akPub (TPMT_PUBLIC) is a restricted
@@ -209,9 +265,16 @@ func VerifyQuote(akPub, attest, sig, extraData []byte, pcrs cctrusted.Registers)
 	if len(attest) > MaxAttestSize {
 		return quoteErr(CheckAttest, "TPMS_ATTEST is %d bytes, more than the %d allowed", len(attest), MaxAttestSize)
 	}
-	hash, err := verifySignature(key, attest, sig)
+	schemeAlg, schemeHash, err := akScheme(ak)
+	if err != nil {
+		return quoteErr(CheckAK, "%w", err)
+	}
+	hash, err := verifySignature(key, schemeAlg, attest, sig)
 	if err != nil {
 		return quoteErr(CheckSignature, "%w", err)
+	}
+	if hash != schemeHash {
+		return quoteErr(CheckSignature, "signature hash %v is not the AK's scheme hash %v", hash, schemeHash)
 	}
 
 	att, err := strictUnmarshal[tpm2.TPMSAttest]("TPMS_ATTEST", attest, MaxAttestSize)
@@ -243,12 +306,15 @@ func VerifyQuote(akPub, attest, sig, extraData []byte, pcrs cctrusted.Registers)
 	return nil
 }
 
-// verifySignature checks sig over msg with key and returns the hash the
+// verifySignature checks sig, which must use scheme, over msg with key and returns the hash the
 // signature used (the TPM digests the PCRs with the same one).
-func verifySignature(key crypto.PublicKey, msg, sigBytes []byte) (crypto.Hash, error) {
+func verifySignature(key crypto.PublicKey, scheme tpm2.TPMAlgID, msg, sigBytes []byte) (crypto.Hash, error) {
 	sig, err := strictUnmarshal[tpm2.TPMTSignature]("TPMT_SIGNATURE", sigBytes, MaxSignatureSize)
 	if err != nil {
 		return 0, err
+	}
+	if sig.SigAlg != scheme {
+		return 0, fmt.Errorf("signature scheme 0x%04x is not the AK's scheme 0x%04x", uint16(sig.SigAlg), uint16(scheme))
 	}
 	var (
 		hashAlg tpm2.TPMIAlgHash
