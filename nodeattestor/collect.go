@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"runtime/debug"
 	"slices"
 
@@ -286,24 +284,14 @@ func addLog(ctx context.Context, c cctrusted.Provider, t cctrusted.TEE, cfg *con
 // the bound the verifier applies to it. An empty file is reported as absent:
 // the log format has no empty form.
 func readRuntimeLog(ctx context.Context, path string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(path)
+	// Under the workload attestor's lock, so a record being written is
+	// never half read.
+	b, err := runtimelog.ReadStoreFile(ctx, path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	limit := int64(runtimelog.DefaultMaxBytes)
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than the %d-byte limit of the runtime log", path, limit)
 	}
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%s is empty: %w", path, fs.ErrNotExist)
+		return nil, fmt.Errorf("%s is empty or absent: %w", path, fs.ErrNotExist)
 	}
 	return b, nil
 }

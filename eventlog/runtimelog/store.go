@@ -454,6 +454,11 @@ func (s *Store) fail(err error) error {
 // ReadStoreFile returns the log file's contents under a shared lock, so
 // that it never includes a record being written. A missing log is empty.
 func ReadStoreFile(ctx context.Context, path string) ([]byte, error) {
+	// A node that never measured a workload has no log, and maybe not even
+	// its directory: do not create a lock file there just to say so.
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	l := flock.New(path + LockSuffix)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -462,12 +467,20 @@ func ReadStoreFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("runtimelog: locking %s: %v", path+LockSuffix, orTimeout(err))
 	}
 	defer l.Unlock()
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, DefaultMaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
+	}
+	if len(b) > DefaultMaxBytes {
+		return nil, fmt.Errorf("runtimelog: %s is larger than the %d-byte limit", path, DefaultMaxBytes)
 	}
 	return b, nil
 }

@@ -435,3 +435,28 @@ func FuzzRecordEnds(f *testing.F) {
 		}
 	})
 }
+
+func TestReadStoreFileBounds(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// No log, not even its directory: empty, and no lock file created.
+	missing := filepath.Join(dir, "nodir", "runtime.cel")
+	if b, err := ReadStoreFile(ctx, missing); err != nil || b != nil {
+		t.Fatalf("missing log: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reading created %s", filepath.Dir(missing))
+	}
+	big := filepath.Join(dir, "big.cel")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(DefaultMaxBytes + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := ReadStoreFile(ctx, big); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("oversized log: %v", err)
+	}
+}
