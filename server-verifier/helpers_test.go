@@ -175,7 +175,9 @@ func (h *harness) attest(a *agent) (*nodeattestorv1.AgentAttributes, error) {
 		sent = a.hello(bytes.Clone(hello))
 	}
 	if err := stream.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: sent}}); err != nil {
-		return nil, err
+		// The server ended the stream; its status comes with Recv.
+		_, rerr := stream.Recv()
+		return nil, rerr
 	}
 	resp, err := stream.Recv()
 	if err != nil {

@@ -176,6 +176,11 @@ func (p *Plugin) Validate(ctx context.Context, req *configv1.ValidateRequest) (*
 	if err == nil && td == "" {
 		err = errors.New("core configuration has no trust domain")
 	}
+	if err == nil {
+		if terr := checkTrustDomain(td); terr != nil {
+			err = fmt.Errorf("trust domain %q: %w", td, terr)
+		}
+	}
 	if err != nil {
 		notes = append(notes, err.Error())
 	}

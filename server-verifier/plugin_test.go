@@ -1,0 +1,427 @@
+package serververifier
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
+	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccnp-spire/ccnp-spire/cli"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+)
+
+func TestConcurrentAttestations(t *testing.T) {
+	n, h, _ := simSetup(t, sim.InitOptions{}, "", "")
+	const count = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, count)
+	ids := make(chan string, count)
+	for range count {
+		wg.Go(func() {
+			a := n.agent(t, "")
+			attrs, err := h.attest(a)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids <- attrs.GetSpiffeId()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	close(ids)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[string]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("%d distinct agent IDs for one node", len(seen))
+	}
+	if got := n.tcbFetches.Load(); got != 1 {
+		t.Errorf("TCB info for the one FMSPC fetched %d times, want once", got)
+	}
+	if got := len(h.logs.lines(t, "attestation")); got != count {
+		t.Errorf("%d audit lines for %d attestations", got, count)
+	}
+	if left := h.plugin.nonces.len(); left > count {
+		t.Errorf("%d nonces remembered", left)
+	}
+}
+
+// TestVerifyAgreesWithPlugin runs `ccnp verify` (package cli, which calls
+// appraisal.TDX) on evidence the plugin accepted and on evidence it
+// rejected: both must reach the same verdict and name the same check.
+func TestVerifyAgreesWithPlugin(t *testing.T) {
+	n, h, a := simSetup(t, sim.InitOptions{}, "", "")
+	var (
+		helloBytes, nonce []byte
+		ev                *evidencepb.Evidence
+	)
+	a.hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
+	a.challenge = func(c *evidencepb.Challenge) { nonce = bytes.Clone(c.Nonce) }
+	flip := false
+	a.mutate = func(e *evidencepb.Evidence) {
+		if flip {
+			e.Quote[48+400] ^= 1 // RTMR0
+		}
+		ev = e
+	}
+	for _, tc := range []struct {
+		name  string
+		flip  bool
+		check string
+	}{{"accepted", false, ""}, {"rejected", true, "quote_signature"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			flip = tc.flip
+			_, err := h.attest(a)
+			pluginCheck := ""
+			if err != nil {
+				pluginCheck = asRejectionFromStatus(err)
+			}
+			if pluginCheck != tc.check {
+				t.Fatalf("plugin: %v", err)
+			}
+			dir := t.TempDir()
+			logs, err := evidence.DecompressLogs(ev, evidence.DefaultLimits())
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := map[string][]byte{"quote": ev.Quote, "ccel": logs.CCEL, "table": ev.CcelTable}
+			for name, b := range files {
+				if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			binding := evidence.Binding(nonce, helloBytes)
+			var stdout, stderr bytes.Buffer
+			code := cli.Main([]string{"verify", "-o", "json",
+				"--quote", filepath.Join(dir, "quote"), "--ccel", filepath.Join(dir, "ccel"), "--ccel-table", filepath.Join(dir, "table"),
+				"--trusted-root", filepath.Join(n.dir, sim.RootFile), "--report-data", hex.EncodeToString(binding[:]),
+				"--pcs-url", n.pcs.URL,
+			}, &stdout, &stderr)
+			var out struct {
+				Verified    bool   `json:"verified"`
+				FailedCheck string `json:"failed_check"`
+				TCBStatus   string `json:"tcb_status"`
+			}
+			if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+				t.Fatalf("ccnp verify (exit %d): %v\n%s\n%s", code, err, stdout.String(), stderr.String())
+			}
+			if out.Verified != (tc.check == "") || out.FailedCheck != tc.check {
+				t.Fatalf("ccnp verify: verified %v, failed check %q; the plugin said %q", out.Verified, out.FailedCheck, pluginCheck)
+			}
+			if tc.check == "" && out.TCBStatus != "UpToDate" {
+				t.Errorf("ccnp verify TCB status %q", out.TCBStatus)
+			}
+		})
+	}
+}
+
+func asRejectionFromStatus(err error) string {
+	msg := status.Convert(err).Message()
+	msg = strings.TrimPrefix(msg, "ccnp: ")
+	check, _, _ := strings.Cut(msg, ":")
+	return check
+}
+
+// TestRuntimePolicy is issue 5 item 6: the node's runtime log is replayed
+// at every (re-)attestation and a runtime allow-list rejects a node that ran
+// something outside it; warn-only, it reports instead.
+func TestRuntimePolicy(t *testing.T) {
+	allowed := bytes.Repeat([]byte{0xa1}, 32)
+	outside := bytes.Repeat([]byte{0xb2}, 32)
+	policy := func(enforce bool) string {
+		return fmt.Sprintf(`require_policy = true
+policy "node" {
+  enforce = true
+  tee     = ["sim"]
+}
+policy "workloads" {
+  enforce = %v
+  runtime {
+    allowed_exe_sha256 = ["%x"]
+    allowed_containers = ["c1"]
+  }
+}`, enforce, allowed)
+	}
+	n := newSimNode(t, sim.InitOptions{})
+	h := newHarness(t, nil).mustConfigure(n.serverConfig("", strings.Replace(policy(true), `"node"`, `"unused"`, 1)))
+	a := n.agent(t, "")
+	n.runWorkloads(t, runtimelog.Workload{ExeSHA256: allowed, ExeSHA384: bytes.Repeat([]byte{1}, 48), ContainerID: "c1", ExePath: "/app"})
+	attrs, err := h.attest(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"policy:workloads", "policy:unused", "runtime:exe:sha256:" + hex.EncodeToString(allowed)} {
+		if !hasSelector(attrs, s) {
+			t.Errorf("selector %s missing from %v", s, attrs.GetSelectorValues())
+		}
+	}
+
+	// The node runs something else; at its next re-attestation it no
+	// longer matches.
+	n.runWorkloads(t, runtimelog.Workload{ExeSHA256: outside, ExeSHA384: bytes.Repeat([]byte{2}, 48), ContainerID: "c1", ExePath: "/tmp/miner"})
+	h2 := newHarness(t, nil).mustConfigure(n.serverConfig("", strings.Replace(policy(true), `enforce = true
+  tee     = ["sim"]`, `enforce = true
+  tee     = ["tpm"]`, 1)))
+	_, err = h2.attest(a)
+	h2.wantReject(err, codes.PermissionDenied, CheckPolicy, `policy "workloads": runtime.allowed_exe_sha256: runtime log record 1 ran exe sha256 `+hex.EncodeToString(outside))
+
+	// Warn-only: accepted, with policy_warn and a log line.
+	h3 := newHarness(t, nil).mustConfigure(n.serverConfig("", policy(false)))
+	attrs, err = h3.attest(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasSelector(attrs, "policy_warn:workloads") || !hasSelector(attrs, "policy:node") || hasSelector(attrs, "policy:workloads") {
+		t.Errorf("selectors %v", attrs.GetSelectorValues())
+	}
+	warn := h3.logs.lines(t, "warn-only policy not met")
+	if len(warn) != 1 || warn[0]["policy"] != "workloads" {
+		t.Errorf("warn lines %v", warn)
+	}
+	audit := h3.logs.lines(t, "attestation")
+	if len(audit) != 1 || !strings.Contains(fmt.Sprint(audit[0]["policies"]), "workloads digest=") {
+		t.Errorf("audit %v", audit)
+	}
+}
+
+func TestConfigure(t *testing.T) {
+	n := newSimNode(t, sim.InitOptions{})
+	h := newHarness(t, nil)
+	// Unconfigured.
+	_, err := h.attest(n.agent(t, ""))
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("unconfigured: %v", err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(notPEM, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.pem")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, td, hcl, want string
+	}{
+		{"no trust domain", "", `tpm { ek_hash_allow_list = ["` + strings.Repeat("a", 64) + `"] }`, "trust domain"},
+		{"bad trust domain", "Example/Org", `tpm { ek_hash_allow_list = ["` + strings.Repeat("a", 64) + `"] }`, "trust domain"},
+		{"unknown key", trustDomain, `tpm { ek_hash_allow_list = ["` + strings.Repeat("a", 64) + `"] }` + "\nalow_debug = true", "alow_debug"},
+		{"missing root file", trustDomain, `sim { trusted_root_file = "/nonexistent/root.pem" }`, "sim.trusted_root_file"},
+		{"not a certificate", trustDomain, fmt.Sprintf(`sim { trusted_root_file = %q }`, notPEM), "PRIVATE KEY"},
+		{"no certificate", trustDomain, fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, empty), "no PEM certificate"},
+		{"missing tdx roots", trustDomain, `tdx { trusted_roots_file = "/nonexistent.pem" }`, "tdx.trusted_roots_file"},
+		{"missing ak roots", trustDomain, `tpm {
+  ek_hash_allow_list = ["` + strings.Repeat("a", 64) + `"]
+  ak_ca_files = ["/nonexistent.pem"]
+}`, "tpm.ak_ca_files"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.config.Configure(context.Background(), &configv1.ConfigureRequest{
+				CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: tc.td}, HclConfiguration: tc.hcl,
+			})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Configure: %v, want InvalidArgument mentioning %q", err, tc.want)
+			}
+			v, err := h.plugin.Validate(context.Background(), &configv1.ValidateRequest{
+				CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: tc.td}, HclConfiguration: tc.hcl,
+			})
+			if err != nil || v.Valid || len(v.Notes) == 0 {
+				t.Errorf("Validate: %v %v", v, err)
+			}
+		})
+	}
+	// A failed Configure keeps nothing; a good one applies, and Validate agrees.
+	v, err := h.plugin.Validate(context.Background(), &configv1.ValidateRequest{
+		CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: trustDomain}, HclConfiguration: n.serverConfig("", ""),
+	})
+	if err != nil || !v.Valid {
+		t.Fatalf("Validate good config: %v %v", v, err)
+	}
+	h.mustConfigure(n.serverConfig("", `require_policy = true
+policy "w" {
+  enforce = false
+  tee = ["sim"]
+}`))
+	if len(h.logs.lines(t, "require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
+		t.Error("no warning about warn-only policies under require_policy")
+	}
+	_, err = h.attest(n.agent(t, ""))
+	h.wantReject(err, codes.PermissionDenied, CheckPolicy, "warn-only")
+
+	// Offline collateral and Intel's PCS build without any network.
+	dir := t.TempDir()
+	h.mustConfigure(fmt.Sprintf(`tdx { collateral { offline_dir = %q } }`, dir))
+	h.mustConfigure(`tdx {}`)
+}
+
+func TestAgentPathTemplate(t *testing.T) {
+	n := newSimNode(t, sim.InitOptions{})
+	h := newHarness(t, nil).mustConfigure(n.serverConfig("", `agent_path_template = "/spire/agent/ccnp-nodes/{{ .TEE }}-{{ .ID }}"`))
+	attrs, err := h.attest(n.agent(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := nodeattestorInstanceID(n)
+	if want := "spiffe://" + trustDomain + "/spire/agent/ccnp-nodes/sim-" + id; attrs.GetSpiffeId() != want {
+		t.Errorf("SPIFFE ID %s, want %s", attrs.GetSpiffeId(), want)
+	}
+}
+
+// rawStream drives the plugin with hand-made messages.
+func rawStream(t *testing.T, h *harness) nodeattestorv1.NodeAttestor_AttestClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	s, err := h.client.Attest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestProtocolErrors(t *testing.T) {
+	n := newSimNode(t, sim.InitOptions{})
+	h := newHarness(t, nil).mustConfigure(n.serverConfig("", `challenge_timeout = "1s"`))
+
+	t.Run("challenge response first", func(t *testing.T) {
+		s := rawStream(t, h)
+		if err := s.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_ChallengeResponse{ChallengeResponse: []byte{1}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Recv()
+		h.wantReject(err, codes.InvalidArgument, CheckProtocol, "hello payload")
+	})
+	hello, err := evidence.Encode(evidence.NewHello(&evidencepb.Hello{Tee: "sim", InstanceId: "node1", Caps: []string{evidence.CapLogCCEL}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(t *testing.T) nodeattestorv1.NodeAttestor_AttestClient {
+		s := rawStream(t, h)
+		if err := s.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: hello}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := evidence.DecodeChallenge(resp.GetChallenge(), evidence.DefaultLimits())
+		if err != nil || len(ch.GetWant()) != 1 || ch.GetWant()[0] != evidencepb.LogKind_LOG_KIND_CCEL {
+			t.Fatalf("challenge %v: %v (want only the CCEL the hello offered)", ch, err)
+		}
+		return s
+	}
+	t.Run("payload instead of challenge response", func(t *testing.T) {
+		s := start(t)
+		if err := s.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: hello}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Recv()
+		h.wantReject(err, codes.InvalidArgument, CheckProtocol, "challenge response")
+	})
+	t.Run("no answer", func(t *testing.T) {
+		s := start(t)
+		_, err := s.Recv()
+		h.wantReject(err, codes.DeadlineExceeded, CheckProtocol, "challenge_timeout")
+	})
+	t.Run("agent hangs up", func(t *testing.T) {
+		s := start(t)
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Recv()
+		h.wantReject(err, codes.InvalidArgument, CheckProtocol, "closed the stream")
+	})
+	t.Run("tpm not configured", func(t *testing.T) {
+		s := rawStream(t, h)
+		b, _ := evidence.Encode(evidence.NewHello(&evidencepb.Hello{Tee: "tpm"}))
+		if err := s.Send(&nodeattestorv1.AttestRequest{Request: &nodeattestorv1.AttestRequest_Payload{Payload: b}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.Recv()
+		h.wantReject(err, codes.PermissionDenied, CheckTEE, "no tpm block")
+	})
+	t.Run("evidence of another tee", func(t *testing.T) {
+		a := n.agent(t, "")
+		a.mutate = func(e *evidencepb.Evidence) { e.Tee = "tdx" }
+		_, err := h.attest(a)
+		h.wantReject(err, codes.PermissionDenied, CheckTEE, `evidence is for tee "tdx"`)
+	})
+	t.Run("sim sends tpm evidence", func(t *testing.T) {
+		a := n.agent(t, "")
+		a.mutate = func(e *evidencepb.Evidence) {
+			e.Quote = nil
+			e.Tpm = &evidencepb.TPMEvidence{EkPublic: []byte{1}, AkPublic: []byte{1}, Quote: []byte{1}, Signature: []byte{1}, Pcrs: []*evidencepb.PCRBank{{Alg: 11, Values: map[uint32][]byte{0: make([]byte, 32)}}}}
+		}
+		_, err := h.attest(a)
+		h.wantReject(err, codes.InvalidArgument, CheckPayload, "tpm evidence")
+	})
+}
+
+func TestNonceStore(t *testing.T) {
+	s := newNonceStore()
+	now := time.Now()
+	n1 := bytes.Repeat([]byte{1}, evidence.NonceSize)
+	if err := s.issue(n1, now, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.issue(n1, now, time.Minute); err == nil {
+		t.Error("a nonce issued twice")
+	}
+	if err := s.consume(n1, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		err   error
+		nonce []byte
+		at    time.Time
+	}{
+		{"used", s.consume(n1, now.Add(2*time.Second)), n1, now},
+		{"reissued after use", s.issue(n1, now.Add(3*time.Second), time.Minute), n1, now},
+		{"unknown", s.consume(bytes.Repeat([]byte{2}, evidence.NonceSize), now), nil, now},
+		{"short", s.consume([]byte{1}, now), nil, now},
+	} {
+		if tc.err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	n3 := bytes.Repeat([]byte{3}, evidence.NonceSize)
+	if err := s.issue(n3, now, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.consume(n3, now.Add(2*time.Second)); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired nonce: %v", err)
+	}
+	// Sweeping drops expired entries; forget drops an unused one.
+	n4 := bytes.Repeat([]byte{4}, evidence.NonceSize)
+	if err := s.issue(n4, now.Add(time.Hour), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if s.len() != 1 {
+		t.Errorf("%d entries after sweeping", s.len())
+	}
+	s.forget(n4)
+	if s.len() != 0 {
+		t.Errorf("%d entries after forget", s.len())
+	}
+}
