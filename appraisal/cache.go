@@ -1,9 +1,11 @@
 package appraisal
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -46,7 +48,13 @@ type Cache struct {
 	chains     map[[32]byte]chainEntry
 	collateral map[[32]byte]collateralEntry
 	library    map[[32]byte]libraryEntry
-	ccel       map[[32]byte]*ccelEntry
+	// ccel is keyed by a keyed hash of the log and its table and holds
+	// the bytes themselves: a hit is an exact byte comparison, so no hash
+	// collision can stand in for another log, and a CCEL (256 KiB, mostly
+	// padding) is not run through SHA-256 at every attestation.
+	ccel     map[uint64][]*ccelEntry
+	ccelSize int
+	seed     maphash.Seed
 }
 
 type window struct{ from, until time.Time }
@@ -91,8 +99,9 @@ type libraryEntry struct {
 // ccelEntry is the replay of one CCEL: the registers it replays to and the
 // facts extracted under those values, or the error that parsing gave.
 type ccelEntry struct {
-	rtmr  [3][]byte
-	facts *eventlog.Facts
+	table, log []byte // copies of what was replayed
+	rtmr       [3][]byte
+	facts      *eventlog.Facts
 }
 
 // NewCache returns a cache holding at most maxEntries entries per table
@@ -106,7 +115,8 @@ func NewCache(maxEntries int) *Cache {
 		chains:     make(map[[32]byte]chainEntry),
 		collateral: make(map[[32]byte]collateralEntry),
 		library:    make(map[[32]byte]libraryEntry),
-		ccel:       make(map[[32]byte]*ccelEntry),
+		ccel:       make(map[uint64][]*ccelEntry),
+		seed:       maphash.MakeSeed(),
 	}
 }
 
@@ -117,7 +127,7 @@ func (c *Cache) Len() (chains, collateral, library, ccel int) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.chains), len(c.collateral), len(c.library), len(c.ccel)
+	return len(c.chains), len(c.collateral), len(c.library), c.ccelSize
 }
 
 // put stores v under k, evicting an arbitrary entry when the table is full:
@@ -220,27 +230,46 @@ func (c *Cache) collateralVerified(k [32]byte, roots *x509.CertPool, col *collat
 	}
 }
 
+// maxCCELEntries bounds the cached CCELs, which are kept whole (up to a few
+// hundred KiB each): a fleet boots few firmware images.
+const maxCCELEntries = 64
+
 // replayCCEL returns the registers a CCEL replays to and the facts it
 // yields at those values, replaying it only the first time a (table, log)
 // pair is seen. Only logs that parse and replay are cached.
 func (c *Cache) replayCCEL(table, log []byte) (*ccelEntry, error) {
-	var k [32]byte
-	if c != nil {
-		h := sha256.New()
-		writeBytes(h, table)
-		writeBytes(h, log)
-		h.Sum(k[:0])
-		if e, ok := get(c, c.ccel, k); ok {
+	if c == nil {
+		return replayCCEL(table, log)
+	}
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	writeBytes(&h, table)
+	writeBytes(&h, log)
+	k := h.Sum64()
+	c.mu.Lock()
+	for _, e := range c.ccel[k] {
+		if bytes.Equal(e.table, table) && bytes.Equal(e.log, log) {
+			c.mu.Unlock()
 			return e, nil
 		}
 	}
+	c.mu.Unlock()
 	e, err := replayCCEL(table, log)
 	if err != nil {
 		return nil, err
 	}
-	if c != nil {
-		put(c, c.ccel, k, e)
+	e.table, e.log = bytes.Clone(table), bytes.Clone(log)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ccelSize >= min(c.max, maxCCELEntries) {
+		for old, es := range c.ccel {
+			delete(c.ccel, old)
+			c.ccelSize -= len(es)
+			break
+		}
 	}
+	c.ccel[k] = append(c.ccel[k], e)
+	c.ccelSize++
 	return e, nil
 }
 

@@ -96,10 +96,25 @@ func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
 func TestCacheBounded(t *testing.T) {
 	c := NewCache(2)
 	for i := range 5 {
-		put(c, c.ccel, [32]byte{byte(i)}, &ccelEntry{})
+		put(c, c.library, [32]byte{byte(i)}, libraryEntry{})
+	}
+	if _, _, n, _ := c.Len(); n != 2 {
+		t.Fatalf("%d entries, bound 2", n)
+	}
+	ev := cos113(t)
+	for i := range 4 {
+		log := append(bytes.Clone(ev.ccel), bytes.Repeat([]byte{0xff}, i)...)
+		if _, err := c.replayCCEL(nil, log); err != nil {
+			t.Fatal(err)
+		}
+		// The cache holds copies: the caller's buffers may be reused.
+		clear(log)
 	}
 	if _, _, _, n := c.Len(); n != 2 {
-		t.Fatalf("%d entries, bound 2", n)
+		t.Fatalf("%d CCEL entries, bound 2", n)
+	}
+	if e, err := c.replayCCEL(nil, append(bytes.Clone(ev.ccel), 0xff, 0xff, 0xff)); err != nil || !bytes.Equal(e.log[:len(ev.ccel)], ev.ccel) {
+		t.Fatalf("cached entry: %v", err)
 	}
 	var nilCache *Cache
 	if a, b, c, d := nilCache.Len(); a+b+c+d != 0 {
