@@ -132,7 +132,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	// From here on the server's own binding is what the TEE must have
 	// signed; the agent's copy has only been checked to agree with it.
 	binding := evidence.Binding(nonce, helloBytes)
-	logs, err := evidence.DecompressLogs(ev, a.limits)
+	logs, err := a.p.logs.decompress(ev, a.limits)
 	if err != nil {
 		return nil, payloadRejection("evidence logs", err)
 	}

@@ -276,7 +276,7 @@ type simNode struct {
 	tcbFetches atomic.Int64
 }
 
-func newSimNode(t *testing.T, opts sim.InitOptions) *simNode {
+func newSimNode(t testing.TB, opts sim.InitOptions) *simNode {
 	t.Helper()
 	n := &simNode{dir: filepath.Join(t.TempDir(), "sim"), base: t.TempDir()}
 	if err := sim.Init(n.dir, opts); err != nil {
@@ -310,7 +310,7 @@ sim { trusted_root_file = %q }
 `, n.pcs.URL, tdxExtra, filepath.Join(n.dir, sim.RootFile), extra)
 }
 
-func (n *simNode) agent(t *testing.T, extra string) *agent {
+func (n *simNode) agent(t testing.TB, extra string) *agent {
 	t.Helper()
 	cfg, err := conf.ParseAgentNodeAttestor(fmt.Sprintf(`tee = "sim"
 sim { dir = %q }
@@ -327,7 +327,7 @@ func (n *simNode) runtimeLogPath() string { return filepath.Join(n.base, "runtim
 
 // runWorkloads records workloads in a runtime log on disk and extends the
 // simulated RTMR3 with each record, as the workload attestor does.
-func (n *simNode) runWorkloads(t *testing.T, ws ...runtimelog.Workload) {
+func (n *simNode) runWorkloads(t testing.TB, ws ...runtimelog.Workload) {
 	t.Helper()
 	l := runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384)
 	if b, err := os.ReadFile(n.runtimeLogPath()); err == nil {

@@ -66,6 +66,8 @@ type Plugin struct {
 	// are bound to the root pool they were established under, so it
 	// survives reconfiguration safely.
 	cache *appraisal.Cache
+	// logs remembers what compressed firmware logs inflate to.
+	logs *logCache
 
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
@@ -94,6 +96,7 @@ func New() *Plugin {
 		logger:   hclog.NewNullLogger(),
 		nonces:   newNonceStore(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
+		logs:     newLogCache(),
 		now:      time.Now,
 		newNonce: evidenceNonce,
 		readFile: os.ReadFile,

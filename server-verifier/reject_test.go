@@ -459,3 +459,62 @@ policy "golden" {
 		t.Errorf("audit line does not list the policy: %v", audit)
 	}
 }
+
+// TestRejectWithWarmCaches repeats rejections on a server whose caches
+// (collateral, PCK chain, library verdicts, CCEL replay, decompressed
+// firmware logs) were warmed by an accepted attestation of the same node.
+func TestRejectWithWarmCaches(t *testing.T) {
+	n, h, a := simSetup(t, sim.InitOptions{}, "", "")
+	var goodCCEL *evidencepb.Log
+	a.mutate = func(e *evidencepb.Evidence) { goodCCEL = proto.Clone(e.Ccel).(*evidencepb.Log) }
+	if _, err := h.attest(a); err != nil {
+		t.Fatal(err)
+	}
+	if goodCCEL.GetEncoding() == evidencepb.Encoding_ENCODING_NONE {
+		t.Fatal("the agent sent the CCEL uncompressed: the log cache is not exercised")
+	}
+	if _, _, _, ccel := h.plugin.cache.Len(); ccel != 1 || h.plugin.logs.size != 1 {
+		t.Fatalf("caches not warm: %d CCEL replays, %d logs", ccel, h.plugin.logs.size)
+	}
+
+	t.Run("quote byte flipped", func(t *testing.T) {
+		a.mutate = func(e *evidencepb.Evidence) { e.Quote[48+300] ^= 1 }
+		_, err := h.attest(a)
+		h.wantReject(err, codes.PermissionDenied, "quote_signature")
+	})
+	t.Run("cached CCEL with a wrong raw size", func(t *testing.T) {
+		a.mutate = func(e *evidencepb.Evidence) { e.Ccel.RawSize++ }
+		_, err := h.attest(a)
+		h.wantReject(err, codes.InvalidArgument, CheckPayload)
+	})
+	t.Run("CCEL edited", func(t *testing.T) {
+		a.mutate = func(e *evidencepb.Evidence) {
+			raw, err := evidence.DecompressLog(goodCCEL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw = bytes.Clone(raw)
+			// A digest byte of the first event that extends RTMR0.
+			head, events, _ := ccelEvents(t, raw)
+			off := len(head)
+			for _, ev := range events {
+				if binary.LittleEndian.Uint32(ev) == 1 && binary.LittleEndian.Uint32(ev[4:]) != cctrusted.EventNoAction {
+					break
+				}
+				off += len(ev)
+			}
+			raw[off+14] ^= 1
+			e.Ccel = mustLog(t, evidencepb.LogKind_LOG_KIND_CCEL, raw)
+		}
+		_, err := h.attest(a)
+		h.wantReject(err, codes.PermissionDenied, "ccel_replay", "rtmr0")
+	})
+	t.Run("RTMR changed, log unchanged", func(t *testing.T) {
+		a.mutate = nil
+		if err := n.prov.ExtendRTMR(context.Background(), 2, [48]byte{9}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.attest(a)
+		h.wantReject(err, codes.PermissionDenied, "ccel_replay", "rtmr2")
+	})
+}
