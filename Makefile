@@ -6,9 +6,10 @@ BIN         ?= .bin
 FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 
-.PHONY: help spire build test unit vet lint staticcheck fmt-check fuzz-smoke bench clean
+.PHONY: help demo spire build test unit vet lint staticcheck fmt-check fuzz-smoke bench clean
 
 help:
+	@echo "make demo        real SPIRE server + agent with the ccnp plugins on the simulated TDX; an SVID for a workload"
 	@echo "make spire       build spire-server and spire-agent v1.13.3 into $(BIN)/"
 	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/"
 	@echo "make test        vet, staticcheck, gofmt check and go test -race ./... (what CI runs)"
@@ -24,6 +25,9 @@ $(BIN)/spire-server $(BIN)/spire-agent: tools/spire/go.mod tools/spire/go.sum
 	@mkdir -p $(BIN)
 	@echo "building SPIRE v1.13.3 (first time: ~10 min on 2 cores; cached afterwards)"
 	cd tools/spire && $(GO) build -o ../../$(BIN)/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
+
+demo: build spire
+	$(BIN)/ccnp-demo -dir .demo -bin $(BIN)
 
 build:
 	@mkdir -p $(BIN)
