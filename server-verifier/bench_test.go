@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,6 +44,9 @@ func (s *memStream) Send(r *nodeattestorv1.AttestResponse) error {
 }
 
 func (s *memStream) Recv() (*nodeattestorv1.AttestRequest, error) {
+	if s.next >= len(s.in) {
+		return nil, io.EOF
+	}
 	r := s.in[s.next]
 	s.next++
 	return r, nil
@@ -55,7 +59,7 @@ type exchange struct {
 	hello, evidence []byte
 }
 
-func prepareExchanges(b *testing.B, n *simNode, count int) []exchange {
+func prepareExchanges(b testing.TB, n *simNode, count int) []exchange {
 	b.Helper()
 	ctx := context.Background()
 	a := n.agent(b, "")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,11 +19,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"github.com/ccnp-spire/ccnp-spire/cli"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
 
 func TestConcurrentAttestations(t *testing.T) {
@@ -423,5 +426,75 @@ func TestNonceStore(t *testing.T) {
 	s.forget(n4)
 	if s.len() != 0 {
 		t.Errorf("%d entries after forget", s.len())
+	}
+}
+
+// TestOfflineCollateral attests with collateral from an offline directory
+// and no PCS at all.
+func TestOfflineCollateral(t *testing.T) {
+	n := newSimNode(t, sim.InitOptions{})
+	c, err := pcs.Load(n.dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := filepath.Join(t.TempDir(), "collateral")
+	if err := pcs.WriteOffline(c, off); err != nil {
+		t.Fatal(err)
+	}
+	n.pcs.Close()
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tdx { collateral { offline_dir = %q } }
+sim { trusted_root_file = %q }`, off, filepath.Join(n.dir, sim.RootFile)))
+	attrs, err := h.attest(n.agent(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasSelector(attrs, "sim:tcb_status:UpToDate") {
+		t.Errorf("selectors %v", attrs.GetSelectorValues())
+	}
+	// Without the files, an outage: Unavailable, so agents retry.
+	h2 := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tdx { collateral { offline_dir = %q } }
+sim { trusted_root_file = %q }`, t.TempDir(), filepath.Join(n.dir, sim.RootFile)))
+	_, err = h2.attest(n.agent(t, ""))
+	h2.wantReject(err, codes.Unavailable, "collateral")
+}
+
+func TestRejectionMapping(t *testing.T) {
+	for _, tc := range []struct {
+		err   error
+		code  codes.Code
+		check string
+	}{
+		{&appraisal.Error{Check: "x", Code: appraisal.CodeInvalidEvidence, Err: errors.New("e")}, codes.InvalidArgument, "x"},
+		{&appraisal.Error{Check: "x", Code: appraisal.CodeRejected, Err: errors.New("e")}, codes.PermissionDenied, "x"},
+		{&appraisal.Error{Check: "x", Code: appraisal.CodeUnavailable, Err: errors.New("e")}, codes.Unavailable, "x"},
+		{&appraisal.Error{Check: "x", Code: appraisal.CodeConfig, Err: errors.New("e")}, codes.FailedPrecondition, "x"},
+		{&appraisal.Error{Check: "x", Code: 99, Err: errors.New("e")}, codes.Internal, "x"},
+		{errors.New("plain"), codes.Internal, "appraisal"},
+	} {
+		r := appraisalRejection(tc.err)
+		if r.code != tc.code || r.check != tc.check {
+			t.Errorf("%v: %v %s", tc.err, r.code, r.check)
+		}
+	}
+	r := reject(codes.PermissionDenied, CheckNonce, errNonceUsed)
+	if !errors.Is(r, errNonceUsed) || status.Code(r) != codes.PermissionDenied {
+		t.Errorf("rejection %v does not unwrap or carry its code", r)
+	}
+	for _, tc := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("wrapped: %w", r), codes.PermissionDenied},
+		{status.Error(codes.Canceled, "gone"), codes.Canceled},
+		{errors.New("plain"), codes.Internal},
+	} {
+		if got := asRejection(tc.err); got.code != tc.code {
+			t.Errorf("asRejection(%v) = %v", tc.err, got.code)
+		}
+	}
+	for v, ok := range map[string]bool{"grub": true, "": false, "a b": false, strings.Repeat("x", 65): false, "systemd-boot_2.0": true} {
+		if isSelectorToken(v) != ok {
+			t.Errorf("isSelectorToken(%q) != %v", v, ok)
+		}
 	}
 }

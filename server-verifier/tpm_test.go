@@ -311,3 +311,120 @@ func swtpmCA(t *testing.T, path string) (*x509.Certificate, error) {
 	}
 	return x509.ParseCertificate(der)
 }
+
+// issueAKCert certifies akPub (TPMT_PUBLIC) under a fresh CA written to
+// caPath; with wrongKey it certifies another key instead.
+func issueAKCert(t *testing.T, caPath string, akPub []byte, wrongKey bool) []byte {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test AK CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	pub, err := tpm.ParsePublic(akPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrongKey {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		pub = &k.PublicKey
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "AK"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, pub, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestAKCertificateInsteadOfActivation(t *testing.T) {
+	n := startTPMNode(t)
+	akPub, err := tee.Unwrap(n.agentP).(*tpm.Provider).AttestationKeyPublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		wrongKey bool
+		otherCA  bool
+		reject   string
+	}{
+		{"certified AK", false, false, ""},
+		{"certificate of another key", true, false, "certifies another key"},
+		{"certificate from an unconfigured CA", false, true, "not trusted by ak_ca_files"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			caPath := filepath.Join(t.TempDir(), "ak-ca.pem")
+			der := issueAKCert(t, caPath, akPub, tc.wrongKey)
+			if tc.otherCA {
+				issueAKCert(t, caPath, akPub, false) // overwrite the CA file with another CA
+			}
+			h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm {
+  ek_ca_files = [%q]
+  ak_ca_files = [%q]
+}`, n.prov.CAPath, caPath))
+			a := n.agent()
+			a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
+			a.activate = func(*evidencepb.Challenge) []byte {
+				t.Error("credential activation requested although the AK is certified")
+				return nil
+			}
+			_, err := h.attest(a)
+			if tc.reject == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			h.wantReject(err, codes.PermissionDenied, CheckAKTrust, tc.reject)
+		})
+	}
+}
+
+func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
+	n := startTPMNode(t)
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	a := n.agent()
+	for name, l := range map[string]*runtimelog.Log{
+		"rtmr3":          runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384),
+		"pcr16 unquoted": runtimelog.New(cctrusted.PCR(16).IMR(), cctrusted.AlgSHA384),
+	} {
+		if _, err := l.Append(runtimelog.Workload{ExeSHA256: make([]byte, 32), ExeSHA384: make([]byte, 48)}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := l.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = mustLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b) }
+		_, err = h.attest(a)
+		want := "application PCR"
+		if name != "rtmr3" {
+			want = "does not cover"
+		}
+		h.wantReject(err, codes.PermissionDenied, CheckRuntimeReplay, want)
+	}
+	// An IMA list that does not replay to PCR10.
+	a.mutate = func(e *evidencepb.Evidence) {
+		e.RuntimeLog = nil
+		e.ImaLog = mustLog(t, evidencepb.LogKind_LOG_KIND_IMA, readTestdata(t, "ima", "mixed.bin"))
+	}
+	_, err := h.attest(a)
+	h.wantReject(err, codes.PermissionDenied, CheckIMAReplay, "pcr10")
+}
