@@ -145,10 +145,10 @@ func asRejectionFromStatus(err error) string {
 	return check
 }
 
-// TestRuntimePolicy is issue 5 item 6: the node's runtime log is replayed
+// TestRejectRuntimeOutsidePolicy is issue 5 item 6: the node's runtime log is replayed
 // at every (re-)attestation and a runtime allow-list rejects a node that ran
 // something outside it; warn-only, it reports instead.
-func TestRuntimePolicy(t *testing.T) {
+func TestRejectRuntimeOutsidePolicy(t *testing.T) {
 	allowed := bytes.Repeat([]byte{0xa1}, 32)
 	outside := bytes.Repeat([]byte{0xb2}, 32)
 	policy := func(enforce bool) string {
