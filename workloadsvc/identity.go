@@ -1,0 +1,128 @@
+package workloadsvc
+
+import (
+	"errors"
+	"strings"
+	"syscall"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
+)
+
+// Caller is the container a request comes from, derived from the PID the
+// kernel reported for the connection, never from the request.
+type Caller struct {
+	PID int
+	// Key is what CCNP keyed containers by: the pod UID on Kubernetes,
+	// else the container ID. Requests must name it (or nothing).
+	Key string
+	// Identity is what the cgroup file said.
+	Identity cgroup.Identity
+}
+
+// key is the container key of an identity, "" when it names no container.
+func key(id cgroup.Identity) string {
+	if id.PodUID != "" {
+		return id.PodUID
+	}
+	return id.ContainerID
+}
+
+// identify maps the peer's PID to its container through procRoot/<pid>,
+// read through one directory handle with the start time checked before and
+// after, and the peer's pidfd checked last: if the process that connected
+// still exists, the PID was not reused and everything read describes it.
+func identify(procRoot string, p *Peer) (*Caller, error) {
+	if p.PID <= 0 {
+		// A peer in another PID namespace than ours is reported as 0.
+		return nil, status.Errorf(codes.PermissionDenied, "caller has no PID in this server's PID namespace (SO_PEERCRED pid %d): run the server with the host's PID namespace", p.PID)
+	}
+	if p.startErr != nil {
+		return nil, procStatus(p.PID, "reading at connection time", p.startErr)
+	}
+	h, err := proc.Open(procRoot, p.PID)
+	if err != nil {
+		return nil, procStatus(p.PID, "opening", err)
+	}
+	defer h.Close()
+	first, err := h.Stat()
+	if err != nil {
+		return nil, procStatus(p.PID, "reading stat of", err)
+	}
+	if first.StartTime != p.startTime {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d is not the process that connected (start time %d, at connection %d)", p.PID, first.StartTime, p.startTime)
+	}
+	if first.Zombie() {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d has exited", p.PID)
+	}
+	raw, err := h.Cgroup()
+	if err != nil {
+		return nil, procStatus(p.PID, "reading the cgroups of", err)
+	}
+	lines, err := cgroup.Parse(raw)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d: %v", p.PID, err)
+	}
+	id, err := cgroup.Identify(lines)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d: %v", p.PID, err)
+	}
+	second, err := h.Stat()
+	if err != nil || second.StartTime != first.StartTime || second.Zombie() || !p.alive() {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d exited or was replaced while it was identified", p.PID)
+	}
+	k := key(id)
+	if k == "" {
+		// CCNP answered only containers it had found in the IMA log;
+		// a host process gets nothing rather than the whole node's view.
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d is in no container (cgroup %q): this service answers containers only", p.PID, id.Path)
+	}
+	return &Caller{PID: p.PID, Key: k, Identity: id}, nil
+}
+
+// checkContainerID compares the container_id of a request with the
+// caller's key. Empty means the caller's own. Pod UIDs compare with
+// underscores as dashes: CCNP took them from systemd slice names, where
+// the kubelet writes them with underscores.
+func (c *Caller) checkContainerID(requested string) error {
+	if requested == "" {
+		return nil
+	}
+	norm := requested
+	if c.Identity.PodUID != "" {
+		norm = strings.ReplaceAll(requested, "_", "-")
+	}
+	if norm != c.Key {
+		return status.Errorf(codes.PermissionDenied, "container_id %q is not the caller's: pid %d runs in %s (from its cgroup %q)",
+			truncate(requested, 128), c.PID, c.describe(), c.Identity.Path)
+	}
+	return nil
+}
+
+func (c *Caller) describe() string {
+	if c.Identity.PodUID != "" {
+		return "pod " + c.Identity.PodUID
+	}
+	return "container " + c.Identity.ContainerID
+}
+
+func procStatus(pid int, what string, err error) error {
+	switch {
+	case proc.IsGone(err):
+		return status.Errorf(codes.PermissionDenied, "caller pid %d has exited (%s its /proc entry: %v)", pid, what, err)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return status.Errorf(codes.Internal, "%s /proc/%d: %v (the server needs CAP_SYS_PTRACE or the caller's user)", what, pid, err)
+	}
+	return status.Errorf(codes.Internal, "%s /proc/%d: %v", what, pid, err)
+}
+
+// truncate keeps error messages bounded when a request carries a huge field.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

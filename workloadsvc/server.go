@@ -1,0 +1,450 @@
+// Package workloadsvc is the workload-facing CCNP service: a gRPC server on a
+// Unix socket, wire-compatible with CCNP's unified server (proto package
+// ccnp_server_pb, service ccnp), that gives each container its measurements,
+// event log and a quote bound to its own nonce.
+//
+// Unlike CCNP, the container a request is answered for is never taken from
+// the request. The kernel reports the connecting process's PID
+// (SO_PEERCRED, and a pidfd where the kernel has SO_PEERPIDFD); the workload
+// attestor's code maps it to its cgroup and from there to the container key
+// CCNP used (the pod UID on Kubernetes, else the container ID). A request
+// whose container_id names anything else is refused with PermissionDenied,
+// and so is a caller in no container: the service answers containers only.
+//
+// Each container sees, as CCNP's container-isolated mode showed it:
+//
+//   - the platform's boot events (the CCEL on TDX: RTMR0..2; the TPM event
+//     log on a TPM), with registers in the measurement API's index space
+//     (RTMR index on TDX, PCR index on a TPM);
+//   - its own records of the runtime log that the workload attestor keeps,
+//     as events of its own register: index 3 on TDX (where CCNP put the
+//     container IMR), the runtime PCR (23 by default) on a TPM.
+//
+// The container's register is the replay of its own records from zero. The
+// runtime log is checked against the real register (RTMR3 or the runtime
+// PCR) on every read, so what a container is told rests on a value the TEE
+// signs. GetCcReport returns a real quote whose REPORTDATA is
+// SHA-512(container register || nonce || user_data), CCNP's binding.
+package workloadsvc
+
+import (
+	"context"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
+)
+
+// Bounds of GetCcReport's inputs, after base64 decoding. A nonce longer than
+// a SHA-512 adds nothing; user data leaves room for a raw public key.
+const (
+	MaxNonceSize    = 64
+	MaxUserDataSize = 256
+)
+
+// MaxRequestSize bounds a request message; the largest valid one (a report
+// request with the largest nonce and user data) is well under it.
+const MaxRequestSize = 16 << 10
+
+// CC types in GetCcReportResponse.cc_type (cc-api's TeeType numbering).
+const (
+	CCTypeTPM int32 = 0
+	CCTypeTDX int32 = 1
+)
+
+// ServiceName is the full name of the CCNP service, as health checks name it.
+const ServiceName = "ccnp_server_pb.ccnp"
+
+// Options configure a Service.
+type Options struct {
+	// Provider is the TEE (tee.Open). Required.
+	Provider cctrusted.Provider
+	// RuntimeLogPath is the workload attestor's runtime log
+	// (runtime_log_path in its configuration). Required. A missing file is
+	// an empty log.
+	RuntimeLogPath string
+	// RuntimeIMR is the register the runtime log extends: zero means RTMR3
+	// on TDX and the simulator, PCR 23 on a TPM.
+	RuntimeIMR cctrusted.IMR
+	// RuntimeAlg is the runtime log's bank: zero means SHA-384 on TDX and
+	// the simulator, SHA-256 on a TPM.
+	RuntimeAlg cctrusted.Algorithm
+	// ProcRoot is where callers' /proc entries are read: "/proc", or the
+	// host's /proc mounted elsewhere. Empty means "/proc".
+	ProcRoot string
+	// Logger receives one line per refused request; nil discards.
+	Logger *slog.Logger
+}
+
+// Service implements ccnppb.CcnpServer.
+type Service struct {
+	ccnppb.UnimplementedCcnpServer
+
+	provider cctrusted.Provider
+	tee      cctrusted.TEE
+	alg      cctrusted.Algorithm
+	count    uint32
+	rtPath   string
+	rtIMR    cctrusted.IMR
+	rtAlg    cctrusted.Algorithm
+	procRoot string
+	log      *slog.Logger
+
+	// containerIndex is the container register's index on the wire.
+	containerIndex uint32
+	// platform is the boot event log, immutable after boot, read once.
+	platform []*ccnppb.TcgEventlog
+}
+
+// New checks the options, reads the platform's boot event log once (it does
+// not change after boot) and returns the service.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	p := opts.Provider
+	if p == nil {
+		return nil, errors.New("workloadsvc: no TEE provider")
+	}
+	if opts.RuntimeLogPath == "" {
+		return nil, errors.New("workloadsvc: no runtime log path")
+	}
+	s := &Service{provider: p, tee: p.TEE(), rtPath: opts.RuntimeLogPath, procRoot: opts.ProcRoot, log: opts.Logger}
+	if s.procRoot == "" {
+		s.procRoot = "/proc"
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	var err error
+	if s.alg, err = p.DefaultAlgorithm(ctx); err != nil {
+		return nil, fmt.Errorf("workloadsvc: default algorithm: %w", err)
+	}
+	n, err := p.MeasurementCount(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("workloadsvc: measurement count: %w", err)
+	}
+	s.count = uint32(n)
+	s.rtIMR, s.rtAlg = opts.RuntimeIMR, opts.RuntimeAlg
+	switch {
+	case s.tdxLike():
+		if s.rtIMR == (cctrusted.IMR{}) {
+			s.rtIMR = cctrusted.RTMR(3).IMR()
+		}
+		if s.rtAlg == 0 {
+			s.rtAlg = cctrusted.AlgSHA384
+		}
+		t, err := s.rtIMR.TDX()
+		if err != nil || t != cctrusted.RTMR(3).IMR() {
+			return nil, fmt.Errorf("workloadsvc: runtime register %v: on TDX the runtime log extends RTMR3", s.rtIMR)
+		}
+		s.rtIMR = t
+	case s.tee == cctrusted.TEETPM:
+		if s.rtIMR == (cctrusted.IMR{}) {
+			s.rtIMR = cctrusted.PCR(23).IMR()
+		}
+		if s.rtAlg == 0 {
+			s.rtAlg = cctrusted.AlgSHA256
+		}
+		if s.rtIMR.Space != cctrusted.SpacePCR || !s.rtIMR.Valid() {
+			return nil, fmt.Errorf("workloadsvc: runtime register %v: on a TPM the runtime log extends a PCR", s.rtIMR)
+		}
+	default:
+		return nil, fmt.Errorf("workloadsvc: TEE %q is not supported", s.tee)
+	}
+	if _, err := s.rtAlg.Hash(); err != nil {
+		return nil, fmt.Errorf("workloadsvc: runtime log bank: %w", err)
+	}
+	s.containerIndex = s.rtIMR.Index
+	if s.containerIndex >= s.count {
+		return nil, fmt.Errorf("workloadsvc: runtime register %v is outside the %d registers the TEE reports", s.rtIMR, s.count)
+	}
+	events, err := p.EventLog(ctx, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("workloadsvc: boot event log: %w", err)
+	}
+	if s.platform, err = s.platformEvents(events); err != nil {
+		return nil, fmt.Errorf("workloadsvc: boot event log: %w", err)
+	}
+	return s, nil
+}
+
+// tdxLike reports whether the TEE speaks TDX (the simulator does).
+func (s *Service) tdxLike() bool { return s.tee == cctrusted.TEETDX || s.tee == cctrusted.TEESim }
+
+// ContainerIndex is the wire index of the container's own register.
+func (s *Service) ContainerIndex() uint32 { return s.containerIndex }
+
+// NewServer returns a gRPC server with the service, the standard health
+// service (reporting ServiceName and "" as serving) and reflection, whose
+// connections carry the peer credentials the service needs. opts are
+// appended to the server's own.
+func (s *Service) NewServer(opts ...grpc.ServerOption) *grpc.Server {
+	all := append([]grpc.ServerOption{
+		grpc.Creds(PeerCredentials(s.procRoot)),
+		grpc.MaxRecvMsgSize(MaxRequestSize),
+		grpc.ChainUnaryInterceptor(s.logRefusals),
+	}, opts...)
+	g := grpc.NewServer(all...)
+	ccnppb.RegisterCcnpServer(g, s)
+	hs := health.NewServer()
+	hs.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	return g
+}
+
+// logRefusals writes one line per refused request: who asked, what, why.
+func (s *Service) logRefusals(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	if err != nil {
+		pid := 0
+		if p, ok := peerFromContext(ctx); ok {
+			pid = p.PID
+		}
+		st, _ := status.FromError(err)
+		s.log.Warn("Request refused", "method", info.FullMethod, "pid", pid, "code", st.Code().String(), "reason", st.Message())
+	}
+	return resp, err
+}
+
+// caller identifies the process behind ctx and checks the request's
+// container_id against it.
+func (s *Service) caller(ctx context.Context, containerID string) (*Caller, error) {
+	p, ok := peerFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.PermissionDenied, "no peer credentials on this connection: the service answers only over its Unix socket")
+	}
+	c, err := identify(s.procRoot, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkContainerID(containerID); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// GetDefaultAlgorithm returns the TEE's default bank.
+func (s *Service) GetDefaultAlgorithm(ctx context.Context, _ *ccnppb.GetDefaultAlgorithmRequest) (*ccnppb.GetDefaultAlgorithmResponse, error) {
+	if _, err := s.caller(ctx, ""); err != nil {
+		return nil, err
+	}
+	return &ccnppb.GetDefaultAlgorithmResponse{AlgoId: uint32(s.alg)}, nil
+}
+
+// GetMeasurementCount returns the number of registers GetCcMeasurement
+// indexes: 4 on TDX (RTMR0..3, with 3 the container's), 24 on a TPM.
+func (s *Service) GetMeasurementCount(ctx context.Context, _ *ccnppb.GetMeasurementCountRequest) (*ccnppb.GetMeasurementCountResponse, error) {
+	if _, err := s.caller(ctx, ""); err != nil {
+		return nil, err
+	}
+	return &ccnppb.GetMeasurementCountResponse{Count: s.count}, nil
+}
+
+// GetCcMeasurement returns one register: the container's own at
+// ContainerIndex, the platform's at the others.
+func (s *Service) GetCcMeasurement(ctx context.Context, req *ccnppb.GetCcMeasurementRequest) (*ccnppb.GetCcMeasurementResponse, error) {
+	c, err := s.caller(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	alg, err := s.algorithm(req.GetAlgoId())
+	if err != nil {
+		return nil, err
+	}
+	idx := req.GetIndex()
+	if idx >= s.count {
+		return nil, status.Errorf(codes.InvalidArgument, "index %d: this %s TEE has registers 0..%d (%s)", idx, s.tee, s.count-1, s.indexHelp())
+	}
+	if idx == s.containerIndex {
+		if alg != s.rtAlg {
+			return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): the container register %d is kept in %v only", uint32(alg), alg, idx, s.rtAlg)
+		}
+		v, err := s.view(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(alg), Hash: v.imr}}, nil
+	}
+	if s.tdxLike() && alg != cctrusted.AlgSHA384 {
+		return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): TDX registers are SHA-384 (0x000c) only", uint32(alg), alg)
+	}
+	m := cctrusted.RTMR(idx).IMR()
+	if !s.tdxLike() {
+		m = cctrusted.PCR(idx).IMR()
+	}
+	d, err := s.provider.Measurement(ctx, m, alg)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading %v (%v): %v", m, alg, err)
+	}
+	return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(d.Alg), Hash: d.Value}}, nil
+}
+
+func (s *Service) indexHelp() string {
+	if s.tdxLike() {
+		return fmt.Sprintf("RTMR0..2 of the platform, %d the container's own", s.containerIndex)
+	}
+	return fmt.Sprintf("PCRs, %d the container's own", s.containerIndex)
+}
+
+// algorithm validates algo_id; 0 (proto3's unset) means the default bank.
+func (s *Service) algorithm(id uint32) (cctrusted.Algorithm, error) {
+	if id == 0 {
+		return s.alg, nil
+	}
+	alg := cctrusted.Algorithm(id)
+	if id > 0xffff || !alg.Known() {
+		return 0, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x is not a supported TCG hash algorithm (sha1 0x0004, sha256 0x000b, sha384 0x000c, sha512 0x000d)", id)
+	}
+	if _, err := alg.Hash(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v) is not supported here", id, alg)
+	}
+	return alg, nil
+}
+
+// GetCcEventlog returns events [start, start+count) of the container's view:
+// the platform's boot events, then the container's own records. start ==
+// the number of events gives none; a larger start is InvalidArgument; count
+// 0 (or unset) means all remaining and a larger count is clamped.
+func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRequest) (*ccnppb.GetCcEventlogResponse, error) {
+	c, err := s.caller(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.view(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]*ccnppb.TcgEventlog, 0, len(s.platform)+len(v.events))
+	all = append(append(all, s.platform...), v.events...)
+	page, err := pageOf(all, int(req.GetStart()), int(req.GetCount()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "start %d: the container's event log has %d events (start may be at most that)", req.GetStart(), len(all))
+	}
+	return &ccnppb.GetCcEventlogResponse{EventLogs: page}, nil
+}
+
+// pageOf applies cctrusted.Page's rule to any slice.
+func pageOf[T any](s []T, start, count int) ([]T, error) {
+	if start < 0 || start > len(s) {
+		return nil, &cctrusted.PageError{Start: start, Len: len(s)}
+	}
+	rest := s[start:]
+	if count > 0 && count < len(rest) {
+		rest = rest[:count]
+	}
+	return rest, nil
+}
+
+// GetCcReport returns a quote whose REPORTDATA is SHA-512(container register
+// || nonce || user_data). The provider computes SHA-512(n || u) over what it
+// is given, so it is given n = the container register and u = nonce ||
+// user_data.
+func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportRequest) (*ccnppb.GetCcReportResponse, error) {
+	c, err := s.caller(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	nonce, err := decodeField("nonce", req.GetNonce(), MaxNonceSize)
+	if err != nil {
+		return nil, err
+	}
+	ud, err := decodeField("user_data", req.GetUserData(), MaxUserDataSize)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.view(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	bound := append(append([]byte{}, nonce...), ud...)
+	r, err := s.provider.Report(ctx, v.imr, bound)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%s quote: %v", s.tee, err)
+	}
+	// The binding is the point of the call: never hand out a quote that
+	// does not carry it.
+	if err := cctrusted.CheckReportData(r.ReportData, v.imr, bound); err != nil {
+		return nil, status.Errorf(codes.Internal, "%s quote: %v", s.tee, err)
+	}
+	resp := &ccnppb.GetCcReportResponse{CcType: CCTypeTDX, CcReport: r.Quote}
+	if s.tee == cctrusted.TEETPM {
+		resp.CcType = CCTypeTPM
+		if resp.CcReport, err = tpmReport(r); err != nil {
+			return nil, status.Errorf(codes.Internal, "tpm quote: %v", err)
+		}
+	}
+	return resp, nil
+}
+
+// ReportData is the REPORTDATA GetCcReport binds: SHA-512(containerIMR ||
+// nonce || userData), with nonce and user data base64-decoded.
+func ReportData(containerIMR, nonce, userData []byte) [64]byte {
+	h := sha512.New()
+	h.Write(containerIMR)
+	h.Write(nonce)
+	h.Write(userData)
+	var out [64]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// decodeField decodes a base64 request field (standard alphabet, padded or
+// not, as CCNP's SDKs differ) of at most max bytes, checking the length
+// before decoding.
+func decodeField(name, v string, max int) ([]byte, error) {
+	if v == "" {
+		return nil, nil
+	}
+	if len(v) > base64.StdEncoding.EncodedLen(max) {
+		return nil, status.Errorf(codes.InvalidArgument, "%s is %d base64 characters: at most %d bytes (%d characters) are accepted", name, len(v), max, base64.StdEncoding.EncodedLen(max))
+	}
+	enc := base64.StdEncoding
+	if !strings.HasSuffix(v, "=") && len(v)%4 != 0 {
+		enc = base64.RawStdEncoding
+	}
+	b, err := enc.Strict().DecodeString(v)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s is not base64 (standard alphabet): %v", name, err)
+	}
+	if len(b) > max {
+		return nil, status.Errorf(codes.InvalidArgument, "%s is %d bytes: at most %d are accepted", name, len(b), max)
+	}
+	return b, nil
+}
+
+// tpmReport is the cc_report of a TPM: its quote has several parts, sent as
+// the JSON `ccnp quote get` writes (hex fields).
+func tpmReport(r *cctrusted.Report) ([]byte, error) {
+	out := struct {
+		TEE        cctrusted.TEE                `json:"tee"`
+		ReportData string                       `json:"report_data"`
+		Quote      string                       `json:"quote"`
+		Signature  string                       `json:"signature,omitempty"`
+		PCRs       map[string]map[string]string `json:"pcrs,omitempty"`
+	}{TEE: r.TEE, ReportData: fmt.Sprintf("%x", r.ReportData), Quote: fmt.Sprintf("%x", r.Quote), Signature: fmt.Sprintf("%x", r.Signature)}
+	for m, banks := range r.Registers {
+		for a, v := range banks {
+			if out.PCRs == nil {
+				out.PCRs = map[string]map[string]string{}
+			}
+			if out.PCRs[a.String()] == nil {
+				out.PCRs[a.String()] = map[string]string{}
+			}
+			out.PCRs[a.String()][m.String()] = fmt.Sprintf("%x", v)
+		}
+	}
+	return json.Marshal(out)
+}
