@@ -46,7 +46,9 @@ var (
 	cgHost = "0::/user.slice/user-0.slice/session-1.scope\n"
 )
 
-func underscores(s string) string { return string(bytes.ReplaceAll([]byte(s), []byte("-"), []byte("_"))) }
+func underscores(s string) string {
+	return string(bytes.ReplaceAll([]byte(s), []byte("-"), []byte("_")))
+}
 
 // rtmr3 adapts the simulated TD to runtimelog.Register.
 type rtmr3 struct{ p *sim.Provider }

@@ -451,9 +451,9 @@ func TestServiceBasics(t *testing.T) {
 func TestNewRejects(t *testing.T) {
 	f := newFixture(t)
 	for name, o := range map[string]Options{
-		"no provider": {RuntimeLogPath: f.logPath},
-		"no log":      {Provider: f.provider},
-		"rtmr2":       {Provider: f.provider, RuntimeLogPath: f.logPath, RuntimeIMR: cctrusted.RTMR(2).IMR()},
+		"no provider":  {RuntimeLogPath: f.logPath},
+		"no log":       {Provider: f.provider},
+		"rtmr2":        {Provider: f.provider, RuntimeLogPath: f.logPath, RuntimeIMR: cctrusted.RTMR(2).IMR()},
 		"pcr23 on tdx": {Provider: f.provider, RuntimeLogPath: f.logPath, RuntimeIMR: cctrusted.PCR(23).IMR()},
 		"sm3 bank":     {Provider: f.provider, RuntimeLogPath: f.logPath, RuntimeAlg: cctrusted.AlgSM3256},
 	} {
