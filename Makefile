@@ -6,13 +6,14 @@ BIN         ?= .bin
 FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 
-.PHONY: help demo spire build test unit vet lint staticcheck fmt-check fuzz-smoke bench clean
+.PHONY: help demo spire build test test-e2e unit vet lint staticcheck fmt-check fuzz-smoke bench clean
 
 help:
 	@echo "make demo        real SPIRE server + agent with the ccnp plugins on the simulated TDX; an SVID for a workload"
 	@echo "make spire       build spire-server and spire-agent v1.13.3 into $(BIN)/"
 	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/"
 	@echo "make test        vet, staticcheck, gofmt check and go test -race ./... (what CI runs)"
+	@echo "make test-e2e    end-to-end tests with real SPIRE binaries (part of make test)"
 	@echo "make lint        vet, staticcheck and gofmt check only"
 	@echo "make fuzz-smoke  run every fuzz target for FUZZTIME (default 10s)"
 	@echo "make bench       run the benchmarks once each"
@@ -33,7 +34,11 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: lint unit
+test: lint unit test-e2e
+
+# End-to-end: real SPIRE server and agent with the plugins (build tag e2e).
+test-e2e: build spire
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e
 
 unit:
 	$(GO) test -race -count=1 ./...

@@ -1,0 +1,351 @@
+//go:build e2e
+
+// Package e2e runs real SPIRE server and agent binaries (v1.13.3) with the
+// ccnp plugins: `make test-e2e` (part of `make test`) builds them into .bin
+// and runs these tests with -tags e2e.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/spirelab"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+)
+
+// bin is where make builds the plugins, the CLI and SPIRE.
+var bin = func() string {
+	if b := os.Getenv("CCNP_BIN"); b != "" {
+		return b
+	}
+	return "../../.bin"
+}()
+
+func newLab(t *testing.T) (*spirelab.Lab, context.Context) {
+	t.Helper()
+	lab, err := spirelab.New(t.TempDir(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Progress = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(func() {
+		lab.Close()
+		cancel()
+		if t.Failed() {
+			for _, name := range []string{"server", "agent"} {
+				if b, err := os.ReadFile(filepath.Join(lab.Dir, name+".log")); err == nil {
+					t.Logf("---- %s.log (tail) ----\n%s", name, tailLines(string(b), 40))
+				}
+			}
+		}
+	})
+	return lab, ctx
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sum(t *testing.T, path string) string {
+	t.Helper()
+	s, err := spirelab.Checksum(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// simServer starts a simulated TD with its PCS, a policy generated from it,
+// and a server that requires it.
+func simServer(t *testing.T, lab *spirelab.Lab, ctx context.Context, cfg spirelab.ServerConfig) (*spirelab.Sim, *spirelab.Server) {
+	t.Helper()
+	sim, err := lab.InitSim(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PolicyFile == "" {
+		if cfg.PolicyFile, err = lab.GeneratePolicy(ctx, sim, "demo"); err != nil {
+			t.Fatal(err)
+		}
+		cfg.RequirePolicy = true
+	}
+	cfg.SimRoot = filepath.Join(sim.Dir, "root.pem")
+	cfg.PCSURL = sim.PCSURL
+	srv, err := lab.StartServer(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim, srv
+}
+
+func entries(t *testing.T, ctx context.Context, lab *spirelab.Lab, srv *spirelab.Server, nodeSelector, workload string) {
+	t.Helper()
+	td := lab.TrustDomain
+	if err := srv.CreateEntry(ctx, "-node", "-spiffeID", "spiffe://"+td+"/nodes/demo", "-selector", nodeSelector); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.CreateEntry(ctx, "-parentID", "spiffe://"+td+"/nodes/demo", "-spiffeID", "spiffe://"+td+"/demo/workload",
+		"-selector", "ccnp:exe:sha256:"+sum(t, workload)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The demo's flow: a simulated TDX node matches its golden policy, and the
+// workload gets its SVID by executable digest.
+func TestSimHappyPath(t *testing.T) {
+	lab, ctx := newLab(t)
+	res, err := spirelab.RunDemo(ctx, lab, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SPIFFEID != "spiffe://example.org/demo/workload" {
+		t.Fatalf("SVID %q", res.SPIFFEID)
+	}
+	if !strings.HasPrefix(res.AgentID, "spiffe://example.org/spire/agent/ccnp/sim/") {
+		t.Errorf("agent ID %q", res.AgentID)
+	}
+	joined := strings.Join(res.AgentSelectors, " ")
+	for _, want := range []string{"ccnp:tee:sim", "ccnp:policy:demo"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("agent selectors lack %s: %v", want, res.AgentSelectors)
+		}
+	}
+	if strings.Contains(joined, "ccnp:tdx:") || strings.Contains(joined, "ccnp:tpm:") {
+		t.Errorf("a simulated node got hardware selectors: %v", res.AgentSelectors)
+	}
+}
+
+// A simulated node whose RTMR2 was extended with an unexpected digest no
+// longer matches its policy: the server rejects it, naming the policy, and no
+// SVID is issued.
+func TestRejectNodeOffPolicy(t *testing.T) {
+	lab, ctx := newLab(t)
+	sim, srv := simServer(t, lab, ctx, spirelab.ServerConfig{})
+	d := sha512.Sum384([]byte("an unexpected kernel module"))
+	if _, err := lab.Run(ctx, "ccnp", "sim", "extend", "--dir", sim.Dir, "--rtmr", "2", "--digest", hex.EncodeToString(d[:])); err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent gives up (SPIRE exits on a failed node attestation).
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if done, _ := agent.Exited(); done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("agent still running after a rejected attestation")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	logb, _ := os.ReadFile(srv.Log)
+	if !bytes.Contains(logb, []byte("policy")) || !bytes.Contains(logb, []byte("rtmr2")) {
+		t.Errorf("server log does not name the policy failure on rtmr2")
+	}
+	ids, _ := srv.Agents(ctx)
+	if len(ids) != 0 {
+		t.Errorf("rejected node listed as attested: %v", ids)
+	}
+}
+
+// A workload whose binary is not the registered one gets no SVID.
+func TestRejectOtherBinary(t *testing.T) {
+	lab, ctx := newLab(t)
+	sim, srv := simServer(t, lab, ctx, spirelab.ServerConfig{})
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The same program with one byte appended: another executable digest.
+	b, err := os.ReadFile(workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other-workload")
+	if err := os.WriteFile(other, append(b, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := agent.FetchSVID(ctx, other, 8*time.Second); err == nil {
+		t.Fatalf("another binary got an SVID: %s", out)
+	}
+	if out, err := agent.FetchSVID(ctx, workload, 60*time.Second); err != nil {
+		t.Fatalf("the registered binary got none: %v", err)
+	} else {
+		t.Log(out)
+	}
+}
+
+// After a new workload runs (and is measured into RTMR3), the next
+// re-attestation shows it as runtime:exe:sha256 on the agent; a runtime
+// policy that excludes it rejects the node at that re-attestation.
+func TestReattestationRuntime(t *testing.T) {
+	lab, ctx := newLab(t)
+	sim, err := lab.InitSim(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := lab.GeneratePolicy(ctx, sim, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second, enforced policy allows only another executable: it matches
+	// until the workload runs. Node entries select on it, so losing it
+	// loses the SVIDs.
+	strict := filepath.Join(lab.Dir, "policy-strict.hcl")
+	b, _ := os.ReadFile(golden)
+	strictSrc := strings.Replace(string(b), `policy "demo" {`, `policy "strict" {
+  runtime {
+    allowed_exe_sha256 = ["`+strings.Repeat("ab", 32)+`"]
+  }`, 1)
+	if err := os.WriteFile(strict, []byte(string(b)+"\n"+strictSrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{SimRoot: filepath.Join(sim.Dir, "root.pem"), PCSURL: sim.PCSURL,
+		PolicyFile: strict, RequirePolicy: true, AgentTTL: 40 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := srv.Agents(ctx)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("agents %v, %v", ids, err)
+	}
+	sel, _ := srv.AgentSelectors(ctx, ids[0])
+	if !strings.Contains(strings.Join(sel, " "), "ccnp:policy:strict") {
+		t.Fatalf("before the workload ran the node should match strict: %v", sel)
+	}
+	if _, err := agent.FetchSVID(ctx, workload, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want := "ccnp:runtime:exe:sha256:" + sum(t, workload)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		sel, _ = srv.AgentSelectors(ctx, ids[0])
+		joined := strings.Join(sel, " ")
+		if strings.Contains(joined, want) {
+			if strings.Contains(joined, "ccnp:policy:strict") {
+				t.Fatalf("the node still matches the strict runtime policy after running an excluded workload: %v", sel)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no re-attestation showed %s: %v", want, sel)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	logb, _ := os.ReadFile(srv.Log)
+	if !bytes.Contains(logb, []byte("strict")) {
+		t.Error("server log does not mention the failed strict policy")
+	}
+}
+
+// TPM on swtpm: EK certificate from a simulated EK CA, firmware log
+// replayed into the PCRs.
+func TestTPMHappyPath(t *testing.T) {
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	lab, ctx := newLab(t)
+	tdir := filepath.Join(lab.Dir, "swtpm")
+	s, err := swtpm.Start(ctx, tdir, swtpm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := swtpm.Provision(ctx, s, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{swtpm.ECC}, CADir: tdir}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{
+		TPM: `ek_ca_files = ["` + filepath.Join(tdir, swtpm.CACertFile) + `"]`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:tee:tpm", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "tpm", TPM: s.Addr(), Measure: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := agent.FetchSVID(ctx, workload, 60*time.Second)
+	if err != nil || !strings.Contains(out, "spiffe://example.org/demo/workload") {
+		t.Fatalf("%s, %v", out, err)
+	}
+	ids, _ := srv.Agents(ctx)
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], "spiffe://example.org/spire/agent/ccnp/tpm/") {
+		t.Fatalf("agents %v", ids)
+	}
+}
+
+// Killing the agent's workload attestor plugin: SPIRE does not restart
+// plugins; Workload API calls then fail, reported, without hanging.
+func TestWorkloadAttestorCrash(t *testing.T) {
+	lab, ctx := newLab(t)
+	sim, srv := simServer(t, lab, ctx, spirelab.ServerConfig{})
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("pkill", "-KILL", "-f", filepath.Join(lab.Bin, "ccnp-agent-workloadattestor")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkill: %v %s", err, out)
+	}
+	start := time.Now()
+	_, ferr := agent.FetchSVID(ctx, workload, 10*time.Second)
+	took := time.Since(start)
+	if took > 30*time.Second {
+		t.Fatalf("the Workload API hung for %v after the plugin died", took)
+	}
+	logb, _ := os.ReadFile(agent.Log)
+	t.Logf("fetch after plugin kill: err=%v after %v", ferr, took)
+	if ferr == nil {
+		t.Log("SPIRE served the SVID from its cache")
+	} else if !bytes.Contains(logb, []byte("ccnp")) {
+		t.Error("the agent log does not mention the failed ccnp workload attestor")
+	}
+}
