@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -253,3 +254,5 @@ func isPermissionDenied(err error) bool {
 	st, ok := status.FromError(err)
 	return ok && st.Code() == codes.PermissionDenied && !errors.Is(err, context.Canceled)
 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

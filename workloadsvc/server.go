@@ -411,6 +411,13 @@ func decodeField(name, v string, max int) ([]byte, error) {
 	if len(v) > base64.StdEncoding.EncodedLen(max) {
 		return nil, status.Errorf(codes.InvalidArgument, "%s is %d base64 characters: at most %d bytes (%d characters) are accepted", name, len(v), max, base64.StdEncoding.EncodedLen(max))
 	}
+	// Go's decoders skip CR and LF even in strict mode; a field with
+	// anything but the alphabet and padding is not what a client meant.
+	if i := strings.IndexFunc(v, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '+' || r == '/' || r == '=')
+	}); i >= 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "%s is not base64 (standard alphabet): byte %d is %q", name, i, v[i])
+	}
 	enc := base64.StdEncoding
 	if !strings.HasSuffix(v, "=") && len(v)%4 != 0 {
 		enc = base64.RawStdEncoding
