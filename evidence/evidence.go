@@ -63,6 +63,7 @@ const (
 	KindChallenge
 	KindEvidence
 	KindActivatedSecret
+	KindAck
 )
 
 // String returns the kind's name as error messages use it.
@@ -78,6 +79,8 @@ func (k Kind) String() string {
 		return "evidence"
 	case KindActivatedSecret:
 		return "activated secret"
+	case KindAck:
+		return "ack"
 	}
 	return "unknown kind"
 }
@@ -93,6 +96,8 @@ func KindOf(p *evidencepb.Payload) Kind {
 		return KindEvidence
 	case *evidencepb.Payload_ActivatedSecret:
 		return KindActivatedSecret
+	case *evidencepb.Payload_Ack:
+		return KindAck
 	}
 	return KindEmpty
 }
@@ -115,6 +120,11 @@ func NewEvidence(e *evidencepb.Evidence) *evidencepb.Payload {
 // NewActivatedSecret wraps s in a payload of the current version.
 func NewActivatedSecret(s *evidencepb.ActivatedSecret) *evidencepb.Payload {
 	return &evidencepb.Payload{Version: Version, Body: &evidencepb.Payload_ActivatedSecret{ActivatedSecret: s}}
+}
+
+// NewAck returns the answer to a checkpoint challenge.
+func NewAck() *evidencepb.Payload {
+	return &evidencepb.Payload{Version: Version, Body: &evidencepb.Payload_Ack{Ack: &evidencepb.Ack{}}}
 }
 
 // Encode checks p as Decode would (version, exactly one message, field
@@ -210,6 +220,12 @@ func DecodeEvidence(b []byte, lim Limits) (*evidencepb.Evidence, error) {
 		return nil, err
 	}
 	return p.GetEvidence(), nil
+}
+
+// DecodeAck decodes a payload that must carry an Ack.
+func DecodeAck(b []byte, lim Limits) error {
+	_, err := decodeKind(b, lim, KindAck)
+	return err
 }
 
 // DecodeActivatedSecret decodes a payload that must carry an ActivatedSecret.

@@ -123,12 +123,17 @@ func TestRoundTrip(t *testing.T) {
 		{"hello", NewHello(sampleHello()), KindHello},
 		{"hello tpm minimal", NewHello(&evidencepb.Hello{Tee: "tpm"}), KindHello},
 		{"challenge nonce", NewChallenge(sampleChallenge()), KindChallenge},
-		{"challenge with checkpoint", NewChallenge(&evidencepb.Challenge{
+		{"challenge with checkpoint offsets", NewChallenge(&evidencepb.Challenge{
 			Nonce: seq(NonceSize, 1),
-			Checkpoint: &evidencepb.Checkpoint{Token: []byte("signed"), Offsets: []*evidencepb.LogOffset{
+			Want:  []evidencepb.LogKind{evidencepb.LogKind_LOG_KIND_IMA},
+			Checkpoint: &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{
 				{Kind: evidencepb.LogKind_LOG_KIND_IMA, Events: 10, Bytes: 4096},
 			}},
 		}), KindChallenge},
+		{"checkpoint issuance", NewCheckpointChallenge([]byte("signed"), []*evidencepb.LogOffset{
+			{Kind: evidencepb.LogKind_LOG_KIND_RUNTIME, Events: 2, Bytes: 300},
+		}), KindChallenge},
+		{"ack", NewAck(), KindAck},
 		{"challenge activation", NewChallenge(sampleActivation()), KindChallenge},
 		{"evidence tdx", NewEvidence(sampleTDXEvidence(t)), KindEvidence},
 		{"evidence tpm", NewEvidence(sampleTPMEvidence()), KindEvidence},
@@ -306,7 +311,7 @@ func TestDecodeMalformed(t *testing.T) {
 		{"truncated varint", []byte{0x08, 0xff}, "payload"},
 		{"wrong wire type for hello", raw(v1, varintField(2, 1)), "does not know"},
 		{"only a version", v1, "carries no message"},
-		{"unknown kind", raw(v1, bytesField(6, []byte{0x0a, 0x01, 'x'})), "does not know"},
+		{"unknown kind", raw(v1, bytesField(7, []byte{0x0a, 0x01, 'x'})), "does not know"},
 		{"hello not a message", raw(v1, bytesField(2, []byte{0xff, 0xff})), "payload"},
 		{"deep unknown groups", raw(v1, bytesField(2, raw([]byte{0x0a, 0x03, 't', 'd', 'x'}, deep))), "payload"},
 	}
@@ -421,9 +426,25 @@ func TestFieldRules(t *testing.T) {
 		{"log none raw size", func() (*evidencepb.Payload, mod) {
 			return tdx(func(e *evidencepb.Evidence) { e.RuntimeLog.RawSize++ })
 		}, "evidence.runtime_log.raw_size"},
-		{"evidence checkpoint", func() (*evidencepb.Payload, mod) {
+		{"evidence checkpoint with token", func() (*evidencepb.Payload, mod) {
 			return tdx(func(e *evidencepb.Evidence) { e.Checkpoint = &evidencepb.Checkpoint{Token: []byte{1}} })
-		}, "evidence.checkpoint"},
+		}, "evidence.checkpoint.token"},
+		{"evidence checkpoint ccel offset", func() (*evidencepb.Payload, mod) {
+			return tdx(func(e *evidencepb.Evidence) {
+				e.Checkpoint = &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{{Kind: evidencepb.LogKind_LOG_KIND_CCEL, Bytes: 1}}}
+			})
+		}, "evidence.checkpoint.offsets[0].kind"},
+		{"evidence checkpoint twice", func() (*evidencepb.Payload, mod) {
+			return tdx(func(e *evidencepb.Evidence) {
+				o := &evidencepb.LogOffset{Kind: evidencepb.LogKind_LOG_KIND_IMA, Events: 1, Bytes: 10}
+				e.Checkpoint = &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{o, o}}
+			})
+		}, "appears twice"},
+		{"evidence checkpoint events past bytes", func() (*evidencepb.Payload, mod) {
+			return tdx(func(e *evidencepb.Evidence) {
+				e.Checkpoint = &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{{Kind: evidencepb.LogKind_LOG_KIND_IMA, Events: 11, Bytes: 10}}}
+			})
+		}, "every event takes bytes"},
 		{"secret empty", func() (*evidencepb.Payload, mod) {
 			return NewActivatedSecret(&evidencepb.ActivatedSecret{}), func(*evidencepb.Payload) {}
 		}, "activated_secret.secret"},
@@ -523,7 +544,7 @@ func TestNewNonce(t *testing.T) {
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
 		KindEmpty: "empty payload", KindHello: "hello", KindChallenge: "challenge",
-		KindEvidence: "evidence", KindActivatedSecret: "activated secret", Kind(99): "unknown kind",
+		KindEvidence: "evidence", KindActivatedSecret: "activated secret", KindAck: "ack", Kind(99): "unknown kind",
 	} {
 		if k.String() != want {
 			t.Errorf("Kind(%d) = %q, want %q", int(k), k.String(), want)

@@ -3,6 +3,7 @@ package evidence
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -21,6 +22,9 @@ const (
 	CapLogIMA               = "log:ima"
 	CapLogRuntime           = "log:runtime"
 	CapCredentialActivation = "tpm:activate"
+	// CapCheckpoint says the agent stores checkpoint tokens and can send
+	// log suffixes (incremental re-attestation).
+	CapCheckpoint = "checkpoint"
 )
 
 // Field bounds. They are far above what a real peer sends and exist so a
@@ -48,8 +52,10 @@ func validate(p *evidencepb.Payload) error {
 		return validateEvidence(p.GetEvidence())
 	case KindActivatedSecret:
 		return validateSecret(p.GetActivatedSecret())
+	case KindAck:
+		return nil
 	}
-	return malformed("payload", "carries no message (expected one of hello, challenge, evidence, activated secret)")
+	return malformed("payload", "carries no message (expected one of hello, challenge, evidence, activated secret, ack)")
 }
 
 func validTEE(tee string) bool {
@@ -120,6 +126,12 @@ func validateHello(h *evidencepb.Hello) error {
 			return malformed("hello.agent_version", "byte 0x%02x at offset %d is not printable ASCII", v[i], i)
 		}
 	}
+	if c := h.GetCheckpoint(); c != nil {
+		if len(c.GetToken()) == 0 {
+			return malformed("hello.checkpoint.token", "empty: present a checkpoint only with its token")
+		}
+		return validateCheckpoint("hello.checkpoint", c)
+	}
 	return nil
 }
 
@@ -129,14 +141,21 @@ func validLogKind(k evidencepb.LogKind) bool {
 
 func validateChallenge(c *evidencepb.Challenge) error {
 	activation := len(c.GetCredentialBlob()) > 0 || len(c.GetEncryptedSecret()) > 0
+	if ck := c.GetCheckpoint(); ck != nil && len(ck.GetToken()) > 0 {
+		// A checkpoint issuance stands alone, like an activation.
+		if activation || len(c.GetNonce()) != 0 || len(c.GetWant()) != 0 {
+			return malformed("challenge", "a checkpoint challenge carries no nonce, no log request and no credential")
+		}
+		return validateCheckpoint("challenge.checkpoint", ck)
+	}
 	if activation {
 		// The two rounds are kept apart so neither side can confuse an
 		// activation with a fresh nonce.
 		if len(c.GetCredentialBlob()) == 0 || len(c.GetEncryptedSecret()) == 0 {
 			return malformed("challenge", "credential activation needs both credential_blob and encrypted_secret")
 		}
-		if len(c.GetNonce()) != 0 || len(c.GetWant()) != 0 {
-			return malformed("challenge", "a credential activation challenge carries no nonce and no log request")
+		if len(c.GetNonce()) != 0 || len(c.GetWant()) != 0 || c.GetCheckpoint() != nil {
+			return malformed("challenge", "a credential activation challenge carries no nonce, no log request and no checkpoint")
 		}
 		return nil
 	}
@@ -146,6 +165,17 @@ func validateChallenge(c *evidencepb.Challenge) error {
 	for i, k := range c.GetWant() {
 		if !validLogKind(k) {
 			return malformed(fmt.Sprintf("challenge.want[%d]", i), "unknown log kind %d", int32(k))
+		}
+	}
+	if ck := c.GetCheckpoint(); ck != nil {
+		// Here it says where to send from; the token stays with the server.
+		if err := validateCheckpoint("challenge.checkpoint", ck); err != nil {
+			return err
+		}
+		for i, o := range ck.GetOffsets() {
+			if !slices.Contains(c.GetWant(), o.GetKind()) {
+				return malformed(fmt.Sprintf("challenge.checkpoint.offsets[%d]", i), "an offset for the %s, which the challenge does not ask for", logName(o.GetKind()))
+			}
 		}
 	}
 	return nil
@@ -189,8 +219,13 @@ func validateEvidence(e *evidencepb.Evidence) error {
 			return err
 		}
 	}
-	if e.GetCheckpoint() != nil {
-		return malformed("evidence.checkpoint", "incremental evidence is not part of version %d; send full logs", Version)
+	if ck := e.GetCheckpoint(); ck != nil {
+		if len(ck.GetToken()) > 0 {
+			return malformed("evidence.checkpoint.token", "set: evidence echoes the offsets only")
+		}
+		if err := validateCheckpoint("evidence.checkpoint", ck); err != nil {
+			return err
+		}
 	}
 	return nil
 }
