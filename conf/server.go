@@ -2,7 +2,9 @@ package conf
 
 import (
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -32,6 +34,18 @@ type ServerVerifier struct {
 	// RequirePolicy rejects nodes that match none of Policies; how a
 	// warn-only policy counts is the evaluator's rule.
 	RequirePolicy bool
+	// CheckpointKeyFile holds the secret that signs checkpoint tokens
+	// (incremental re-attestation). Every server of a trust domain uses the
+	// same one. Empty: no checkpoints, every attestation replays full logs.
+	CheckpointKeyFile string
+	// CheckpointPreviousKeyFile is the key before a rotation: tokens it
+	// signed are still accepted, new ones are signed with CheckpointKeyFile.
+	CheckpointPreviousKeyFile string
+	// CheckpointTTL is how long a checkpoint token is accepted.
+	CheckpointTTL time.Duration
+	// MetricsAddress is the host:port of the plugin's Prometheus endpoint;
+	// empty (the default) serves none.
+	MetricsAddress string
 }
 
 // TDXVerifier configures TDX quote verification.
@@ -103,6 +117,7 @@ const (
 	DefaultChallengeTimeout  = 30 * time.Second
 	DefaultAgentPathTemplate = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
 	DefaultCollateralRefresh = 24 * time.Hour
+	DefaultCheckpointTTL     = 24 * time.Hour
 	maxMaxPayloadBytes       = 1 << 30
 )
 
@@ -161,6 +176,11 @@ type rawServer struct {
 	Policies          []rawPolicy  `hcl:"policy"`
 	PolicyFile        string       `hcl:"policy_file"`
 	RequirePolicy     bool         `hcl:"require_policy"`
+
+	CheckpointKeyFile         string `hcl:"checkpoint_key_file"`
+	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
+	CheckpointTTL             string `hcl:"checkpoint_ttl"`
+	MetricsAddress            string `hcl:"metrics_address"`
 }
 
 type rawServerTDX struct {
@@ -246,6 +266,7 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 	if len(c.Policies) > MaxPolicies {
 		d.errLine(0, "%d policies is more than the limit of %d", len(c.Policies), MaxPolicies)
 	}
+	c.checkpointAndMetrics(d, r)
 	if c.RequirePolicy && len(c.Policies) == 0 && errs.empty() {
 		d.errf("require_policy", "is true but no policy is configured: every node would be rejected")
 	}
@@ -253,6 +274,33 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 		return nil, errs.err()
 	}
 	return c, nil
+}
+
+// checkpointAndMetrics reads the incremental re-attestation and metrics keys.
+func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
+	c.CheckpointKeyFile = absPath(d, "checkpoint_key_file", r.CheckpointKeyFile)
+	c.CheckpointPreviousKeyFile = absPath(d, "checkpoint_previous_key_file", r.CheckpointPreviousKeyFile)
+	if c.CheckpointPreviousKeyFile != "" && !d.has("checkpoint_key_file") {
+		d.errf("checkpoint_previous_key_file", "needs checkpoint_key_file: the previous key only verifies, the current one signs")
+	}
+	c.CheckpointTTL = duration(d, "checkpoint_ttl", r.CheckpointTTL, DefaultCheckpointTTL, time.Minute, 30*24*time.Hour)
+	if d.has("checkpoint_ttl") && !d.has("checkpoint_key_file") {
+		d.errf("checkpoint_ttl", "has no effect without checkpoint_key_file")
+	}
+	if d.has("metrics_address") {
+		host, port, err := net.SplitHostPort(r.MetricsAddress)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			d.errf("metrics_address", "%q is not host:port: %v", r.MetricsAddress, err)
+		case perr != nil || n < 0 || n > 65535:
+			d.errf("metrics_address", "%q: port %q is not a number in 0..65535", r.MetricsAddress, port)
+		case strings.ContainsAny(host, "/ "):
+			d.errf("metrics_address", "%q: host %q is not a host name or address", r.MetricsAddress, host)
+		default:
+			c.MetricsAddress = r.MetricsAddress
+		}
+	}
 }
 
 // checkTemplate renders the template on sample data so a reference to an
