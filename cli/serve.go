@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os/user"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/workloadsvc"
+)
+
+func init() { commands = append(commands, newServeCmd) }
+
+type serveFlags struct {
+	socket     string
+	mode       string
+	group      string
+	runtimeLog string
+	runtimePCR uint32
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the CCNP workload API (ccnp_server_pb.ccnp) to containers on a Unix socket",
+		Long: `Serve CCNP's unified server API on a Unix socket. Each caller is identified by
+the PID the kernel reports for its connection and answered for its own container
+only: the platform's boot events, its own runtime-log records, its own register
+(index 3 on TDX, the runtime PCR on a TPM) and quotes whose REPORTDATA is
+SHA-512(container register || nonce || user_data). Processes in no container are
+refused. Runs until interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.serve(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.socket, "socket", workloadsvc.DefaultSocket, "Unix socket to listen on")
+	fl.StringVar(&f.mode, "socket-mode", "0660", "permissions of the socket (octal)")
+	fl.StringVar(&f.group, "socket-group", "", "group owning the socket (name or GID; default: the server's)")
+	fl.StringVar(&f.runtimeLog, "runtime-log", conf.DefaultRuntimeLogPath, "the workload attestor's runtime log (its runtime_log_path)")
+	fl.Uint32Var(&f.runtimePCR, "runtime-pcr", 23, "PCR the runtime log extends (TPM only)")
+	return cmd
+}
+
+func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
+	mode, err := strconv.ParseUint(f.mode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return fmt.Errorf("--socket-mode %q: want octal permissions such as 0660", f.mode)
+	}
+	gid, err := lookupGroup(f.group)
+	if err != nil {
+		return err
+	}
+	if !filepath.IsAbs(f.runtimeLog) {
+		return fmt.Errorf("--runtime-log %q: not an absolute path", f.runtimeLog)
+	}
+	ctx := cmd.Context()
+	p, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	opts := workloadsvc.Options{
+		Provider:       p,
+		RuntimeLogPath: f.runtimeLog,
+		ProcRoot:       filepath.Join(g.hostRoot, "proc"),
+		Logger:         slog.New(slog.NewTextHandler(g.stderr, nil)),
+	}
+	if p.TEE() == cctrusted.TEETPM {
+		opts.RuntimeIMR = cctrusted.PCR(f.runtimePCR).IMR()
+		if !opts.RuntimeIMR.Valid() {
+			return fmt.Errorf("--runtime-pcr %d: not a PCR", f.runtimePCR)
+		}
+	}
+	svc, err := workloadsvc.New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	l, err := workloadsvc.Listen(f.socket, fs.FileMode(mode), gid)
+	if err != nil {
+		return err
+	}
+	srv := svc.NewServer()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	fmt.Fprintf(g.stderr, "serving %s for containers on %s (%s TEE, container register %d)\n",
+		workloadsvc.ServiceName, f.socket, p.TEE(), svc.ContainerIndex())
+	select {
+	case <-ctx.Done():
+		srv.GracefulStop()
+		<-done
+		return nil
+	case err := <-done:
+		return fmt.Errorf("serving on %s: %w", f.socket, err)
+	}
+}
+
+// lookupGroup resolves a group name or number; "" means -1 (keep the
+// server's group).
+func lookupGroup(s string) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseUint(s, 10, 31); err == nil {
+		return int(n), nil
+	}
+	grp, err := user.LookupGroup(s)
+	if err != nil {
+		var unknown user.UnknownGroupError
+		if errors.As(err, &unknown) {
+			return 0, fmt.Errorf("--socket-group %q: no such group", s)
+		}
+		return 0, fmt.Errorf("--socket-group %q: %w", s, err)
+	}
+	n, err := strconv.Atoi(grp.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: GID %q is not a number", s, grp.Gid)
+	}
+	return n, nil
+}
