@@ -29,7 +29,6 @@ package workloadsvc
 
 import (
 	"context"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -387,18 +386,6 @@ func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportReques
 		}
 	}
 	return resp, nil
-}
-
-// ReportData is the REPORTDATA GetCcReport binds: SHA-512(containerIMR ||
-// nonce || userData), with nonce and user data base64-decoded.
-func ReportData(containerIMR, nonce, userData []byte) [64]byte {
-	h := sha512.New()
-	h.Write(containerIMR)
-	h.Write(nonce)
-	h.Write(userData)
-	var out [64]byte
-	copy(out[:], h.Sum(nil))
-	return out
 }
 
 // decodeField decodes a base64 request field (standard alphabet, padded or
