@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -23,10 +24,22 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(*socket))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ccnp-demo-workload: no SVID from %s: %v\n", *socket, err)
-		os.Exit(1)
+	// The agent answers "no identity issued" until it has synced the
+	// entries that match this workload: ask again until the deadline.
+	var (
+		svid *x509svid.SVID
+		err  error
+	)
+	for {
+		if svid, err = workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(*socket)); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(os.Stderr, "ccnp-demo-workload: no SVID from %s within %v: %v\n", *socket, *timeout, err)
+			os.Exit(1)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	leaf := svid.Certificates[0]
 	sum := sha256.Sum256(leaf.Raw)

@@ -67,7 +67,7 @@ func RunDemo(ctx context.Context, l *Lab, out io.Writer) (*DemoResult, error) {
 	res := &DemoResult{TimeToSVID: time.Since(start)}
 	fmt.Fprintf(out, "    %s\n    agent start to workload SVID: %.1f s\n", got, res.TimeToSVID.Seconds())
 	if i := strings.Index(got, "spiffe://"); i >= 0 {
-		res.SPIFFEID = strings.Fields(got[i:])[0]
+		res.SPIFFEID = strings.TrimRight(strings.Fields(got[i:])[0], ",.")
 	}
 
 	ids, err := srv.Agents(ctx)
