@@ -88,10 +88,12 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	srv := svc.NewServer()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
+	// Said before serving: afterwards the request logger writes to stderr
+	// from other goroutines.
 	fmt.Fprintf(g.stderr, "serving %s for containers on %s (%s TEE, container register %d)\n",
 		workloadsvc.ServiceName, f.socket, p.TEE(), svc.ContainerIndex())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
 	select {
 	case <-ctx.Done():
 		srv.GracefulStop()
