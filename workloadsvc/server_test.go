@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
@@ -445,6 +446,25 @@ func TestServiceBasics(t *testing.T) {
 	h, err := healthpb.NewHealthClient(f.conn).Check(f.ctx, &healthpb.HealthCheckRequest{Service: ServiceName})
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health %v, %v", h, err)
+	}
+	// Reflection lists the service under CCNP's name (what grpcurl uses).
+	stream, err := reflectionpb.NewServerReflectionClient(f.conn).ServerReflectionInfo(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, sv := range r.GetListServicesResponse().GetService() {
+		names = append(names, sv.GetName())
+	}
+	if !strings.Contains(strings.Join(names, " "), ServiceName) {
+		t.Fatalf("reflection lists %v", names)
 	}
 }
 
