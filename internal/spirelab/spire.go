@@ -74,6 +74,9 @@ type ServerConfig struct {
 	// AgentTTL is the agent SVID lifetime; re-attestation happens at about
 	// half of it. Zero: SPIRE's default.
 	AgentTTL time.Duration
+	// JoinToken adds SPIRE's join_token node attestor (the baseline the
+	// ccnp attestor is compared with).
+	JoinToken bool
 }
 
 var serverConf = template.Must(template.New("server").Parse(`server {
@@ -97,6 +100,11 @@ plugins {
   KeyManager "memory" {
     plugin_data {}
   }
+{{- if .JoinToken}}
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+{{- end}}
   NodeAttestor "ccnp" {
     plugin_cmd      = "{{.Plugin}}"
     plugin_checksum = "{{.Checksum}}"
@@ -154,7 +162,7 @@ func (l *Lab) StartServer(ctx context.Context, cfg ServerConfig) (*Server, error
 	}
 	data := map[string]any{"Port": port, "TD": l.TrustDomain, "Dir": l.Dir, "Socket": s.Socket, "Plugin": plugin,
 		"Checksum": sum, "SimRoot": cfg.SimRoot, "PCSURL": cfg.PCSURL, "TPM": cfg.TPM, "PolicyFile": cfg.PolicyFile,
-		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl}
+		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl, "JoinToken": cfg.JoinToken}
 	conf := filepath.Join(l.Dir, "server.conf")
 	if err := writeTemplate(conf, serverConf, data); err != nil {
 		return nil, err
@@ -219,6 +227,19 @@ func (s *Server) AgentSelectors(ctx context.Context, id string) ([]string, error
 	return sel, nil
 }
 
+// JoinToken creates a join token for an agent (spire-server token generate).
+func (s *Server) JoinToken(ctx context.Context, spiffeID string) (string, error) {
+	out, err := s.Exec(ctx, "token generate", "-spiffeID", spiffeID)
+	if err != nil {
+		return "", err
+	}
+	_, tok, ok := strings.Cut(strings.TrimSpace(out), "Token:")
+	if !ok {
+		return "", fmt.Errorf("unexpected token generate output %q", out)
+	}
+	return strings.TrimSpace(tok), nil
+}
+
 // AgentConfig is what the lab's spire-agent is configured with.
 type AgentConfig struct {
 	// TEE is sim or tpm.
@@ -228,6 +249,9 @@ type AgentConfig struct {
 	TPM    string
 	// Measure is the workload attestor's measure mode (default first_seen).
 	Measure string
+	// JoinToken, when set, attests with SPIRE's join_token attestor
+	// instead of ccnp (the baseline of bench/time-to-svid).
+	JoinToken string
 }
 
 var agentConf = template.Must(template.New("agent").Parse(`agent {
@@ -243,6 +267,11 @@ plugins {
   KeyManager "memory" {
     plugin_data {}
   }
+{{- if .JoinToken}}
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+{{- else}}
   NodeAttestor "ccnp" {
     plugin_cmd      = "{{.NA}}"
     plugin_checksum = "{{.NASum}}"
@@ -258,6 +287,7 @@ plugins {
       runtime_log_path = "{{.Dir}}/agent/runtime.cel"
     }
   }
+{{- end}}
   WorkloadAttestor "ccnp" {
     plugin_cmd      = "{{.WA}}"
     plugin_checksum = "{{.WASum}}"
@@ -304,13 +334,17 @@ func (l *Lab) StartAgent(ctx context.Context, s *Server, cfg AgentConfig) (*Agen
 	a := &Agent{lab: l, Socket: filepath.Join(l.Dir, "agent", "api.sock")}
 	data := map[string]any{"Dir": l.Dir, "Port": strconv.Itoa(s.Port), "Socket": a.Socket, "TD": l.TrustDomain,
 		"NA": na, "NASum": naSum, "WA": wa, "WASum": waSum, "TEE": cfg.TEE, "SimDir": cfg.SimDir, "TPM": cfg.TPM,
-		"Measure": cfg.Measure}
+		"Measure": cfg.Measure, "JoinToken": cfg.JoinToken}
 	conf := filepath.Join(l.Dir, "agent.conf")
 	if err := writeTemplate(conf, agentConf, data); err != nil {
 		return nil, err
 	}
 	l.say("spire-agent with the ccnp NodeAttestor and WorkloadAttestor (%s)", conf)
-	if a.Proc, err = l.Start("agent", filepath.Join(l.Bin, "spire-agent"), "run", "-config", conf); err != nil {
+	args := []string{"run", "-config", conf}
+	if cfg.JoinToken != "" {
+		args = append(args, "-joinToken", cfg.JoinToken)
+	}
+	if a.Proc, err = l.Start("agent", filepath.Join(l.Bin, "spire-agent"), args...); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -348,4 +350,77 @@ func TestWorkloadAttestorCrash(t *testing.T) {
 	} else if !bytes.Contains(logb, []byte("ccnp")) {
 		t.Error("the agent log does not mention the failed ccnp workload attestor")
 	}
+}
+
+// TestTimeToSVID measures, in one run, agent start to a workload's first SVID
+// with the ccnp node attestor on the simulated TDX and with SPIRE's
+// join_token attestor on the same server, with the same workload attestor.
+// bench/time-to-svid runs it; the figures are logged, not asserted (speed is
+// reported by benchmarks, not timed tests).
+func TestTimeToSVID(t *testing.T) {
+	if os.Getenv("CCNP_TIME_TO_SVID") == "" {
+		t.Skip("set CCNP_TIME_TO_SVID=N (bench/time-to-svid) to run N rounds")
+	}
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("CCNP_TIME_TO_SVID")); err == nil && n > 0 {
+		rounds = n
+	}
+	var ccnp, join []time.Duration
+	for i := range rounds {
+		for _, mode := range []string{"ccnp", "join_token"} {
+			d := timeToSVID(t, mode)
+			t.Logf("round %d %s: %v", i, mode, d)
+			if mode == "ccnp" {
+				ccnp = append(ccnp, d)
+			} else {
+				join = append(join, d)
+			}
+		}
+	}
+	mc, mj := median(ccnp), median(join)
+	t.Logf("TIME_TO_SVID ccnp_median=%v join_token_median=%v ratio=%.2f rounds=%d target<=1.2", mc, mj, float64(mc)/float64(mj), rounds)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func timeToSVID(t *testing.T, mode string) time.Duration {
+	lab, ctx := newLab(t)
+	defer lab.Close()
+	sim, err := lab.InitSim(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{SimRoot: filepath.Join(sim.Dir, "root.pem"), PCSURL: sim.PCSURL, JoinToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	cfg := spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir, Measure: "off"}
+	node := "ccnp:tee:sim"
+	if mode == "join_token" {
+		if cfg.JoinToken, err = srv.JoinToken(ctx, "spiffe://example.org/nodes/joined"); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.CreateEntry(ctx, "-parentID", "spiffe://example.org/nodes/joined", "-spiffeID", "spiffe://example.org/demo/workload",
+			"-selector", "ccnp:exe:sha256:"+sum(t, workload)); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		entries(t, ctx, lab, srv, node, workload)
+	}
+	start := time.Now()
+	agent, err := lab.StartAgent(ctx, srv, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := agent.FetchSVID(ctx, workload, 90*time.Second); err != nil {
+		t.Fatalf("%s: %v", mode, err)
+	} else if !strings.Contains(out, "demo/workload") {
+		t.Fatalf("%s: %s", mode, out)
+	}
+	return time.Since(start)
 }
