@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
@@ -93,57 +92,6 @@ func sha384sum(t *testing.T, path string) string {
 		t.Skip("sha384sum:", err)
 	}
 	return strings.Fields(string(out))[0]
-}
-
-// v2Root returns a writable cgroup v2 mount (pure v2 or the hybrid
-// "unified" one), or "".
-func v2Root() string {
-	if os.Geteuid() != 0 {
-		return ""
-	}
-	for _, d := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(d, "cgroup.controllers")); err != nil && d == "/sys/fs/cgroup" {
-			continue // v1 tmpfs
-		}
-		probe := filepath.Join(d, fmt.Sprintf("ccnp-probe-%d", os.Getpid()))
-		if err := os.Mkdir(probe, 0o755); err != nil {
-			continue
-		}
-		_ = os.Remove(probe)
-		return d
-	}
-	return ""
-}
-
-// inCgroup creates root/rel (nested) and moves pid into it; the cgroups are
-// removed at cleanup (after the process is gone).
-func inCgroup(t *testing.T, root, rel string, pid int) {
-	t.Helper()
-	dir := filepath.Join(root, rel)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Back to the root cgroup first: this cleanup runs before the
-		// process is killed, and a populated cgroup cannot be removed.
-		_ = os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
-		parts := strings.Split(rel, "/")
-		for i := len(parts); i > 0; i-- {
-			p := filepath.Join(root, filepath.Join(parts[:i]...))
-			for range 50 {
-				if err := os.Remove(p); err == nil || os.IsNotExist(err) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	})
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func randomHex(t *testing.T, n int) string {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/internal/cgrouptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,12 +35,12 @@ func TestAttestRealProcess(t *testing.T) {
 		fmt.Sprintf("uid:%d", os.Geteuid()),
 		fmt.Sprintf("gid:%d", os.Getegid()),
 	}
-	if root := v2Root(); root != "" {
+	if root := cgrouptest.Root(); root != "" {
 		uid := "5c9a7f3e-1d2b-4c8a-9e6f-0a1b2c3d4e5f"
 		id := randomHex(t, 32)
 		top := fmt.Sprintf("kubepods-ccnptest%d.slice", os.Getpid())
 		rel := top + "/kubepods-ccnptest-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + id + ".scope"
-		inCgroup(t, root, rel, cmd.Process.Pid)
+		cgrouptest.Enter(t, root, rel, cmd.Process.Pid)
 		want = append(want, "cgroup:/"+rel, "container:id:"+id, "container:runtime:containerd", "pod:uid:"+uid)
 	} else {
 		t.Log("no writable cgroup v2: container selectors are covered by TestAttestFakeProc")
@@ -53,7 +54,7 @@ func TestAttestRealProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v2Root() == "" {
+	if cgrouptest.Root() == "" {
 		got = slices.DeleteFunc(got, func(s string) bool { return strings.HasPrefix(s, "cgroup:") || strings.HasPrefix(s, "systemd:") })
 	}
 	if !slices.Equal(sorted(got), sorted(want)) {

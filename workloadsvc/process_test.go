@@ -6,11 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/internal/cgrouptest"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,7 +181,7 @@ func TestProcessesFakeProc(t *testing.T) {
 // directories named as container runtimes name them, and serves with the
 // real /proc.
 func TestProcessesRealCgroups(t *testing.T) {
-	root := v2Root()
+	root := cgrouptest.Root()
 	if root == "" {
 		t.Skip("no writable cgroup v2 hierarchy (needs root)")
 	}
@@ -196,7 +195,7 @@ func TestProcessesRealCgroups(t *testing.T) {
 	}
 	for _, c := range cases {
 		cl := startClient(t)
-		inCgroup(t, root, c.rel, cl.cmd.Process.Pid)
+		cgrouptest.Enter(t, root, c.rel, cl.cmd.Process.Pid)
 		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cl.cmd.Process.Pid))
 		if err != nil || !strings.Contains(string(cg), c.rel) {
 			t.Fatalf("client not in %s: %s %v", c.rel, cg, err)
@@ -207,53 +206,5 @@ func TestProcessesRealCgroups(t *testing.T) {
 	_, err := f.rpc.GetCcEventlog(f.ctx, &ccnppb.GetCcEventlogRequest{})
 	if !isPermissionDenied(err) {
 		t.Fatalf("host process: %v", err)
-	}
-}
-
-// v2Root returns a writable cgroup v2 mount, or "".
-func v2Root() string {
-	if os.Geteuid() != 0 {
-		return ""
-	}
-	for _, d := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(d, "cgroup.controllers")); err != nil && d == "/sys/fs/cgroup" {
-			continue
-		}
-		probe := filepath.Join(d, fmt.Sprintf("ccnpsvc-probe-%d", os.Getpid()))
-		if err := os.Mkdir(probe, 0o755); err != nil {
-			continue
-		}
-		_ = os.Remove(probe)
-		return d
-	}
-	return ""
-}
-
-// inCgroup creates root/rel and moves pid into it; cleanup moves it back and
-// removes the directories.
-func inCgroup(t *testing.T, root, rel string, pid int) {
-	t.Helper()
-	dir := filepath.Join(root, rel)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
-		parts := strings.Split(rel, "/")
-		for i := len(parts); i > 0; i-- {
-			p := filepath.Join(root, filepath.Join(parts[:i]...))
-			for range 50 {
-				if err := os.Remove(p); err == nil || os.IsNotExist(err) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	})
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
