@@ -121,10 +121,12 @@ func VerifyCCEL(table, log []byte, rtmr [3][]byte) (*Facts, error) {
 		facts.VerifiedRegisters = append(facts.VerifiedRegisters, m.String())
 		bank.RTMRs = append(bank.RTMRs, register.RTMR{Index: i, Digest: want})
 	}
-	state, err := ccel.ReplayAndExtract(table, log, bank, extract.Opts{
-		Loader:             extract.GRUB,
-		AllowEmptySBVar:    true, // an unset SecureBoot variable means off
-		SkipACPITableCheck: table == nil,
+	state, err := extractGuarded("CCEL", func() (*pb.FirmwareLogState, error) {
+		return ccel.ReplayAndExtract(table, log, bank, extract.Opts{
+			Loader:             extract.GRUB,
+			AllowEmptySBVar:    true, // an unset SecureBoot variable means off
+			SkipACPITableCheck: table == nil,
+		})
 	})
 	if state == nil {
 		return nil, fmt.Errorf("eventlog: go-eventlog refused the CCEL: %w", err)
@@ -213,9 +215,11 @@ func VerifyTPM(log []byte, pcrs cctrusted.Registers) (*Facts, error) {
 	if len(bank.PCRs) == 0 {
 		return nil, fmt.Errorf("eventlog: none of the signed PCRs (%d) is one the TPM log covers in %v", len(keys), extractAlg)
 	}
-	state, err := tpmeventlog.ReplayAndExtract(log, bank, extract.Opts{
-		Loader:          extract.GRUB,
-		AllowEmptySBVar: true,
+	state, err := extractGuarded("TPM log", func() (*pb.FirmwareLogState, error) {
+		return tpmeventlog.ReplayAndExtract(log, bank, extract.Opts{
+			Loader:          extract.GRUB,
+			AllowEmptySBVar: true,
+		})
 	})
 	if state == nil {
 		return nil, fmt.Errorf("eventlog: go-eventlog refused the TPM log: %w", err)
