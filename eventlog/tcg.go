@@ -11,6 +11,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -294,6 +295,9 @@ func (w *walker) walk(buf []byte, off int, l *Log) error {
 			if len(buf)-p < sz {
 				return fmt.Errorf("eventlog: %s event %d: truncated %v digest", format, n, id)
 			}
+			if typ == cctrusted.EventNoAction && !isZero(buf[p:p+sz]) {
+				return fmt.Errorf("eventlog: %s event %d: EV_NO_ACTION event with a non-zero %v digest (TCG PFP: its digests are zero, it is never extended)", format, n, id)
+			}
 			if l != nil {
 				w.digests = append(w.digests, cctrusted.Digest{Alg: id, Value: buf[p : p+sz : p+sz]})
 			}
@@ -306,6 +310,9 @@ func (w *walker) walk(buf []byte, off int, l *Log) error {
 		p += 4
 		if uint64(dsize) > uint64(len(buf)-p) {
 			return fmt.Errorf("eventlog: %s event %d at offset %d: data size %d runs past the end of the log (%d bytes left)", format, n, off, dsize, len(buf)-p)
+		}
+		if typ == cctrusted.EventNoAction && bytes.HasPrefix(buf[p:p+int(dsize)], []byte(specIDSignature)) {
+			return fmt.Errorf("eventlog: %s event %d at offset %d: a second Spec ID event (only the first event may declare the banks)", format, n, off)
 		}
 		if l != nil {
 			l.Events = append(l.Events, cctrusted.Event{
