@@ -1,0 +1,158 @@
+package adversarial
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+)
+
+// TestReplayedQuotes: genuine evidence used outside the one challenge it
+// answers.
+func TestReplayedQuotes(t *testing.T) {
+	runSimCases(t, []simCase{
+		{
+			// A recorded attestation played back on a new stream: its
+			// binding is for the old nonce.
+			name: "evidence of an earlier attestation replayed",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				s := newServer(t, n.serverConfig(""))
+				var old []byte
+				first := n.agent(t)
+				first.sent = &old
+				if _, err := s.attest(first); err != nil {
+					t.Fatalf("first attestation: %v", err)
+				}
+				a.raw = func([]byte) []byte { return old }
+			},
+			want: reject(codes.PermissionDenied, "binding"),
+		},
+		{
+			// The attacker rewrites the binding field to what the server
+			// expects; the signed REPORTDATA still holds the other nonce.
+			name: "quote for another nonce with the binding field rewritten",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				var hello, nonce []byte
+				a.hello = func(h []byte) []byte { hello = h; return h }
+				a.challenge = func(c *evidencepb.Challenge) {
+					nonce = bytes.Clone(c.Nonce)
+					c.Nonce = bytes.Repeat([]byte{0x42}, evidence.NonceSize)
+				}
+				a.mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
+			},
+			want: reject(codes.PermissionDenied, "report_data"),
+		},
+		{
+			name: "instance ID swapped in the hello after the quote",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				a.hello = func(h []byte) []byte {
+					var p evidencepb.Payload
+					if err := proto.Unmarshal(h, &p); err != nil {
+						t.Fatal(err)
+					}
+					p.GetHello().InstanceId = "00000000000000000000000000000000"
+					b, err := evidence.Encode(&p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return b
+				}
+			},
+			want: reject(codes.PermissionDenied, "binding"),
+		},
+		{
+			name: "binding field of another challenge",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				a.mutate = func(e *evidencepb.Evidence) { e.Binding[0] ^= 1 }
+			},
+			want: reject(codes.PermissionDenied, "binding"),
+		},
+		{
+			name:   "nonce expired before the evidence arrived",
+			config: `nonce_ttl = "1s"`,
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				a.beforeEvidence = func() { time.Sleep(1200 * time.Millisecond) }
+			},
+			want: reject(codes.PermissionDenied, "nonce", "expired"),
+		},
+	})
+}
+
+// TestMixedEvidence: parts of the evidence of two nodes of the same
+// platform (same simulated root) put together.
+func TestMixedEvidence(t *testing.T) {
+	runSimCases(t, []simCase{
+		{
+			name: "runtime log of another node",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				b := n.cloneNode(t)
+				b.runWorkloads(t, workload(1))
+				other := b.collect(t, make([]byte, evidence.NonceSize), nil)
+				a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = other.RuntimeLog }
+			},
+			want: reject(codes.PermissionDenied, "runtime_replay"),
+		},
+		{
+			name: "CCEL of a node that booted something else",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				other := readTestdata(t, "ccel", "ubuntu-2404-intel-tdx.bin")
+				a.mutate = func(e *evidencepb.Evidence) { e.Ccel = wrapLog(t, evidencepb.LogKind_LOG_KIND_CCEL, other) }
+			},
+			want: reject(codes.PermissionDenied, "ccel_replay"),
+		},
+		{
+			name: "IMA log of another node",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				b := n.cloneNode(t)
+				list := readTestdata(t, "ima", "cgpath.bin")
+				b.extendIMA(t, list)
+				a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
+			},
+			want: reject(codes.PermissionDenied, "ima_replay"),
+		},
+		{
+			// The other node answers the same nonce for its own hello; the
+			// result is sent on this node's stream.
+			name: "quote of another node for the same nonce",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				b := n.cloneNode(t)
+				a.challenge = func(c *evidencepb.Challenge) {
+					other := b.collect(t, c.Nonce, nil)
+					a.mutate = func(e *evidencepb.Evidence) { e.Quote = other.Quote }
+				}
+			},
+			want: reject(codes.PermissionDenied, "report_data"),
+		},
+		{
+			// Everything of the other node, including its binding, on this
+			// node's stream.
+			name: "whole evidence of another node for the same nonce",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				b := n.cloneNode(t)
+				b.runWorkloads(t, workload(2))
+				a.challenge = func(c *evidencepb.Challenge) {
+					other := b.collect(t, c.Nonce, nil)
+					a.mutate = func(e *evidencepb.Evidence) { proto.Reset(e); proto.Merge(e, other) }
+				}
+			},
+			want: reject(codes.PermissionDenied, "binding"),
+		},
+		{
+			name: "quote of another platform with this node's logs",
+			setup: func(t *testing.T, n *simNode, a *agent) {
+				other := newSimNode(t, sim.InitOptions{})
+				a.challenge = func(c *evidencepb.Challenge) {
+					q := other.collect(t, c.Nonce, nil).Quote
+					a.mutate = func(e *evidencepb.Evidence) { e.Quote = q }
+				}
+			},
+			want: reject(codes.PermissionDenied, "pck_chain"),
+		},
+	})
+}

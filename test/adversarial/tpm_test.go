@@ -1,0 +1,297 @@
+package adversarial
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+)
+
+// tpmLogName is a real firmware log (testdata/tpmlog, from go-eventlog),
+// replayed into swtpm so that the quoted PCRs and the log agree.
+const tpmLogName = "rhel8-uefi.bin"
+
+// tpmNode is one swtpm with certified EKs and the real firmware log
+// replayed into its PCRs.
+type tpmNode struct {
+	addr     string
+	prov     *swtpm.Provisioned
+	root     string
+	base     string
+	firmware []byte
+}
+
+func startTPMNode(t *testing.T) *tpmNode {
+	t.Helper()
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
+	if err != nil {
+		t.Fatalf("swtpm: %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	n := &tpmNode{addr: tp.Addr(), root: t.TempDir(), base: t.TempDir(), firmware: readTestdata(t, "tpmlog", tpmLogName)}
+	if n.prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	if _, err := swtpm.ReplayLog(ctx, tp, n.firmware); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	p := filepath.Join(n.root, tpm.EventLogPath)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, n.firmware, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// agent opens the TPM for one attestation (the TPM serves one connection
+// at a time) with extra keys in the agent's tpm block.
+func (n *tpmNode) agent(t *testing.T, tpmExtra string) *agent {
+	t.Helper()
+	cfg, err := conf.ParseAgentNodeAttestor(fmt.Sprintf(`tee = "tpm"
+host_root = %q
+tpm {
+  device  = %q
+  ak_type = "ecc"
+  %s
+}
+instance_id_path = %q
+runtime_log_path = %q
+`, n.root, n.addr, tpmExtra, filepath.Join(n.base, "instance_id"), filepath.Join(n.base, "runtime.cel")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tee.Open(context.Background(), nodeattestor.TEEConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &agent{p: p, cfg: cfg}
+}
+
+func (n *tpmNode) serverConfig(extra string) string {
+	return fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s\n", n.prov.CAPath, extra)
+}
+
+// expectedPCR is the SHA-256 value go-eventlog's tests recorded for the
+// machine that wrote the log (testdata/tpmlog/expected.json).
+func expectedPCR(t *testing.T, pcr int) string {
+	t.Helper()
+	var exp map[string]struct {
+		Banks map[string]map[string]string `json:"banks"`
+	}
+	if err := json.Unmarshal(readTestdata(t, "tpmlog", "expected.json"), &exp); err != nil {
+		t.Fatal(err)
+	}
+	v := exp[tpmLogName].Banks["sha256"][fmt.Sprintf("pcr%d", pcr)]
+	if v == "" {
+		t.Fatalf("no expected pcr%d", pcr)
+	}
+	return v
+}
+
+// tpmLogEvents splits a crypto-agile TPM log into its header and events,
+// walking the layout itself (digest sizes from the Spec ID event).
+func tpmLogEvents(t *testing.T, raw []byte) (head []byte, events [][]byte) {
+	t.Helper()
+	size := int(binary.LittleEndian.Uint32(raw[28:]))
+	spec := raw[32 : 32+size]
+	algs := map[uint16]int{}
+	for i := range int(binary.LittleEndian.Uint32(spec[24:])) {
+		algs[binary.LittleEndian.Uint16(spec[28+4*i:])] = int(binary.LittleEndian.Uint16(spec[30+4*i:]))
+	}
+	off := 32 + size
+	head = raw[:off]
+	for off < len(raw) {
+		start := off
+		count := int(binary.LittleEndian.Uint32(raw[off+8:]))
+		off += 12
+		for range count {
+			off += 2 + algs[binary.LittleEndian.Uint16(raw[off:])]
+		}
+		off += 4 + int(binary.LittleEndian.Uint32(raw[off:]))
+		events = append(events, bytes.Clone(raw[start:off]))
+	}
+	return head, events
+}
+
+// TestTPMQuotes: a TPM quote over a PCR selection that leaves out what the
+// policy checks, and TPM evidence edited after the quote.
+func TestTPMQuotes(t *testing.T) {
+	n := startTPMNode(t)
+	pcr7Policy := fmt.Sprintf(`require_policy = true
+policy "firmware" {
+  enforce = true
+  tee = ["tpm"]
+  pcr "7" { sha256 = [%q] }
+}`, expectedPCR(t, 7))
+	// The firmware log's events on PCR 7, swapped, and one moved.
+	head, events := tpmLogEvents(t, n.firmware)
+	var on7 []int
+	for i, e := range events {
+		if binary.LittleEndian.Uint32(e) == 7 && binary.LittleEndian.Uint32(e[4:]) != cctrusted.EventNoAction {
+			on7 = append(on7, i)
+		}
+	}
+	if len(on7) < 2 {
+		t.Fatalf("firmware log has %d events on PCR 7", len(on7))
+	}
+	edited := func(edit func(es [][]byte)) []byte {
+		es := make([][]byte, len(events))
+		for i := range events {
+			es[i] = bytes.Clone(events[i])
+		}
+		edit(es)
+		return append(bytes.Clone(head), bytes.Join(es, nil)...)
+	}
+	sendLog := func(log []byte) func(t *testing.T, a *agent) {
+		return func(t *testing.T, a *agent) {
+			a.mutate = func(e *evidencepb.Evidence) { e.TpmLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_TPM, log) }
+		}
+	}
+
+	t.Run("baseline", func(t *testing.T) {
+		s := newServer(t, n.serverConfig(pcr7Policy))
+		attrs, err := s.attest(n.agent(t, ""))
+		if err != nil {
+			t.Fatalf("genuine TPM evidence rejected: %v", err)
+		}
+		if !strings.Contains(strings.Join(attrs.GetSelectorValues(), " "), "policy:firmware") {
+			t.Fatalf("policy not met by the genuine node: %v", attrs.GetSelectorValues())
+		}
+	})
+	for _, c := range []struct {
+		name     string
+		tpmExtra string
+		config   string
+		setup    func(t *testing.T, a *agent)
+		want     rejection
+	}{
+		{
+			name:     "quote over PCRs 0-6 while the policy checks PCR 7",
+			tpmExtra: "pcrs = [0, 1, 2, 3, 4, 5, 6]",
+			config:   pcr7Policy,
+			want:     reject(codes.PermissionDenied, "policy", "firmware"),
+		},
+		{
+			name:     "quote over PCR 0 only while the policy checks PCR 7",
+			tpmExtra: "pcrs = [0]",
+			config:   pcr7Policy,
+			want:     reject(codes.PermissionDenied, "policy", "firmware"),
+		},
+		{
+			// PCR 7 is claimed in the evidence but was not in the quoted
+			// selection: the quote's digest does not cover it.
+			name:     "PCR 7 added to the evidence outside the quoted selection",
+			tpmExtra: "pcrs = [0, 1, 2, 3, 4, 5, 6]",
+			config:   pcr7Policy,
+			setup: func(t *testing.T, a *agent) {
+				v, err := hexBytes(expectedPCR(t, 7))
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[7] = v }
+			},
+			want: reject(codes.PermissionDenied, "tpm_quote"),
+		},
+		{
+			name: "quoted PCR value edited in the evidence",
+			setup: func(t *testing.T, a *agent) {
+				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[0][0] ^= 1 }
+			},
+			want: reject(codes.PermissionDenied, "tpm_quote"),
+		},
+		{
+			name: "TPMS_ATTEST byte flipped",
+			setup: func(t *testing.T, a *agent) {
+				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Quote[len(e.Tpm.Quote)-1] ^= 1 }
+			},
+			want: reject(codes.PermissionDenied, "tpm_quote"),
+		},
+		{
+			name: "quote for another nonce with the binding rewritten",
+			setup: func(t *testing.T, a *agent) {
+				var hello, nonce []byte
+				a.hello = func(h []byte) []byte { hello = h; return h }
+				a.challenge = func(c *evidencepb.Challenge) {
+					nonce = bytes.Clone(c.Nonce)
+					c.Nonce = bytes.Repeat([]byte{7}, evidence.NonceSize)
+				}
+				a.mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
+			},
+			want: reject(codes.PermissionDenied, "tpm_quote"),
+		},
+		{
+			name: "credential activation answered with a guess",
+			setup: func(t *testing.T, a *agent) {
+				a.activate = func(*evidencepb.Challenge) []byte {
+					secret := make([]byte, 32)
+					if _, err := rand.Read(secret); err != nil {
+						t.Fatal(err)
+					}
+					b, err := evidence.Encode(evidence.NewActivatedSecret(&evidencepb.ActivatedSecret{Secret: secret}))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return b
+				}
+			},
+			want: reject(codes.PermissionDenied, "activation"),
+		},
+		{
+			name:  "firmware log events on PCR 7 swapped",
+			setup: sendLog(edited(func(es [][]byte) { es[on7[0]], es[on7[1]] = es[on7[1]], es[on7[0]] })),
+			want:  reject(codes.PermissionDenied, "tpm_log_replay"),
+		},
+		{
+			name:  "firmware log event moved from PCR 7 to PCR 4",
+			setup: sendLog(edited(func(es [][]byte) { binary.LittleEndian.PutUint32(es[on7[0]], 4) })),
+			want:  reject(codes.PermissionDenied, "tpm_log_replay"),
+		},
+		{
+			name:  "firmware log event on PCR 30, outside the bank",
+			setup: sendLog(edited(func(es [][]byte) { binary.LittleEndian.PutUint32(es[on7[0]], 30) })),
+			want:  reject(codes.InvalidArgument, "tpm_log_replay"),
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := n.agent(t, c.tpmExtra)
+			if c.setup != nil {
+				c.setup(t, a)
+			}
+			s := newServer(t, n.serverConfig(c.config))
+			_, err := s.attest(a)
+			s.want(t, err, c.want)
+		})
+	}
+}
+
+func hexBytes(s string) ([]byte, error) {
+	b := make([]byte, len(s)/2)
+	_, err := fmt.Sscanf(s, "%x", &b)
+	return b, err
+}
