@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
@@ -100,6 +101,18 @@ func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttesto
 		h.InstanceId = id
 	}
 	h.Caps = capabilities(p, cfg)
+	if ck := loadCheckpoint(ctx, CheckpointPath(cfg)); ck != nil {
+		h.Checkpoint = ck
+		if b, err := evidence.Encode(evidence.NewHello(h)); err == nil {
+			return b, nil
+		} else {
+			// A stored checkpoint this build would not send is dropped
+			// rather than blocking attestation.
+			logger(ctx).Warn("Stored checkpoint dropped; attesting with whole logs", "path", CheckpointPath(cfg), "error", err)
+			dropCheckpoint(ctx, CheckpointPath(cfg))
+			h.Checkpoint = nil
+		}
+	}
 	b, err := evidence.Encode(evidence.NewHello(h))
 	if err != nil {
 		return nil, fail(codes.Internal, "hello", err)
@@ -110,7 +123,7 @@ func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttesto
 // capabilities lists what this agent can send, so the server asks only for
 // logs that exist here.
 func capabilities(p cctrusted.Provider, cfg *conf.AgentNodeAttestor) []string {
-	caps := []string{evidence.CapZstd, evidence.CapGzip}
+	caps := []string{evidence.CapZstd, evidence.CapGzip, evidence.CapCheckpoint}
 	c := concrete(p)
 	for _, k := range cfg.Logs {
 		if !logSupported(c, p.TEE(), k) {
@@ -169,6 +182,11 @@ func logSupported(c cctrusted.Provider, t cctrusted.TEE, k conf.LogKind) bool {
 //
 // A log that does not exist on this node (no IMA, no runtime log yet) is
 // skipped with a log line; the server decides whether it can do without.
+//
+// When the challenge carries checkpoint offsets, the IMA and runtime logs
+// are sent from those offsets on and the evidence echoes them. A log shorter
+// than its offset (a reboot) makes the agent send whole logs instead, and
+// the server then asks again without a checkpoint.
 func Collect(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, helloBytes []byte, ch *evidencepb.Challenge) (*evidencepb.Payload, error) {
 	if cfg == nil {
 		return nil, failf(codes.FailedPrecondition, "evidence", "no configuration")
@@ -210,6 +228,9 @@ func Collect(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttes
 		}
 	}
 	enc := wireEncoding(cfg.Compression)
+	if offs := ch.GetCheckpoint().GetOffsets(); len(offs) > 0 {
+		ev.Checkpoint = &evidencepb.Checkpoint{Offsets: offs}
+	}
 	for _, k := range cfg.Logs {
 		if !slices.Contains(wanted, wireLog(k)) {
 			log.Debug("Log not sent: the server did not ask for it", "log", k)
@@ -219,7 +240,19 @@ func Collect(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttes
 			log.Debug("Log not sent: it does not exist on this TEE", "log", k, "tee", t)
 			continue
 		}
-		if err := addLog(ctx, c, t, cfg, k, enc, ev); err != nil {
+		err := addLog(ctx, c, t, cfg, k, enc, ev, ch)
+		if errors.Is(err, fs.ErrNotExist) && ev.Checkpoint != nil {
+			if off := evidence.OffsetOf(ev.Checkpoint.GetOffsets(), wireLog(k)); off != nil && off.GetBytes() > 0 {
+				err = fmt.Errorf("%w: the %s is gone", errCannotCut, k)
+			}
+		}
+		if errors.Is(err, errCannotCut) {
+			log.Info("Sending whole logs: cannot send them from the checkpoint", "error", err)
+			full := proto.CloneOf(ch)
+			full.Checkpoint = nil
+			return Collect(ctx, p, cfg, helloBytes, full)
+		}
+		if err != nil {
 			var e *Error
 			if errors.As(err, &e) && errors.Is(e.Err, fs.ErrNotExist) {
 				log.Warn("Log not sent: not present on this node", "log", k, "error", e.Err)
@@ -231,8 +264,9 @@ func Collect(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttes
 	return evidence.NewEvidence(ev), nil
 }
 
-// addLog reads log k and puts it into ev.
-func addLog(ctx context.Context, c cctrusted.Provider, t cctrusted.TEE, cfg *conf.AgentNodeAttestor, k conf.LogKind, enc evidencepb.Encoding, ev *evidencepb.Evidence) error {
+// addLog reads log k and puts it into ev, from the challenge's checkpoint
+// offset on when it gives one.
+func addLog(ctx context.Context, c cctrusted.Provider, t cctrusted.TEE, cfg *conf.AgentNodeAttestor, k conf.LogKind, enc evidencepb.Encoding, ev *evidencepb.Evidence, ch *evidencepb.Challenge) error {
 	var (
 		raw []byte
 		err error
@@ -263,6 +297,9 @@ func addLog(ctx context.Context, c cctrusted.Provider, t cctrusted.TEE, cfg *con
 		return fail(codes.Internal, op, err)
 	}
 	wk := wireLog(k)
+	if raw, _, err = suffix(ch, wk, raw); err != nil {
+		return err
+	}
 	l, err := evidence.CompressLog(wk, raw, enc)
 	if err != nil {
 		return fail(codes.Internal, op, err)

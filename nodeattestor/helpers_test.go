@@ -186,9 +186,14 @@ func (s *server) recvEvidence() error {
 	return nil
 }
 
-// end expects the plugin to finish the stream cleanly.
+// end closes the server's side, as SPIRE does once attestation is over
+// (the plugin may wait for a checkpoint or a fallback challenge until then),
+// and expects the plugin to finish the stream cleanly.
 func (s *server) end() {
 	s.t.Helper()
+	if err := s.stream.CloseSend(); err != nil {
+		s.t.Fatalf("CloseSend: %v", err)
+	}
 	if msg, err := s.stream.Recv(); !errors.Is(err, io.EOF) {
 		s.t.Fatalf("after the last message: got %v, %v; want the plugin to end the stream", msg, err)
 	}

@@ -163,6 +163,51 @@ func attest(ctx context.Context, stream attestStream, prov cctrusted.Provider, c
 	if len(ch.GetNonce()) == 0 {
 		return failf(codes.InvalidArgument, "receive nonce challenge", "got a credential activation challenge before any evidence")
 	}
+	if err := sendEvidence(ctx, stream, prov, cfg, helloBytes, ch); err != nil {
+		return err
+	}
+
+	// What may follow: a fresh nonce challenge (the server could not use
+	// the checkpoint and asks for whole logs), credential activation (TPM),
+	// a new checkpoint to keep. SPIRE ends the stream when it is done.
+	for rounds := 0; ; rounds++ {
+		if rounds > maxFollowUps {
+			return failf(codes.Aborted, "receive challenge", "the server sent more than %d challenges after the evidence", maxFollowUps)
+		}
+		ch, done, err = receive(stream, "challenge")
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if len(ch.GetNonce()) > 0 {
+			log.Info("Server asked for whole logs again (checkpoint not usable)")
+			if err := sendEvidence(ctx, stream, prov, cfg, helloBytes, ch); err != nil {
+				return err
+			}
+			continue
+		}
+		pl, err := Answer(ctx, prov, cfg, helloBytes, ch)
+		if err != nil {
+			return err
+		}
+		b, err := evidence.Encode(pl)
+		if err != nil {
+			return fail(codes.Internal, "encode "+evidence.KindOf(pl).String(), err)
+		}
+		if err := respond(stream, b, "send "+evidence.KindOf(pl).String()); err != nil {
+			return err
+		}
+	}
+}
+
+// maxFollowUps bounds the challenges after the first evidence: a fallback
+// round, an activation for each round and a checkpoint.
+const maxFollowUps = 5
+
+// sendEvidence answers a nonce challenge.
+func sendEvidence(ctx context.Context, stream attestStream, prov cctrusted.Provider, cfg *conf.AgentNodeAttestor, helloBytes []byte, ch *evidencepb.Challenge) error {
 	payload, err := Collect(ctx, prov, cfg, helloBytes, ch)
 	if err != nil {
 		return err
@@ -177,32 +222,8 @@ func attest(ctx context.Context, stream attestStream, prov cctrusted.Provider, c
 	if err := respond(stream, b, "send evidence"); err != nil {
 		return err
 	}
-	log.Info("Sent attestation evidence", "payload_bytes", len(b), "logs", sentLogs(payload.GetEvidence()), "quote_sha256", quoteDigest(payload.GetEvidence()))
-
-	if prov.TEE() != cctrusted.TEETPM {
-		return nil
-	}
-	// A TPM node proves that its AK lives next to its EK; a server that
-	// trusts the AK otherwise ends the stream instead.
-	ch, done, err = receive(stream, "credential activation challenge")
-	if err != nil {
-		return err
-	}
-	if done {
-		log.Debug("Server asked for no credential activation")
-		return nil
-	}
-	secret, err := Activate(ctx, prov, ch)
-	if err != nil {
-		return err
-	}
-	if b, err = evidence.Encode(secret); err != nil {
-		return fail(codes.Internal, "encode activated secret", err)
-	}
-	if err := respond(stream, b, "send activated secret"); err != nil {
-		return err
-	}
-	log.Debug("Answered the credential activation challenge")
+	ev := payload.GetEvidence()
+	logger(ctx).Info("Sent attestation evidence", "payload_bytes", len(b), "logs", sentLogs(ev), "incremental", ev.GetCheckpoint() != nil, "quote_sha256", quoteDigest(ev))
 	return nil
 }
 

@@ -37,6 +37,12 @@ type attestation struct {
 	quoteSHA256  string
 	results      []policy.Result
 	selectors    int
+	// incremental: the evidence was verified from a checkpoint; fellBack
+	// says why a presented checkpoint was not used.
+	incremental bool
+	fellBack    string
+	// want is what the current round asked for.
+	want []evidencepb.LogKind
 }
 
 // verified is what a TEE-specific verification established.
@@ -45,6 +51,10 @@ type verified struct {
 	id        string
 	facts     policy.Facts
 	selectors []string
+	// incremental: verified from a checkpoint and log suffixes.
+	incremental bool
+	// next is what a checkpoint issued for this attestation records.
+	next *checkpointState
 }
 
 // Attest runs the challenge/response of DESIGN.md §3 and answers with the
@@ -88,6 +98,56 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, err
 	}
 
+	// An agent that presents a checkpoint is asked for its log suffixes
+	// only; anything that does not add up makes the next round ask for
+	// full logs (at most one fallback per attestation).
+	inc := a.openCheckpoint(hello)
+	var v *verified
+	for {
+		v, err = a.round(ctx, hello, helloBytes, inc)
+		var fb *fallbackError
+		if inc != nil && errors.As(err, &fb) {
+			a.log.Info("incremental re-attestation falls back to a full replay", "agent_id", inc.claims.GetAgentId(), "reason", fb.reason)
+			a.fellBack = fb.reason
+			inc = nil
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
+	}
+	a.incremental = v.incremental
+
+	outcome := policy.Evaluate(cfg.Policies, &v.facts, cfg.RequirePolicy)
+	a.results = outcome.Results
+	for _, r := range outcome.Results {
+		if !r.Match && !r.Enforce {
+			a.log.Warn("warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
+		}
+	}
+	if err := outcome.Rejection(); err != nil {
+		return nil, reject(codes.PermissionDenied, CheckPolicy, err)
+	}
+
+	if a.agentID, err = a.agentIDOf(v.id); err != nil {
+		return nil, err
+	}
+	sels := append(v.selectors, outcome.Selectors()...)
+	slices.Sort(sels)
+	sels = slices.Compact(sels)
+	a.selectors = len(sels)
+	if err := a.issueCheckpoint(ctx, hello, v); err != nil {
+		return nil, err
+	}
+	return &nodeattestorv1.AgentAttributes{SpiffeId: a.agentID, SelectorValues: sels, CanReattest: true}, nil
+}
+
+// round is one nonce challenge and the verification of the evidence that
+// answers it: incremental when inc is set (logs from its offsets on), full
+// otherwise.
+func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloBytes []byte, inc *incremental) (*verified, error) {
+	cfg := a.st.cfg
 	nonce, err := a.p.newNonce()
 	if err != nil {
 		return nil, reject(codes.Internal, CheckNonce, err)
@@ -100,11 +160,17 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, reject(code, CheckNonce, err)
 	}
 	defer a.p.nonces.forget(nonce)
-	if err := a.sendChallenge(&evidencepb.Challenge{
+	ch := &evidencepb.Challenge{
 		Nonce:           nonce,
 		Want:            wantLogs(conf.TEE(a.tee), hello.GetCaps()),
 		MaxPayloadBytes: uint64(cfg.MaxPayloadBytes),
-	}); err != nil {
+	}
+	if inc != nil {
+		ch.Want = incrementalWant(conf.TEE(a.tee), ch.Want)
+		ch.Checkpoint = &evidencepb.Checkpoint{Offsets: inc.claims.GetOffsets()}
+	}
+	a.want = ch.Want
+	if err := a.sendChallenge(ch); err != nil {
 		return nil, err
 	}
 
@@ -116,6 +182,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	if evBytes == nil {
 		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
 	}
+	phase := a.p.metrics.start(phaseParse)
 	ev, err := evidence.DecodeEvidence(evBytes, a.limits)
 	if err != nil {
 		return nil, payloadRejection("evidence", err)
@@ -129,6 +196,12 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	if err := evidence.CheckBinding(ev.GetBinding(), nonce, helloBytes); err != nil {
 		return nil, reject(codes.PermissionDenied, CheckBinding, err)
 	}
+	if err := checkEcho(ch, ev); err != nil {
+		if inc != nil && ev.GetCheckpoint() == nil {
+			return nil, fallback("the agent sent whole logs instead of suffixes (it could not cut its logs at the offsets)")
+		}
+		return nil, err
+	}
 	// From here on the server's own binding is what the TEE must have
 	// signed; the agent's copy has only been checked to agree with it.
 	binding := evidence.Binding(nonce, helloBytes)
@@ -136,39 +209,20 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	if err != nil {
 		return nil, payloadRejection("evidence logs", err)
 	}
+	phase.done()
 
 	var v *verified
 	switch conf.TEE(a.tee) {
 	case conf.TEETDX, conf.TEESim:
-		v, err = a.verifyTDX(ctx, hello, ev, logs, binding[:])
+		v, err = a.verifyTDX(ctx, hello, ev, logs, binding[:], inc)
 	case conf.TEETPM:
-		v, err = a.verifyTPM(ctx, ev, logs, binding[:])
+		v, err = a.verifyTPM(ctx, ev, logs, binding[:], inc)
 	}
 	if err != nil {
 		return nil, err
 	}
-
-	outcome := policy.Evaluate(cfg.Policies, &v.facts, cfg.RequirePolicy)
-	a.results = outcome.Results
-	for _, r := range outcome.Results {
-		if !r.Match && !r.Enforce {
-			a.log.Warn("warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
-		}
-	}
-	if err := outcome.Rejection(); err != nil {
-		return nil, reject(codes.PermissionDenied, CheckPolicy, err)
-	}
-
-	path, err := cfg.AgentPath(conf.AgentPathData{TEE: a.tee, ID: v.id})
-	if err != nil {
-		return nil, reject(codes.InvalidArgument, CheckAgentID, err)
-	}
-	a.agentID = "spiffe://" + a.st.trustDomain + path
-	sels := append(v.selectors, outcome.Selectors()...)
-	slices.Sort(sels)
-	sels = slices.Compact(sels)
-	a.selectors = len(sels)
-	return &nodeattestorv1.AgentAttributes{SpiffeId: a.agentID, SelectorValues: sels, CanReattest: true}, nil
+	v.incremental = inc != nil
+	return v, nil
 }
 
 // accepted refuses TEE kinds the configuration has no block for.
@@ -272,6 +326,10 @@ func (a *attestation) audit(err error) {
 		"quote_sha256", a.quoteSHA256,
 		"policies", policies,
 		"duration", a.p.now().Sub(a.start).String(),
+		"incremental", a.incremental,
+	}
+	if a.fellBack != "" {
+		kv = append(kv, "checkpoint_fallback", a.fellBack)
 	}
 	if err == nil {
 		a.log.Info("attestation", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)

@@ -68,6 +68,11 @@ type runtimeResult struct {
 	// there was no log and the register is still at its reset value (the
 	// node ran nothing it recorded).
 	known bool
+	// records is the size of the verified log (0 without one); imr and
+	// alg the register it extends, when there was a log.
+	records int
+	imr     cctrusted.IMR
+	alg     cctrusted.Algorithm
 }
 
 // selectors are runtime:exe:sha256:<hex>, one per distinct executable.
@@ -116,7 +121,7 @@ func verifyRuntimeLog(l *runtimelog.Log, want cctrusted.IMR, alg cctrusted.Algor
 		}
 		return nil, reject(codes.InvalidArgument, CheckRuntimeReplay, fmt.Errorf("runtime log: %w", err))
 	}
-	return &runtimeResult{workloads: l.Workloads(), known: true}, nil
+	return &runtimeResult{workloads: l.Workloads(), known: true, records: l.Len(), imr: want, alg: alg}, nil
 }
 
 func allZero(b []byte) bool {

@@ -35,6 +35,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/evidence"
 )
 
 // PluginName is the name SPIRE configurations give this plugin. SPIRE never
@@ -68,6 +69,9 @@ type Plugin struct {
 	cache *appraisal.Cache
 	// logs remembers what compressed firmware logs inflate to.
 	logs *logCache
+	// metrics records phase durations and cache counters; nil without a
+	// metrics_address.
+	metrics *metrics
 
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
@@ -88,6 +92,8 @@ type state struct {
 	ekRoots *x509.CertPool
 	ekAllow map[string]bool
 	akRoots *x509.CertPool
+	// ckpt signs and verifies checkpoint tokens; nil: no checkpoints.
+	ckpt *evidence.CheckpointKey
 }
 
 // New returns an unconfigured plugin.
@@ -246,6 +252,11 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 		st.ekAllow = make(map[string]bool, len(cfg.TPM.EKHashAllowList))
 		for _, h := range cfg.TPM.EKHashAllowList {
 			st.ekAllow[strings.ToLower(h)] = true
+		}
+	}
+	if cfg.CheckpointKeyFile != "" {
+		if st.ckpt, err = p.loadCheckpointKey(cfg); err != nil {
+			return nil, err
 		}
 	}
 	return st, nil

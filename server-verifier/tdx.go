@@ -23,7 +23,11 @@ const simQEVendorID = "CCNP-SIM-NOTINTL"
 // verifyTDX appraises a TDX quote, or a simulator's quote under the
 // simulated root only, through the same appraisal.TDX as `ccnp verify`, then
 // replays the runtime log against RTMR3.
-func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev *evidencepb.Evidence, logs *evidence.Logs, binding []byte) (*verified, error) {
+//
+// With inc, the evidence is incremental: no firmware log, and IMA and
+// runtime logs that start at the checkpoint's offsets, replayed from the
+// register values the checkpoint records (see incremental.verifyTDX).
+func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev *evidencepb.Evidence, logs *evidence.Logs, binding []byte, inc *incremental) (*verified, error) {
 	if ev.GetTpm() != nil {
 		return nil, rejectf(codes.InvalidArgument, CheckPayload, "a %s node sends a TDX quote, not tpm evidence", a.tee)
 	}
@@ -34,14 +38,28 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		return nil, rejectf(codes.InvalidArgument, CheckPayload, "hello.instance_id: a %s node must name itself with its instance ID", a.tee)
 	}
 
+	if inc != nil {
+		if err := inc.checkAgent(a, hello.GetInstanceId()); err != nil {
+			return nil, err
+		}
+	}
 	opts := a.tdxOptions(sim)
-	res, err := appraisal.TDX(ctx, appraisal.TDXEvidence{
+	in := appraisal.TDXEvidence{
 		Quote:      quote,
 		CCEL:       logs.CCEL,
 		CCELTable:  ev.GetCcelTable(),
 		IMA:        logs.IMA,
 		ReportData: binding,
-	}, opts)
+	}
+	if inc != nil {
+		// The checkpoint stands for the firmware log and the IMA prefix;
+		// appraisal checks the quote alone and the suffixes are replayed
+		// below.
+		in.CCEL, in.CCELTable, in.IMA = nil, nil, nil
+	}
+	phase := a.p.metrics.start(phaseQuote)
+	res, err := appraisal.TDX(ctx, in, opts)
+	phase.done()
 	if err != nil {
 		return nil, appraisalRejection(err)
 	}
@@ -63,17 +81,29 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	f.TCBStatus = res.TCBStatus
 	debug := res.Debug
 	f.Debug = &debug
-	factsFromFirmware(f, res.Facts)
-
-	rl, err := decodeRuntimeLog(logs.Runtime)
-	if err != nil {
-		return nil, err
+	fw, imaVerified := res.Facts, len(logs.IMA) > 0
+	phase = a.p.metrics.start(phaseReplay)
+	next := newCheckpointState()
+	var rt *runtimeResult
+	if inc != nil {
+		if fw, imaVerified, rt, err = inc.verifyTDX(body, logs, next); err != nil {
+			return nil, err
+		}
+	} else {
+		rl, err := decodeRuntimeLog(logs.Runtime)
+		if err != nil {
+			return nil, err
+		}
+		if rt, err = verifyRuntimeLog(rl, cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384, body.RTMR[3][:]); err != nil {
+			return nil, err
+		}
+		next.fullTDX(body, logs, rl, a.want)
 	}
-	rt, err := verifyRuntimeLog(rl, cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384, body.RTMR[3][:])
-	if err != nil {
-		return nil, err
-	}
+	phase.done()
+	factsFromFirmware(f, fw)
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	next.facts(fw, imaVerified, rt)
+	v.next = next
 
 	// The simulator's selectors live under "sim:" so that no entry written
 	// for real TDX ever matches a simulation.
@@ -96,8 +126,8 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	if res.TCBStatus != "" {
 		s = append(s, pre+"tcb_status:"+res.TCBStatus)
 	}
-	s = append(s, bootSelectors(f, res.Facts)...)
-	if len(logs.IMA) > 0 {
+	s = append(s, bootSelectors(f, fw)...)
+	if imaVerified {
 		s = append(s, "ima:verified:true")
 	}
 	v.selectors = append(s, rt.selectors()...)

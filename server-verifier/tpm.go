@@ -34,7 +34,11 @@ const imaPCR = cctrusted.PCR(10)
 // and the PCRs, the firmware, IMA and runtime logs against the quoted PCRs,
 // and, last because it costs a round trip, credential activation tying the
 // AK to the EK.
-func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, logs *evidence.Logs, binding []byte) (*verified, error) {
+//
+// With inc, the IMA and runtime logs are suffixes from the checkpoint's
+// offsets, replayed from the PCR values it records; the firmware log is
+// always whole (it does not grow).
+func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, logs *evidence.Logs, binding []byte, inc *incremental) (*verified, error) {
 	t := ev.GetTpm()
 	a.quoteSHA256 = sha256Hex(t.GetQuote())
 	ekPub := t.GetEkPublic()
@@ -45,6 +49,12 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	if err != nil {
 		return nil, reject(codes.InvalidArgument, CheckEKTrust, fmt.Errorf("evidence.tpm.ek_public: %w", err))
 	}
+	if inc != nil {
+		if err := inc.checkAgent(a, ekHash); err != nil {
+			return nil, err
+		}
+	}
+	phase := a.p.metrics.start(phaseQuote)
 	ekTrust, err := a.ekTrust(t, ekPub, ekHash)
 	if err != nil {
 		return nil, err
@@ -69,12 +79,14 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	if !hasBank(pcrs, cctrusted.AlgSHA256) {
 		return nil, rejectf(codes.PermissionDenied, CheckTPMQuote, "PCR bank sha256 missing: the quote covers no SHA-256 PCR")
 	}
+	phase.done()
 
 	v := &verified{id: ekHash}
 	f := &v.facts
 	f.TEE = conf.TEETPM
 	f.PCRs = pcrs
 
+	phase = a.p.metrics.start(phaseReplay)
 	var fw *eventlog.Facts
 	if len(logs.TPM) > 0 {
 		if fw, err = eventlog.VerifyTPM(logs.TPM, pcrs); err != nil {
@@ -82,16 +94,29 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 		}
 		factsFromFirmware(f, fw)
 	}
-	if len(logs.IMA) > 0 {
-		if err := verifyIMAOnPCR(logs.IMA, pcrs); err != nil {
+	next := newCheckpointState()
+	imaVerified := len(logs.IMA) > 0
+	var rt *runtimeResult
+	if inc != nil {
+		if imaVerified, rt, err = inc.verifyTPM(pcrs, logs, next); err != nil {
 			return nil, err
 		}
+	} else {
+		imaEntries := 0
+		if len(logs.IMA) > 0 {
+			if imaEntries, err = verifyIMAOnPCR(logs.IMA, pcrs); err != nil {
+				return nil, err
+			}
+		}
+		if rt, err = verifyTPMRuntime(logs.Runtime, pcrs); err != nil {
+			return nil, err
+		}
+		next.fullTPM(pcrs, logs, imaEntries, rt, a.want)
 	}
-	rt, err := verifyTPMRuntime(logs.Runtime, pcrs)
-	if err != nil {
-		return nil, err
-	}
+	phase.done()
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	next.facts(fw, imaVerified, rt)
+	v.next = next
 
 	if err := a.akTrust(t, ekPub); err != nil {
 		return nil, err
@@ -100,7 +125,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	s := []string{"tee:tpm", "tpm:ek_hash:" + ekHash, "tpm:ek_trust:" + ekTrust}
 	s = append(s, pcrSelectors(pcrs)...)
 	s = append(s, bootSelectors(f, fw)...)
-	if len(logs.IMA) > 0 {
+	if imaVerified {
 		s = append(s, "ima:verified:true")
 	}
 	v.selectors = append(s, rt.selectors()...)
@@ -210,20 +235,21 @@ func (a *attestation) akCertificate(chain [][]byte, akPub []byte) error {
 	return nil
 }
 
-// verifyIMAOnPCR replays an IMA list against PCR10 in the SHA-256 bank.
-func verifyIMAOnPCR(raw []byte, pcrs cctrusted.Registers) error {
+// verifyIMAOnPCR replays an IMA list against PCR10 in the SHA-256 bank and
+// returns how many entries it has.
+func verifyIMAOnPCR(raw []byte, pcrs cctrusted.Registers) (int, error) {
 	l, err := ima.Parse(raw, ima.Options{})
 	if err != nil {
-		return reject(codes.InvalidArgument, CheckIMAReplay, fmt.Errorf("IMA log: %w", err))
+		return 0, reject(codes.InvalidArgument, CheckIMAReplay, fmt.Errorf("IMA log: %w", err))
 	}
 	signed, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256)
 	if !ok {
-		return rejectf(codes.PermissionDenied, CheckIMAReplay, "the node sent an IMA log but did not quote pcr10 in the sha256 bank")
+		return 0, rejectf(codes.PermissionDenied, CheckIMAReplay, "the node sent an IMA log but did not quote pcr10 in the sha256 bank")
 	}
 	if err := l.Verify(cctrusted.AlgSHA256, imaPCR.IMR(), signed, nil); err != nil {
-		return replayRejection(CheckIMAReplay, "IMA log", err)
+		return 0, replayRejection(CheckIMAReplay, "IMA log", err)
 	}
-	return nil
+	return len(l.Entries), nil
 }
 
 // verifyTPMRuntime replays the runtime log against the PCR it names (an
