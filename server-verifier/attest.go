@@ -137,6 +137,9 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	slices.Sort(sels)
 	sels = slices.Compact(sels)
 	a.selectors = len(sels)
+	if err := checkSelectorCount(sels); err != nil {
+		return nil, err
+	}
 	if err := a.issueCheckpoint(ctx, hello, v); err != nil {
 		return nil, err
 	}

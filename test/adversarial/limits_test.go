@@ -3,6 +3,8 @@ package adversarial
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/binary"
 	"fmt"
 	"net/http"
@@ -20,6 +22,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
@@ -29,7 +32,7 @@ import (
 // limits themselves: evidence.DefaultMaxPayloadBytes and
 // DefaultMaxDecompressedBytes (max_payload_bytes), eventlog.DefaultMaxEvents,
 // runtimelog.DefaultMaxRecords and DefaultMaxFieldSize, ima.DefaultMaxFieldLen,
-// collateral.MaxResponseBytes, challenge_timeout.
+// collateral.MaxResponseBytes, challenge_timeout, serververifier.MaxSelectors.
 
 // TestLimitPayloadBytes: a payload over max_payload_bytes is refused
 // before it is parsed.
@@ -251,4 +254,33 @@ func TestLimitChallengeTimeout(t *testing.T) {
 		t.Fatalf("dropped after %v, want about 1s", waited)
 	}
 	t.Logf("silent agent dropped after %v", waited.Round(time.Millisecond))
+}
+
+// TestLimitSelectors: a node whose runtime log (genuinely extended into
+// RTMR3) names more distinct executables than an agent may have selectors
+// is refused with ResourceExhausted, not answered with thousands of
+// selectors; at the limit's edge of a few hundred it is accepted.
+func TestLimitSelectors(t *testing.T) {
+	distinct := func(from, count int) []runtimelog.Workload {
+		ws := make([]runtimelog.Workload, count)
+		for i := range ws {
+			s256 := sha256.Sum256([]byte(fmt.Sprint(from + i)))
+			s384 := sha512.Sum384([]byte(fmt.Sprint(from + i)))
+			ws[i] = runtimelog.Workload{ExeSHA256: s256[:], ExeSHA384: s384[:], ExePath: fmt.Sprintf("/usr/bin/w%d", from+i)}
+		}
+		return ws
+	}
+	n := newSimNode(t, sim.InitOptions{})
+	n.runWorkloads(t, distinct(0, 300)...)
+	attrs, err := newServer(t, n.serverConfig("")).attest(n.agent(t))
+	if err != nil {
+		t.Fatalf("300 workloads: %v", err)
+	}
+	if got := len(attrs.GetSelectorValues()); got < 300 {
+		t.Fatalf("%d selectors for 300 distinct executables", got)
+	}
+	n.runWorkloads(t, distinct(300, serververifier.MaxSelectors)...)
+	s := newServer(t, n.serverConfig(""))
+	_, err = s.attest(n.agent(t))
+	s.want(t, err, reject(codes.ResourceExhausted, serververifier.CheckSelectors, fmt.Sprint(serververifier.MaxSelectors)))
 }

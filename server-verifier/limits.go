@@ -1,0 +1,27 @@
+package serververifier
+
+import (
+	"google.golang.org/grpc/codes"
+)
+
+// CheckSelectors names the bound on the number of selectors one agent gets.
+const CheckSelectors = "selectors"
+
+// MaxSelectors bounds the selectors of one agent. Most of them come from
+// the runtime log (one per distinct executable, and the log may hold
+// 65,536 records); SPIRE stores every selector of a node in its datastore
+// and sends them all in one message on every attestation, so an unbounded
+// count would let one node (with a genuine quote: its register really was
+// extended that often) make every attestation of it expensive for the
+// server. A node with more distinct executables than this is refused with
+// ResourceExhausted rather than given a truncated, misleading set.
+const MaxSelectors = 4096
+
+// checkSelectorCount refuses more than MaxSelectors selectors.
+func checkSelectorCount(sels []string) error {
+	if len(sels) > MaxSelectors {
+		return rejectf(codes.ResourceExhausted, CheckSelectors, "%d selectors, more than the %d an agent may have (the runtime log names %d or more distinct executables)",
+			len(sels), MaxSelectors, len(sels)-MaxSelectors)
+	}
+	return nil
+}
