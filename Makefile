@@ -17,7 +17,7 @@ help:
 	@echo "make lint        vet, staticcheck and gofmt check only"
 	@echo "make fuzz-smoke  run every fuzz target for FUZZTIME (default 15s; what CI runs)"
 	@echo "make fuzz        run every fuzz target for 5 min (FUZZTIME=... to change), report execs/s and new coverage"
-	@echo "make bench       run the benchmarks once each"
+	@echo "make bench       every benchmark beside its anchor (count 5): bench/results.md, results.json, plots"
 
 # SPIRE v1.13.3 from the separate tools/spire module. The first build takes
 # about ten minutes on two cores; the Go build cache makes later ones fast.
@@ -64,8 +64,12 @@ fuzz-smoke:
 fuzz:
 	FUZZTIME=$(if $(filter command line environment,$(origin FUZZTIME)),$(FUZZTIME),5m) ./scripts/fuzz
 
-bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+# Every benchmark beside its anchor, -count 5, medians with spread:
+# bench/results.md, bench/results.json and the PNG plots (gonum, in the
+# separate module bench/plots). About 10 minutes on 2 cores.
+bench: build
+	$(GO) run ./bench/cmd/ccnp-bench -out bench -plugin $(BIN)/ccnp-server-nodeattestor -count 5
+	cd bench/plots && $(GO) run . -in ../results.json -out ..
 
 clean:
 	rm -rf $(BIN)
