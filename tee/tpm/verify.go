@@ -97,7 +97,7 @@ func strictUnmarshal[T tpm2.Marshallable, P interface {
 // ParsePublic parses a TPMT_PUBLIC area (as AttestationKeyPublic and
 // EKPublic return it) into its Go public key.
 func ParsePublic(pub []byte) (crypto.PublicKey, error) {
-	p, err := strictUnmarshal[tpm2.TPMTPublic]("TPMT_PUBLIC", pub, MaxPublicSize)
+	p, err := parsePublicArea("TPMT_PUBLIC", pub)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
@@ -137,7 +137,7 @@ func PublicKeyHash(pub []byte) (string, error) {
 // nameAlg (2 bytes) followed by the nameAlg digest of the area. This is what
 // MakeCredential binds a credential to.
 func AKName(akPub []byte) ([]byte, error) {
-	p, err := strictUnmarshal[tpm2.TPMTPublic]("AK TPMT_PUBLIC", akPub, MaxPublicSize)
+	p, err := parsePublicArea("AK TPMT_PUBLIC", akPub)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
@@ -251,7 +251,7 @@ func akScheme(p *tpm2.TPMTPublic) (tpm2.TPMAlgID, crypto.Hash, error) {
 // (credential activation, certificates) is the caller's business.
 // Failures are *QuoteError naming the check.
 func VerifyQuote(akPub, attest, sig, extraData []byte, pcrs cctrusted.Registers) error {
-	ak, err := strictUnmarshal[tpm2.TPMTPublic]("AK TPMT_PUBLIC", akPub, MaxPublicSize)
+	ak, err := parsePublicArea("AK TPMT_PUBLIC", akPub)
 	if err != nil {
 		return quoteErr(CheckAK, "%w", err)
 	}
@@ -494,7 +494,7 @@ func ranges(idx []int) string {
 // (AKName), so that only the TPM holding that EK, with that AK loaded,
 // recovers it through ActivateCredential.
 func MakeCredential(ekPub, akName, secret []byte) (credBlob, encSecret []byte, err error) {
-	ek, err := strictUnmarshal[tpm2.TPMTPublic]("EK TPMT_PUBLIC", ekPub, MaxPublicSize)
+	ek, err := parsePublicArea("EK TPMT_PUBLIC", ekPub)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tpm: make credential: %w", err)
 	}

@@ -246,6 +246,15 @@ policy "firmware" {
 			want: reject(codes.PermissionDenied, "tpm_quote"),
 		},
 		{
+			// The same key under another Name: a reserved objectAttributes
+			// bit set in the AK's public area.
+			name: "AK public area with a reserved attribute bit",
+			setup: func(t *testing.T, a *agent) {
+				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic[4] |= 0x80 }
+			},
+			want: reject(codes.InvalidArgument, "tpm_quote", "reserved objectAttributes"),
+		},
+		{
 			name: "credential activation answered with a guess",
 			setup: func(t *testing.T, a *agent) {
 				a.activate = func(*evidencepb.Challenge) []byte {
