@@ -43,6 +43,9 @@ type attestation struct {
 	fellBack    string
 	// want is what the current round asked for.
 	want []evidencepb.LogKind
+	// release gives back the current round's verification slot; safe to
+	// call more than once.
+	release func()
 }
 
 // verified is what a TEE-specific verification established.
@@ -70,6 +73,10 @@ func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
 	}
 	attrs, err := a.run(stream.Context())
 	a.audit(err)
+	st.metrics.result(err == nil, a.incremental)
+	if logger.IsDebug() {
+		a.logCaches()
+	}
 	if err != nil {
 		r := asRejection(err)
 		return status.Error(r.code, r.Error())
@@ -119,7 +126,9 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	}
 	a.incremental = v.incremental
 
+	phase := a.st.metrics.start(phasePolicy)
 	outcome := policy.Evaluate(cfg.Policies, &v.facts, cfg.RequirePolicy)
+	phase.done()
 	a.results = outcome.Results
 	for _, r := range outcome.Results {
 		if !r.Match && !r.Enforce {
@@ -185,7 +194,16 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	if evBytes == nil {
 		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
 	}
-	phase := a.p.metrics.start(phaseParse)
+	resp = nil
+	// Decoding and verifying take memory in proportion to the logs: only
+	// a few attestations do it at a time (see verifySlots).
+	release, err := a.p.slots.acquire(ctx)
+	if err != nil {
+		return nil, reject(status.Code(err), CheckProtocol, fmt.Errorf("waiting to verify: %w", err))
+	}
+	a.release = release
+	defer release()
+	phase := a.st.metrics.start(phaseParse)
 	ev, err := evidence.DecodeEvidence(evBytes, a.limits)
 	if err != nil {
 		return nil, payloadRejection("evidence", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
@@ -30,6 +31,9 @@ type logCache struct {
 	mu      sync.Mutex
 	entries map[uint64][]*logEntry
 	size    int
+
+	// hits and misses count lookups, for the metrics and the debug log.
+	hits, misses atomic.Uint64
 }
 
 type logEntry struct {
@@ -103,7 +107,13 @@ func (c *logCache) decompress(ev *evidencepb.Evidence, lim evidence.Limits) (*ev
 		if l == nil || l.GetEncoding() == evidencepb.Encoding_ENCODING_NONE || l.GetRawSize() > maxCachedLogBytes {
 			continue
 		}
-		if raw := c.lookup(l); raw != nil {
+		raw := c.lookup(l)
+		if raw == nil {
+			c.misses.Add(1)
+		} else {
+			c.hits.Add(1)
+		}
+		if raw != nil {
 			*s.slot = &evidencepb.Log{Kind: s.kind, Encoding: evidencepb.Encoding_ENCODING_NONE, Data: raw, RawSize: uint64(len(raw))}
 			continue
 		}

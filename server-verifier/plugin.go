@@ -69,9 +69,14 @@ type Plugin struct {
 	cache *appraisal.Cache
 	// logs remembers what compressed firmware logs inflate to.
 	logs *logCache
-	// metrics records phase durations and cache counters; nil without a
-	// metrics_address.
-	metrics *metrics
+	// slots bounds how many attestations decode and verify evidence at
+	// once (see verifySlots).
+	slots verifySlots
+	// metrics is created at the first configuration with a
+	// metrics_address and kept (with its endpoint) across reconfiguration;
+	// a state without the address carries a nil *metrics.
+	metricsOnce sync.Once
+	metrics     *metrics
 
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
@@ -94,6 +99,9 @@ type state struct {
 	akRoots *x509.CertPool
 	// ckpt signs and verifies checkpoint tokens; nil: no checkpoints.
 	ckpt *evidence.CheckpointKey
+	// metrics records this configuration's attestations; nil without a
+	// metrics_address.
+	metrics *metrics
 }
 
 // New returns an unconfigured plugin.
@@ -103,6 +111,7 @@ func New() *Plugin {
 		nonces:   newNonceStore(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
 		logs:     newLogCache(),
+		slots:    newVerifySlots(0),
 		now:      time.Now,
 		newNonce: evidenceNonce,
 		readFile: os.ReadFile,
@@ -150,9 +159,16 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
 	}
 	p.mu.Lock()
+	old := p.state
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
+	if st.metrics != nil || (old != nil && old.metrics != nil) {
+		if err := p.metricsInstance().serve(cfg.MetricsAddress, logger); err != nil {
+			// The configuration is in force; only the endpoint failed.
+			logger.Error("metrics endpoint not started", "metrics_address", cfg.MetricsAddress, "error", err)
+		}
+	}
 
 	if cfg.Sim != nil {
 		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
@@ -259,7 +275,22 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 			return nil, err
 		}
 	}
+	if cfg.MetricsAddress != "" {
+		st.metrics = p.metricsInstance()
+		if c, ok := st.getter.(*collateral.Cache); ok {
+			st.metrics.collateral.Store(c)
+		}
+		if st.getter != nil {
+			st.getter = timedGetter{next: st.getter}
+		}
+	}
 	return st, nil
+}
+
+// metricsInstance returns the plugin's metrics, creating them once.
+func (p *Plugin) metricsInstance() *metrics {
+	p.metricsOnce.Do(func() { p.metrics = newMetrics(p) })
+	return p.metrics
 }
 
 // loadCerts reads PEM certificates from every path into one pool. Every

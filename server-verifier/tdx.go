@@ -57,9 +57,14 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		// below.
 		in.CCEL, in.CCELTable, in.IMA = nil, nil, nil
 	}
-	phase := a.p.metrics.start(phaseQuote)
-	res, err := appraisal.TDX(ctx, in, opts)
-	phase.done()
+	phase := a.st.metrics.start(phaseQuote)
+	actx, clock := ctx, (*collateralClock)(nil)
+	if a.st.metrics != nil {
+		actx, clock = withCollateralClock(ctx)
+	}
+	res, err := appraisal.TDX(actx, in, opts)
+	phase.done(clock.elapsed())
+	a.st.metrics.observe(phaseCollateral, clock.elapsed())
 	if err != nil {
 		return nil, appraisalRejection(err)
 	}
@@ -82,7 +87,7 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	debug := res.Debug
 	f.Debug = &debug
 	fw, imaVerified := res.Facts, len(logs.IMA) > 0
-	phase = a.p.metrics.start(phaseReplay)
+	phase = a.st.metrics.start(phaseReplay)
 	next := newCheckpointState()
 	var rt *runtimeResult
 	if inc != nil {

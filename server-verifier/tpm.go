@@ -54,7 +54,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 			return nil, err
 		}
 	}
-	phase := a.p.metrics.start(phaseQuote)
+	phase := a.st.metrics.start(phaseQuote)
 	ekTrust, err := a.ekTrust(t, ekPub, ekHash)
 	if err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	f.TEE = conf.TEETPM
 	f.PCRs = pcrs
 
-	phase = a.p.metrics.start(phaseReplay)
+	phase = a.st.metrics.start(phaseReplay)
 	var fw *eventlog.Facts
 	if len(logs.TPM) > 0 {
 		if fw, err = eventlog.VerifyTPM(logs.TPM, pcrs); err != nil {
@@ -118,6 +118,11 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 
+	// The activation round trip waits for the agent: it must not hold a
+	// verification slot while it does.
+	if a.release != nil {
+		a.release()
+	}
 	if err := a.akTrust(t, ekPub); err != nil {
 		return nil, err
 	}
