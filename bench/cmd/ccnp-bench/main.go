@@ -77,7 +77,9 @@ type runner struct {
 	profile map[string]profileSpec
 }
 
-type profileSpec struct{ pkg, bench, benchtime string }
+// profileSpec is a benchmark to profile and the function whose samples
+// matter (setup excluded).
+type profileSpec struct{ pkg, bench, benchtime, focus string }
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
 
@@ -130,9 +132,9 @@ func (r *runner) goBenchmarks() {
 	}
 	r.goBench("./bench/scale", ".", scaleBT)
 	r.profile = map[string]profileSpec{
-		"verify":   {"./server-verifier", "^BenchmarkAttestTDXSim$", "3s"},
-		"ima":      {"./bench/scale", "^BenchmarkIMAParseReplay/entries=1000000$", "3x"},
-		"reattest": {"./server-verifier", "^BenchmarkReattestIMA500k$", "2s"},
+		"verify":   {"./server-verifier", "^BenchmarkAttestTDXSim$", "3s", `serververifier\.\(\*Plugin\)\.Attest$`},
+		"ima":      {"./bench/scale", "^BenchmarkIMAParseReplay/entries=1000000$", "3x", `ima\.ParseBinary|ima\.\(\*Log\)\.Replay`},
+		"reattest": {"./server-verifier", "^BenchmarkReattestIMA500k$", "2s", `serververifier\.\(\*Plugin\)\.Attest$`},
 	}
 
 	// Plot: server verification time vs events, ours vs go-eventlog.
@@ -311,12 +313,18 @@ func pprofTop(spec profileSpec) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Sprintf("profiling failed: %v\n%s", err, out)
 	}
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", testBin, prof).CombinedOutput()
-	if err != nil {
-		return fmt.Sprintf("pprof failed: %v\n%s", err, out)
+	var text strings.Builder
+	fmt.Fprintf(&text, "$ go test -run '^$' -bench '%s' -benchtime %s -cpuprofile cpu.out %s\n", spec.bench, spec.benchtime, spec.pkg)
+	for _, mode := range []string{"-top", "-top -cum"} {
+		args := append([]string{"tool", "pprof"}, strings.Fields(mode)...)
+		args = append(args, "-nodecount=25", "-focus="+spec.focus, testBin, prof)
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("pprof failed: %v\n%s", err, out)
+		}
+		fmt.Fprintf(&text, "$ go tool pprof %s -nodecount=25 -focus='%s' bench.test cpu.out\n%s\n", mode, spec.focus, out)
 	}
-	return fmt.Sprintf("$ go test -run '^$' -bench '%s' -benchtime %s -cpuprofile cpu.out %s\n$ go tool pprof -top -nodecount=25 bench.test cpu.out\n%s",
-		spec.bench, spec.benchtime, spec.pkg, out)
+	return text.String()
 }
 
 func machine() Machine {
