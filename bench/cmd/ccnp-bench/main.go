@@ -132,9 +132,9 @@ func (r *runner) goBenchmarks() {
 	}
 	r.goBench("./bench/scale", ".", scaleBT)
 	r.profile = map[string]profileSpec{
-		"verify":   {"./server-verifier", "^BenchmarkAttestTDXSim$", "3s", `serververifier\.\(\*Plugin\)\.Attest$`},
+		"verify":   {"./server-verifier", "^BenchmarkAttestTDXSim$", "3s", `\(\*Plugin\)\.Attest$`},
 		"ima":      {"./bench/scale", "^BenchmarkIMAParseReplay/entries=1000000$", "3x", `ima\.ParseBinary|ima\.\(\*Log\)\.Replay`},
-		"reattest": {"./server-verifier", "^BenchmarkReattestIMA500k$", "2s", `serververifier\.\(\*Plugin\)\.Attest$`},
+		"reattest": {"./server-verifier", "^BenchmarkReattestIMA500k$", "2s", `\(\*Plugin\)\.Attest$`},
 	}
 
 	// Plot: server verification time vs events, ours vs go-eventlog.
