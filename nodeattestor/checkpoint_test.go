@@ -196,3 +196,25 @@ func TestAttestCheckpointRounds(t *testing.T) {
 		t.Fatalf("next hello presents %v", s.hello.GetCheckpoint())
 	}
 }
+
+// FuzzStoredCheckpoint: whatever the checkpoint file holds, Hello never
+// fails or panics because of it, and presents only what encodes.
+func FuzzStoredCheckpoint(f *testing.F) {
+	good, _ := proto.Marshal(&evidencepb.Checkpoint{Token: []byte("t"), Offsets: []*evidencepb.LogOffset{imaOffset(1, 2)}})
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg := tdxConfig(t, "")
+		if err := os.WriteFile(nodeattestor.CheckpointPath(cfg), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		hb, err := nodeattestor.Hello(context.Background(), &fakeTDX{}, cfg)
+		if err != nil {
+			t.Fatalf("Hello fails on a stored checkpoint: %v", err)
+		}
+		if _, err := evidence.DecodeHello(hb, evidence.DefaultLimits()); err != nil {
+			t.Fatalf("Hello sent what does not decode: %v", err)
+		}
+	})
+}

@@ -160,6 +160,16 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 // otherwise.
 func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloBytes []byte, inc *incremental) (*verified, error) {
 	cfg := a.st.cfg
+	// Receiving, decoding and verifying evidence take memory in proportion
+	// to its logs: only so many attestations do it at a time, and the
+	// others are challenged (so send their evidence) when a slot frees up
+	// (see verifySlots).
+	release, err := a.p.slots.acquire(ctx)
+	if err != nil {
+		return nil, reject(status.Code(err), CheckProtocol, fmt.Errorf("waiting to verify: %w", err))
+	}
+	a.release = release
+	defer release()
 	nonce, err := a.p.newNonce()
 	if err != nil {
 		return nil, reject(codes.Internal, CheckNonce, err)
@@ -194,15 +204,6 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	if evBytes == nil {
 		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
 	}
-	resp = nil
-	// Decoding and verifying take memory in proportion to the logs: only
-	// a few attestations do it at a time (see verifySlots).
-	release, err := a.p.slots.acquire(ctx)
-	if err != nil {
-		return nil, reject(status.Code(err), CheckProtocol, fmt.Errorf("waiting to verify: %w", err))
-	}
-	a.release = release
-	defer release()
 	phase := a.st.metrics.start(phaseParse)
 	ev, err := evidence.DecodeEvidence(evBytes, a.limits)
 	if err != nil {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,7 +27,9 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
 // imaSim is the simulator with an IMA list, as a CCNP kernel keeps one:
@@ -651,4 +655,83 @@ func FuzzCountIMAEntries(f *testing.F) {
 			t.Fatalf("counted %d, parser %d", n, len(l.Entries))
 		}
 	})
+}
+
+// TestCheckpointTPM: on a TPM node the checkpoint records PCR10 and the
+// runtime PCR; the re-attestation sends the firmware log whole, IMA and
+// runtime suffixes, still proves the AK by credential activation, and
+// yields the selectors of a full replay.
+func TestCheckpointTPM(t *testing.T) {
+	n := startTPMNode(t)
+	cfg := fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s", n.prov.CAPath, writeKey(t, "k1"))
+	h := newHarness(t, nil).mustConfigure(cfg)
+	a := n.agent()
+	first := h.mustAttestLoop(a, nil)
+	wantIssued(t, first)
+
+	// The node runs on: two IMA entries on PCR10, a workload on PCR23.
+	ctx := context.Background()
+	tp := tee.Unwrap(n.agentP).(*tpm.Provider)
+	imaPath := filepath.Join(n.root, tpm.IMALogPath)
+	for i := range 2 {
+		e, td := imaEntry(fmt.Sprintf("/usr/bin/tpm-new-%d", i), sha512.Sum512_256([]byte{byte(i)}))
+		f, err := os.OpenFile(imaPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(e); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		d := sha256.Sum256(td)
+		if err := tp.Extend(ctx, 10, cctrusted.AlgSHA256, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtPath := filepath.Join(n.base, "runtime.cel")
+	raw, err := os.ReadFile(rtPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := runtimelog.Decode(raw, runtimelog.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe2 := sha256.Sum256([]byte("second tpm workload"))
+	ev, err := l.Append(runtimelog.Workload{ExeSHA256: exe2[:], ExePath: "/usr/bin/w2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := ev.Digest(cctrusted.AlgSHA256)
+	if err := tp.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err = l.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rtPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	second := h.mustAttestLoop(a, nil)
+	rounds := second.nonceRounds()
+	if len(rounds) != 1 || rounds[0].GetCheckpoint() == nil {
+		t.Fatalf("TPM re-attestation was not incremental: %v", rounds)
+	}
+	if !slices.ContainsFunc(second.challenges, func(c *evidencepb.Challenge) bool { return len(c.GetCredentialBlob()) > 0 }) {
+		t.Fatal("no credential activation in the incremental attestation")
+	}
+	if ima := rawLog(t, second.evidence[0].GetImaLog()); countIMAEntries(ima) != 2 {
+		t.Fatalf("IMA suffix of %d entries, want 2", countIMAEntries(ima))
+	}
+	full := newHarness(t, nil).mustConfigure(fmt.Sprintf("tpm { ek_ca_files = [%q] }", n.prov.CAPath))
+	ref := full.mustAttestLoop(a, nil)
+	if !slices.Equal(second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues()) {
+		t.Fatalf("incremental selectors\n%v\ndiffer from a full replay's\n%v", second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues())
+	}
+	for _, s := range []string{"runtime:exe:sha256:" + hex.EncodeToString(n.exe), "runtime:exe:sha256:" + hex.EncodeToString(exe2[:]), "ima:verified:true"} {
+		if !hasSelector(second.attrs, s) {
+			t.Errorf("selector %s missing", s)
+		}
+	}
 }
