@@ -43,6 +43,8 @@ type attestation struct {
 	fellBack    string
 	// want is what the current round asked for.
 	want []evidencepb.LogKind
+	// checkpointCap: the agent stores checkpoints.
+	checkpointCap bool
 	// release gives back the current round's verification slot; safe to
 	// call more than once.
 	release func()
@@ -101,6 +103,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, payloadRejection("hello", err)
 	}
 	a.tee, a.agentVersion = hello.GetTee(), hello.GetAgentVersion()
+	a.checkpointCap = slices.Contains(hello.GetCaps(), evidence.CapCheckpoint)
 	if err := a.accepted(conf.TEE(a.tee)); err != nil {
 		return nil, err
 	}

@@ -513,13 +513,28 @@ type checkpointState struct {
 	unusable string
 }
 
-func newCheckpointState() *checkpointState { return &checkpointState{} }
+// newCheckpointState returns where this attestation records what a
+// checkpoint would carry, or nil when none will be issued (no key, or an
+// agent without the capability): every method is nil-safe, so full
+// attestations of other agents pay nothing for it.
+func (a *attestation) newCheckpointState() *checkpointState {
+	if a.st.ckpt == nil || !a.checkpointCap {
+		return nil
+	}
+	return &checkpointState{}
+}
 
 func (s *checkpointState) register(imr cctrusted.IMR, alg cctrusted.Algorithm, v []byte) {
+	if s == nil {
+		return
+	}
 	s.registers = append(s.registers, &evidencepb.RegisterValue{Space: uint32(imr.Space), Index: imr.Index, Alg: uint32(alg), Value: bytes.Clone(v)})
 }
 
 func (s *checkpointState) offset(k evidencepb.LogKind, events, size uint64) {
+	if s == nil {
+		return
+	}
 	s.offsets = append(s.offsets, &evidencepb.LogOffset{Kind: k, Events: events, Bytes: size})
 }
 
@@ -527,6 +542,9 @@ func (s *checkpointState) offset(k evidencepb.LogKind, events, size uint64) {
 // ends of the growing logs that were asked for (0 for one that was asked
 // for and not sent: the next suffix starts at its beginning).
 func (s *checkpointState) fullTDX(body *tdxquote.Body, logs *evidence.Logs, rl *runtimelog.Log, want []evidencepb.LogKind) {
+	if s == nil {
+		return
+	}
 	for i := range body.RTMR {
 		s.register(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384, body.RTMR[i][:])
 	}
@@ -561,6 +579,9 @@ func (s *checkpointState) growingLogs(logs *evidence.Logs, imaEntries, runtimeRe
 // fullTPM records a fully replayed TPM attestation: PCR10 and the runtime
 // PCR, and the ends of the growing logs.
 func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs, imaEntries int, rt *runtimeResult, want []evidencepb.LogKind) {
+	if s == nil {
+		return
+	}
 	if v, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256); ok {
 		s.register(imaPCR.IMR(), cctrusted.AlgSHA256, v)
 	}
@@ -576,6 +597,9 @@ func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs,
 
 // facts records the firmware facts, IMA and the workloads.
 func (s *checkpointState) facts(fw *eventlog.Facts, imaVerified bool, rt *runtimeResult) {
+	if s == nil {
+		return
+	}
 	if fw != nil {
 		s.firmware = &evidencepb.FirmwareFacts{
 			SecureBootKnown: fw.SecureBootKnown, SecureBoot: fw.SecureBoot,

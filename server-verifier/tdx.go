@@ -88,7 +88,7 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	f.Debug = &debug
 	fw, imaVerified := res.Facts, len(logs.IMA) > 0
 	phase = a.st.metrics.start(phaseReplay)
-	next := newCheckpointState()
+	next := a.newCheckpointState()
 	var rt *runtimeResult
 	if inc != nil {
 		if fw, imaVerified, rt, err = inc.verifyTDX(body, logs, next); err != nil {

@@ -94,7 +94,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 		}
 		factsFromFirmware(f, fw)
 	}
-	next := newCheckpointState()
+	next := a.newCheckpointState()
 	imaVerified := len(logs.IMA) > 0
 	var rt *runtimeResult
 	if inc != nil {
