@@ -39,7 +39,7 @@ test: lint unit test-e2e
 
 # End-to-end: real SPIRE server and agent with the plugins (build tag e2e).
 test-e2e: build spire
-	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e ./internal/spirelab
 
 unit:
 	$(GO) test -race -count=1 ./...
