@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -329,29 +330,7 @@ func (n *simNode) runtimeLogPath() string { return filepath.Join(n.base, "runtim
 // simulated RTMR3 with each record, as the workload attestor does.
 func (n *simNode) runWorkloads(t testing.TB, ws ...runtimelog.Workload) {
 	t.Helper()
-	l := runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384)
-	if b, err := os.ReadFile(n.runtimeLogPath()); err == nil {
-		if l, err = runtimelog.Decode(b, runtimelog.DefaultLimits()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, w := range ws {
-		ev, err := l.Append(w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, _ := ev.Digest(cctrusted.AlgSHA384)
-		if err := n.prov.ExtendRTMR(context.Background(), 3, [48]byte(d)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := l.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(n.runtimeLogPath(), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	simtest.RecordWorkloads(t, n.prov, n.runtimeLogPath(), ws...)
 }
 
 func readTestdata(t testing.TB, parts ...string) []byte {
