@@ -71,6 +71,12 @@ type CacheStats struct {
 	Hits uint64
 	// Misses were not; each joined or started one refill of its URL.
 	Misses uint64
+	// Revalidated misses were answered at once from an entry past its
+	// refresh but before its nextUpdate while the refill ran.
+	Revalidated uint64
+	// FailedFast misses were answered at once with the URL's last upstream
+	// failure (nothing usable held) while a retry ran.
+	FailedFast uint64
 	// DiskLoads are refills answered from Dir, fresh, without the upstream.
 	DiskLoads uint64
 	// UpstreamRequests is how many times the upstream getter was called.
@@ -85,6 +91,8 @@ type CacheStats struct {
 	Evictions uint64
 	// Entries is how many URLs are held in memory now.
 	Entries int
+	// Refilling is how many URLs have a refill running now.
+	Refilling int
 }
 
 // Cache is a trust.HTTPSGetter and trust.ContextHTTPSGetter that caches the
@@ -92,10 +100,11 @@ type CacheStats struct {
 //
 // A response is fresh until the nextUpdate inside it (see NextUpdate), and
 // at most Refresh after it was fetched. Concurrent misses for one URL make
-// one upstream request. When the upstream fails, an entry before its
-// nextUpdate is served (with a warning); past nextUpdate the error is
-// returned, wrapping ErrUnavailable. Responses already past their nextUpdate
-// are passed on but never stored, so the verifier reports them as expired.
+// one upstream request. An entry past its refresh but before its nextUpdate
+// is served while it is refetched; when the refetch fails it stays in use
+// (with a warning) until its nextUpdate. With nothing usable held, an
+// upstream failure is returned wrapping ErrUnavailable. A response already
+// past its nextUpdate counts as an upstream failure and is never returned.
 //
 // The cache holds bytes, never verdicts: callers verify every response.
 // Callers get their own copies, so nothing they do changes what the cache
@@ -111,7 +120,7 @@ type Cache struct {
 	flightMu sync.Mutex
 	flights  map[string]*flight
 
-	hits, misses, diskLoads, upstreamRequests, upstreamErrors, staleServed, evictions atomic.Uint64
+	hits, misses, revalidated, failedFast, diskLoads, upstreamRequests, upstreamErrors, staleServed, evictions atomic.Uint64
 }
 
 // entry is one stored response. Its fields never change once stored.
@@ -133,6 +142,9 @@ type flight struct {
 	done chan struct{}
 	e    *entry
 	err  error
+	// upstreamErr is why e is a stale fallback rather than a fresh
+	// response; nil when it is fresh.
+	upstreamErr error
 }
 
 // NewCache wraps upstream. It creates cfg.Dir if needed; disk entries are
@@ -184,6 +196,13 @@ func (c *Cache) Get(rawURL string) (map[string][]string, []byte, error) {
 
 // GetContext implements trust.ContextHTTPSGetter. ctx bounds how long this
 // caller waits, not the shared upstream request.
+//
+// A caller never waits for the upstream when it need not: an entry past its
+// refresh but before its nextUpdate is served at once while the refill runs
+// in the background, and when the last request for the URL failed and
+// nothing usable is held, that failure is returned at once while a retry
+// runs in the background. So a hanging upstream costs one caller at most
+// FetchTimeout, not every attestation.
 func (c *Cache) GetContext(ctx context.Context, rawURL string) (map[string][]string, []byte, error) {
 	if len(rawURL) > maxURL {
 		return nil, nil, fmt.Errorf("collateral: URL of %d bytes, limit %d", len(rawURL), maxURL)
@@ -191,17 +210,48 @@ func (c *Cache) GetContext(ctx context.Context, rawURL string) (map[string][]str
 	now := c.cfg.Now()
 	c.mu.RLock()
 	e := c.entries[rawURL]
+	fail, failed := c.failed[rawURL]
 	c.mu.RUnlock()
 	if e != nil && now.Before(e.freshUntil) {
 		c.hits.Add(1)
 		return e.header.Clone(), append([]byte(nil), e.body...), nil
 	}
 	c.misses.Add(1)
-	e, err := c.join(ctx, rawURL)
-	if err != nil {
-		return nil, nil, err
+	f := c.start(ctx, rawURL)
+	switch {
+	case e != nil && now.Before(e.nextUpdate):
+		c.revalidated.Add(1)
+		return e.header.Clone(), append([]byte(nil), e.body...), nil
+	case failed && now.Sub(fail.at) < c.cfg.FetchTimeout+max(c.cfg.ErrorBackoff, 0):
+		// Recent enough to belong to an outage still going on: each retry
+		// starts at most a backoff after the last failure and lasts at most
+		// FetchTimeout. An older failure says nothing about now, so the
+		// caller waits for the retry instead.
+		c.failedFast.Add(1)
+		return nil, nil, unavailable(rawURL, fail.err)
 	}
-	return e.header.Clone(), append([]byte(nil), e.body...), nil
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return nil, nil, f.err
+		}
+		if !now.Before(f.e.nextUpdate) {
+			// A refill started before this caller's time fell back on a
+			// copy that is past its nextUpdate now.
+			why := fmt.Errorf("the cached copy expired at %s", f.e.nextUpdate.UTC().Format(time.RFC3339))
+			if f.upstreamErr != nil {
+				why = fmt.Errorf("%w and the refetch failed: %w", why, f.upstreamErr)
+			}
+			return nil, nil, unavailable(rawURL, why)
+		}
+		return f.e.header.Clone(), append([]byte(nil), f.e.body...), nil
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("collateral: waiting for %s: %w", rawURL, ctx.Err())
+	}
+}
+
+func unavailable(rawURL string, err error) error {
+	return fmt.Errorf("collateral: %s: %w: %w", rawURL, ErrUnavailable, err)
 }
 
 // Stats returns the counters.
@@ -209,102 +259,118 @@ func (c *Cache) Stats() CacheStats {
 	c.mu.RLock()
 	n := len(c.entries)
 	c.mu.RUnlock()
+	c.flightMu.Lock()
+	r := len(c.flights)
+	c.flightMu.Unlock()
 	return CacheStats{
 		Hits:             c.hits.Load(),
 		Misses:           c.misses.Load(),
+		Revalidated:      c.revalidated.Load(),
+		FailedFast:       c.failedFast.Load(),
 		DiskLoads:        c.diskLoads.Load(),
 		UpstreamRequests: c.upstreamRequests.Load(),
 		UpstreamErrors:   c.upstreamErrors.Load(),
 		StaleServed:      c.staleServed.Load(),
 		Evictions:        c.evictions.Load(),
 		Entries:          n,
+		Refilling:        r,
 	}
 }
 
-// join waits for the refill of rawURL, starting it if none is running. The
-// refill runs detached from ctx so that one impatient caller cannot fail
-// every other caller waiting for the same URL.
-func (c *Cache) join(ctx context.Context, rawURL string) (*entry, error) {
+// start returns the running refill of rawURL, starting one if none runs.
+// The refill is detached from ctx (only its values are kept) and bounded by
+// FetchTimeout, so that one impatient caller cannot fail every other caller
+// waiting for the same URL.
+func (c *Cache) start(ctx context.Context, rawURL string) *flight {
 	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
 	f := c.flights[rawURL]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		c.flights[rawURL] = f
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
-		go func() {
-			defer cancel()
-			f.e, f.err = c.refill(fctx, rawURL)
-			c.flightMu.Lock()
-			delete(c.flights, rawURL)
-			c.flightMu.Unlock()
-			close(f.done)
-		}()
+	if f != nil {
+		return f
 	}
-	c.flightMu.Unlock()
-	select {
-	case <-f.done:
-		return f.e, f.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("collateral: waiting for %s: %w", rawURL, ctx.Err())
-	}
+	f = &flight{done: make(chan struct{})}
+	c.flights[rawURL] = f
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
+	go func() {
+		defer cancel()
+		f.e, f.upstreamErr, f.err = c.refill(fctx, rawURL)
+		c.flightMu.Lock()
+		delete(c.flights, rawURL)
+		c.flightMu.Unlock()
+		close(f.done)
+	}()
+	return f
 }
 
 // refill finds a usable response for rawURL: memory (filled meanwhile),
 // disk, the upstream, and on upstream failure a stale entry before its
 // nextUpdate.
-func (c *Cache) refill(ctx context.Context, rawURL string) (*entry, error) {
+func (c *Cache) refill(ctx context.Context, rawURL string) (e *entry, upstreamErr, err error) {
 	now := c.cfg.Now()
 	c.mu.RLock()
 	old := c.entries[rawURL]
 	fail, failedRecently := c.failed[rawURL]
 	c.mu.RUnlock()
 	if old != nil && now.Before(old.freshUntil) {
-		return old, nil
+		return old, nil, nil
 	}
 	if old == nil && c.cfg.Dir != "" {
 		if d := c.loadDisk(rawURL, now); d != nil {
 			if now.Before(d.freshUntil) {
 				c.diskLoads.Add(1)
 				c.store(rawURL, d, now)
-				return d, nil
+				return d, nil, nil
 			}
 			old = d // stale, but still a fallback before its nextUpdate
 		}
 	}
 
-	var err error
 	if failedRecently && c.cfg.ErrorBackoff > 0 && now.Sub(fail.at) < c.cfg.ErrorBackoff {
 		err = fail.err
 	} else {
-		var e *entry
 		e, err = c.fetch(ctx, rawURL, now)
 		if err == nil {
-			return e, nil
+			return e, nil, nil
 		}
 		c.upstreamErrors.Add(1)
 		c.mu.Lock()
-		c.failed[rawURL] = failure{at: now, err: err}
+		// Dated when it failed, not when it started: a hanging upstream
+		// must still be backed off from after its timeout.
+		c.failed[rawURL] = failure{at: c.cfg.Now(), err: err}
 		c.mu.Unlock()
 	}
 	if old != nil && now.Before(old.nextUpdate) {
 		c.staleServed.Add(1)
 		c.warn("collateral upstream failed; serving the cached copy until its nextUpdate",
 			"url", rawURL, "fetched", old.fetched, "next_update", old.nextUpdate, "error", err)
-		c.store(rawURL, old, now) // keep a disk fallback in memory for the next miss
-		return old, nil
+		// Kept fresh for one backoff, so that during an outage the copy is
+		// answered from memory, and warned about, once per backoff rather
+		// than on every attestation.
+		kept := *old
+		kept.freshUntil = now
+		if c.cfg.ErrorBackoff > 0 {
+			kept.freshUntil = now.Add(c.cfg.ErrorBackoff)
+		}
+		if kept.nextUpdate.Before(kept.freshUntil) {
+			kept.freshUntil = kept.nextUpdate
+		}
+		c.store(rawURL, &kept, now)
+		return &kept, err, nil
 	}
-	return nil, fmt.Errorf("collateral: %s: %w: %w", rawURL, ErrUnavailable, err)
+	return nil, nil, unavailable(rawURL, err)
 }
 
-// fetch asks the upstream and stores what it returns when it is dated in
-// the future. Oversized and undated responses are failures; a response
-// already past its nextUpdate is returned unstored.
+// fetch asks the upstream and stores what it returns. Oversized, undated
+// and already expired responses are failures: an upstream serving collateral
+// past its nextUpdate is as useless as one that is down, and the caller must
+// see Unavailable (retry later), not a verdict on the node.
 func (c *Cache) fetch(ctx context.Context, rawURL string, now time.Time) (*entry, error) {
 	c.upstreamRequests.Add(1)
 	h, body, err := trust.GetWith(ctx, c.upstream, rawURL)
 	if err != nil {
 		return nil, err
 	}
+	now = c.cfg.Now() // the request may have taken a while
 	if n := responseSize(h, body); n > c.cfg.MaxBytes {
 		return nil, fmt.Errorf("response of %d bytes, limit %d", n, c.cfg.MaxBytes)
 	}
@@ -312,13 +378,14 @@ func (c *Cache) fetch(ctx context.Context, rawURL string, now time.Time) (*entry
 	if err != nil {
 		return nil, fmt.Errorf("response has no readable nextUpdate: %w", err)
 	}
+	if !now.Before(next) {
+		return nil, fmt.Errorf("response expired: its nextUpdate %s is not after %s",
+			next.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	e := newEntry(http.Header(h).Clone(), append([]byte(nil), body...), now, next, c.cfg.Refresh)
 	c.mu.Lock()
 	delete(c.failed, rawURL)
 	c.mu.Unlock()
-	if !now.Before(next) {
-		return e, nil
-	}
 	c.store(rawURL, e, now)
 	if c.cfg.Dir != "" {
 		if err := c.saveDisk(rawURL, e); err != nil {

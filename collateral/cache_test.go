@@ -98,6 +98,23 @@ func TestCacheOneUpstreamRequestPerURLUnderConcurrency(t *testing.T) {
 	}
 }
 
+// settle waits until no refill runs, so that what a background refill did
+// can be asserted.
+func settle(t testing.TB, c *collateral.Cache) collateral.CacheStats {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := c.Stats()
+		if st.Refilling == 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refills still running after 10s: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestCacheFreshUntilNextUpdate(t *testing.T) {
 	// Collateral valid for an hour, refresh a day: nextUpdate decides.
 	s := newSimPCS(t, pcs.Params{ValiditySeconds: 3600})
@@ -109,15 +126,25 @@ func TestCacheFreshUntilNextUpdate(t *testing.T) {
 	if b := mustGet(t, c, u); !bytes.Equal(b, first) || s.requests() != 1 {
 		t.Fatalf("before nextUpdate: %d requests, same bytes %v", s.requests(), bytes.Equal(b, first))
 	}
-	clk.Add(15 * time.Minute) // past nextUpdate (the sim issues a little before now, valid 1h)
-	mustGet(t, c, u)
-	if s.requests() != 2 {
-		t.Fatalf("past nextUpdate: %d upstream requests, want 2", s.requests())
+	// Past nextUpdate (the sim issues a little before the real now, valid
+	// 1h): the cached copy is never served, and what the PCS sends now is
+	// dated an hour after the real now, already past for this clock. An
+	// expired response is an upstream failure, not collateral: Unavailable.
+	clk.Add(15 * time.Minute)
+	_, _, err := c.GetContext(context.Background(), u)
+	if !errors.Is(err, collateral.ErrUnavailable) || !strings.Contains(err.Error(), "response expired") {
+		t.Fatalf("past nextUpdate with an expired response: %v, want ErrUnavailable naming the expiry", err)
 	}
-	// What the PCS sent is dated an hour after the real now, already past
-	// for this clock: it is passed on (the verifier reports it expired) but
-	// never stored.
-	mustGet(t, c, u)
+	if st := c.Stats(); s.requests() != 2 || st.UpstreamErrors != 1 {
+		t.Fatalf("past nextUpdate: %d upstream requests, stats %+v; want 2 and one error", s.requests(), st)
+	}
+	// Nothing expired was stored: past the error backoff the PCS is asked
+	// again (the caller is answered with the recent failure meanwhile).
+	clk.Add(collateral.DefaultErrorBackoff + time.Second)
+	if _, _, err := c.GetContext(context.Background(), u); !errors.Is(err, collateral.ErrUnavailable) {
+		t.Fatalf("still expired: %v", err)
+	}
+	settle(t, c)
 	if s.requests() != 3 {
 		t.Fatalf("an already expired response was cached: %d upstream requests, want 3", s.requests())
 	}
@@ -128,16 +155,20 @@ func TestCacheRefreshCap(t *testing.T) {
 	clk := newClock()
 	c := newCache(t, s.getter(), collateral.CacheConfig{Refresh: time.Hour, Now: clk.Now})
 	u := s.urls()[1]
-	mustGet(t, c, u)
+	first := mustGet(t, c, u)
 	clk.Add(59 * time.Minute)
 	mustGet(t, c, u)
 	if s.requests() != 1 {
 		t.Fatalf("within refresh: %d requests", s.requests())
 	}
+	// Refresh passed, nextUpdate not: the cached copy answers at once and
+	// the refetch runs behind it.
 	clk.Add(2 * time.Minute)
-	mustGet(t, c, u)
-	if s.requests() != 2 {
-		t.Fatalf("refresh passed, nextUpdate not: %d requests, want 2", s.requests())
+	if b := mustGet(t, c, u); !bytes.Equal(b, first) {
+		t.Fatal("past refresh: not the cached copy")
+	}
+	if st := settle(t, c); s.requests() != 2 || st.Revalidated != 1 {
+		t.Fatalf("refresh passed, nextUpdate not: %d requests, stats %+v; want 2 and one revalidation", s.requests(), st)
 	}
 	clk.Add(time.Minute)
 	mustGet(t, c, u)
@@ -149,6 +180,7 @@ func TestCacheRefreshCap(t *testing.T) {
 func TestCacheServesStaleBeforeNextUpdateOnly(t *testing.T) {
 	s := newSimPCS(t, pcs.Params{}) // valid 30 days
 	clk := newClock()
+	s.clk = clk // so that what it issues after the outage is current
 	var w warnings
 	c := newCache(t, s.getter(), collateral.CacheConfig{Refresh: time.Hour, Now: clk.Now, Warn: w.Warn})
 	urls := s.urls()
@@ -163,19 +195,21 @@ func TestCacheServesStaleBeforeNextUpdateOnly(t *testing.T) {
 			t.Fatalf("%s: stale entry not served during the outage", u)
 		}
 	}
-	st := c.Stats()
+	st := settle(t, c)
 	if st.StaleServed != uint64(len(urls)) || st.UpstreamErrors != uint64(len(urls)) {
 		t.Fatalf("stats %+v", st)
 	}
 	if ws := w.all(); len(ws) != len(urls) || !strings.Contains(ws[0], "serving the cached copy") || !strings.Contains(ws[0], "500") {
 		t.Fatalf("warnings %q", ws)
 	}
-	// Within the error backoff the PCS is not asked again.
+	// Within the error backoff the PCS is not asked again, nor warned about.
 	n := s.requests()
 	clk.Add(time.Second)
-	mustGet(t, c, urls[0])
-	if s.requests() != n {
-		t.Fatalf("upstream asked again within the error backoff")
+	for range 10 {
+		mustGet(t, c, urls[0])
+	}
+	if st := settle(t, c); s.requests() != n || len(w.all()) != len(urls) {
+		t.Fatalf("within the error backoff: %d more upstream requests, %d more warnings (stats %+v)", s.requests()-n, len(w.all())-len(urls), st)
 	}
 	// The whole verification still passes on stale-but-current collateral.
 	if err := s.verify(t, c); err != nil {
@@ -189,13 +223,62 @@ func TestCacheServesStaleBeforeNextUpdateOnly(t *testing.T) {
 			t.Fatalf("%s past nextUpdate with the PCS down: %v, want ErrUnavailable naming the 500", u, err)
 		}
 	}
-	// The PCS is back: fresh collateral again.
+	// The PCS is back: fresh collateral again, at the latest one retry
+	// after the failure stops counting as recent.
 	s.mode.Store(modeOK)
-	clk.Add(time.Minute)
+	clk.Add(collateral.DefaultTimeout + collateral.DefaultErrorBackoff)
 	_, _, err := c.GetContext(context.Background(), urls[1])
 	if err != nil {
 		t.Fatalf("after the outage: %v", err)
 	}
+}
+
+// A hanging upstream costs the first caller with nothing usable at most
+// FetchTimeout; while the outage lasts, later callers get Unavailable at
+// once and one retry runs per backoff in the background.
+func TestCacheHangingUpstreamFailsFast(t *testing.T) {
+	s := newSimPCS(t, pcs.Params{})
+	s.mode.Store(modeHang)
+	const timeout = 300 * time.Millisecond
+	c := newCache(t, s.getter(), collateral.CacheConfig{FetchTimeout: timeout, ErrorBackoff: 100 * time.Millisecond})
+	u := s.urls()[0]
+	t0 := time.Now()
+	_, _, err := c.GetContext(context.Background(), u)
+	if took := time.Since(t0); !errors.Is(err, collateral.ErrUnavailable) || took < timeout || took > 5*timeout {
+		t.Fatalf("first caller: %v after %v, want ErrUnavailable after about %v", err, took, timeout)
+	}
+	var slowest time.Duration
+	for range 50 {
+		t0 := time.Now()
+		_, _, err := c.GetContext(context.Background(), u)
+		slowest = max(slowest, time.Since(t0))
+		if !errors.Is(err, collateral.ErrUnavailable) || !strings.Contains(err.Error(), "deadline exceeded") {
+			t.Fatalf("during the outage: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 50 callers over about a second: the first timed out, the rest were
+	// answered from the failure while retries ran behind them.
+	if slowest > timeout/2 {
+		t.Fatalf("a caller during the outage waited %v; the upstream timeout is %v", slowest, timeout)
+	}
+	st := settle(t, c)
+	if st.FailedFast < 40 || st.UpstreamRequests > 6 {
+		t.Fatalf("stats %+v: want most callers failed fast and a retry per backoff+timeout at most", st)
+	}
+	// Recovery: the next retry succeeds and callers are served again.
+	s.mode.Store(modeOK)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, err := c.GetContext(context.Background(), u); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not recovered 5s after the upstream came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("hang: first caller %v, slowest later caller %v; stats %+v", timeout, slowest, st)
 }
 
 func TestCacheUpstreamFailures(t *testing.T) {

@@ -35,6 +35,11 @@ type Options struct {
 func New(cfg conf.Collateral, opts Options) (*Cache, error) {
 	var up trust.HTTPSGetter
 	cacheDir := cfg.CacheDir
+	if opts.Client == nil && cfg.FetchTimeout > 0 {
+		// The cache bounds each request with FetchTimeout; the client's own
+		// timeout must not cut a longer one short.
+		opts.Client = &http.Client{Timeout: cfg.FetchTimeout}
+	}
 	switch cfg.Source {
 	case conf.CollateralPCS, "":
 		g := &Getter{}
@@ -73,9 +78,10 @@ func New(cfg conf.Collateral, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("collateral: unknown source %q", cfg.Source)
 	}
 	return NewCache(up, CacheConfig{
-		Refresh: cfg.Refresh,
-		Dir:     cacheDir,
-		Now:     opts.Now,
-		Warn:    opts.Warn,
+		Refresh:      cfg.Refresh,
+		FetchTimeout: cfg.FetchTimeout,
+		Dir:          cacheDir,
+		Now:          opts.Now,
+		Warn:         opts.Warn,
 	})
 }

@@ -40,6 +40,9 @@ type simPCS struct {
 	srv   *httptest.Server
 	mode  atomic.Int32
 	delay atomic.Int64 // nanoseconds slept before answering
+	// clk, when set before the first request, dates what the PCS issues;
+	// nil means the wall clock.
+	clk *clock
 
 	mu   sync.Mutex
 	hits map[string]int // request URI -> count
@@ -66,7 +69,12 @@ func newSimPCS(t testing.TB, params pcs.Params) *simPCS {
 		t.Fatal(err)
 	}
 	s := &simPCS{dir: dir, auth: auth, fmspc: c.FMSPC, hits: map[string]int{}}
-	h := pcs.Handler(dir)
+	h := pcs.HandlerWithClock(dir, func() time.Time {
+		if s.clk != nil {
+			return s.clk.Now()
+		}
+		return time.Now()
+	})
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.hits[r.URL.RequestURI()]++

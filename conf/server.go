@@ -84,6 +84,10 @@ type Collateral struct {
 	// Refresh is the longest time fetched collateral is used before it is
 	// fetched again, even when its nextUpdate is later.
 	Refresh time.Duration
+	// FetchTimeout bounds one request to the PCS or PCCS. An attestation
+	// that has no usable collateral waits at most this long for it; while
+	// the service keeps failing, later ones are refused at once.
+	FetchTimeout time.Duration
 }
 
 // TPMVerifier configures TPM trust. At least one of EKCAFiles and
@@ -117,8 +121,10 @@ const (
 	DefaultChallengeTimeout  = 30 * time.Second
 	DefaultAgentPathTemplate = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
 	DefaultCollateralRefresh = 24 * time.Hour
-	DefaultCheckpointTTL     = 24 * time.Hour
-	maxMaxPayloadBytes       = 1 << 30
+	// DefaultCollateralFetchTimeout bounds one request to the PCS or PCCS.
+	DefaultCollateralFetchTimeout = 30 * time.Second
+	DefaultCheckpointTTL          = 24 * time.Hour
+	maxMaxPayloadBytes            = 1 << 30
 )
 
 // AgentPath renders the agent ID path for a node and checks that it is a
@@ -191,11 +197,12 @@ type rawServerTDX struct {
 }
 
 type rawCollateral struct {
-	PCCSURL    string `hcl:"pccs_url"`
-	PCSURL     string `hcl:"pcs_url"`
-	OfflineDir string `hcl:"offline_dir"`
-	CacheDir   string `hcl:"cache_dir"`
-	Refresh    string `hcl:"refresh"`
+	PCCSURL      string `hcl:"pccs_url"`
+	PCSURL       string `hcl:"pcs_url"`
+	OfflineDir   string `hcl:"offline_dir"`
+	CacheDir     string `hcl:"cache_dir"`
+	Refresh      string `hcl:"refresh"`
+	FetchTimeout string `hcl:"fetch_timeout"`
 }
 
 type rawServerTPM struct {
@@ -342,6 +349,8 @@ func collateral(d *doc, r rawCollateral) Collateral {
 		URL:      DefaultPCSURL,
 		CacheDir: r.CacheDir,
 		Refresh:  duration(d, "tdx.collateral.refresh", r.Refresh, DefaultCollateralRefresh, time.Minute, 90*24*time.Hour),
+		FetchTimeout: duration(d, "tdx.collateral.fetch_timeout", r.FetchTimeout, DefaultCollateralFetchTimeout,
+			time.Second, 5*time.Minute),
 	}
 	var set []string
 	for _, k := range []string{"pccs_url", "pcs_url", "offline_dir"} {

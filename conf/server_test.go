@@ -34,6 +34,7 @@ func TestServerDefaults(t *testing.T) {
 		{"tdx.collateral.source", c.TDX.Collateral.Source, conf.CollateralSource("pcs")},
 		{"tdx.collateral.url", c.TDX.Collateral.URL, "https://api.trustedservices.intel.com/tdx/certification/v4"},
 		{"tdx.collateral.refresh", c.TDX.Collateral.Refresh, 24 * time.Hour},
+		{"tdx.collateral.fetch_timeout", c.TDX.Collateral.FetchTimeout, 30 * time.Second},
 		{"tdx.collateral.cache_dir", c.TDX.Collateral.CacheDir, ""},
 		{"checkpoint_key_file", c.CheckpointKeyFile, ""},
 		{"checkpoint_previous_key_file", c.CheckpointPreviousKeyFile, ""},
@@ -70,6 +71,7 @@ func TestServerKeys(t *testing.T) {
 		{"shorthand block", `tdx collateral { offline_dir = "/c" }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.OfflineDir == "/c" }},
 		{"cache_dir", `tdx { collateral { cache_dir = "/cache" } }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.CacheDir == "/cache" }},
 		{"refresh", `tdx { collateral { refresh = "90m" } }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.Refresh == 90*time.Minute }},
+		{"fetch_timeout", `tdx { collateral { fetch_timeout = "5s" } }`, func(c *conf.ServerVerifier) bool { return c.TDX.Collateral.FetchTimeout == 5*time.Second }},
 		{"accepted_tcb_statuses all", `tdx { accepted_tcb_statuses = ["UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded"] }`,
 			func(c *conf.ServerVerifier) bool {
 				return len(c.TDX.AcceptedTCBStatuses) == 6 && c.TDX.AcceptedTCBStatuses[5] == "OutOfDateConfigurationNeeded"
@@ -164,6 +166,8 @@ func TestServerErrors(t *testing.T) {
 		{"duration zero", "tdx {}\nchallenge_timeout = \"0s\"", 2, []string{"challenge_timeout", "outside"}},
 		{"refresh bad", "tdx {\n  collateral {\n    refresh = \"daily\"\n  }\n}", 3, []string{"tdx.collateral.refresh", "not a duration"}},
 		{"refresh too short", "tdx {\n  collateral {\n    refresh = \"1s\"\n  }\n}", 3, []string{"tdx.collateral.refresh", "outside"}},
+		{"fetch_timeout too long", "tdx {\n  collateral {\n    fetch_timeout = \"1h\"\n  }\n}", 3, []string{"tdx.collateral.fetch_timeout", "outside"}},
+		{"fetch_timeout bad", "tdx {\n  collateral {\n    fetch_timeout = \"soon\"\n  }\n}", 3, []string{"tdx.collateral.fetch_timeout", "not a duration"}},
 		{"two collateral sources", "tdx {\n  collateral {\n    pcs_url = \"https://a\"\n    offline_dir = \"/x\"\n  }\n}", 4, []string{"tdx.collateral.offline_dir", "cannot be combined with pcs_url"}},
 		{"pccs and pcs", "tdx {\n  collateral {\n    pccs_url = \"https://a\"\n    pcs_url = \"https://b\"\n  }\n}", 4, []string{"tdx.collateral.pcs_url", "cannot be combined with pccs_url"}},
 		{"bad url scheme", "tdx {\n  collateral {\n    pcs_url = \"ftp://a\"\n  }\n}", 3, []string{"tdx.collateral.pcs_url", "want an http(s) base URL"}},

@@ -496,7 +496,7 @@ func TestCheckpointRefusedTokens(t *testing.T) {
 		if err := os.WriteFile(n.checkpointPath(a), tokenA, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		h.clock.advance(61 * time.Minute)
+		h.clock.Advance(61 * time.Minute)
 		r := h.mustAttestLoop(a, nil)
 		wantFull(t, r)
 		if !strings.Contains(h.logs.String(), "checkpoint token expired") {

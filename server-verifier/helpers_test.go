@@ -83,31 +83,13 @@ type harness struct {
 	client *nodeattestorv1.NodeAttestorPluginClient
 	config *configv1.ConfigServiceClient
 	logs   *syncBuffer
-	clock  *clock
-}
-
-// clock is a test clock that starts at the real time and can be moved.
-type clock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
+	clock  *simtest.Clock
 }
 
 func newHarness(t *testing.T, hooks func(*Plugin)) *harness {
 	t.Helper()
-	h := &harness{t: t, plugin: New(), client: new(nodeattestorv1.NodeAttestorPluginClient), config: new(configv1.ConfigServiceClient), logs: &syncBuffer{}, clock: &clock{}}
-	h.plugin.now = h.clock.now
+	h := &harness{t: t, plugin: New(), client: new(nodeattestorv1.NodeAttestorPluginClient), config: new(configv1.ConfigServiceClient), logs: &syncBuffer{}, clock: &simtest.Clock{}}
+	h.plugin.now = h.clock.Now
 	if hooks != nil {
 		hooks(h.plugin)
 	}

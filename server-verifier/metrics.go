@@ -85,6 +85,8 @@ func newMetrics(p *Plugin) *metrics {
 	stat("upstream_requests_total", "Requests to the PCS, PCCS or offline directory.", func(s collateral.CacheStats) float64 { return float64(s.UpstreamRequests) })
 	stat("upstream_errors_total", "Failed upstream requests.", func(s collateral.CacheStats) float64 { return float64(s.UpstreamErrors) })
 	stat("stale_served_total", "Refills answered with stale collateral because the upstream failed.", func(s collateral.CacheStats) float64 { return float64(s.StaleServed) })
+	stat("revalidated_total", "Misses answered at once from collateral past its refresh while it was refetched.", func(s collateral.CacheStats) float64 { return float64(s.Revalidated) })
+	stat("failed_fast_total", "Misses refused at once with the upstream's last failure while a retry ran.", func(s collateral.CacheStats) float64 { return float64(s.FailedFast) })
 	entries := func(name, help string, f func(chains, col, lib, ccel int) int) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ccnp", Subsystem: "appraisal_cache", Name: name, Help: help},
 			func() float64 { a, b, c, d := p.cache.Len(); return float64(f(a, b, c, d)) }))

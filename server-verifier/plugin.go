@@ -106,13 +106,21 @@ type state struct {
 
 // New returns an unconfigured plugin.
 func New() *Plugin {
+	return NewWithClock(time.Now)
+}
+
+// NewWithClock returns an unconfigured plugin that reads the time from now:
+// nonce and checkpoint expiry, certificate and collateral validity, and the
+// collateral cache all use it. It lets tests move a whole server across a
+// collateral nextUpdate; production uses New.
+func NewWithClock(now func() time.Time) *Plugin {
 	return &Plugin{
 		logger:   hclog.NewNullLogger(),
 		nonces:   newNonceStore(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
 		logs:     newLogCache(),
 		slots:    newVerifySlots(0),
-		now:      time.Now,
+		now:      now,
 		newNonce: evidenceNonce,
 		readFile: os.ReadFile,
 	}

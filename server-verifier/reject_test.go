@@ -115,10 +115,12 @@ func TestRejectExpiredCollateral(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two hours on, what the PCS issues (valid one hour from the real now)
-	// is expired for the server, and the cached copy too.
-	h.clock.advance(2 * time.Hour)
+	// is expired for the server, and the cached copy too. Expired
+	// collateral is no collateral: Unavailable (retry later), never a
+	// verdict on the node and never accepted.
+	h.clock.Advance(2 * time.Hour)
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, "collateral", "expired")
+	h.wantReject(err, codes.Unavailable, "collateral", "expired")
 }
 
 func TestRejectTCBStatusNotAccepted(t *testing.T) {
@@ -170,7 +172,7 @@ func TestRejectNonceReused(t *testing.T) {
 
 func TestRejectNonceExpired(t *testing.T) {
 	n, h, a := simSetup(t, sim.InitOptions{}, "", `nonce_ttl = "10s"`)
-	a.beforeEvidence = func() { h.clock.advance(11 * time.Second) }
+	a.beforeEvidence = func() { h.clock.Advance(11 * time.Second) }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckNonce, "expired")
 	_ = n

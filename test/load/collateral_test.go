@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/collateral"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
 
@@ -75,72 +77,85 @@ func (f *faultyPCS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestCollateralFaults: the collateral service issues collateral valid for
-// a few seconds, then breaks in one of four ways. Attestations keep being
-// accepted from the cached collateral until its nextUpdate, and after it
-// are refused (Unavailable, or PermissionDenied for expired collateral):
-// never accepted on collateral nobody can vouch for. A service that hangs
-// costs each attestation collateral.DefaultTimeout (30 s) once the cache
-// is past nextUpdate.
+// TestCollateralFaults: the collateral service breaks in one of four ways
+// once the server has fetched collateral (valid 30 days, refresh 1h,
+// fetch_timeout 1s). The server's clock, shared with the service, is then
+// moved past the refresh: attestations keep being accepted from the cached
+// collateral, without waiting for the broken service, while the cache
+// retries it behind them. Past nextUpdate they are refused with
+// Unavailable, never accepted, and a service that hangs costs one
+// attestation the fetch timeout, not every one. When the service heals,
+// attestations are accepted again without a restart.
 func TestCollateralFaults(t *testing.T) {
-	// The simulated PCS dates collateral pcs.IssueSkew in the past, so
-	// this validity leaves it usable for `window` after it is fetched.
-	const window = 6 * time.Second
-	const validity = pcs.IssueSkew + window
+	const fetchTimeout = 3 * time.Second
 	for _, c := range []struct {
 		name  string
 		fault pcsFault
-		// after is the verdict once the cached copy is past nextUpdate:
-		// Unavailable when the service gives nothing usable; a
-		// PermissionDenied naming the expiry when it serves collateral
-		// that is signed but expired (collateral.Cache passes such a
-		// response on unstored and the verifier refuses it; see the
-		// threat model's "Stale or forged collateral").
-		after codes.Code
-		msg   string
+		msg   string // in the Unavailable message past nextUpdate
 	}{
-		{"timeout", hang, codes.Unavailable, "collateral"},
-		{"500", status500, codes.Unavailable, "500"},
-		{"garbage", garbage, codes.Unavailable, "nextUpdate"},
-		{"expired", stale, codes.PermissionDenied, "expired"},
+		{"timeout", hang, "deadline exceeded"},
+		{"500", status500, "500"},
+		{"garbage", garbage, "nextUpdate"},
+		{"expired", stale, "expired"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			n := newSimNode(t)
-			if err := pcs.WriteParams(n.dir, pcs.Params{TCBStatus: "UpToDate", ValiditySeconds: int64(validity / time.Second)}); err != nil {
+			if err := pcs.WriteParams(n.dir, pcs.Params{TCBStatus: "UpToDate"}); err != nil {
 				t.Fatal(err)
 			}
-			f := &faultyPCS{real: pcs.Handler(n.dir), seen: map[string]*httptest.ResponseRecorder{}}
+			clk := &simtest.Clock{}
+			f := &faultyPCS{real: pcs.HandlerWithClock(n.dir, clk.Now), seen: map[string]*httptest.ResponseRecorder{}}
 			srv := serve(t, f)
-			s := newServer(t, n.serverConfig(srv.URL))
+			s := newServerWithClock(t, n.serverConfig(srv.URL, `refresh = "1h"`, fmt.Sprintf("fetch_timeout = %q", fetchTimeout)), clk.Now)
 			a := n.agent(t, "")
 			ctx := context.Background()
-
-			fetched := time.Now()
 			if _, err := s.attest(ctx, a, nil); err != nil {
 				t.Fatalf("with a healthy PCS: %v", err)
 			}
+
+			// Broken, two hours on: past the refresh, before nextUpdate.
 			f.mode.Store(int32(c.fault))
 			before := f.requests.Load()
-			accepted := 0
-			for time.Since(fetched) < window-2*time.Second {
+			clk.Advance(2 * time.Hour)
+			var slowest time.Duration
+			const during = 20
+			for i := range during {
+				t0 := time.Now()
 				if _, err := s.attest(ctx, a, nil); err != nil {
-					t.Fatalf("%v after the first fetch, before nextUpdate, with the PCS broken: %v", time.Since(fetched).Round(time.Millisecond), err)
+					t.Fatalf("attestation %d before nextUpdate with the PCS broken: %v", i, err)
 				}
-				accepted++
-				time.Sleep(200 * time.Millisecond)
+				slowest = max(slowest, time.Since(t0))
+				clk.Advance(time.Minute)
+				time.Sleep(100 * time.Millisecond)
 			}
-			time.Sleep(time.Until(fetched.Add(window + time.Second)))
-			t0 := time.Now()
-			_, err := s.attest(ctx, a, nil)
-			if status.Code(err) != c.after || !strings.Contains(status.Convert(err).Message(), c.msg) {
-				t.Fatalf("after nextUpdate with the PCS broken: %v, want %v naming %q", err, c.after, c.msg)
+			tried := f.requests.Load() - before
+			if tried == 0 {
+				t.Fatal("the cache never asked the broken PCS again after the refresh passed")
 			}
-			took := time.Since(t0)
+			if slowest >= fetchTimeout {
+				t.Errorf("an attestation with usable cached collateral waited %v for the broken PCS (fetch_timeout %v)", slowest, fetchTimeout)
+			}
 
-			// Healthy again: attestations recover without a restart, once
-			// the cache's error backoff (collateral.DefaultErrorBackoff)
-			// has passed.
+			// Past every nextUpdate: refused, Unavailable, never accepted.
+			clk.Advance(31 * 24 * time.Hour)
+			var took [3]time.Duration
+			for i := range took {
+				t0 := time.Now()
+				_, err := s.attest(ctx, a, nil)
+				took[i] = time.Since(t0)
+				if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), c.msg) {
+					t.Fatalf("attestation %d after nextUpdate with the PCS broken: %v, want Unavailable naming %q", i, err, c.msg)
+				}
+			}
+			// Only the first waits for a hanging service; the others are
+			// answered from its failure while a retry runs.
+			if c.fault == hang && (took[1] >= fetchTimeout/2 || took[2] >= fetchTimeout/2) {
+				t.Errorf("attestations after the first failure took %v and %v (fetch_timeout %v)", took[1], took[2], fetchTimeout)
+			}
+
+			// Healthy again: accepted again without a restart, once the
+			// cache's error backoff has passed.
 			f.mode.Store(int32(healthy))
 			healed := time.Now()
 			for {
@@ -148,13 +163,14 @@ func TestCollateralFaults(t *testing.T) {
 				if err == nil {
 					break
 				}
-				if time.Since(healed) > collateral.DefaultErrorBackoff+5*time.Second {
+				if time.Since(healed) > collateral.DefaultErrorBackoff+fetchTimeout+5*time.Second {
 					t.Fatalf("still failing %v after the PCS recovered: %v", time.Since(healed), err)
 				}
 				time.Sleep(250 * time.Millisecond)
 			}
-			t.Logf("%d attestations accepted from the cache with the PCS broken (%d requests to it); after nextUpdate: %v in %v; accepted again %v after the PCS recovered",
-				accepted, f.requests.Load()-before, status.Code(err), took.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
+			t.Logf("%s: %d attestations accepted from the cache with the PCS broken, slowest %v (%d requests to it); after nextUpdate: Unavailable in %v, then %v and %v; accepted again %v after the PCS recovered",
+				c.name, during, slowest.Round(time.Millisecond), tried, took[0].Round(time.Millisecond),
+				took[1].Round(time.Millisecond), took[2].Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
 		})
 	}
 }

@@ -65,8 +65,14 @@ type server struct {
 
 func newServer(t *testing.T, hcl string) *server {
 	t.Helper()
+	return newServerWithClock(t, hcl, time.Now)
+}
+
+// newServerWithClock is newServer with the plugin reading the time from now.
+func newServerWithClock(t *testing.T, hcl string, now func() time.Time) *server {
+	t.Helper()
 	s := &server{client: new(nodeattestorv1.NodeAttestorPluginClient), audit: &lineCounter{}}
-	p := serververifier.New()
+	p := serververifier.NewWithClock(now)
 	cfgClient := new(configv1.ConfigServiceClient)
 	plugintest.ServeInBackground(t, plugintest.Config{
 		PluginServer:   nodeattestorv1.NodeAttestorPluginServer(p),
@@ -159,8 +165,10 @@ func newSimNode(t testing.TB) *simNode {
 	return n
 }
 
-func (n *simNode) serverConfig(pcsURL string) string {
-	return fmt.Sprintf("tdx {\n  collateral { pcs_url = %q }\n}\nsim { trusted_root_file = %q }\n", pcsURL, filepath.Join(n.dir, sim.RootFile))
+// collateralExtra goes into the tdx.collateral block.
+func (n *simNode) serverConfig(pcsURL string, collateralExtra ...string) string {
+	return fmt.Sprintf("tdx {\n  collateral {\n    pcs_url = %q\n%s\n  }\n}\nsim { trusted_root_file = %q }\n",
+		pcsURL, strings.Join(collateralExtra, "\n"), filepath.Join(n.dir, sim.RootFile))
 }
 
 // agent is an agent of this TD with its own instance ID (its own data

@@ -121,6 +121,12 @@ func Handler(dir string) http.Handler {
 	return &handler{dir: dir, now: time.Now}
 }
 
+// HandlerWithClock is Handler issuing collateral as of now() rather than
+// the wall clock, for tests that move a verifier's clock across nextUpdate.
+func HandlerWithClock(dir string, now func() time.Time) http.Handler {
+	return &handler{dir: dir, now: now}
+}
+
 type handler struct {
 	dir string
 	now func() time.Time
