@@ -41,8 +41,11 @@ test: lint unit test-e2e
 test-e2e: build spire
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e ./internal/spirelab
 
+# The load and fault suite runs on its own with -v so that CI prints its
+# figures (attestations, goroutines and heap before/after, outage timings).
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test/load$$')
+	$(GO) test -race -count=1 -v ./test/load
 
 lint: vet staticcheck fmt-check
 
