@@ -1,6 +1,9 @@
-// Package simtest holds test support around the simulated TD that several
-// test suites (the server plugin's, the adversarial and the load suites)
-// share.
+// Package simtest holds the test harness that several suites (the agent
+// and server plugins', the adversarial and the load suites) share: a
+// simulated TD and its PCS (node.go), a swtpm node (tpm.go), plugins served
+// over the real plugin transport (server.go), the agent side of an
+// attestation with an attacker's hooks (attest.go) and test data and log
+// helpers (logs.go). What only one suite needs stays in that suite.
 package simtest
 
 import (

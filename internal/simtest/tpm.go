@@ -1,0 +1,122 @@
+package simtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+)
+
+// TPMLogName is a real firmware log (testdata/tpmlog, from go-eventlog)
+// that StartTPMNode replays into swtpm, so that the quoted PCRs and the
+// log agree.
+const TPMLogName = "rhel8-uefi.bin"
+
+// TPMNode is a TPM node for one test: a swtpm with EKs certified by a test
+// EK CA and TPMLogName replayed into its PCRs, and a host root holding
+// that log (and an IMA list, if any) where the agent reads them.
+type TPMNode struct {
+	TPM  *swtpm.TPM
+	Prov *swtpm.Provisioned
+	// Root is the agent's host_root.
+	Root string
+	// Base is a directory for the agent's state.
+	Base string
+	// Firmware is the firmware log, as replayed and on disk.
+	Firmware []byte
+	// IMA is the IMA list on disk; nil for none.
+	IMA []byte
+}
+
+// StartTPMNode starts and provisions swtpm for the test, or skips the test
+// where swtpm is not installed. ima, unless nil, is written as the host's
+// IMA list; extending the PCR with it is the caller's choice.
+func StartTPMNode(t *testing.T, ima []byte) *TPMNode {
+	t.Helper()
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
+	if err != nil {
+		t.Fatalf("swtpm: %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	n := &TPMNode{TPM: tp, Root: t.TempDir(), Base: t.TempDir(), Firmware: Testdata(t, "tpmlog", TPMLogName), IMA: ima}
+	if n.Prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	if _, err := swtpm.ReplayLog(ctx, tp, n.Firmware); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	files := map[string][]byte{tpm.EventLogPath: n.Firmware}
+	if ima != nil {
+		files[tpm.IMALogPath] = ima
+	}
+	for path, b := range files {
+		p := filepath.Join(n.Root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// AgentHCL is the agent plugin's configuration for this TPM with an AK of
+// akType and its state in stateDir; tpmExtra goes into the tpm block.
+func (n *TPMNode) AgentHCL(akType, tpmExtra, stateDir string) string {
+	return fmt.Sprintf(`tee = "tpm"
+host_root = %q
+tpm {
+  device  = %q
+  ak_type = %q
+  %s
+}
+instance_id_path = %q
+runtime_log_path = %q
+`, n.Root, n.TPM.Addr(), akType, tpmExtra, filepath.Join(stateDir, "instance_id"), filepath.Join(stateDir, "runtime.cel"))
+}
+
+// OpenAgentTEE opens the TEE of an agent configuration as the agent plugin
+// does, until the test ends. The TPM serves one connection at a time, so a
+// second one waits for this one to close.
+func OpenAgentTEE(t testing.TB, cfg *conf.AgentNodeAttestor) tee.Provider {
+	t.Helper()
+	p, err := tee.Open(context.Background(), nodeattestor.TEEConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// ExpectedPCR is the SHA-256 value of pcr, in hex, that the machine which
+// recorded TPMLogName reported (testdata/tpmlog/expected.json, from
+// go-eventlog's tests): what a correct replay must reach.
+func ExpectedPCR(t testing.TB, pcr int) string {
+	t.Helper()
+	var exp map[string]struct {
+		Banks map[string]map[string]string `json:"banks"`
+	}
+	if err := json.Unmarshal(Testdata(t, "tpmlog", "expected.json"), &exp); err != nil {
+		t.Fatal(err)
+	}
+	v := exp[TPMLogName].Banks["sha256"][fmt.Sprintf("pcr%d", pcr)]
+	if v == "" {
+		t.Fatalf("no expected pcr%d", pcr)
+	}
+	return v
+}
