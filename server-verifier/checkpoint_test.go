@@ -26,6 +26,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
@@ -317,7 +318,7 @@ func TestCheckpointSuffixAccepted(t *testing.T) {
 	if len(fourth.nonceRounds()) != 1 || fourth.nonceRounds()[0].GetCheckpoint() == nil || len(rawLog(t, fourth.evidence[0].GetImaLog())) != 0 {
 		t.Fatal("a re-attestation with no new events was not an empty incremental one")
 	}
-	for _, l := range h.logs.lines(t, "attestation") {
+	for _, l := range h.logs.Lines(t, "attestation") {
 		if l["result"] != "accepted" {
 			t.Fatalf("audit: %v", l)
 		}
@@ -332,7 +333,7 @@ func dropFirstIMAEntry(t *testing.T, ev *evidencepb.Evidence) {
 	if err != nil || len(l.Entries) < 2 {
 		t.Fatalf("suffix of %d bytes: %v", len(raw), err)
 	}
-	ev.ImaLog = mustLog(t, evidencepb.LogKind_LOG_KIND_IMA, raw[l.Entries[1].Offset:])
+	ev.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, raw[l.Entries[1].Offset:])
 }
 
 func TestCheckpointSkippingSuffix(t *testing.T) {
@@ -366,7 +367,7 @@ func TestCheckpointSkippingSuffix(t *testing.T) {
 		}
 		// Round 1 asks for whole logs; the liar answers with a suffix.
 		raw := rawLog(t, ev.GetImaLog())
-		ev.ImaLog = mustLog(t, evidencepb.LogKind_LOG_KIND_IMA, raw[len(raw)/2:])
+		ev.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, raw[len(raw)/2:])
 		ev.Checkpoint = &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{{Kind: evidencepb.LogKind_LOG_KIND_IMA, Events: 1, Bytes: 1}}}
 	})
 	h.wantReject(err, codes.InvalidArgument, CheckCheckpoint, "asked for whole logs")
@@ -598,7 +599,7 @@ func TestRebaseRuntimeRecords(t *testing.T) {
 
 func TestCountIMAEntries(t *testing.T) {
 	for _, f := range []string{"mixed.bin", "mixed.ascii", "cgpath.bin", "cgpath.ascii"} {
-		b := readTestdata(t, "ima", f)
+		b := simtest.Testdata(t, "ima", f)
 		l, err := ima.Parse(b, ima.Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
@@ -663,7 +664,7 @@ func FuzzCountIMAEntries(f *testing.F) {
 // yields the selectors of a full replay.
 func TestCheckpointTPM(t *testing.T) {
 	n := startTPMNode(t)
-	cfg := fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s", n.prov.CAPath, writeKey(t, "k1"))
+	cfg := fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s", n.Prov.CAPath, writeKey(t, "k1"))
 	h := newHarness(t, nil).mustConfigure(cfg)
 	a := n.agent()
 	first := h.mustAttestLoop(a, nil)
@@ -672,7 +673,7 @@ func TestCheckpointTPM(t *testing.T) {
 	// The node runs on: two IMA entries on PCR10, a workload on PCR23.
 	ctx := context.Background()
 	tp := tee.Unwrap(n.agentP).(*tpm.Provider)
-	imaPath := filepath.Join(n.root, tpm.IMALogPath)
+	imaPath := filepath.Join(n.Root, tpm.IMALogPath)
 	for i := range 2 {
 		e, td := imaEntry(fmt.Sprintf("/usr/bin/tpm-new-%d", i), sha512.Sum512_256([]byte{byte(i)}))
 		f, err := os.OpenFile(imaPath, os.O_APPEND|os.O_WRONLY, 0)
@@ -688,7 +689,7 @@ func TestCheckpointTPM(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rtPath := filepath.Join(n.base, "runtime.cel")
+	rtPath := filepath.Join(n.Base, "runtime.cel")
 	raw, err := os.ReadFile(rtPath)
 	if err != nil {
 		t.Fatal(err)
@@ -724,7 +725,7 @@ func TestCheckpointTPM(t *testing.T) {
 	if ima := rawLog(t, second.evidence[0].GetImaLog()); countIMAEntries(ima) != 2 {
 		t.Fatalf("IMA suffix of %d entries, want 2", countIMAEntries(ima))
 	}
-	full := newHarness(t, nil).mustConfigure(fmt.Sprintf("tpm { ek_ca_files = [%q] }", n.prov.CAPath))
+	full := newHarness(t, nil).mustConfigure(fmt.Sprintf("tpm { ek_ca_files = [%q] }", n.Prov.CAPath))
 	ref := full.mustAttestLoop(a, nil)
 	if !slices.Equal(second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues()) {
 		t.Fatalf("incremental selectors\n%v\ndiffer from a full replay's\n%v", second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues())

@@ -24,6 +24,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -162,7 +163,7 @@ func TestVerifyOracle(t *testing.T) {
 	for name, quote := range map[string][]byte{
 		"signature byte flipped":  flipped,
 		"quote for another nonce": pl.GetEvidence().GetQuote(),
-		"real Intel quote":        readTestdata(t, "tdx", "cos-113-tdx-quote.dat"),
+		"real Intel quote":        simtest.Testdata(t, "tdx", "cos-113-tdx-quote.dat"),
 	} {
 		if err := fz.oracle(fz.structured(t, quote, nil, nil, nil, evidencepb.Encoding_ENCODING_NONE)); err == nil {
 			t.Errorf("%s: oracle accepts", name)
@@ -186,7 +187,7 @@ func FuzzVerify(f *testing.F) {
 		f.Add(fz.structured(f, fz.ev.GetQuote(), fz.logs(f).CCEL, fz.logs(f).Runtime, nil, enc))
 	}
 	for _, name := range []string{"cos-113-tdx-quote.dat", "tdx_prod_quote_SPR_E4.dat"} {
-		f.Add(fz.structured(f, readTestdata(f, "tdx", name), nil, nil, nil, evidencepb.Encoding_ENCODING_NONE))
+		f.Add(fz.structured(f, simtest.Testdata(f, "tdx", name), nil, nil, nil, evidencepb.Encoding_ENCODING_NONE))
 	}
 	f.Fuzz(func(t *testing.T, ev []byte) {
 		if accepted, _ := fz.attest(ev); accepted {
@@ -210,11 +211,11 @@ func FuzzVerifyFields(f *testing.F) {
 	// works on the events rather than on the padding.
 	area := len(logs.CCEL)
 	events := bytes.TrimRight(logs.CCEL, "\xff")
-	ima := readTestdata(f, "ima", "cgpath.bin")
+	ima := simtest.Testdata(f, "ima", "cgpath.bin")
 	f.Add(fz.ev.GetQuote(), events, logs.Runtime, []byte(nil), uint8(0))
 	f.Add(fz.ev.GetQuote(), events, logs.Runtime, ima, uint8(1))
 	f.Add(fz.ev.GetQuote(), events[:1024], []byte(nil), []byte(nil), uint8(2))
-	f.Add(readTestdata(f, "tdx", "cos-113-tdx-quote.dat"), bytes.TrimRight(readTestdata(f, "tdx", "ccel_data.dat"), "\xff"), []byte(nil), []byte(nil), uint8(0))
+	f.Add(simtest.Testdata(f, "tdx", "cos-113-tdx-quote.dat"), bytes.TrimRight(simtest.Testdata(f, "tdx", "ccel_data.dat"), "\xff"), []byte(nil), []byte(nil), uint8(0))
 	f.Fuzz(func(t *testing.T, quote, ccel, runtime, ima []byte, enc uint8) {
 		e := evidencepb.Encoding(int(enc) % 3)
 		if len(ccel) > 0 && len(ccel) < area {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -81,7 +82,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("appraisal cache gauge: %v", m["ccnp_appraisal_cache_pck_chains"])
 	}
 	// A rejection is counted too.
-	_, err := h.attest(&agent{p: a.p, cfg: a.cfg, raw: func(b []byte) []byte { return b[:len(b)/2] }})
+	_, err := h.attest(&agent{p: a.p, cfg: a.cfg, Hooks: simtest.Hooks{Raw: func(b []byte) []byte { return b[:len(b)/2] }}})
 	if err == nil {
 		t.Fatal("truncated evidence accepted")
 	}

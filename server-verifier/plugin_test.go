@@ -61,7 +61,7 @@ func TestConcurrentAttestations(t *testing.T) {
 	if got := n.tcbFetches.Load(); got != 1 {
 		t.Errorf("TCB info for the one FMSPC fetched %d times, want once", got)
 	}
-	if got := len(h.logs.lines(t, "attestation")); got != count {
+	if got := len(h.logs.Lines(t, "attestation")); got != count {
 		t.Errorf("%d audit lines for %d attestations", got, count)
 	}
 	if left := h.plugin.nonces.len(); left > count {
@@ -78,10 +78,10 @@ func TestVerifyAgreesWithPlugin(t *testing.T) {
 		helloBytes, nonce []byte
 		ev                *evidencepb.Evidence
 	)
-	a.hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
-	a.challenge = func(c *evidencepb.Challenge) { nonce = bytes.Clone(c.Nonce) }
+	a.Hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
+	a.Challenge = func(c *evidencepb.Challenge) { nonce = bytes.Clone(c.Nonce) }
 	flip := false
-	a.mutate = func(e *evidencepb.Evidence) {
+	a.Mutate = func(e *evidencepb.Evidence) {
 		if flip {
 			e.Quote[48+400] ^= 1 // RTMR0
 		}
@@ -197,11 +197,11 @@ policy "workloads" {
 	if !hasSelector(attrs, "policy_warn:workloads") || !hasSelector(attrs, "policy:node") || hasSelector(attrs, "policy:workloads") {
 		t.Errorf("selectors %v", attrs.GetSelectorValues())
 	}
-	warn := h3.logs.lines(t, "warn-only policy not met")
+	warn := h3.logs.Lines(t, "warn-only policy not met")
 	if len(warn) != 1 || warn[0]["policy"] != "workloads" {
 		t.Errorf("warn lines %v", warn)
 	}
-	audit := h3.logs.lines(t, "attestation")
+	audit := h3.logs.Lines(t, "attestation")
 	if len(audit) != 1 || !strings.Contains(fmt.Sprint(audit[0]["policies"]), "workloads digest=") {
 		t.Errorf("audit %v", audit)
 	}
@@ -265,7 +265,7 @@ policy "w" {
   enforce = false
   tee = ["sim"]
 }`))
-	if len(h.logs.lines(t, "require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
+	if len(h.logs.Lines(t, "require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
 		t.Error("no warning about warn-only policies under require_policy")
 	}
 	_, err = h.attest(n.agent(t, ""))
@@ -365,13 +365,13 @@ func TestProtocolErrors(t *testing.T) {
 	})
 	t.Run("evidence of another tee", func(t *testing.T) {
 		a := n.agent(t, "")
-		a.mutate = func(e *evidencepb.Evidence) { e.Tee = "tdx" }
+		a.Mutate = func(e *evidencepb.Evidence) { e.Tee = "tdx" }
 		_, err := h.attest(a)
 		h.wantReject(err, codes.PermissionDenied, CheckTEE, `evidence is for tee "tdx"`)
 	})
 	t.Run("sim sends tpm evidence", func(t *testing.T) {
 		a := n.agent(t, "")
-		a.mutate = func(e *evidencepb.Evidence) {
+		a.Mutate = func(e *evidencepb.Evidence) {
 			e.Quote = nil
 			e.Tpm = &evidencepb.TPMEvidence{EkPublic: []byte{1}, AkPublic: []byte{1}, Quote: []byte{1}, Signature: []byte{1}, Pcrs: []*evidencepb.PCRBank{{Alg: 11, Values: map[uint32][]byte{0: make([]byte, 32)}}}}
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
@@ -96,9 +97,7 @@ func TestRejectSimWithoutSimBlock(t *testing.T) {
 
 func TestRejectRevokedPCK(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
-	if err := pcs.WriteParams(n.dir, pcs.Params{TCBStatus: "UpToDate", RevokePCK: true}); err != nil {
-		t.Fatal(err)
-	}
+	n.node.SetPCSParams(t, pcs.Params{TCBStatus: "UpToDate", RevokePCK: true})
 	h := newHarness(t, nil).mustConfigure(n.serverConfig("", ""))
 	_, err := h.attest(n.agent(t, ""))
 	h.wantReject(err, codes.PermissionDenied, "pck_chain", "revoked")
@@ -106,9 +105,7 @@ func TestRejectRevokedPCK(t *testing.T) {
 
 func TestRejectExpiredCollateral(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
-	if err := pcs.WriteParams(n.dir, pcs.Params{TCBStatus: "UpToDate", ValiditySeconds: 3600}); err != nil {
-		t.Fatal(err)
-	}
+	n.node.SetPCSParams(t, pcs.Params{TCBStatus: "UpToDate", ValiditySeconds: 3600})
 	h := newHarness(t, nil).mustConfigure(n.serverConfig("", ""))
 	a := n.agent(t, "")
 	if _, err := h.attest(a); err != nil {
@@ -172,7 +169,7 @@ func TestRejectNonceReused(t *testing.T) {
 
 func TestRejectNonceExpired(t *testing.T) {
 	n, h, a := simSetup(t, sim.InitOptions{}, "", `nonce_ttl = "10s"`)
-	a.beforeEvidence = func() { h.clock.Advance(11 * time.Second) }
+	a.BeforeEvidence = func() { h.clock.Advance(11 * time.Second) }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckNonce, "expired")
 	_ = n
@@ -181,12 +178,12 @@ func TestRejectNonceExpired(t *testing.T) {
 func TestRejectReplayedEvidence(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
 	var captured []byte
-	a.raw = func(b []byte) []byte { captured = b; return b }
+	a.Raw = func(b []byte) []byte { captured = b; return b }
 	if _, err := h.attest(a); err != nil {
 		t.Fatal(err)
 	}
 	// The same evidence answering a fresh challenge: bound to the old nonce.
-	a.raw = func([]byte) []byte { return captured }
+	a.Raw = func([]byte) []byte { return captured }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckBinding, "binding")
 }
@@ -194,13 +191,13 @@ func TestRejectReplayedEvidence(t *testing.T) {
 func TestRejectReportDataOfAnotherNonce(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
 	var helloBytes, serverNonce []byte
-	a.hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
-	a.challenge = func(c *evidencepb.Challenge) {
+	a.Hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
+	a.Challenge = func(c *evidencepb.Challenge) {
 		serverNonce = bytes.Clone(c.Nonce)
 		c.Nonce = bytes.Repeat([]byte{0x5a}, evidence.NonceSize) // the TD signs another nonce
 	}
 	// The evidence claims the right binding; the quote does not hold it.
-	a.mutate = func(e *evidencepb.Evidence) {
+	a.Mutate = func(e *evidencepb.Evidence) {
 		b := evidence.Binding(serverNonce, helloBytes)
 		e.Binding = b[:]
 	}
@@ -210,7 +207,7 @@ func TestRejectReportDataOfAnotherNonce(t *testing.T) {
 
 func TestRejectQuoteBodyByteFlipped(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
-	a.mutate = func(e *evidencepb.Evidence) { e.Quote[48+200] ^= 1 } // inside MRTD
+	a.Mutate = func(e *evidencepb.Evidence) { e.Quote[48+200] ^= 1 } // inside MRTD
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, "quote_signature", "signature")
 }
@@ -296,7 +293,7 @@ found:
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, h, a := simSetup(t, sim.InitOptions{}, "", "")
-			a.mutate = func(e *evidencepb.Evidence) { e.Ccel = mustLog(t, evidencepb.LogKind_LOG_KIND_CCEL, edited) }
+			a.Mutate = func(e *evidencepb.Evidence) { e.Ccel = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_CCEL, edited) }
 			_, err := h.attest(a)
 			h.wantReject(err, codes.PermissionDenied, "ccel_replay", fmt.Sprintf("rtmr%d", binary.LittleEndian.Uint32(events[i])-1))
 		})
@@ -304,9 +301,9 @@ found:
 }
 
 func TestRejectIMAEntryAltered(t *testing.T) {
-	list := readTestdata(t, "ima", "cgpath.bin")
+	list := simtest.Testdata(t, "ima", "cgpath.bin")
 	n, h, a := simSetup(t, sim.InitOptions{}, "", "")
-	a.mutate = n.addIMA(t, list)
+	a.Mutate = n.addIMA(t, list)
 	attrs, err := h.attest(a)
 	if err != nil {
 		t.Fatalf("IMA on RTMR2: %v", err)
@@ -335,7 +332,7 @@ func TestRejectIMAEntryAltered(t *testing.T) {
 		}
 		off = dataOff + dataLen
 	}
-	a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = mustLog(t, evidencepb.LogKind_LOG_KIND_IMA, altered) }
+	a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, altered) }
 	_, err = h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, "ima_replay", "rtmr2")
 
@@ -362,20 +359,22 @@ func TestRejectRuntimeLogEntryAltered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = mustLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, fb) }
+	a.Mutate = func(e *evidencepb.Evidence) {
+		e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, fb)
+	}
 	_, err = h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckRuntimeReplay, "does not replay", "rtmr3")
 
 	// The real log with one byte of a record's content changed: its
 	// digest no longer matches.
-	a.mutate = func(e *evidencepb.Evidence) {
+	a.Mutate = func(e *evidencepb.Evidence) {
 		raw, err := evidence.DecompressLog(e.RuntimeLog, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		raw = bytes.Clone(raw)
 		raw[bytes.Index(raw, []byte("/usr/bin/real"))+9] = 'R'
-		e.RuntimeLog = mustLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, raw)
+		e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, raw)
 	}
 	_, err = h.attest(a)
 	h.wantReject(err, codes.InvalidArgument, CheckRuntimeReplay, "runtime log")
@@ -387,7 +386,7 @@ policy "rt" {
   enforce = true
   runtime { allowed_exe_sha256 = ["`+fmt.Sprintf("%x", bytes.Repeat([]byte{1}, 32))+`"] }
 }`))
-	a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = nil }
+	a.Mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = nil }
 	_, err = h2.attest(a)
 	h2.wantReject(err, codes.PermissionDenied, CheckPolicy, "no verified runtime log")
 }
@@ -395,7 +394,7 @@ policy "rt" {
 func TestRejectPayloadOverSizeLimit(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", `max_payload_bytes = 4096`)
 	var ch *evidencepb.Challenge
-	a.challenge = func(c *evidencepb.Challenge) { ch = proto.Clone(c).(*evidencepb.Challenge) }
+	a.Challenge = func(c *evidencepb.Challenge) { ch = proto.Clone(c).(*evidencepb.Challenge) }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.InvalidArgument, CheckPayload, "above the limit of 4096 bytes", "evidence message")
 	if ch.GetMaxPayloadBytes() != 4096 {
@@ -405,12 +404,12 @@ func TestRejectPayloadOverSizeLimit(t *testing.T) {
 
 func TestRejectMalformedPayload(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
-	a.raw = func([]byte) []byte { return []byte("\x0a\xff\xff\xff\xff\x0fgarbage") }
+	a.Raw = func([]byte) []byte { return []byte("\x0a\xff\xff\xff\xff\x0fgarbage") }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.InvalidArgument, CheckPayload, "malformed")
 
 	// A hello where evidence is due is well-formed but the wrong kind.
-	a.raw = func([]byte) []byte {
+	a.Raw = func([]byte) []byte {
 		b, err := evidence.Encode(evidence.NewHello(&evidencepb.Hello{Tee: "sim", InstanceId: "x"}))
 		if err != nil {
 			t.Fatal(err)
@@ -421,15 +420,15 @@ func TestRejectMalformedPayload(t *testing.T) {
 	h.wantReject(err, codes.InvalidArgument, CheckPayload, "expected evidence, got hello")
 
 	// A malformed hello.
-	a.raw = nil
-	a.hello = func([]byte) []byte { return []byte{0xff} }
+	a.Raw = nil
+	a.Hello = func([]byte) []byte { return []byte{0xff} }
 	_, err = h.attest(a)
 	h.wantReject(err, codes.InvalidArgument, CheckPayload, "hello message")
 }
 
 func TestRejectUnknownEvidenceVersion(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
-	a.raw = func(b []byte) []byte {
+	a.Raw = func(b []byte) []byte {
 		var p evidencepb.Payload
 		if err := proto.Unmarshal(b, &p); err != nil {
 			t.Fatal(err)
@@ -456,7 +455,7 @@ policy "golden" {
 }`, other, other[:32])))
 	_, err := h.attest(n.agent(t, ""))
 	h.wantReject(err, codes.PermissionDenied, CheckPolicy, `policy "golden": mrtd:`)
-	audit := h.logs.lines(t, "attestation")
+	audit := h.logs.Lines(t, "attestation")
 	if len(audit) != 1 || fmt.Sprint(audit[0]["policies"]) == "[]" {
 		t.Errorf("audit line does not list the policy: %v", audit)
 	}
@@ -468,7 +467,7 @@ policy "golden" {
 func TestRejectWithWarmCaches(t *testing.T) {
 	n, h, a := simSetup(t, sim.InitOptions{}, "", "")
 	var goodCCEL *evidencepb.Log
-	a.mutate = func(e *evidencepb.Evidence) { goodCCEL = proto.Clone(e.Ccel).(*evidencepb.Log) }
+	a.Mutate = func(e *evidencepb.Evidence) { goodCCEL = proto.Clone(e.Ccel).(*evidencepb.Log) }
 	if _, err := h.attest(a); err != nil {
 		t.Fatal(err)
 	}
@@ -480,17 +479,17 @@ func TestRejectWithWarmCaches(t *testing.T) {
 	}
 
 	t.Run("quote byte flipped", func(t *testing.T) {
-		a.mutate = func(e *evidencepb.Evidence) { e.Quote[48+300] ^= 1 }
+		a.Mutate = func(e *evidencepb.Evidence) { e.Quote[48+300] ^= 1 }
 		_, err := h.attest(a)
 		h.wantReject(err, codes.PermissionDenied, "quote_signature")
 	})
 	t.Run("cached CCEL with a wrong raw size", func(t *testing.T) {
-		a.mutate = func(e *evidencepb.Evidence) { e.Ccel.RawSize++ }
+		a.Mutate = func(e *evidencepb.Evidence) { e.Ccel.RawSize++ }
 		_, err := h.attest(a)
 		h.wantReject(err, codes.InvalidArgument, CheckPayload)
 	})
 	t.Run("CCEL edited", func(t *testing.T) {
-		a.mutate = func(e *evidencepb.Evidence) {
+		a.Mutate = func(e *evidencepb.Evidence) {
 			raw, err := evidence.DecompressLog(goodCCEL, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -506,13 +505,13 @@ func TestRejectWithWarmCaches(t *testing.T) {
 				off += len(ev)
 			}
 			raw[off+14] ^= 1
-			e.Ccel = mustLog(t, evidencepb.LogKind_LOG_KIND_CCEL, raw)
+			e.Ccel = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_CCEL, raw)
 		}
 		_, err := h.attest(a)
 		h.wantReject(err, codes.PermissionDenied, "ccel_replay", "rtmr0")
 	})
 	t.Run("RTMR changed, log unchanged", func(t *testing.T) {
-		a.mutate = nil
+		a.Mutate = nil
 		if err := n.prov.ExtendRTMR(context.Background(), 2, [48]byte{9}); err != nil {
 			t.Fatal(err)
 		}

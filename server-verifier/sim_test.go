@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 )
@@ -16,7 +17,7 @@ import (
 func TestAttestSimHappyPath(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
 	exe := sha256.Sum256([]byte("workload one"))
-	n.runWorkloads(t, runtimelog.Workload{ExeSHA256: exe[:], ExeSHA384: sha384([]byte("workload one")), ExePath: "/usr/bin/one", ContainerID: "c0ffee"})
+	n.runWorkloads(t, runtimelog.Workload{ExeSHA256: exe[:], ExeSHA384: simtest.SHA384([]byte("workload one")), ExePath: "/usr/bin/one", ContainerID: "c0ffee"})
 	h := newHarness(t, nil).mustConfigure(n.serverConfig("", ""))
 	a := n.agent(t, "")
 
@@ -74,14 +75,14 @@ func TestAttestSimHappyPath(t *testing.T) {
 		t.Errorf("no command line selector in %v", attrs.GetSelectorValues())
 	}
 
-	audit := h.logs.lines(t, "attestation")
+	audit := h.logs.Lines(t, "attestation")
 	if len(audit) != 1 || audit[0]["result"] != "accepted" || audit[0]["agent_id"] != attrs.GetSpiffeId() || audit[0]["tee"] != "sim" {
 		t.Fatalf("audit lines %v", audit)
 	}
 	if q, _ := audit[0]["quote_sha256"].(string); len(q) != 64 {
 		t.Errorf("audit quote_sha256 %q", q)
 	}
-	if len(h.logs.lines(t, "simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production")) != 1 {
+	if len(h.logs.Lines(t, "simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production")) != 1 {
 		t.Error("no WARN line about the sim block at configure time")
 	}
 	if n.tcbFetches.Load() != 1 {

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -25,23 +24,18 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
-// tpmLogName is a real firmware log (testdata/tpmlog, from go-eventlog)
-// replayed into swtpm so that the quoted PCRs and the log agree.
-const tpmLogName = "rhel8-uefi.bin"
-
 // tpmNode is a swtpm with EKs certified by a test EK CA, the real firmware
 // log replayed into its PCRs, an IMA list extended into PCR10 and a runtime
 // log into PCR23, and an agent provider holding the TPM's one connection.
 type tpmNode struct {
-	prov    *swtpm.Provisioned
-	root    string
-	base    string
+	*simtest.TPMNode
 	agentP  tee.Provider
 	cfg     *conf.AgentNodeAttestor
 	otherAK []byte // an RSA AK of the same TPM, for "quote from a different AK"
@@ -50,38 +44,12 @@ type tpmNode struct {
 
 func startTPMNode(t *testing.T) *tpmNode {
 	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed: %v", err)
-	}
+	n := &tpmNode{TPMNode: simtest.StartTPMNode(t, simtest.Testdata(t, "ima", "cgpath.bin"))}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatalf("swtpm: %v", err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	n := &tpmNode{root: t.TempDir(), base: t.TempDir()}
-	if n.prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	firmware := readTestdata(t, "tpmlog", tpmLogName)
-	if _, err := swtpm.ReplayLog(ctx, tp, firmware); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	ima := readTestdata(t, "ima", "cgpath.bin")
-	for path, b := range map[string][]byte{tpm.EventLogPath: firmware, tpm.IMALogPath: ima} {
-		p := filepath.Join(n.root, path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	// An RSA AK first (the TPM serves one connection at a time).
-	rsaCfg := n.agentConfig(t, tp.Addr(), "rsa")
-	rp, err := tee.Open(ctx, nodeattestor.TEEConfig(rsaCfg))
+	rp, err := tee.Open(ctx, nodeattestor.TEEConfig(n.agentConfig(t, "rsa")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,16 +58,13 @@ func startTPMNode(t *testing.T) *tpmNode {
 	}
 	rp.Close()
 
-	n.cfg = n.agentConfig(t, tp.Addr(), "ecc")
-	if n.agentP, err = tee.Open(ctx, nodeattestor.TEEConfig(n.cfg)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.agentP.Close() })
+	n.cfg = n.agentConfig(t, "ecc")
+	n.agentP = simtest.OpenAgentTEE(t, n.cfg)
 	tp2 := tee.Unwrap(n.agentP).(*tpm.Provider)
 
 	// IMA on PCR10, as the kernel extends it: SHA-256 of each entry's
 	// template data (all 0xFF for a violation).
-	pcrs, ds := imaDigests(t, ima, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }, 32)
+	pcrs, ds := simtest.IMADigests(t, n.IMA, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }, 32)
 	for i, d := range ds {
 		if pcrs[i] != 10 {
 			t.Fatalf("IMA fixture entry %d on PCR %d", i, pcrs[i])
@@ -124,27 +89,15 @@ func startTPMNode(t *testing.T) *tpmNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(n.base, "runtime.cel"), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(n.Base, "runtime.cel"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-func (n *tpmNode) agentConfig(t *testing.T, addr, akType string) *conf.AgentNodeAttestor {
+func (n *tpmNode) agentConfig(t *testing.T, akType string) *conf.AgentNodeAttestor {
 	t.Helper()
-	cfg, err := conf.ParseAgentNodeAttestor(fmt.Sprintf(`tee = "tpm"
-host_root = %q
-tpm {
-  device  = %q
-  ak_type = %q
-}
-instance_id_path = %q
-runtime_log_path = %q
-`, n.root, addr, akType, filepath.Join(n.base, "instance_id"), filepath.Join(n.base, "runtime.cel")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return simtest.AgentConfig(t, n.AgentHCL(akType, "", n.Base))
 }
 
 func (n *tpmNode) agent() *agent { return &agent{p: n.agentP, cfg: n.cfg} }
@@ -153,7 +106,7 @@ func (n *tpmNode) agent() *agent { return &agent{p: n.agentP, cfg: n.cfg} }
 // computed without tee/tpm.
 func (n *tpmNode) ekHash(t *testing.T, kt swtpm.KeyType) string {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(n.prov.EKs[kt].Cert.PublicKey)
+	der, err := x509.MarshalPKIXPublicKey(n.Prov.EKs[kt].Cert.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,24 +114,11 @@ func (n *tpmNode) ekHash(t *testing.T, kt swtpm.KeyType) string {
 	return hex.EncodeToString(s[:])
 }
 
-// expectedPCR0 is the SHA-256 PCR0 the machine that recorded the log
-// reported (testdata/tpmlog/expected.json, from go-eventlog's tests).
-func expectedPCR0(t *testing.T) string {
-	t.Helper()
-	var exp map[string]struct {
-		Banks map[string]map[string]string `json:"banks"`
-	}
-	if err := json.Unmarshal(readTestdata(t, "tpmlog", "expected.json"), &exp); err != nil {
-		t.Fatal(err)
-	}
-	return exp[tpmLogName].Banks["sha256"]["pcr0"]
-}
-
 func TestAttestTPM(t *testing.T) {
 	n := startTPMNode(t)
 	ekHash := n.ekHash(t, swtpm.ECC)
 	for name, trust := range map[string]string{
-		"certificate": fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath),
+		"certificate": fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath),
 		"allow_list":  fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, ekHash),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -194,7 +134,7 @@ func TestAttestTPM(t *testing.T) {
 				"tee:tpm",
 				"tpm:ek_hash:" + ekHash,
 				"tpm:ek_trust:" + name,
-				"tpm:pcr:sha256:0:" + expectedPCR0(t),
+				"tpm:pcr:sha256:0:" + simtest.ExpectedPCR(t, 0),
 				"ima:verified:true",
 				"runtime:exe:sha256:" + hex.EncodeToString(n.exe),
 			} {
@@ -227,22 +167,22 @@ func TestRejectEKNotInAllowList(t *testing.T) {
 
 func TestRejectTPMQuoteFromDifferentAK(t *testing.T) {
 	n := startTPMNode(t)
-	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath))
 	a := n.agent()
-	a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic = n.otherAK }
+	a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic = n.otherAK }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckTPMQuote, "signature")
 }
 
 func TestRejectAKNotTiedToEK(t *testing.T) {
 	n := startTPMNode(t)
-	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath))
 	a := n.agent()
 	// The node claims the TPM's other EK, which is genuine and certified,
 	// but the AK that signed the quote lives under the ECC EK.
-	rsa := n.prov.EKs[swtpm.RSA]
-	a.mutate = func(e *evidencepb.Evidence) { e.Tpm.EkPublic, e.Tpm.EkCertificate = rsa.Public, rsa.Cert.Raw }
-	a.activate = func(ch *evidencepb.Challenge) []byte {
+	rsa := n.Prov.EKs[swtpm.RSA]
+	a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.EkPublic, e.Tpm.EkCertificate = rsa.Public, rsa.Cert.Raw }
+	a.Activate = func(ch *evidencepb.Challenge) []byte {
 		secret := make([]byte, 32)
 		if pl, err := nodeattestor.Activate(context.Background(), n.agentP, ch); err == nil {
 			secret = pl.GetActivatedSecret().GetSecret() // cannot happen: the TPM refuses
@@ -261,11 +201,11 @@ func TestRejectAKNotTiedToEK(t *testing.T) {
 
 func TestRejectPCRBankMissing(t *testing.T) {
 	n := startTPMNode(t)
-	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath))
 	a := n.agent()
 	// The quote covers the SHA-256 bank; the evidence carries a SHA-384
 	// bank instead.
-	a.mutate = func(e *evidencepb.Evidence) {
+	a.Mutate = func(e *evidencepb.Evidence) {
 		if len(e.Tpm.Pcrs) != 1 || e.Tpm.Pcrs[0].Alg != uint32(cctrusted.AlgSHA256) {
 			t.Fatalf("agent quoted banks %v", e.Tpm.Pcrs)
 		}
@@ -281,10 +221,10 @@ func TestRejectPCRBankMissing(t *testing.T) {
 
 func TestRejectTPMLogNotReplaying(t *testing.T) {
 	n := startTPMNode(t)
-	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath))
 	a := n.agent()
-	other := readTestdata(t, "tpmlog", "ubuntu-2104-no-secure-boot.bin")
-	a.mutate = func(e *evidencepb.Evidence) { e.TpmLog = mustLog(t, evidencepb.LogKind_LOG_KIND_TPM, other) }
+	other := simtest.Testdata(t, "tpmlog", "ubuntu-2104-no-secure-boot.bin")
+	a.Mutate = func(e *evidencepb.Evidence) { e.TpmLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_TPM, other) }
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckTPMLogReplay, "does not replay")
 }
@@ -378,10 +318,10 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
 			h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm {
   ek_ca_files = [%q]
   ak_ca_files = [%q]
-}`, n.prov.CAPath, caPath))
+}`, n.Prov.CAPath, caPath))
 			a := n.agent()
-			a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
-			a.activate = func(*evidencepb.Challenge) []byte {
+			a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
+			a.Activate = func(*evidencepb.Challenge) []byte {
 				t.Error("credential activation requested although the AK is certified")
 				return nil
 			}
@@ -399,7 +339,7 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
 
 func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 	n := startTPMNode(t)
-	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.prov.CAPath))
+	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath))
 	a := n.agent()
 	for name, l := range map[string]*runtimelog.Log{
 		"rtmr3":          runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384),
@@ -412,7 +352,9 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = mustLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b) }
+		a.Mutate = func(e *evidencepb.Evidence) {
+			e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
+		}
 		_, err = h.attest(a)
 		want := "application PCR"
 		if name != "rtmr3" {
@@ -421,9 +363,9 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 		h.wantReject(err, codes.PermissionDenied, CheckRuntimeReplay, want)
 	}
 	// An IMA list that does not replay to PCR10.
-	a.mutate = func(e *evidencepb.Evidence) {
+	a.Mutate = func(e *evidencepb.Evidence) {
 		e.RuntimeLog = nil
-		e.ImaLog = mustLog(t, evidencepb.LogKind_LOG_KIND_IMA, readTestdata(t, "ima", "mixed.bin"))
+		e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, simtest.Testdata(t, "ima", "mixed.bin"))
 	}
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckIMAReplay, "pcr10")
