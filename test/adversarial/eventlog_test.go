@@ -10,6 +10,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -83,7 +84,7 @@ func editCCEL(edit func(t *testing.T, c *ccel) []byte) func(t *testing.T, n *sim
 	return func(t *testing.T, n *simNode, a *agent) {
 		log, _ := sim.DefaultCCEL()
 		edited := edit(t, splitCCEL(t, log))
-		a.mutate = func(e *evidencepb.Evidence) { e.Ccel = wrapLog(t, evidencepb.LogKind_LOG_KIND_CCEL, edited) }
+		a.Mutate = func(e *evidencepb.Evidence) { e.Ccel = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_CCEL, edited) }
 	}
 }
 
@@ -262,7 +263,7 @@ func TestFirmwareLogTampering(t *testing.T) {
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				// CC type 2 (TDX) becomes 1 (SEV); the checksum byte keeps
 				// the table's byte sum at zero so only the type is wrong.
-				a.mutate = func(e *evidencepb.Evidence) { e.CcelTable[36]--; e.CcelTable[9]++ }
+				a.Mutate = func(e *evidencepb.Evidence) { e.CcelTable[36]--; e.CcelTable[9]++ }
 			},
 			want: reject(codes.InvalidArgument, "ccel_replay", "CC type"),
 		},
@@ -290,7 +291,7 @@ const celCCMR = 108
 // duplicated, dropped, or claimed for another register or bank.
 func TestRuntimeLogTampering(t *testing.T) {
 	three := func(t *testing.T, n *simNode) *runtimelog.Log {
-		n.runWorkloads(t, workload(0), workload(1), workload(2))
+		n.RunWorkloads(t, workload(0), workload(1), workload(2))
 		return nil
 	}
 	// rebuild sends a runtime log with the given workloads, register and
@@ -308,7 +309,9 @@ func TestRuntimeLogTampering(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b) }
+			a.Mutate = func(e *evidencepb.Evidence) {
+				e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
+			}
 		}
 	}
 	rtmr3 := cctrusted.RTMR(3).IMR()
@@ -323,7 +326,7 @@ func TestRuntimeLogTampering(t *testing.T) {
 			name: "records moved to RTMR2",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				three(t, n)
-				a.mutate = func(e *evidencepb.Evidence) {
+				a.Mutate = func(e *evidencepb.Evidence) {
 					b := logBytes(t, e.RuntimeLog)
 					for off := 0; off+5 <= len(b); {
 						typ, size := b[off], int(binary.BigEndian.Uint32(b[off+1:]))
@@ -332,7 +335,7 @@ func TestRuntimeLogTampering(t *testing.T) {
 						}
 						off += 5 + size // the next top-level TLV
 					}
-					e.RuntimeLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
+					e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
 				}
 			},
 			want: reject(codes.InvalidArgument, "runtime_replay", "not RTMR3"),
@@ -346,9 +349,9 @@ func TestRuntimeLogTampering(t *testing.T) {
 			name: "log truncated inside a record",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				three(t, n)
-				a.mutate = func(e *evidencepb.Evidence) {
+				a.Mutate = func(e *evidencepb.Evidence) {
 					b := logBytes(t, e.RuntimeLog)
-					e.RuntimeLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b[:len(b)-7])
+					e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b[:len(b)-7])
 				}
 			},
 			want: reject(codes.InvalidArgument, "runtime_replay"),

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -48,8 +49,8 @@ func nng(name string) []byte { return append([]byte(name), 0) }
 func imaList(entries ...[]byte) func(t *testing.T, n *simNode, a *agent) {
 	return func(t *testing.T, n *simNode, a *agent) {
 		list := bytes.Join(entries, nil)
-		n.extendIMA(t, list)
-		a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
+		n.ExtendIMA(t, list)
+		a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
 	}
 }
 
@@ -119,9 +120,9 @@ func TestIMAEntries(t *testing.T) {
 		{
 			name: "entry in the list the kernel never extended",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				n.extendIMA(t, boot)
+				n.ExtendIMA(t, boot)
 				list := append(bytes.Clone(boot), imaEntry(10, "ima-ng", dng("x"), nng("/tmp/x"))...)
-				a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
+				a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
 			},
 			want: reject(codes.PermissionDenied, "ima_replay"),
 		},
@@ -129,8 +130,8 @@ func TestIMAEntries(t *testing.T) {
 			name: "extended entry left out of the list",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				hidden := imaEntry(10, "ima-ng", dng("x"), nng("/tmp/rootkit"))
-				n.extendIMA(t, append(bytes.Clone(boot), hidden...))
-				a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, boot) }
+				n.ExtendIMA(t, append(bytes.Clone(boot), hidden...))
+				a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, boot) }
 			},
 			want: reject(codes.PermissionDenied, "ima_replay"),
 		},
@@ -143,9 +144,9 @@ func TestIMAEntries(t *testing.T) {
 			name: "list truncated inside an entry",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				list := append(bytes.Clone(boot), imaEntry(10, "ima-ng", dng("a"), nng("/bin/sh"))...)
-				n.extendIMA(t, list)
-				a.mutate = func(e *evidencepb.Evidence) {
-					e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, list[:len(list)-5])
+				n.ExtendIMA(t, list)
+				a.Mutate = func(e *evidencepb.Evidence) {
+					e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, list[:len(list)-5])
 				}
 			},
 			want: reject(codes.InvalidArgument, "ima_replay"),

@@ -21,6 +21,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
@@ -92,7 +93,7 @@ func TestLimitCCELEvents(t *testing.T) {
 	runSimCases(t, []simCase{{
 		name: "65,537 events",
 		setup: mutate(func(t *testing.T, e *evidencepb.Evidence) {
-			e.Ccel, e.CcelTable = wrapLog(t, evidencepb.LogKind_LOG_KIND_CCEL, big), tab
+			e.Ccel, e.CcelTable = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_CCEL, big), tab
 		}),
 		want: reject(codes.InvalidArgument, "ccel_replay", "more than 65536 events"),
 	}})
@@ -116,7 +117,7 @@ func TestLimitRuntimeRecords(t *testing.T) {
 	runSimCases(t, []simCase{{
 		name: "65,537 records",
 		setup: mutate(func(t *testing.T, e *evidencepb.Evidence) {
-			e.RuntimeLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
+			e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
 		}),
 		want: reject(codes.InvalidArgument, "runtime_replay", "65536"),
 	}})
@@ -139,10 +140,10 @@ func TestLimitEventSize(t *testing.T) {
 		{
 			name: "runtime log field of 4,097 bytes",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				n.runWorkloads(t, workload(0))
-				a.mutate = func(e *evidencepb.Evidence) {
+				n.RunWorkloads(t, workload(0))
+				a.Mutate = func(e *evidencepb.Evidence) {
 					b := logBytes(t, e.RuntimeLog)
-					e.RuntimeLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, growPath(t, b, 4097))
+					e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, growPath(t, b, 4097))
 				}
 			},
 			want: reject(codes.InvalidArgument, "runtime_replay", "over the 4096 byte limit"),
@@ -202,7 +203,7 @@ func growPath(t *testing.T, log []byte, n int) []byte {
 // read whole and never an acceptance.
 func TestLimitCollateralResponseSize(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
-	real := pcs.Handler(n.dir)
+	real := pcs.Handler(n.Dir)
 	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == pcs.TCBInfoPath {
 			chunk := bytes.Repeat([]byte("{"), 1<<20)
@@ -216,7 +217,7 @@ func TestLimitCollateralResponseSize(t *testing.T) {
 		real.ServeHTTP(w, r)
 	}))
 	t.Cleanup(huge.Close)
-	s := newServer(t, fmt.Sprintf("tdx {\n collateral { pcs_url = %q }\n}\nsim { trusted_root_file = %q }\n", huge.URL, filepath.Join(n.dir, sim.RootFile)))
+	s := newServer(t, fmt.Sprintf("tdx {\n collateral { pcs_url = %q }\n}\nsim { trusted_root_file = %q }\n", huge.URL, filepath.Join(n.Dir, sim.RootFile)))
 	_, err := s.attest(n.agent(t))
 	s.want(t, err, reject(codes.Unavailable, "collateral", "larger than"))
 }
@@ -271,7 +272,7 @@ func TestLimitSelectors(t *testing.T) {
 		return ws
 	}
 	n := newSimNode(t, sim.InitOptions{})
-	n.runWorkloads(t, distinct(0, 300)...)
+	n.RunWorkloads(t, distinct(0, 300)...)
 	attrs, err := newServer(t, n.serverConfig("")).attest(n.agent(t))
 	if err != nil {
 		t.Fatalf("300 workloads: %v", err)
@@ -279,7 +280,7 @@ func TestLimitSelectors(t *testing.T) {
 	if got := len(attrs.GetSelectorValues()); got < 300 {
 		t.Fatalf("%d selectors for 300 distinct executables", got)
 	}
-	n.runWorkloads(t, distinct(300, serververifier.MaxSelectors)...)
+	n.RunWorkloads(t, distinct(300, serververifier.MaxSelectors)...)
 	s := newServer(t, n.serverConfig(""))
 	_, err = s.attest(n.agent(t))
 	s.want(t, err, reject(codes.ResourceExhausted, serververifier.CheckSelectors, fmt.Sprint(serververifier.MaxSelectors)))

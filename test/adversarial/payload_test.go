@@ -59,7 +59,7 @@ func payload(t testing.TB, p *evidencepb.Payload) []byte {
 // helloEdit sends an edited hello.
 func helloEdit(edit func(*evidencepb.Hello)) func(t *testing.T, n *simNode, a *agent) {
 	return func(t *testing.T, n *simNode, a *agent) {
-		a.hello = func(h []byte) []byte {
+		a.Hello = func(h []byte) []byte {
 			var p evidencepb.Payload
 			if err := proto.Unmarshal(h, &p); err != nil {
 				t.Fatal(err)
@@ -71,7 +71,7 @@ func helloEdit(edit func(*evidencepb.Hello)) func(t *testing.T, n *simNode, a *a
 }
 
 func mutate(f func(t *testing.T, e *evidencepb.Evidence)) func(t *testing.T, n *simNode, a *agent) {
-	return func(t *testing.T, n *simNode, a *agent) { a.mutate = func(e *evidencepb.Evidence) { f(t, e) } }
+	return func(t *testing.T, n *simNode, a *agent) { a.Mutate = func(e *evidencepb.Evidence) { f(t, e) } }
 }
 
 // TestHostilePayloads: decompression bombs, sizes that lie, deeply
@@ -158,7 +158,7 @@ func TestHostilePayloads(t *testing.T) {
 			// a recursive decoder would exhaust the stack.
 			name: "deeply nested unknown groups",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.raw = func(b []byte) []byte {
+				a.Raw = func(b []byte) []byte {
 					const depth = 100000
 					var nest []byte
 					for range depth {
@@ -178,7 +178,7 @@ func TestHostilePayloads(t *testing.T) {
 			name:   "unknown field of 2 MiB",
 			config: "max_payload_bytes = 1048576",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.raw = func(b []byte) []byte {
+				a.Raw = func(b []byte) []byte {
 					return protowire.AppendBytes(protowire.AppendTag(b, 99, protowire.BytesType), make([]byte, 2<<20))
 				}
 			},
@@ -219,7 +219,7 @@ func TestHostilePayloads(t *testing.T) {
 		{
 			name: "payload of a future version",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.raw = func(b []byte) []byte {
+				a.Raw = func(b []byte) []byte {
 					var p evidencepb.Payload
 					if err := proto.Unmarshal(b, &p); err != nil {
 						t.Fatal(err)
@@ -233,7 +233,7 @@ func TestHostilePayloads(t *testing.T) {
 		{
 			name: "hello where the evidence is due",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.raw = func([]byte) []byte {
+				a.Raw = func([]byte) []byte {
 					return payload(t, evidence.NewHello(&evidencepb.Hello{Tee: "sim", InstanceId: "x"}))
 				}
 			},
@@ -242,7 +242,7 @@ func TestHostilePayloads(t *testing.T) {
 		{
 			name: "evidence truncated",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.raw = func(b []byte) []byte { return b[:len(b)-3] }
+				a.Raw = func(b []byte) []byte { return b[:len(b)-3] }
 			},
 			want: reject(codes.InvalidArgument, "payload"),
 		},

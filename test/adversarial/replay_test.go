@@ -10,6 +10,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -25,11 +26,11 @@ func TestReplayedQuotes(t *testing.T) {
 				s := newServer(t, n.serverConfig(""))
 				var old []byte
 				first := n.agent(t)
-				first.sent = &old
+				first.Sent = &old
 				if _, err := s.attest(first); err != nil {
 					t.Fatalf("first attestation: %v", err)
 				}
-				a.raw = func([]byte) []byte { return old }
+				a.Raw = func([]byte) []byte { return old }
 			},
 			want: reject(codes.PermissionDenied, "binding"),
 		},
@@ -39,19 +40,19 @@ func TestReplayedQuotes(t *testing.T) {
 			name: "quote for another nonce with the binding field rewritten",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				var hello, nonce []byte
-				a.hello = func(h []byte) []byte { hello = h; return h }
-				a.challenge = func(c *evidencepb.Challenge) {
+				a.Hello = func(h []byte) []byte { hello = h; return h }
+				a.Challenge = func(c *evidencepb.Challenge) {
 					nonce = bytes.Clone(c.Nonce)
 					c.Nonce = bytes.Repeat([]byte{0x42}, evidence.NonceSize)
 				}
-				a.mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
+				a.Mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
 			},
 			want: reject(codes.PermissionDenied, "report_data"),
 		},
 		{
 			name: "instance ID swapped in the hello after the quote",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.hello = func(h []byte) []byte {
+				a.Hello = func(h []byte) []byte {
 					var p evidencepb.Payload
 					if err := proto.Unmarshal(h, &p); err != nil {
 						t.Fatal(err)
@@ -69,7 +70,7 @@ func TestReplayedQuotes(t *testing.T) {
 		{
 			name: "binding field of another challenge",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.mutate = func(e *evidencepb.Evidence) { e.Binding[0] ^= 1 }
+				a.Mutate = func(e *evidencepb.Evidence) { e.Binding[0] ^= 1 }
 			},
 			want: reject(codes.PermissionDenied, "binding"),
 		},
@@ -77,7 +78,7 @@ func TestReplayedQuotes(t *testing.T) {
 			name:   "nonce expired before the evidence arrived",
 			config: `nonce_ttl = "1s"`,
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				a.beforeEvidence = func() { time.Sleep(1200 * time.Millisecond) }
+				a.BeforeEvidence = func() { time.Sleep(1200 * time.Millisecond) }
 			},
 			want: reject(codes.PermissionDenied, "nonce", "expired"),
 		},
@@ -92,17 +93,17 @@ func TestMixedEvidence(t *testing.T) {
 			name: "runtime log of another node",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				b := n.cloneNode(t)
-				b.runWorkloads(t, workload(1))
+				b.RunWorkloads(t, workload(1))
 				other := b.collect(t, make([]byte, evidence.NonceSize), nil)
-				a.mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = other.RuntimeLog }
+				a.Mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = other.RuntimeLog }
 			},
 			want: reject(codes.PermissionDenied, "runtime_replay"),
 		},
 		{
 			name: "CCEL of a node that booted something else",
 			setup: func(t *testing.T, n *simNode, a *agent) {
-				other := readTestdata(t, "ccel", "ubuntu-2404-intel-tdx.bin")
-				a.mutate = func(e *evidencepb.Evidence) { e.Ccel = wrapLog(t, evidencepb.LogKind_LOG_KIND_CCEL, other) }
+				other := simtest.Testdata(t, "ccel", "ubuntu-2404-intel-tdx.bin")
+				a.Mutate = func(e *evidencepb.Evidence) { e.Ccel = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_CCEL, other) }
 			},
 			want: reject(codes.PermissionDenied, "ccel_replay"),
 		},
@@ -110,9 +111,9 @@ func TestMixedEvidence(t *testing.T) {
 			name: "IMA log of another node",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				b := n.cloneNode(t)
-				list := readTestdata(t, "ima", "cgpath.bin")
-				b.extendIMA(t, list)
-				a.mutate = func(e *evidencepb.Evidence) { e.ImaLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
+				list := simtest.Testdata(t, "ima", "cgpath.bin")
+				b.ExtendIMA(t, list)
+				a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, list) }
 			},
 			want: reject(codes.PermissionDenied, "ima_replay"),
 		},
@@ -122,9 +123,9 @@ func TestMixedEvidence(t *testing.T) {
 			name: "quote of another node for the same nonce",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				b := n.cloneNode(t)
-				a.challenge = func(c *evidencepb.Challenge) {
+				a.Challenge = func(c *evidencepb.Challenge) {
 					other := b.collect(t, c.Nonce, nil)
-					a.mutate = func(e *evidencepb.Evidence) { e.Quote = other.Quote }
+					a.Mutate = func(e *evidencepb.Evidence) { e.Quote = other.Quote }
 				}
 			},
 			want: reject(codes.PermissionDenied, "report_data"),
@@ -135,10 +136,10 @@ func TestMixedEvidence(t *testing.T) {
 			name: "whole evidence of another node for the same nonce",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				b := n.cloneNode(t)
-				b.runWorkloads(t, workload(2))
-				a.challenge = func(c *evidencepb.Challenge) {
+				b.RunWorkloads(t, workload(2))
+				a.Challenge = func(c *evidencepb.Challenge) {
 					other := b.collect(t, c.Nonce, nil)
-					a.mutate = func(e *evidencepb.Evidence) { proto.Reset(e); proto.Merge(e, other) }
+					a.Mutate = func(e *evidencepb.Evidence) { proto.Reset(e); proto.Merge(e, other) }
 				}
 			},
 			want: reject(codes.PermissionDenied, "binding"),
@@ -147,9 +148,9 @@ func TestMixedEvidence(t *testing.T) {
 			name: "quote of another platform with this node's logs",
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				other := newSimNode(t, sim.InitOptions{})
-				a.challenge = func(c *evidencepb.Challenge) {
+				a.Challenge = func(c *evidencepb.Challenge) {
 					q := other.collect(t, c.Nonce, nil).Quote
-					a.mutate = func(e *evidencepb.Evidence) { e.Quote = q }
+					a.Mutate = func(e *evidencepb.Evidence) { e.Quote = q }
 				}
 			},
 			want: reject(codes.PermissionDenied, "pck_chain"),

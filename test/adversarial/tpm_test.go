@@ -2,116 +2,39 @@ package adversarial
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
-	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
-	"github.com/ccnp-spire/ccnp-spire/tee"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 )
-
-// tpmLogName is a real firmware log (testdata/tpmlog, from go-eventlog),
-// replayed into swtpm so that the quoted PCRs and the log agree.
-const tpmLogName = "rhel8-uefi.bin"
 
 // tpmNode is one swtpm with certified EKs and the real firmware log
 // replayed into its PCRs.
-type tpmNode struct {
-	addr     string
-	prov     *swtpm.Provisioned
-	root     string
-	base     string
-	firmware []byte
-}
+type tpmNode struct{ *simtest.TPMNode }
 
 func startTPMNode(t *testing.T) *tpmNode {
 	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatalf("swtpm: %v", err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	n := &tpmNode{addr: tp.Addr(), root: t.TempDir(), base: t.TempDir(), firmware: readTestdata(t, "tpmlog", tpmLogName)}
-	if n.prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	if _, err := swtpm.ReplayLog(ctx, tp, n.firmware); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	p := filepath.Join(n.root, tpm.EventLogPath)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, n.firmware, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return &tpmNode{simtest.StartTPMNode(t, nil)}
 }
 
 // agent opens the TPM for one attestation (the TPM serves one connection
 // at a time) with extra keys in the agent's tpm block.
 func (n *tpmNode) agent(t *testing.T, tpmExtra string) *agent {
 	t.Helper()
-	cfg, err := conf.ParseAgentNodeAttestor(fmt.Sprintf(`tee = "tpm"
-host_root = %q
-tpm {
-  device  = %q
-  ak_type = "ecc"
-  %s
-}
-instance_id_path = %q
-runtime_log_path = %q
-`, n.root, n.addr, tpmExtra, filepath.Join(n.base, "instance_id"), filepath.Join(n.base, "runtime.cel")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := tee.Open(context.Background(), nodeattestor.TEEConfig(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return &agent{p: p, cfg: cfg}
+	cfg := simtest.AgentConfig(t, n.AgentHCL("ecc", tpmExtra, n.Base))
+	return &agent{p: simtest.OpenAgentTEE(t, cfg), cfg: cfg}
 }
 
 func (n *tpmNode) serverConfig(extra string) string {
-	return fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s\n", n.prov.CAPath, extra)
-}
-
-// expectedPCR is the SHA-256 value go-eventlog's tests recorded for the
-// machine that wrote the log (testdata/tpmlog/expected.json).
-func expectedPCR(t *testing.T, pcr int) string {
-	t.Helper()
-	var exp map[string]struct {
-		Banks map[string]map[string]string `json:"banks"`
-	}
-	if err := json.Unmarshal(readTestdata(t, "tpmlog", "expected.json"), &exp); err != nil {
-		t.Fatal(err)
-	}
-	v := exp[tpmLogName].Banks["sha256"][fmt.Sprintf("pcr%d", pcr)]
-	if v == "" {
-		t.Fatalf("no expected pcr%d", pcr)
-	}
-	return v
+	return fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s\n", n.Prov.CAPath, extra)
 }
 
 // tpmLogEvents splits a crypto-agile TPM log into its header and events,
@@ -148,9 +71,9 @@ policy "firmware" {
   enforce = true
   tee = ["tpm"]
   pcr "7" { sha256 = [%q] }
-}`, expectedPCR(t, 7))
+}`, simtest.ExpectedPCR(t, 7))
 	// The firmware log's events on PCR 7, swapped, and one moved.
-	head, events := tpmLogEvents(t, n.firmware)
+	head, events := tpmLogEvents(t, n.Firmware)
 	var on7 []int
 	for i, e := range events {
 		if binary.LittleEndian.Uint32(e) == 7 && binary.LittleEndian.Uint32(e[4:]) != cctrusted.EventNoAction {
@@ -170,7 +93,7 @@ policy "firmware" {
 	}
 	sendLog := func(log []byte) func(t *testing.T, a *agent) {
 		return func(t *testing.T, a *agent) {
-			a.mutate = func(e *evidencepb.Evidence) { e.TpmLog = wrapLog(t, evidencepb.LogKind_LOG_KIND_TPM, log) }
+			a.Mutate = func(e *evidencepb.Evidence) { e.TpmLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_TPM, log) }
 		}
 	}
 
@@ -210,25 +133,25 @@ policy "firmware" {
 			tpmExtra: "pcrs = [0, 1, 2, 3, 4, 5, 6]",
 			config:   pcr7Policy,
 			setup: func(t *testing.T, a *agent) {
-				v, err := hexBytes(expectedPCR(t, 7))
+				v, err := hexBytes(simtest.ExpectedPCR(t, 7))
 				if err != nil {
 					t.Fatal(err)
 				}
-				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[7] = v }
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[7] = v }
 			},
 			want: reject(codes.PermissionDenied, "tpm_quote"),
 		},
 		{
 			name: "quoted PCR value edited in the evidence",
 			setup: func(t *testing.T, a *agent) {
-				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[0][0] ^= 1 }
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.Pcrs[0].Values[0][0] ^= 1 }
 			},
 			want: reject(codes.PermissionDenied, "tpm_quote"),
 		},
 		{
 			name: "TPMS_ATTEST byte flipped",
 			setup: func(t *testing.T, a *agent) {
-				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.Quote[len(e.Tpm.Quote)-1] ^= 1 }
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.Quote[len(e.Tpm.Quote)-1] ^= 1 }
 			},
 			want: reject(codes.PermissionDenied, "tpm_quote"),
 		},
@@ -236,12 +159,12 @@ policy "firmware" {
 			name: "quote for another nonce with the binding rewritten",
 			setup: func(t *testing.T, a *agent) {
 				var hello, nonce []byte
-				a.hello = func(h []byte) []byte { hello = h; return h }
-				a.challenge = func(c *evidencepb.Challenge) {
+				a.Hello = func(h []byte) []byte { hello = h; return h }
+				a.Challenge = func(c *evidencepb.Challenge) {
 					nonce = bytes.Clone(c.Nonce)
 					c.Nonce = bytes.Repeat([]byte{7}, evidence.NonceSize)
 				}
-				a.mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
+				a.Mutate = func(e *evidencepb.Evidence) { b := evidence.Binding(nonce, hello); e.Binding = b[:] }
 			},
 			want: reject(codes.PermissionDenied, "tpm_quote"),
 		},
@@ -250,14 +173,14 @@ policy "firmware" {
 			// bit set in the AK's public area.
 			name: "AK public area with a reserved attribute bit",
 			setup: func(t *testing.T, a *agent) {
-				a.mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic[4] |= 0x80 }
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic[4] |= 0x80 }
 			},
 			want: reject(codes.InvalidArgument, "tpm_quote", "reserved objectAttributes"),
 		},
 		{
 			name: "credential activation answered with a guess",
 			setup: func(t *testing.T, a *agent) {
-				a.activate = func(*evidencepb.Challenge) []byte {
+				a.Activate = func(*evidencepb.Challenge) []byte {
 					secret := make([]byte, 32)
 					if _, err := rand.Read(secret); err != nil {
 						t.Fatal(err)
