@@ -101,12 +101,12 @@ func TestCollateralFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			n := newSimNode(t)
-			if err := pcs.WriteParams(n.dir, pcs.Params{TCBStatus: "UpToDate"}); err != nil {
+			if err := pcs.WriteParams(n.Dir, pcs.Params{TCBStatus: "UpToDate"}); err != nil {
 				t.Fatal(err)
 			}
 			clk := &simtest.Clock{}
-			f := &faultyPCS{real: pcs.HandlerWithClock(n.dir, clk.Now), seen: map[string]*httptest.ResponseRecorder{}}
-			srv := serve(t, f)
+			f := &faultyPCS{real: pcs.HandlerWithClock(n.Dir, clk.Now), seen: map[string]*httptest.ResponseRecorder{}}
+			srv := simtest.ServePCS(t, f)
 			s := newServerWithClock(t, n.serverConfig(srv.URL, `refresh = "1h"`, fmt.Sprintf("fetch_timeout = %q", fetchTimeout)), clk.Now)
 			a := n.agent(t, "")
 			ctx := context.Background()

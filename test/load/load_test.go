@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
 
@@ -89,7 +90,7 @@ func TestLoadConcurrentAgents(t *testing.T) {
 		every  = 20 // 5 % malformed
 	)
 	n := newSimNode(t)
-	pcsSrv := serve(t, pcs.Handler(n.dir))
+	pcsSrv := simtest.ServePCS(t, pcs.Handler(n.Dir))
 	s := newServer(t, n.serverConfig(pcsSrv.URL))
 	ag := make([]*agent, agents)
 	ids := make([]string, agents)
