@@ -1,21 +1,16 @@
 package nodeattestor_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
-	"github.com/spiffe/spire-plugin-sdk/plugintest"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/agent/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"google.golang.org/grpc/codes"
@@ -23,6 +18,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
@@ -33,58 +29,25 @@ var allLogs = []evidencepb.LogKind{
 	evidencepb.LogKind_LOG_KIND_IMA, evidencepb.LogKind_LOG_KIND_RUNTIME,
 }
 
-// syncBuffer collects the plugin's log lines; the plugin writes from the
-// transport's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // loaded is a plugin served over the real plugin transport.
 type loaded struct {
 	na   *nodeattestorv1.NodeAttestorPluginClient
 	cfg  *configv1.ConfigServiceClient
-	logs *syncBuffer
+	logs *simtest.LogBuffer
 }
 
 func load(t *testing.T) *loaded {
 	t.Helper()
-	l := &loaded{
-		na:   new(nodeattestorv1.NodeAttestorPluginClient),
-		cfg:  new(configv1.ConfigServiceClient),
-		logs: new(syncBuffer),
-	}
+	l := &loaded{na: new(nodeattestorv1.NodeAttestorPluginClient), logs: new(simtest.LogBuffer)}
 	p := nodeattestor.New()
-	plugintest.ServeInBackground(t, plugintest.Config{
-		PluginServer:   nodeattestorv1.NodeAttestorPluginServer(p),
-		PluginClient:   l.na,
-		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(p)},
-		ServiceClients: []pluginsdk.ServiceClient{l.cfg},
-		Logger:         hclog.New(&hclog.LoggerOptions{Output: l.logs, Level: hclog.Debug}),
-	})
+	l.cfg = simtest.ServePlugin(t, nodeattestorv1.NodeAttestorPluginServer(p), l.na, p,
+		hclog.New(&hclog.LoggerOptions{Output: l.logs, Level: hclog.Debug}))
 	return l
 }
 
 func (l *loaded) configure(t *testing.T, hcl string) {
 	t.Helper()
-	if _, err := l.cfg.Configure(context.Background(), &configv1.ConfigureRequest{
-		CoreConfiguration: &configv1.CoreConfiguration{TrustDomain: "example.org"},
-		HclConfiguration:  hcl,
-	}); err != nil {
-		t.Fatalf("Configure: %v", err)
-	}
+	simtest.MustConfigure(t, l.cfg, hcl)
 }
 
 // server is the fake server side of one attestation: it plays the
@@ -220,20 +183,12 @@ func wantStatus(t *testing.T, err error, code codes.Code, parts ...string) {
 // newSim makes a simulated TD in a temporary directory.
 func newSim(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "sim")
-	if err := sim.Init(dir, sim.InitOptions{}); err != nil {
-		t.Fatalf("sim.Init: %v", err)
-	}
-	return dir
+	return simtest.InitSim(t, sim.InitOptions{})
 }
 
 // simConfig is plugin_data for the simulator with state under base.
 func simConfig(simDir, base string, extra string) string {
-	return fmt.Sprintf(`tee = "sim"
-sim { dir = %q }
-instance_id_path = %q
-runtime_log_path = %q
-%s`, simDir, filepath.Join(base, "state", "instance_id"), filepath.Join(base, "state", "runtime.cel"), extra)
+	return simtest.AgentHCL(simDir, filepath.Join(base, "state"), extra)
 }
 
 func readFile(t *testing.T, path string) []byte {

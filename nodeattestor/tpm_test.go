@@ -2,121 +2,49 @@ package nodeattestor_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
-// tpmLogName is a real firmware log (go-eventlog's testdata, see
-// testdata/tpmlog/README.md) replayed into swtpm so that PCRs and log agree.
-const tpmLogName = "rhel8-uefi.bin"
-
 // tpmNode is a swtpm-backed node: a provisioned TPM whose PCRs hold a real
 // firmware log's replay, and a host root exposing that log and an IMA list.
-type tpmNode struct {
-	tpm      *swtpm.TPM
-	prov     *swtpm.Provisioned
-	root     string
-	base     string
-	firmware []byte
-	ima      []byte
-}
+type tpmNode struct{ *simtest.TPMNode }
 
 func startTPMNode(t *testing.T) *tpmNode {
 	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tp, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatalf("swtpm: %v", err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	prov, err := swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{})
-	if err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	n := &tpmNode{tpm: tp, prov: prov, root: t.TempDir(), base: t.TempDir()}
-	n.firmware = readFile(t, filepath.Join("..", "testdata", "tpmlog", tpmLogName))
-	if _, err := swtpm.ReplayLog(ctx, tp, n.firmware); err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	n.ima = readFile(t, filepath.Join("..", "testdata", "ima", "mixed.bin"))
-	for path, b := range map[string][]byte{
-		tpm.EventLogPath: n.firmware,
-		tpm.IMALogPath:   n.ima,
-	} {
-		p := filepath.Join(n.root, path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return n
+	return &tpmNode{simtest.StartTPMNode(t, simtest.Testdata(t, "ima", "mixed.bin"))}
 }
 
 func (n *tpmNode) config(akType string) string {
-	return fmt.Sprintf(`tee = "tpm"
-host_root = %q
-tpm {
-  device  = %q
-  ak_type = %q
-}
-instance_id_path = %q
-runtime_log_path = %q
-`, n.root, n.tpm.Addr(), akType, filepath.Join(n.base, "state", "instance_id"), filepath.Join(n.base, "state", "runtime.cel"))
+	return n.AgentHCL(akType, "", filepath.Join(n.Base, "state"))
 }
 
-// expectedPCRs are the SHA-256 PCR values the machine that recorded the log
-// reported (testdata/tpmlog/expected.json, from go-eventlog's tests).
+// expectedPCRs are the SHA-256 values of PCR0..7, the firmware's PCRs that
+// the log fully describes, as the machine that recorded it reported them.
 func expectedPCRs(t *testing.T) map[uint32][]byte {
 	t.Helper()
-	var exp map[string]struct {
-		Banks map[string]map[string]string `json:"banks"`
-	}
-	if err := json.Unmarshal(readFile(t, filepath.Join("..", "testdata", "tpmlog", "expected.json")), &exp); err != nil {
-		t.Fatal(err)
-	}
 	out := map[uint32][]byte{}
-	for name, v := range exp[tpmLogName].Banks["sha256"] {
-		i, err := strconv.Atoi(strings.TrimPrefix(name, "pcr"))
+	for i := range 8 {
+		b, err := hex.DecodeString(simtest.ExpectedPCR(t, i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		// PCR0..7 are firmware's, fully described by the log.
-		if i <= 7 {
-			b, err := hex.DecodeString(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[uint32(i)] = b
-		}
-	}
-	if len(out) != 8 {
-		t.Fatalf("expected.json has %d of PCR0..7 for %s", len(out), tpmLogName)
+		out[uint32(i)] = b
 	}
 	return out
 }
@@ -145,11 +73,11 @@ func checkTPMEvidence(t *testing.T, n *tpmNode, s *server) {
 		}
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(n.prov.CA)
+	roots.AddCert(n.Prov.CA)
 	if _, err := tpm.VerifyEKCertificate(te.GetEkCertificate(), te.GetEkPublic(), x509.VerifyOptions{Roots: roots}); err != nil {
 		t.Errorf("EK certificate: %v", err)
 	}
-	if !bytes.Equal(s.logs.TPM, n.firmware) || !bytes.Equal(s.logs.IMA, n.ima) {
+	if !bytes.Equal(s.logs.TPM, n.Firmware) || !bytes.Equal(s.logs.IMA, n.IMA) {
 		t.Error("logs differ from the node's files")
 	}
 	if s.logs.CCEL != nil || s.ev.GetCcelTable() != nil {
@@ -183,7 +111,7 @@ func TestAttestTPM(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkTPMEvidence(t, n, s)
-			ek := n.prov.EKs[swtpm.KeyType(akType)]
+			ek := n.Prov.EKs[swtpm.KeyType(akType)]
 			if !bytes.Equal(s.ev.GetTpm().GetEkPublic(), ek.Public) {
 				t.Errorf("EK public is not the provisioned %s EK", akType)
 			}
@@ -215,7 +143,7 @@ func TestAttestTPM(t *testing.T) {
 				t.Errorf("activated secret %x, want %x", as.GetSecret(), secret)
 			}
 			s.end()
-			if _, err := os.Stat(filepath.Join(n.base, "state", "instance_id")); !os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(n.Base, "state", "instance_id")); !os.IsNotExist(err) {
 				t.Errorf("a TPM node created an instance id file: %v", err)
 			}
 		})
