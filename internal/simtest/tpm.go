@@ -25,7 +25,10 @@ const TPMLogName = "rhel8-uefi.bin"
 // EK CA and TPMLogName replayed into its PCRs, and a host root holding
 // that log (and an IMA list, if any) where the agent reads them.
 type TPMNode struct {
-	TPM  *swtpm.TPM
+	// TPM is the running swtpm; the agent dials TPM.Addr().
+	TPM *swtpm.TPM
+	// Prov is its provisioning: the EK CA (a server's ek_ca_files) and
+	// the certified EKs.
 	Prov *swtpm.Provisioned
 	// Root is the agent's host_root.
 	Root string
