@@ -65,7 +65,7 @@ type agent struct {
 
 func (h *harness) attest(a *agent) (*nodeattestorv1.AgentAttributes, error) {
 	h.t.Helper()
-	return simtest.AttestT(h.t, 2*time.Minute, h.client, a.p, a.cfg, a.Hooks)
+	return simtest.AttestT(h.t, 2*time.Minute, h.client, a.p, a.cfg, &a.Hooks)
 }
 
 // wantReject asserts a gRPC status code and message parts, and that the

@@ -57,10 +57,15 @@ func (e *AgentError) Unwrap() error { return e.Err }
 // Attest runs the agent side of one attestation against a server node
 // attestor plugin, with package nodeattestor's transport-free functions
 // so that the evidence is what a real agent sends, and h's edits on the
-// way. It returns the agent's attributes or the status the server ended
-// the stream with; failures of the agent's side are *AgentError. It does
-// not touch a testing.T, so load tests run it from many goroutines.
-func Attest(ctx context.Context, client nodeattestorv1.NodeAttestorClient, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, h Hooks) (*nodeattestorv1.AgentAttributes, error) {
+// way (nil: none). Each hook is read when its step comes, so an earlier
+// hook may set a later one (a Challenge hook choosing the Mutate for that
+// challenge). It returns the agent's attributes or the status the server
+// ended the stream with; failures of the agent's side are *AgentError. It
+// does not touch a testing.T, so load tests run it from many goroutines.
+func Attest(ctx context.Context, client nodeattestorv1.NodeAttestorClient, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, h *Hooks) (*nodeattestorv1.AgentAttributes, error) {
+	if h == nil {
+		h = &Hooks{}
+	}
 	stream, err := client.Attest(ctx)
 	if err != nil {
 		return nil, err
@@ -153,7 +158,7 @@ func Attest(ctx context.Context, client nodeattestorv1.NodeAttestorClient, p cct
 // AttestT is Attest from a test's own goroutine within timeout: a failure
 // of the agent's side fails the test at once, so that every error it
 // returns is the server's verdict.
-func AttestT(t testing.TB, timeout time.Duration, client nodeattestorv1.NodeAttestorClient, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, h Hooks) (*nodeattestorv1.AgentAttributes, error) {
+func AttestT(t testing.TB, timeout time.Duration, client nodeattestorv1.NodeAttestorClient, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, h *Hooks) (*nodeattestorv1.AgentAttributes, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -54,7 +54,7 @@ type agent struct {
 // verdict.
 func (s *server) attest(a *agent) (*nodeattestorv1.AgentAttributes, error) {
 	s.t.Helper()
-	return simtest.AttestT(s.t, time.Minute, s.client, a.p, a.cfg, a.Hooks)
+	return simtest.AttestT(s.t, time.Minute, s.client, a.p, a.cfg, &a.Hooks)
 }
 
 // rejection is what a case expects: the gRPC code, the check the message

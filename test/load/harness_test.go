@@ -81,7 +81,7 @@ type agent struct {
 func (s *server) attest(ctx context.Context, a *agent, tamper func([]byte) []byte) (*nodeattestorv1.AgentAttributes, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return simtest.Attest(ctx, s.client, a.p, a.cfg, simtest.Hooks{Raw: tamper})
+	return simtest.Attest(ctx, s.client, a.p, a.cfg, &simtest.Hooks{Raw: tamper})
 }
 
 // simNode is a simulated TD; its PCS is the test's to serve (a test may
