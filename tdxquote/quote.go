@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Sizes and offsets of the quote v4 layout (Intel TDX DCAP quote format).
@@ -217,6 +218,49 @@ func (r *reader) rest() int { return len(r.b) - r.pos }
 // Parse parses a raw TDX quote v4. It never panics and never allocates more
 // than a small multiple of len(raw).
 func Parse(raw []byte) (*Quote, error) {
+	return ParseWithOptions(raw, ParseOptions{})
+}
+
+// PCKCertChain is a PCK certificate chain as Parse parsed it from a quote:
+// the certificates (leaf, intermediate CA, root CA) and what the leaf's SGX
+// extension says, with the bytes they were parsed from. It depends on those
+// bytes alone, not on the time or on any trust decision, which is what lets
+// a cache keep it. Its contents are Parse's own, so that nothing but Parse
+// can make or change one; a Quote exposes them as PCKChain and PCK.
+type PCKCertChain struct {
+	pem   []byte
+	certs []*x509.Certificate
+	info  *PCKInfo
+}
+
+// PCKChainCache lets Parse skip parsing a PCK chain it has parsed before:
+// a node sends the same chain with every quote, and the PEM, X.509 and
+// ASN.1 parsing of it costs more than everything else Parse does.
+//
+// Parse gives Get the chain's exact PEM bytes and uses what it returns only
+// if it is a chain Parse itself parsed from identical bytes, so a cache
+// cannot make a quote carry certificates other than its own, whatever its
+// keys. Add is called only with chains that parsed. Neither may retain or
+// change pem (it belongs to the quote). Implementations must be safe for
+// concurrent use if Parse is called concurrently.
+type PCKChainCache interface {
+	Get(pem []byte) (*PCKCertChain, bool)
+	Add(pem []byte, chain *PCKCertChain)
+}
+
+// ParseOptions configures ParseWithOptions. The zero value parses
+// everything, as Parse does.
+type ParseOptions struct {
+	// PCKChains, when set, is asked for the quote's PCK chain before it is
+	// parsed, and given every chain that parsed. A malformed chain is
+	// rejected with the same error with or without it.
+	PCKChains PCKChainCache
+}
+
+// ParseWithOptions is Parse with options. With a PCKChainCache, the returned
+// Quote's PCKChain certificates may be shared with other quotes of the same
+// chain: treat them as read-only (the slice and PCK are the quote's own).
+func ParseWithOptions(raw []byte, opts ParseOptions) (*Quote, error) {
 	if len(raw) > MaxQuoteSize {
 		return nil, formatErr("quote", 0, ErrTooLarge, "%d bytes, limit %d", len(raw), MaxQuoteSize)
 	}
@@ -241,7 +285,7 @@ func Parse(raw []byte) (*Quote, error) {
 			"says %d bytes, %d follow", q.SignedDataSize, r.rest())
 	}
 	sd := &reader{b: raw[SignedDataOffset : SignedDataOffset+int(q.SignedDataSize)], off: SignedDataOffset, zone: "the signature data"}
-	if err := parseSignedData(sd, q); err != nil {
+	if err := parseSignedData(sd, q, opts.PCKChains); err != nil {
 		return nil, err
 	}
 	q.TrailingBytes = len(raw) - SignedDataOffset - int(q.SignedDataSize)
@@ -291,7 +335,7 @@ func parseBody(r *reader, b *Body) {
 	copy(b.ReportData[:], r.take("body.report_data", ReportDataSize))
 }
 
-func parseSignedData(r *reader, q *Quote) error {
+func parseSignedData(r *reader, q *Quote, cache PCKChainCache) error {
 	copy(q.Signature[:], r.take("quote_signature", SignatureSize))
 	copy(q.AttestationKey[:], r.take("attestation_key", AttestationKeySize))
 
@@ -345,17 +389,45 @@ func parseSignedData(r *reader, q *Quote) error {
 	if cd.err != nil {
 		return cd.err
 	}
+	if cache != nil {
+		if c, ok := cache.Get(q.PCKChainPEM); ok && parsedFrom(c, q.PCKChainPEM) {
+			q.setPCKChain(c)
+			return nil
+		}
+	}
 	certs, err := parsePEMChain(q.PCKChainPEM)
 	if err != nil {
 		return formatErr("pck_cert_chain", chainOff, ErrPCKChain, "%v", err)
 	}
-	q.PCKChain = certs
 	info, err := parsePCKInfo(certs[0])
 	if err != nil {
 		return formatErr("pck_cert_chain leaf", chainOff, ErrPCKChain, "%v", err)
 	}
-	q.PCK = info
+	c := &PCKCertChain{certs: certs, info: info}
+	if cache != nil {
+		// A copy: the caller may change the quote's PCKChainPEM.
+		c.pem = bytes.Clone(q.PCKChainPEM)
+		cache.Add(q.PCKChainPEM, c)
+	}
+	q.setPCKChain(c)
 	return nil
+}
+
+// parsedFrom reports whether c was parsed from exactly pem. Parse does not
+// take a cache's word for it; only Parse fills a PCKCertChain, and only
+// with a chain that parsed.
+func parsedFrom(c *PCKCertChain, pem []byte) bool {
+	return c != nil && len(c.pem) != 0 && bytes.Equal(c.pem, pem)
+}
+
+// setPCKChain gives q its own copies of the chain's slice and of the PCK
+// info, so that a caller changing them cannot change what a cache hands to
+// other quotes; the certificates themselves are shared.
+func (q *Quote) setPCKChain(c *PCKCertChain) {
+	q.PCKChain = slices.Clone(c.certs)
+	info := *c.info
+	info.PPID = bytes.Clone(c.info.PPID)
+	q.PCK = &info
 }
 
 func parseEnclaveReport(b []byte, e *EnclaveReport) {

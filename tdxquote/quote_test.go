@@ -292,11 +292,20 @@ func TestParseRejects(t *testing.T) {
 		{"not certificate", withChain(bytes.Replace(bytes.Clone(chain), []byte("BEGIN CERTIFICATE"), []byte("BEGIN CERTIFICATF"), 1)), ErrPCKChain, "pck_cert_chain", chainOff},
 		{"bad DER", withChain(bytes.Replace(bytes.Clone(chain), []byte("MII"), []byte("AAA"), 1)), ErrPCKChain, "pck_cert_chain", chainOff},
 	}
+	// A cache warmed with the good chain changes no rejection, and keeps
+	// no chain that failed.
+	warm := newMapChains()
+	if _, err := ParseWithOptions(raw, ParseOptions{PCKChains: warm}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			q, err := Parse(tc.in)
 			if err == nil {
 				t.Fatalf("accepted: %+v", q.Header)
+			}
+			if _, werr := ParseWithOptions(tc.in, ParseOptions{PCKChains: warm}); werr == nil || werr.Error() != err.Error() {
+				t.Errorf("with a warm chain cache: %v; without: %v", werr, err)
 			}
 			if !errors.Is(err, tc.want) {
 				t.Errorf("error %v, want %v", err, tc.want)
@@ -309,6 +318,9 @@ func TestParseRejects(t *testing.T) {
 				t.Errorf("field %q offset %d, want %q %d (%v)", fe.Field, fe.Offset, tc.field, tc.offset, err)
 			}
 		})
+	}
+	if n, _, _ := warm.counts(); n != 1 {
+		t.Errorf("%d chains cached, want only the good one", n)
 	}
 }
 
@@ -338,6 +350,17 @@ func FuzzParse(f *testing.F) {
 	f.Add(readQuote(f, realQuotes[0])[:700])
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		q, err := Parse(raw)
+		// A chain cache, missing and then hitting, changes nothing.
+		cache := ParseOptions{PCKChains: newMapChains()}
+		for _, pass := range []string{"miss", "hit"} {
+			cq, cerr := ParseWithOptions(raw, cache)
+			if (err == nil) != (cerr == nil) || (err != nil && err.Error() != cerr.Error()) {
+				t.Fatalf("with a chain cache (%s): %v; without: %v", pass, cerr, err)
+			}
+			if err == nil {
+				sameChain(t, pass, cq, q)
+			}
+		}
 		if err != nil {
 			var fe *FormatError
 			if !errors.As(err, &fe) {
