@@ -32,27 +32,13 @@ func simSetup(t *testing.T, opts sim.InitOptions, tdxExtra, extra string) (*simN
 	return n, h, n.agent(t, "")
 }
 
-// asTDX presents the simulator as TDX hardware: its hello, evidence and
-// report all say tdx, while its quote is still signed under the sim root.
-type asTDX struct{ *sim.Provider }
-
-func (p asTDX) TEE() cctrusted.TEE { return cctrusted.TEETDX }
-
-func (p asTDX) Report(ctx context.Context, nonce, userData []byte) (*cctrusted.Report, error) {
-	r, err := p.Provider.Report(ctx, nonce, userData)
-	if r != nil {
-		r.TEE = cctrusted.TEETDX
-	}
-	return r, err
-}
-
 func TestRejectWrongRoot(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
 	// TDX with Intel's root (the default) and the simulator's root for sim:
 	// a sim quote that claims to be tdx chains to the wrong root.
 	h := newHarness(t, nil).mustConfigure(n.serverConfig("", ""))
 	a := n.agent(t, "")
-	a.p = asTDX{n.prov}
+	a.p = simtest.AsTDX{Provider: n.prov}
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, "pck_chain", "does not chain to a trusted root")
 
@@ -75,7 +61,7 @@ func TestRejectSimulatedQuoteAsTDX(t *testing.T) {
   collateral { pcs_url = %q }
 }`, filepath.Join(n.dir, sim.RootFile), n.pcs.URL))
 	a := n.agent(t, "")
-	a.p = asTDX{n.prov}
+	a.p = simtest.AsTDX{Provider: n.prov}
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckSimulatedQuote, pki.QEVendorID)
 	if simQEVendorID != pki.QEVendorID {

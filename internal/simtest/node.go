@@ -11,6 +11,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
@@ -183,4 +184,21 @@ func ServePCS(t testing.TB, h http.Handler) *httptest.Server {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// AsTDX presents a simulated TD as TDX hardware: its hello, evidence and
+// report all say tdx while its quote is still signed under the simulated
+// root, so that tests check a server does not take a sim quote for TDX.
+type AsTDX struct{ *sim.Provider }
+
+// TEE claims TDX.
+func (p AsTDX) TEE() cctrusted.TEE { return cctrusted.TEETDX }
+
+// Report is the simulator's report, relabelled TDX.
+func (p AsTDX) Report(ctx context.Context, nonce, userData []byte) (*cctrusted.Report, error) {
+	r, err := p.Provider.Report(ctx, nonce, userData)
+	if r != nil {
+		r.TEE = cctrusted.TEETDX
+	}
+	return r, err
 }

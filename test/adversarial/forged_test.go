@@ -1,7 +1,6 @@
 package adversarial
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -9,24 +8,9 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
-	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
-
-// asTDX presents the simulator as TDX hardware: hello, evidence and report
-// say tdx, the quote is still signed under the simulated root.
-type asTDX struct{ *sim.Provider }
-
-func (p asTDX) TEE() cctrusted.TEE { return cctrusted.TEETDX }
-
-func (p asTDX) Report(ctx context.Context, nonce, userData []byte) (*cctrusted.Report, error) {
-	r, err := p.Provider.Report(ctx, nonce, userData)
-	if r != nil {
-		r.TEE = cctrusted.TEETDX
-	}
-	return r, err
-}
 
 // TestForgedQuotes: quotes from something that is not a trusted TD, and
 // genuine quotes whose signed bytes were edited.
@@ -34,7 +18,7 @@ func TestForgedQuotes(t *testing.T) {
 	runSimCases(t, []simCase{
 		{
 			name:  "simulated quote presented as tdx under Intel's root",
-			setup: func(t *testing.T, n *simNode, a *agent) { a.p = asTDX{n.Prov} },
+			setup: func(t *testing.T, n *simNode, a *agent) { a.p = simtest.AsTDX{Provider: n.Prov} },
 			want:  reject(codes.PermissionDenied, "pck_chain"),
 		},
 		{
@@ -44,7 +28,7 @@ func TestForgedQuotes(t *testing.T) {
 		},
 		{
 			name:  "simulated root wrongly among the tdx roots",
-			setup: func(t *testing.T, n *simNode, a *agent) { a.p = asTDX{n.Prov} },
+			setup: func(t *testing.T, n *simNode, a *agent) { a.p = simtest.AsTDX{Provider: n.Prov} },
 			serverConfig: func(n *simNode) string {
 				return fmt.Sprintf("tdx {\n trusted_roots_file = %q\n collateral { pcs_url = %q }\n}\n", filepath.Join(n.Dir, sim.RootFile), n.pcs.URL)
 			},
