@@ -328,7 +328,7 @@ func (c *Cache) refill(ctx context.Context, rawURL string) (e *entry, upstreamEr
 	if failedRecently && c.cfg.ErrorBackoff > 0 && now.Sub(fail.at) < c.cfg.ErrorBackoff {
 		err = fail.err
 	} else {
-		e, err = c.fetch(ctx, rawURL, now)
+		e, err = c.fetch(ctx, rawURL)
 		if err == nil {
 			return e, nil, nil
 		}
@@ -364,13 +364,13 @@ func (c *Cache) refill(ctx context.Context, rawURL string) (e *entry, upstreamEr
 // and already expired responses are failures: an upstream serving collateral
 // past its nextUpdate is as useless as one that is down, and the caller must
 // see Unavailable (retry later), not a verdict on the node.
-func (c *Cache) fetch(ctx context.Context, rawURL string, now time.Time) (*entry, error) {
+func (c *Cache) fetch(ctx context.Context, rawURL string) (*entry, error) {
 	c.upstreamRequests.Add(1)
 	h, body, err := trust.GetWith(ctx, c.upstream, rawURL)
 	if err != nil {
 		return nil, err
 	}
-	now = c.cfg.Now() // the request may have taken a while
+	now := c.cfg.Now() // after the request, which may have taken a while
 	if n := responseSize(h, body); n > c.cfg.MaxBytes {
 		return nil, fmt.Errorf("response of %d bytes, limit %d", n, c.cfg.MaxBytes)
 	}
