@@ -22,8 +22,14 @@ const DefaultCacheEntries = 4096
 // so a server appraising many quotes from the same platforms pays for them
 // once:
 //
-//   - a PCK chain verified to a trusted root, keyed by its exact bytes and
-//     the root pool, used while every certificate involved is valid;
+//   - a PCK chain verified to a trusted root, keyed by its exact
+//     certificate bytes and the root pool, used while every certificate
+//     involved is valid; with it the chain as tdxquote parsed it, which
+//     tdxquote reuses for a quote carrying the byte-identical PEM chain
+//     (found through the digest of the PEM bytes, checked in full). Only
+//     chains that verified are kept, one parse per certificate chain, so
+//     neither chains nobody trusts nor other encodings of a trusted one
+//     fill the table (about 20 KiB an entry);
 //   - collateral (TCB info, QE identity, CRLs) parsed and verified, keyed by
 //     the digest of every fetched byte, the PCK intermediate and the root,
 //     used between its latest issue date and its earliest next update;
@@ -44,8 +50,11 @@ const DefaultCacheEntries = 4096
 type Cache struct {
 	max int
 
-	mu         sync.Mutex
-	chains     map[[32]byte]chainEntry
+	mu     sync.Mutex
+	chains map[[32]byte]chainEntry
+	// pemChains maps the SHA-256 of a PCK chain's PEM bytes to its key in
+	// chains, so a quote's chain is found without decoding its PEM.
+	pemChains  map[[32]byte][32]byte
 	collateral map[[32]byte]collateralEntry
 	library    map[[32]byte]libraryEntry
 	// ccel is keyed by a keyed hash of the log and its table and holds
@@ -79,7 +88,11 @@ func certWindow(certs ...*x509.Certificate) window {
 	return w
 }
 
+// chainEntry is the verdict that a PCK chain leads to root under roots for
+// the validity window of its certificates, and the chain as parsed from the
+// PEM bytes it last came in.
 type chainEntry struct {
+	chain *tdxquote.PCKCertChain
 	roots *x509.CertPool
 	root  *x509.Certificate
 	valid window
@@ -113,6 +126,7 @@ func NewCache(maxEntries int) *Cache {
 	return &Cache{
 		max:        maxEntries,
 		chains:     make(map[[32]byte]chainEntry),
+		pemChains:  make(map[[32]byte][32]byte),
 		collateral: make(map[[32]byte]collateralEntry),
 		library:    make(map[[32]byte]libraryEntry),
 		ccel:       make(map[uint64][]*ccelEntry),
@@ -151,28 +165,98 @@ func get[V any](c *Cache, m map[[32]byte]V, k [32]byte) (V, bool) {
 	return v, ok
 }
 
+// chainLookup is one appraisal's use of a Cache's chain tables through
+// tdxquote.ParseWithOptions. It remembers what it found or was given, so
+// that pckChain can look up the verdict without hashing the certificates
+// when the PEM was known, and keep a fresh parse once the chain verified.
+type chainLookup struct {
+	c      *Cache
+	pemKey [32]byte
+	// chain is the parse the quote got: the cached one (with key its
+	// certificates' key) or, when fresh, a new one.
+	chain *tdxquote.PCKCertChain
+	key   [32]byte
+	fresh bool
+}
+
+// chainLookup returns a lookup for one quote; nil for a nil cache.
+func (c *Cache) chainLookup() *chainLookup {
+	if c == nil {
+		return nil
+	}
+	return &chainLookup{c: c}
+}
+
+// parseOptions lets tdxquote take a parsed chain from the cache. A nil
+// lookup parses everything.
+func (l *chainLookup) parseOptions() tdxquote.ParseOptions {
+	if l == nil {
+		return tdxquote.ParseOptions{}
+	}
+	return tdxquote.ParseOptions{PCKChains: l}
+}
+
+// Get implements tdxquote.PCKChainCache. tdxquote uses what it returns only
+// if it was parsed from exactly pem, so a digest match is enough here.
+func (l *chainLookup) Get(pem []byte) (*tdxquote.PCKCertChain, bool) {
+	l.pemKey = sha256.Sum256(pem)
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	k, ok := l.c.pemChains[l.pemKey]
+	if !ok {
+		return nil, false
+	}
+	e, ok := l.c.chains[k]
+	if !ok || e.chain == nil {
+		return nil, false
+	}
+	l.chain, l.key = e.chain, k
+	return e.chain, true
+}
+
+// Add implements tdxquote.PCKChainCache: the chain is not stored until
+// pckChain has verified it.
+func (l *chainLookup) Add(pem []byte, chain *tdxquote.PCKCertChain) {
+	l.pemKey, l.chain, l.fresh = sha256.Sum256(pem), chain, true
+}
+
 // pckChain returns the trusted root q's PCK chain leads to, verifying it
-// unless the same bytes were verified under roots and every certificate is
-// valid at now.
-func (c *Cache) pckChain(q *tdxquote.Quote, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
+// unless the same certificates were verified under roots and every
+// certificate is valid at now. q must have been parsed through l.
+func (c *Cache) pckChain(q *tdxquote.Quote, l *chainLookup, roots *x509.CertPool, now time.Time) (*x509.Certificate, error) {
 	if c == nil {
 		return verifyPCKChain(q, roots, now)
 	}
-	h := sha256.New()
-	for _, cert := range q.PCKChain {
-		writeBytes(h, cert.Raw)
+	if l == nil {
+		l = &chainLookup{c: c} // not parsed through the cache: verdict only
 	}
-	var k [32]byte
-	h.Sum(k[:0])
-	if e, ok := get(c, c.chains, k); ok && e.roots == roots && e.valid.contains(now) {
+	if l.chain == nil || l.fresh {
+		h := sha256.New()
+		for _, cert := range q.PCKChain {
+			writeBytes(h, cert.Raw)
+		}
+		h.Sum(l.key[:0])
+	}
+	e, ok := get(c, c.chains, l.key)
+	if !ok || e.roots != roots || !e.valid.contains(now) {
+		root, err := verifyPCKChain(q, roots, now)
+		if err != nil {
+			return nil, err
+		}
+		e = chainEntry{chain: e.chain, roots: roots, root: root, valid: certWindow(append(q.PCKChain[:2:2], root)...)}
+	} else if !l.fresh {
 		return e.root, nil
 	}
-	root, err := verifyPCKChain(q, roots, now)
-	if err != nil {
-		return nil, err
+	// A new verdict, or known certificates in PEM bytes the cache does not
+	// know: the entry keeps the parse of the latest bytes, one per chain.
+	if l.chain != nil {
+		e.chain = l.chain
 	}
-	put(c, c.chains, k, chainEntry{roots: roots, root: root, valid: certWindow(append(q.PCKChain[:2:2], root)...)})
-	return root, nil
+	put(c, c.chains, l.key, e)
+	if l.fresh {
+		put(c, c.pemChains, l.pemKey, l.key)
+	}
+	return e.root, nil
 }
 
 // libraryKey identifies what go-tdx-guest's verification of a quote

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,4 +229,117 @@ func TestIMAOnRTMR2(t *testing.T) {
 
 	_, err = TDX(context.Background(), TDXEvidence{Quote: q, IMA: list}, opts)
 	wantCheck(t, err, CheckIMAReplay, CodeInvalidEvidence, "needs the CCEL")
+}
+
+// flipLeafSignature returns quote with one bit of the PCK leaf's signature
+// (the last byte of its DER) flipped and re-encoded in place: one byte of
+// the quote's PEM differs and the certificate still parses.
+func flipLeafSignature(t *testing.T, quote []byte) []byte {
+	t.Helper()
+	begin := bytes.Index(quote, []byte("-----BEGIN CERTIFICATE-----"))
+	blk, rest := pem.Decode(quote[begin:])
+	if blk == nil {
+		t.Fatal("no leaf PEM block")
+	}
+	blk.Bytes[len(blk.Bytes)-1] ^= 1
+	out := bytes.Clone(quote)
+	if n := copy(out[begin:], pem.EncodeToMemory(blk)); begin+n != len(quote)-len(rest) {
+		t.Fatal("re-encoded leaf has another length")
+	}
+	diff := 0
+	for i := range quote {
+		if quote[i] != out[i] {
+			diff++
+		}
+	}
+	if diff != 1 {
+		t.Fatalf("%d bytes differ, want 1", diff)
+	}
+	return out
+}
+
+// TestCachedPCKChainOnlyForIdenticalCertificates shows the parsed PCK
+// chain a cache keeps is reused only for a quote carrying byte-identical
+// certificates, that a chain one byte off is parsed and judged on its own,
+// and that the validity of the cached certificates is still checked at
+// the appraisal time.
+func TestCachedPCKChainOnlyForIdenticalCertificates(t *testing.T) {
+	ctx := context.Background()
+	p := newTestPKI(t)
+	q := p.mintQuote(t, nil)
+	cache := NewCache(0)
+	opts := TDXOptions{Now: pinnedNow, TrustedRoots: p.rootPool(), Cache: cache}
+	first, err := TDX(ctx, TDXEvidence{Quote: q}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another quote of the same platform (another attestation key and
+	// body, the same chain) is given the parsed certificates.
+	second, err := TDX(ctx, TDXEvidence{Quote: p.mintQuote(t, func(s []byte) { s[600] ^= 1 })}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Quote.PCKChain[0] != first.Quote.PCKChain[0] {
+		t.Fatal("the second quote of the platform parsed its chain again")
+	}
+	cachedLeaf := first.Quote.PCKChain[0]
+
+	// The minted chain ends in a newline the PEM framing also accepts as
+	// a space: the same certificates in other bytes around them.
+	if q[len(q)-1] != '\n' {
+		t.Fatalf("minted quote ends in %q", q[len(q)-1])
+	}
+	space := bytes.Clone(q)
+	space[len(space)-1] = ' '
+	notPEM := bytes.Replace(q, []byte("BEGIN CERTIFICATE"), []byte("BEGIN CERTIFICATF"), 1)
+
+	for _, tc := range []struct {
+		name   string
+		quote  []byte
+		now    time.Time
+		check  string // "" for accepted
+		code   Code
+		cached bool // whether the cached certificates are the quote's
+	}{
+		{"leaf signature one bit off", flipLeafSignature(t, q), pinnedNow, CheckPCKChain, CodeRejected, false},
+		{"PEM block type one byte off", notPEM, pinnedNow, CheckQuoteFormat, CodeInvalidEvidence, false},
+		{"certificates expired", q, certNotAfter.Add(time.Second), CheckPCKChain, CodeRejected, true},
+		{"certificates not yet valid", q, certNotBefore.Add(-time.Second), CheckPCKChain, CodeRejected, true},
+		// Last: accepted, it takes the chain's entry over.
+		{"same certificates, one whitespace byte off", space, pinnedNow, "", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := opts
+			o.Now = tc.now
+			warm, werr := TDX(ctx, TDXEvidence{Quote: tc.quote}, o)
+			o.Cache = nil
+			_, cerr := TDX(ctx, TDXEvidence{Quote: tc.quote}, o)
+			if (werr == nil) != (cerr == nil) || (werr != nil && werr.Error() != cerr.Error()) {
+				t.Fatalf("warm: %v; cold: %v", werr, cerr)
+			}
+			if tc.check == "" {
+				if werr != nil {
+					t.Fatalf("rejected: %v", werr)
+				}
+			} else {
+				wantCheck(t, werr, tc.check, tc.code)
+			}
+			if warm.Quote != nil && (warm.Quote.PCKChain[0] == cachedLeaf) != tc.cached {
+				t.Errorf("cached certificates used: %v, want %v", !tc.cached, tc.cached)
+			}
+		})
+	}
+	// Rejected chains are not kept, and other bytes of the same
+	// certificates share one entry.
+	if chains, _, _, _ := cache.Len(); chains != 1 {
+		t.Errorf("%d chains cached, want 1", chains)
+	}
+	// The good quote is still accepted, and its chain cached again.
+	again, err := TDX(ctx, TDXEvidence{Quote: q}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := TDX(ctx, TDXEvidence{Quote: q}, opts); err != nil || res.Quote.PCKChain[0] != again.Quote.PCKChain[0] {
+		t.Fatalf("good quote after the rejections: %v", err)
+	}
 }

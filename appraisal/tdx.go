@@ -96,6 +96,9 @@ type TDXOptions struct {
 // TDXResult is what a successful (or, with an error, partial) appraisal
 // established.
 type TDXResult struct {
+	// Quote is the parsed quote. With a Cache, the certificates in
+	// Quote.PCKChain are shared with other results: treat them as
+	// read-only.
 	Quote *tdxquote.Quote
 	// TCBStatus is the platform's converged TCB status; empty when no
 	// collateral was used.
@@ -182,8 +185,11 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	}
 
 	// 1. Structure, with our own bounds checks, before any library sees
-	// the bytes.
-	q, err := tdxquote.Parse(in.Quote)
+	// the bytes. With a cache, the certificates of a PCK chain that
+	// verified before are not parsed again; everything below still checks
+	// them at now.
+	chains := opts.Cache.chainLookup()
+	q, err := tdxquote.ParseWithOptions(in.Quote, chains.parseOptions())
 	if err != nil {
 		return res, res.fail(CheckQuoteFormat, CodeInvalidEvidence, err)
 	}
@@ -191,7 +197,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	res.pass(CheckQuoteFormat, fmt.Sprintf("TDX quote v%d, %d bytes signature data, %d trailing bytes", q.Header.Version, q.SignedDataSize, q.TrailingBytes))
 
 	// 2. PCK chain to the trusted roots.
-	chainRoot, err := opts.Cache.pckChain(q, roots, now)
+	chainRoot, err := opts.Cache.pckChain(q, chains, roots, now)
 	if err != nil {
 		return res, res.fail(CheckPCKChain, CodeRejected, err)
 	}
