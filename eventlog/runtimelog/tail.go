@@ -51,6 +51,26 @@ type Follower struct {
 	last []byte
 }
 
+// FormatError says the file holds what is no runtime log, or no valid
+// continuation of the records read before: an edit, a writer that does not
+// follow the Store's protocol, or a crash the Store has not repaired yet.
+// Reading again does not help until the file changes.
+type FormatError struct {
+	Path string
+	// Offset is where the bytes that failed start (0: the whole file).
+	Offset int64
+	Err    error
+}
+
+func (e *FormatError) Error() string {
+	if e.Offset == 0 {
+		return fmt.Sprintf("runtimelog: %s: %v", e.Path, e.Err)
+	}
+	return fmt.Sprintf("runtimelog: %s after offset %d: %v", e.Path, e.Offset, e.Err)
+}
+
+func (e *FormatError) Unwrap() error { return e.Err }
+
 // fileState is what a stat tells about the file; the zero value means "no
 // file".
 type fileState struct {
@@ -151,7 +171,7 @@ func (f *Follower) readTail(file *os.File, now fileState) (Update, bool, error) 
 	}
 	log, err := f.log.decodeAfter(tail, f.lim)
 	if err != nil {
-		return Update{}, true, fmt.Errorf("runtimelog: %s after offset %d: %w", f.path, f.at.size, err)
+		return Update{}, true, &FormatError{Path: f.path, Offset: f.at.size, Err: err}
 	}
 	return f.set(log, now, tail, f.log.Len(), false), true, nil
 }
@@ -169,10 +189,10 @@ func (f *Follower) readWhole(file *os.File, now fileState) (Update, error) {
 	log := f.empty
 	if len(b) > 0 {
 		if log, err = Decode(b, f.lim); err != nil {
-			return Update{}, fmt.Errorf("runtimelog: %s: %w", f.path, err)
+			return Update{}, &FormatError{Path: f.path, Err: err}
 		}
 		if log.IMR() != f.empty.IMR() || log.Algorithm() != f.empty.Algorithm() {
-			return Update{}, fmt.Errorf("runtimelog: %s extends %v (%v), want %v (%v)", f.path, log.IMR(), log.Algorithm(), f.empty.IMR(), f.empty.Algorithm())
+			return Update{}, &FormatError{Path: f.path, Err: fmt.Errorf("the log extends %v (%v), want %v (%v)", log.IMR(), log.Algorithm(), f.empty.IMR(), f.empty.Algorithm())}
 		}
 	}
 	return f.set(log, now, b, 0, true), nil
