@@ -53,6 +53,10 @@ type runtimeIndex struct {
 	log   *runtimelog.Log
 	whole *cctrusted.Replayer
 	value []byte // whole's value, for readers
+	// scratch replays one container's record onto its register; zero is
+	// a register's reset value.
+	scratch *cctrusted.Replayer
+	zero    []byte
 	byKey map[string]*ownRecords
 }
 
@@ -61,7 +65,7 @@ func newRuntimeIndex(path string, imr cctrusted.IMR, alg cctrusted.Algorithm) (*
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeIndex{path: path, imr: imr, alg: alg, f: f}, nil
+	return &runtimeIndex{path: path, imr: imr, alg: alg, f: f, scratch: cctrusted.NewReplayer(nil), zero: make([]byte, alg.Size())}, nil
 }
 
 // indexSnapshot is what one request uses, consistent with itself.
@@ -113,20 +117,21 @@ func (x *runtimeIndex) fold(log *runtimelog.Log, from int) error {
 		}
 		k := key(cgroup.Identity{PodUID: w.PodUID, ContainerID: w.ContainerID})
 		prev := x.byKey[k]
-		var start cctrusted.Registers
 		next := &ownRecords{}
+		start := x.zero
 		if prev != nil {
-			start = cctrusted.Registers{own: {x.alg: prev.imr}}
 			// Appending may write into prev's array past its length,
 			// which no reader of prev looks at.
-			next.idx = prev.idx
+			next.idx, start = prev.idx, prev.imr
 		}
-		r := cctrusted.NewReplayer(start)
-		if err := r.ExtendDigest(own, x.alg, d); err != nil {
+		// Set copies the start value, so the value extended below is a
+		// new array that no later fold writes to.
+		x.scratch.Registers().Set(own, x.alg, start)
+		if err := x.scratch.ExtendDigest(own, x.alg, d); err != nil {
 			return status.Errorf(codes.Internal, "runtime log record %d: %v", i, err)
 		}
-		v, _ := r.Registers().Get(own, x.alg)
-		next.idx, next.imr = append(next.idx, i), bytes.Clone(v)
+		next.imr, _ = x.scratch.Registers().Get(own, x.alg)
+		next.idx = append(next.idx, i)
 		x.byKey[k] = next
 	}
 	v, ok := x.whole.Registers().Get(own, x.alg)
