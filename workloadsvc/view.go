@@ -57,7 +57,7 @@ type runtimeIndex struct {
 	// a register's reset value.
 	scratch *cctrusted.Replayer
 	zero    []byte
-	byKey map[string]*ownRecords
+	byKey   map[string]*ownRecords
 }
 
 func newRuntimeIndex(path string, imr cctrusted.IMR, alg cctrusted.Algorithm) (*runtimeIndex, error) {
