@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,7 @@ type serveFlags struct {
 	group      string
 	runtimeLog string
 	runtimePCR uint32
+	limits     workloadsvc.Limits
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -46,6 +48,14 @@ refused. Runs until interrupted.`,
 	fl.StringVar(&f.group, "socket-group", "", "group owning the socket (name or GID; default: the server's)")
 	fl.StringVar(&f.runtimeLog, "runtime-log", conf.DefaultRuntimeLogPath, "the workload attestor's runtime log (its runtime_log_path)")
 	fl.Uint32Var(&f.runtimePCR, "runtime-pcr", 23, "PCR the runtime log extends (TPM only)")
+	d := workloadsvc.DefaultLimits()
+	fl.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "open connections to the socket; more are closed at once")
+	fl.IntVar(&f.limits.MaxCallerConnections, "max-caller-connections", d.MaxCallerConnections, "open connections of one container (or, outside containers, one UID)")
+	fl.Uint32Var(&f.limits.MaxStreams, "max-streams", d.MaxStreams, "concurrent requests on one connection")
+	fl.IntVar(&f.limits.MaxRequests, "max-requests", d.MaxRequests, "requests reading the runtime log or the TEE in flight server-wide; more fail with ResourceExhausted")
+	fl.IntVar(&f.limits.MaxCallerRequests, "max-caller-requests", d.MaxCallerRequests, "requests of one container in flight; more fail with ResourceExhausted")
+	fl.Float64Var(&f.limits.QuoteRate, "quote-rate", d.QuoteRate, "quotes per second one container gets, sustained")
+	fl.IntVar(&f.limits.QuoteBurst, "quote-burst", d.QuoteBurst, "quotes one container may ask for at once after being idle")
 	return cmd
 }
 
@@ -56,6 +66,9 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	}
 	gid, err := lookupGroup(f.group)
 	if err != nil {
+		return err
+	}
+	if err := checkLimits(f.limits); err != nil {
 		return err
 	}
 	if !filepath.IsAbs(f.runtimeLog) {
@@ -72,6 +85,7 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 		RuntimeLogPath: f.runtimeLog,
 		ProcRoot:       filepath.Join(g.hostRoot, "proc"),
 		Logger:         slog.New(slog.NewTextHandler(g.stderr, nil)),
+		Limits:         f.limits,
 	}
 	if p.TEE() == cctrusted.TEETPM {
 		opts.RuntimeIMR = cctrusted.PCR(f.runtimePCR).IMR()
@@ -88,6 +102,7 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	srv := svc.NewServer()
+	l = svc.Limit(l)
 	// Said before serving: afterwards the request logger writes to stderr
 	// from other goroutines.
 	fmt.Fprintf(g.stderr, "serving %s for containers on %s (%s TEE, container register %d)\n",
@@ -102,6 +117,28 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	case err := <-done:
 		return fmt.Errorf("serving on %s: %w", f.socket, err)
 	}
+}
+
+// checkLimits refuses limits that are not positive: zero would silently
+// mean the default, and there is no "unlimited".
+func checkLimits(l workloadsvc.Limits) error {
+	for _, c := range []struct {
+		flag string
+		ok   bool
+	}{
+		{"--max-connections", l.MaxConnections > 0}, {"--max-caller-connections", l.MaxCallerConnections > 0},
+		{"--max-streams", l.MaxStreams > 0}, {"--max-requests", l.MaxRequests > 0},
+		{"--max-caller-requests", l.MaxCallerRequests > 0}, {"--quote-rate", l.QuoteRate > 0 && !math.IsInf(l.QuoteRate, 0)},
+		{"--quote-burst", l.QuoteBurst > 0},
+	} {
+		if !c.ok {
+			return fmt.Errorf("%s: want a positive number", c.flag)
+		}
+	}
+	if l.MaxCallerConnections > l.MaxConnections || l.MaxCallerRequests > l.MaxRequests {
+		return fmt.Errorf("--max-caller-connections and --max-caller-requests may be at most --max-connections and --max-requests: one container must not be able to take every slot")
+	}
+	return nil
 }
 
 // lookupGroup resolves a group name or number; "" means -1 (keep the

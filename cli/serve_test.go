@@ -34,7 +34,7 @@ func (r simRTMR3) Extend(ctx context.Context, digest []byte) error {
 // serveFixture runs `ccnp serve` on a simulated TD whose runtime log holds
 // one record of this process's (fake) container and one of another, and
 // returns the socket, the sim dir and this container's expected register.
-func serveFixture(t *testing.T) (socket, simDir string, imr []byte) {
+func serveFixture(t *testing.T, flags ...string) (socket, simDir string, imr []byte) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -88,8 +88,8 @@ func serveFixture(t *testing.T) (socket, simDir string, imr []byte) {
 	var out, errb bytes.Buffer
 	g := &globals{stdout: &out, stderr: &errb}
 	root := newRoot(g)
-	root.SetArgs([]string{"--tee", "sim", "--sim-dir", simDir, "--host-root", filepath.Join(dir, "host"),
-		"serve", "--socket", socket, "--socket-mode", "0600", "--runtime-log", logPath})
+	root.SetArgs(append([]string{"--tee", "sim", "--sim-dir", simDir, "--host-root", filepath.Join(dir, "host"),
+		"serve", "--socket", socket, "--socket-mode", "0600", "--runtime-log", logPath}, flags...))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(sctx) }()
 	t.Cleanup(func() {
@@ -176,6 +176,20 @@ func TestServeAndClient(t *testing.T) {
 	}
 }
 
+// TestServeQuoteRate: the quote rate flags reach the service; a quote
+// beyond the burst is ResourceExhausted, saying when to retry.
+func TestServeQuoteRate(t *testing.T) {
+	socket, _, _ := serveFixture(t, "--quote-burst", "1", "--quote-rate", "0.01")
+	q := filepath.Join(t.TempDir(), "q.dat")
+	if code, _, errs := run(t, "client", "report", "--socket", socket, "--nonce", "00", "--out", q); code != 0 {
+		t.Fatalf("first quote: %s", errs)
+	}
+	code, _, errs := run(t, "client", "report", "--socket", socket, "--nonce", "00", "--out", q)
+	if code == 0 || !strings.Contains(errs, "ResourceExhausted") || !strings.Contains(errs, "retry in") {
+		t.Fatalf("second quote within the burst of 1: %d %q", code, errs)
+	}
+}
+
 func TestServeFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--socket-mode", "999"},
@@ -188,6 +202,19 @@ func TestServeFlagErrors(t *testing.T) {
 	} {
 		if code, _, errs := run(t, args...); code == 0 || errs == "" {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errs)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--quote-rate", "0"}, "--quote-rate: want a positive number"},
+		{[]string{"serve", "--max-connections", "-1"}, "--max-connections: want a positive number"},
+		{[]string{"serve", "--max-streams", "0"}, "--max-streams: want a positive number"},
+		{[]string{"serve", "--max-caller-requests", "9", "--max-requests", "8"}, "one container must not be able to take every slot"},
+	} {
+		if code, _, errs := run(t, tt.args...); code == 0 || !strings.Contains(errs, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", tt.args, code, errs, tt.want)
 		}
 	}
 	// No server: Unavailable, within the timeout.

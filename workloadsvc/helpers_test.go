@@ -196,7 +196,7 @@ func (f *fixture) start(t *testing.T, opts Options) {
 		t.Fatal(err)
 	}
 	g := svc.NewServer()
-	go func() { _ = g.Serve(l) }()
+	go func() { _ = g.Serve(svc.Limit(l)) }()
 	t.Cleanup(g.Stop)
 	f.conn = dial(t, f.socket)
 	f.rpc = ccnppb.NewCcnpClient(f.conn)

@@ -84,8 +84,12 @@ type Options struct {
 	// ProcRoot is where callers' /proc entries are read: "/proc", or the
 	// host's /proc mounted elsewhere. Empty means "/proc".
 	ProcRoot string
-	// Logger receives one line per refused request; nil discards.
+	// Logger receives one line per refused request (refusals for a limit at
+	// most one a second); nil discards.
 	Logger *slog.Logger
+	// Limits bound connections, requests in flight and quotes (zero
+	// fields: the defaults).
+	Limits Limits
 }
 
 // Service implements ccnppb.CcnpServer.
@@ -101,6 +105,8 @@ type Service struct {
 	rtAlg    cctrusted.Algorithm
 	procRoot string
 	log      *slog.Logger
+	limits   *limiter
+	rt       *runtimeIndex
 
 	// containerIndex is the container register's index on the wire.
 	containerIndex uint32
@@ -125,6 +131,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.limits = newLimiter(opts.Limits, s.log)
 	var err error
 	if s.alg, err = p.DefaultAlgorithm(ctx); err != nil {
 		return nil, fmt.Errorf("workloadsvc: default algorithm: %w", err)
@@ -175,6 +182,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if s.platform, err = s.platformEvents(events); err != nil {
 		return nil, fmt.Errorf("workloadsvc: boot event log: %w", err)
 	}
+	if s.rt, err = newRuntimeIndex(s.rtPath, s.rtIMR, s.rtAlg); err != nil {
+		return nil, fmt.Errorf("workloadsvc: %w", err)
+	}
 	return s, nil
 }
 
@@ -186,13 +196,15 @@ func (s *Service) ContainerIndex() uint32 { return s.containerIndex }
 
 // NewServer returns a gRPC server with the service, the standard health
 // service (reporting ServiceName and "" as serving) and reflection, whose
-// connections carry the peer credentials the service needs. opts are
-// appended to the server's own.
+// connections carry the peer credentials the service needs, within the
+// service's Limits. Serve it on s.Limit(listener). opts are appended to the
+// server's own.
 func (s *Service) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 	all := append([]grpc.ServerOption{
-		grpc.Creds(PeerCredentials(s.procRoot)),
+		grpc.Creds(limitedCreds{TransportCredentials: PeerCredentials(s.procRoot), s: s}),
 		grpc.MaxRecvMsgSize(MaxRequestSize),
-		grpc.ChainUnaryInterceptor(s.logRefusals),
+		grpc.MaxConcurrentStreams(s.limits.lim.MaxStreams),
+		grpc.ChainUnaryInterceptor(s.logRefusals, s.admit),
 	}, opts...)
 	g := grpc.NewServer(all...)
 	ccnppb.RegisterCcnpServer(g, s)
@@ -213,21 +225,34 @@ func (s *Service) logRefusals(ctx context.Context, req any, info *grpc.UnaryServ
 			pid = p.PID
 		}
 		st, _ := status.FromError(err)
+		if st.Code() == codes.ResourceExhausted {
+			// A flood makes one of these per request.
+			s.limits.log.warn("Request refused", "method", info.FullMethod, "pid", pid, "code", st.Code().String(), "reason", st.Message())
+			return resp, err
+		}
 		s.log.Warn("Request refused", "method", info.FullMethod, "pid", pid, "code", st.Code().String(), "reason", st.Message())
 	}
 	return resp, err
 }
 
-// caller identifies the process behind ctx and checks the request's
-// container_id against it.
-func (s *Service) caller(ctx context.Context, containerID string) (*Caller, error) {
+// identifyPeer identifies the process behind ctx.
+func (s *Service) identifyPeer(ctx context.Context) (*Caller, error) {
 	p, ok := peerFromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.PermissionDenied, "no peer credentials on this connection: the service answers only over its Unix socket")
 	}
-	c, err := identify(s.procRoot, p)
-	if err != nil {
-		return nil, err
+	return identify(s.procRoot, p)
+}
+
+// caller is the caller admit identified (or, called outside the server,
+// identifies it) after checking the request's container_id against it.
+func (s *Service) caller(ctx context.Context, containerID string) (*Caller, error) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	if !ok {
+		var err error
+		if c, err = s.identifyPeer(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.checkContainerID(containerID); err != nil {
 		return nil, err
@@ -275,7 +300,7 @@ func (s *Service) GetCcMeasurement(ctx context.Context, req *ccnppb.GetCcMeasure
 		if err != nil {
 			return nil, err
 		}
-		return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(alg), Hash: v.imr}}, nil
+		return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(alg), Hash: v.imr(s.rtAlg)}}, nil
 	}
 	if s.tdxLike() && alg != cctrusted.AlgSHA384 {
 		return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): TDX registers are SHA-384 (0x000c) only", uint32(alg), alg)
@@ -326,25 +351,39 @@ func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRe
 	if err != nil {
 		return nil, err
 	}
-	all := make([]*ccnppb.TcgEventlog, 0, len(s.platform)+len(v.events))
-	all = append(append(all, s.platform...), v.events...)
-	page, err := pageOf(all, int(req.GetStart()), int(req.GetCount()))
+	// Page over the platform's events and the container's records without
+	// building the events outside the page.
+	total := len(s.platform) + v.count()
+	start := int(req.GetStart())
+	end, err := pageOf(total, start, int(req.GetCount()))
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "start %d: the container's event log has %d events (start may be at most that)", req.GetStart(), len(all))
+		return nil, status.Errorf(codes.InvalidArgument, "start %d: the container's event log has %d events (start may be at most that)", req.GetStart(), total)
+	}
+	page := make([]*ccnppb.TcgEventlog, 0, end-start)
+	if start < len(s.platform) {
+		page = append(page, s.platform[start:min(end, len(s.platform))]...)
+	}
+	if end > len(s.platform) {
+		own, err := s.events(v, max(start, len(s.platform))-len(s.platform), end-len(s.platform))
+		if err != nil {
+			return nil, err
+		}
+		page = append(page, own...)
 	}
 	return &ccnppb.GetCcEventlogResponse{EventLogs: page}, nil
 }
 
-// pageOf applies cctrusted.Page's rule to any slice.
-func pageOf[T any](s []T, start, count int) ([]T, error) {
-	if start < 0 || start > len(s) {
-		return nil, &cctrusted.PageError{Start: start, Len: len(s)}
+// pageOf applies cctrusted.Page's rule to n events: the page is [start,
+// end).
+func pageOf(n, start, count int) (end int, err error) {
+	if start < 0 || start > n {
+		return 0, &cctrusted.PageError{Start: start, Len: n}
 	}
-	rest := s[start:]
-	if count > 0 && count < len(rest) {
-		rest = rest[:count]
+	end = n
+	if count > 0 && count < n-start {
+		end = start + count
 	}
-	return rest, nil
+	return end, nil
 }
 
 // GetCcReport returns a quote whose REPORTDATA is SHA-512(container register
@@ -369,13 +408,14 @@ func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportReques
 		return nil, err
 	}
 	bound := append(append([]byte{}, nonce...), ud...)
-	r, err := s.provider.Report(ctx, v.imr, bound)
+	imr := v.imr(s.rtAlg)
+	r, err := s.provider.Report(ctx, imr, bound)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%s quote: %v", s.tee, err)
 	}
 	// The binding is the point of the call: never hand out a quote that
 	// does not carry it.
-	if err := cctrusted.CheckReportData(r.ReportData, v.imr, bound); err != nil {
+	if err := cctrusted.CheckReportData(r.ReportData, imr, bound); err != nil {
 		return nil, status.Errorf(codes.Internal, "%s quote: %v", s.tee, err)
 	}
 	resp := &ccnppb.GetCcReportResponse{CcType: CCTypeTDX, CcReport: r.Quote}

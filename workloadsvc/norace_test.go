@@ -1,0 +1,5 @@
+//go:build !race
+
+package workloadsvc
+
+const raceEnabled = false
