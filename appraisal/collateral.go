@@ -250,15 +250,18 @@ func parseCRL(d fetchedDoc) (*x509.RevocationList, error) {
 }
 
 // verifyDocuments checks that each document is signed, over its exact
-// bytes, by a "Intel SGX TCB Signing" certificate chaining to roots, is the
+// bytes, by a "Intel SGX TCB Signing" certificate chaining to root, the
+// trusted root the quote's PCK chain ends in (not merely to any trusted
+// root: with several roots configured, collateral of one PKI must not rate
+// platforms of another), is the
 // kind and version this code evaluates, and is current at now. CRLs must be
 // signed by the quote's intermediate (PCK CRL) and by the trusted root (root
 // CRL) and be current. It depends only on the documents, the PCK
 // intermediate, the root and the time: what a Cache may remember for the
 // documents' validity window. matchQuote adds the per-quote checks.
-func (c *collateral) verifyDocuments(inter, root *x509.Certificate, roots *x509.CertPool, now time.Time) error {
+func (c *collateral) verifyDocuments(inter, root *x509.Certificate, now time.Time) error {
 	ti := &c.tcbInfo.TcbInfo
-	if err := c.tcb.verify(roots, now); err != nil {
+	if err := c.tcb.verify(root, now); err != nil {
 		return fmt.Errorf("TCB info: %w", err)
 	}
 	if ti.ID != tcbInfoID || ti.Version != tcbInfoVersion {
@@ -276,7 +279,7 @@ func (c *collateral) verifyDocuments(inter, root *x509.Certificate, roots *x509.
 	}
 
 	qi := &c.qeIdentity.EnclaveIdentity
-	if err := c.qe.verify(roots, now); err != nil {
+	if err := c.qe.verify(root, now); err != nil {
 		return fmt.Errorf("QE identity: %w", err)
 	}
 	if qi.ID != qeIdentityID || qi.Version != qeIdentityVersion {
@@ -338,16 +341,21 @@ func (c *collateral) window() window {
 	return w
 }
 
-func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
+// verify checks the document's signature and that its signer chains to
+// root alone.
+func (s *signedCollateral) verify(root *x509.Certificate, now time.Time) error {
 	if s.signer.Subject.CommonName != cnTCBSigning {
 		return fmt.Errorf("signed by %q, want %q", s.signer.Subject.CommonName, cnTCBSigning)
 	}
 	if err := checkP256(s.signer); err != nil {
 		return fmt.Errorf("signing certificate: %w", err)
 	}
-	chains, err := s.signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	only := x509.NewCertPool()
+	only.AddCert(root)
+	chains, err := s.signer.Verify(x509.VerifyOptions{Roots: only, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
-		return fmt.Errorf("signing certificate does not chain to a trusted root at %s: %w", now.UTC().Format(time.RFC3339), err)
+		return fmt.Errorf("signing certificate (issuer %q) does not chain, at %s, to the root the PCK chain ends in (%q, serial %x): %w",
+			s.signer.Issuer.CommonName, now.UTC().Format(time.RFC3339), root.Subject.CommonName, root.SerialNumber, err)
 	}
 	s.valid = certWindow(chains[0]...)
 	sig, err := hex.DecodeString(s.signature)

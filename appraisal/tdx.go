@@ -68,8 +68,9 @@ type TDXEvidence struct {
 // against the Intel SGX Root CA at the current time, accepting only
 // UpToDate when collateral is used and rejecting DEBUG TDs.
 type TDXOptions struct {
-	// TrustedRoots the PCK chain and the collateral signing chains must
-	// lead to. Nil means the embedded Intel SGX Root CA.
+	// TrustedRoots the PCK chain must lead to; the collateral signing
+	// chains must lead to the same root the PCK chain ends in. Nil means
+	// the embedded Intel SGX Root CA.
 	TrustedRoots *x509.CertPool
 	// Now is the time certificates and collateral are checked at; zero
 	// means time.Now().
@@ -235,7 +236,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 			if col, err = fetched.parse(); err != nil {
 				return res, res.fail(CheckCollateral, CodeUnavailable, err)
 			}
-			if err := col.verifyDocuments(q.PCKChain[1], chainRoot, roots, now); err != nil {
+			if err := col.verifyDocuments(q.PCKChain[1], chainRoot, now); err != nil {
 				return res, res.fail(CheckCollateral, CodeRejected, err)
 			}
 			opts.Cache.collateralVerified(colDigest, roots, col)
