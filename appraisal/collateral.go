@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -274,6 +275,9 @@ func (c *collateral) verifyDocuments(inter, root *x509.Certificate, now time.Tim
 	if err := current("TCB info", ti.IssueDate, ti.NextUpdate, now); err != nil {
 		return err
 	}
+	if err := evaluationNumber("TCB info", ti.TcbEvaluationDataNumber); err != nil {
+		return err
+	}
 	if len(ti.TcbLevels) == 0 {
 		return errors.New("TCB info has no TCB levels")
 	}
@@ -286,6 +290,9 @@ func (c *collateral) verifyDocuments(inter, root *x509.Certificate, now time.Tim
 		return fmt.Errorf("QE identity: id %q version %d, want %q version %d", qi.ID, qi.Version, qeIdentityID, qeIdentityVersion)
 	}
 	if err := current("QE identity", qi.IssueDate, qi.NextUpdate, now); err != nil {
+		return err
+	}
+	if err := evaluationNumber("QE identity", qi.TcbEvaluationDataNumber); err != nil {
 		return err
 	}
 	if len(qi.TcbLevels) == 0 {
@@ -367,6 +374,41 @@ func (s *signedCollateral) verify(root *x509.Certificate, now time.Time) error {
 		return errors.New("signature does not verify over the document")
 	}
 	return nil
+}
+
+// evaluationNumber refuses a tcbEvaluationDataNumber Intel never issues, so
+// that every number a result carries (and a selector shows) fits a uint32.
+func evaluationNumber(what string, n int) error {
+	if n < 0 || n > math.MaxUint32 {
+		return fmt.Errorf("%s: tcbEvaluationDataNumber %d is outside 0..%d", what, n, uint32(math.MaxUint32))
+	}
+	return nil
+}
+
+// evaluationNumbers are the tcbEvaluationDataNumber of the TCB info and of
+// the QE identity; verifyDocuments has checked their range.
+func (c *collateral) evaluationNumbers() (tcbInfo, qeIdentity uint32) {
+	return uint32(c.tcbInfo.TcbInfo.TcbEvaluationDataNumber), uint32(c.qeIdentity.EnclaveIdentity.TcbEvaluationDataNumber)
+}
+
+// checkMinEvaluation refuses collateral older than the TCB recovery whose
+// evaluation data number is min: TCB info from before a recovery still rates
+// platforms that the recovery made out of date as they were rated before it.
+// Both documents must be at least min, as each carries its own number.
+func (c *collateral) checkMinEvaluation(min uint32) error {
+	ti, qi := c.evaluationNumbers()
+	var low []string
+	if ti < min {
+		low = append(low, fmt.Sprintf("TCB info for FMSPC %s has tcbEvaluationDataNumber %d", c.tcbInfo.TcbInfo.Fmspc, ti))
+	}
+	if qi < min {
+		low = append(low, fmt.Sprintf("QE identity has tcbEvaluationDataNumber %d", qi))
+	}
+	if len(low) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s, below the minimum %d (min_tcb_evaluation_data_number): the collateral source serves TCB data from before a TCB recovery; update the PCCS or offline collateral to Intel's current issue",
+		strings.Join(low, " and "), min)
 }
 
 func current(what string, issued, next, now time.Time) error {
