@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/google/go-tdx-guest/pcs"
 
+	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 )
 
@@ -21,21 +21,18 @@ type tcbEvaluation struct {
 	module   string // the TDX module identity's level, when evaluated
 	qe       string // the QE identity's level
 	// advisories of the matching platform, TDX module and QE levels,
-	// sorted, each once, each in Intel's format (advisoryIDRE).
+	// sorted, each once, each in Intel's format (conf.ValidAdvisoryID).
 	advisories []string
 }
-
-// advisoryIDRE is the shape of Intel's advisory IDs in TCB levels
-// (INTEL-SA-00837; INTEL-DOC-10000 for end-of-servicing notes). The IDs end
-// up in selectors and policy decisions, so anything else is refused rather
-// than passed on or dropped: a dropped ID would slip past a deny list.
-var advisoryIDRE = regexp.MustCompile(`^INTEL-(SA|DOC)-[0-9]{5}$`)
 
 // addAdvisories adds a matching level's advisory IDs, checking each.
 func (t *tcbEvaluation) addAdvisories(what string, ids []string) error {
 	for i, id := range ids {
-		if !advisoryIDRE.MatchString(id) {
-			return fmt.Errorf("%s: advisoryIDs[%d] %q is not an Intel advisory ID (%s)", what, i, truncate(id), advisoryIDRE)
+		// The IDs end up in selectors and policy decisions: anything but
+		// Intel's format is refused rather than passed on or dropped (a
+		// dropped ID would slip past a deny list).
+		if !conf.ValidAdvisoryID(id) {
+			return fmt.Errorf("%s: advisoryIDs[%d] %q is not an Intel advisory ID (%s)", what, i, truncate(id), conf.AdvisoryIDPattern)
 		}
 		if !slices.Contains(t.advisories, id) {
 			t.advisories = append(t.advisories, id)
