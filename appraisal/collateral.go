@@ -407,7 +407,7 @@ func (c *collateral) checkMinEvaluation(min uint32) error {
 	if len(low) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s, below the minimum %d (min_tcb_evaluation_data_number): the collateral source serves TCB data from before a TCB recovery; update the PCCS or offline collateral to Intel's current issue",
+	return fmt.Errorf("%s, below the minimum %d (tdx.min_tcb_evaluation_data_number): the collateral source serves TCB data from before a TCB recovery; update the PCCS or offline collateral to Intel's current issue",
 		strings.Join(low, " and "), min)
 }
 

@@ -112,7 +112,7 @@ func (c *Cache) belowMinimum(body []byte) error {
 	case err != nil:
 		return err
 	case ok && n < int64(min):
-		return fmt.Errorf("tcbEvaluationDataNumber %d is below the minimum %d (min_tcb_evaluation_data_number): collateral from before a TCB recovery", n, min)
+		return fmt.Errorf("tcbEvaluationDataNumber %d is below the minimum %d (tdx.min_tcb_evaluation_data_number): collateral from before a TCB recovery", n, min)
 	}
 	return nil
 }
