@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -250,15 +251,18 @@ func parseCRL(d fetchedDoc) (*x509.RevocationList, error) {
 }
 
 // verifyDocuments checks that each document is signed, over its exact
-// bytes, by a "Intel SGX TCB Signing" certificate chaining to roots, is the
+// bytes, by a "Intel SGX TCB Signing" certificate chaining to root, the
+// trusted root the quote's PCK chain ends in (not merely to any trusted
+// root: with several roots configured, collateral of one PKI must not rate
+// platforms of another), is the
 // kind and version this code evaluates, and is current at now. CRLs must be
 // signed by the quote's intermediate (PCK CRL) and by the trusted root (root
 // CRL) and be current. It depends only on the documents, the PCK
 // intermediate, the root and the time: what a Cache may remember for the
 // documents' validity window. matchQuote adds the per-quote checks.
-func (c *collateral) verifyDocuments(inter, root *x509.Certificate, roots *x509.CertPool, now time.Time) error {
+func (c *collateral) verifyDocuments(inter, root *x509.Certificate, now time.Time) error {
 	ti := &c.tcbInfo.TcbInfo
-	if err := c.tcb.verify(roots, now); err != nil {
+	if err := c.tcb.verify(root, now); err != nil {
 		return fmt.Errorf("TCB info: %w", err)
 	}
 	if ti.ID != tcbInfoID || ti.Version != tcbInfoVersion {
@@ -271,18 +275,24 @@ func (c *collateral) verifyDocuments(inter, root *x509.Certificate, roots *x509.
 	if err := current("TCB info", ti.IssueDate, ti.NextUpdate, now); err != nil {
 		return err
 	}
+	if err := evaluationNumber("TCB info", ti.TcbEvaluationDataNumber); err != nil {
+		return err
+	}
 	if len(ti.TcbLevels) == 0 {
 		return errors.New("TCB info has no TCB levels")
 	}
 
 	qi := &c.qeIdentity.EnclaveIdentity
-	if err := c.qe.verify(roots, now); err != nil {
+	if err := c.qe.verify(root, now); err != nil {
 		return fmt.Errorf("QE identity: %w", err)
 	}
 	if qi.ID != qeIdentityID || qi.Version != qeIdentityVersion {
 		return fmt.Errorf("QE identity: id %q version %d, want %q version %d", qi.ID, qi.Version, qeIdentityID, qeIdentityVersion)
 	}
 	if err := current("QE identity", qi.IssueDate, qi.NextUpdate, now); err != nil {
+		return err
+	}
+	if err := evaluationNumber("QE identity", qi.TcbEvaluationDataNumber); err != nil {
 		return err
 	}
 	if len(qi.TcbLevels) == 0 {
@@ -338,16 +348,21 @@ func (c *collateral) window() window {
 	return w
 }
 
-func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
+// verify checks the document's signature and that its signer chains to
+// root alone.
+func (s *signedCollateral) verify(root *x509.Certificate, now time.Time) error {
 	if s.signer.Subject.CommonName != cnTCBSigning {
 		return fmt.Errorf("signed by %q, want %q", s.signer.Subject.CommonName, cnTCBSigning)
 	}
 	if err := checkP256(s.signer); err != nil {
 		return fmt.Errorf("signing certificate: %w", err)
 	}
-	chains, err := s.signer.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	only := x509.NewCertPool()
+	only.AddCert(root)
+	chains, err := s.signer.Verify(x509.VerifyOptions{Roots: only, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
-		return fmt.Errorf("signing certificate does not chain to a trusted root at %s: %w", now.UTC().Format(time.RFC3339), err)
+		return fmt.Errorf("signing certificate (issuer %q) does not chain, at %s, to the root the PCK chain ends in (%q, serial %x): %w",
+			s.signer.Issuer.CommonName, now.UTC().Format(time.RFC3339), root.Subject.CommonName, root.SerialNumber, err)
 	}
 	s.valid = certWindow(chains[0]...)
 	sig, err := hex.DecodeString(s.signature)
@@ -359,6 +374,41 @@ func (s *signedCollateral) verify(roots *x509.CertPool, now time.Time) error {
 		return errors.New("signature does not verify over the document")
 	}
 	return nil
+}
+
+// evaluationNumber refuses a tcbEvaluationDataNumber Intel never issues, so
+// that every number a result carries (and a selector shows) fits a uint32.
+func evaluationNumber(what string, n int) error {
+	if n < 0 || n > math.MaxUint32 {
+		return fmt.Errorf("%s: tcbEvaluationDataNumber %d is outside 0..%d", what, n, uint32(math.MaxUint32))
+	}
+	return nil
+}
+
+// evaluationNumbers are the tcbEvaluationDataNumber of the TCB info and of
+// the QE identity; verifyDocuments has checked their range.
+func (c *collateral) evaluationNumbers() (tcbInfo, qeIdentity uint32) {
+	return uint32(c.tcbInfo.TcbInfo.TcbEvaluationDataNumber), uint32(c.qeIdentity.EnclaveIdentity.TcbEvaluationDataNumber)
+}
+
+// checkMinEvaluation refuses collateral older than the TCB recovery whose
+// evaluation data number is min: TCB info from before a recovery still rates
+// platforms that the recovery made out of date as they were rated before it.
+// Both documents must be at least min, as each carries its own number.
+func (c *collateral) checkMinEvaluation(min uint32) error {
+	ti, qi := c.evaluationNumbers()
+	var low []string
+	if ti < min {
+		low = append(low, fmt.Sprintf("TCB info for FMSPC %s has tcbEvaluationDataNumber %d", c.tcbInfo.TcbInfo.Fmspc, ti))
+	}
+	if qi < min {
+		low = append(low, fmt.Sprintf("QE identity has tcbEvaluationDataNumber %d", qi))
+	}
+	if len(low) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s, below the minimum %d (tdx.min_tcb_evaluation_data_number): the collateral source serves TCB data from before a TCB recovery; update the PCCS or offline collateral to Intel's current issue",
+		strings.Join(low, " and "), min)
 }
 
 func current(what string, issued, next, now time.Time) error {

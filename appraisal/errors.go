@@ -20,6 +20,7 @@ const (
 	CheckPCKChain       = "pck_chain"
 	CheckQuoteSignature = "quote_signature"
 	CheckCollateral     = "collateral"
+	CheckTCBEvaluation  = "tcb_evaluation_data_number"
 	CheckTCBStatus      = "tcb_status"
 	CheckDebug          = "debug"
 	CheckReportData     = "report_data"

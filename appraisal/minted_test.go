@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tdx-guest/pcs"
 	"github.com/google/go-tdx-guest/verify"
 )
 
@@ -220,5 +221,55 @@ func TestStricterThanLibraryOnModuleStatus(t *testing.T) {
 	wantCheck(t, err, CheckTCBStatus, CodeRejected, "platform OutOfDate")
 	if res.TCBStatus != "OutOfDate" || res.TDXModuleTCBStatus != "UpToDate" {
 		t.Errorf("statuses %q / module %q", res.TCBStatus, res.TDXModuleTCBStatus)
+	}
+}
+
+// TestCollateralSignedUnderAnotherTrustedRoot: a server trusting two roots
+// (say Intel's and a second PKI's) must rate a platform only with collateral
+// of the PKI its PCK chain belongs to. TCB info and QE identity signed under
+// the other trusted root are refused, even though their signer chains to a
+// root in the pool.
+func TestCollateralSignedUnderAnotherTrustedRoot(t *testing.T) {
+	p, other := newTestPKI(t), newTestPKI(t)
+	q := p.mintQuote(t, nil)
+	both := p.rootPool()
+	both.AddCert(other.root)
+	for _, doc := range []struct {
+		name, url, header string
+	}{
+		{"TCB info", tcbURL(), tcbHeader()},
+		{"QE identity", pcs.QeIdentityURL(), pcs.SgxQeIdentityIssuerChainPhrase},
+	} {
+		// go-tdx-guest's cross-check runs only on UpToDate platforms, and
+		// its root CRL check happens to refuse the mix; a platform whose
+		// accepted status is not UpToDate, without revocation checks, relies
+		// on this package alone.
+		for _, status := range []string{"UpToDate", "SWHardeningNeeded"} {
+			t.Run(doc.name+" "+status, func(t *testing.T) {
+				spec := defaultSpec(p)
+				spec.platformStatus = status
+				opts := TDXOptions{Now: pinnedNow, TrustedRoots: both, Collateral: p.pcs(t, spec),
+					CheckRevocations: status == "UpToDate", AcceptedTCBStatuses: []string{status}}
+				if _, err := TDX(context.Background(), TDXEvidence{Quote: q}, opts); err != nil {
+					t.Fatalf("genuine collateral rejected: %v", err)
+				}
+				// The same document for this platform, signed under the
+				// other trusted PKI with its own issuer chain.
+				forgedSpec := spec
+				forgedSpec.signer = other.signKey
+				forged := p.pcs(t, forgedSpec)
+				f := p.pcs(t, spec)
+				r := forged.resp[doc.url]
+				r.header = chainHeader(doc.header, other.signer, other.root)
+				f.resp[doc.url] = r
+				opts.Collateral = f
+				res, err := TDX(context.Background(), TDXEvidence{Quote: q}, opts)
+				if err == nil {
+					t.Fatalf("accepted with TCB status %q", res.TCBStatus)
+				}
+				wantCheck(t, err, CheckCollateral, CodeRejected, doc.name, "the root the PCK chain ends in")
+				t.Log(err)
+			})
+		}
 	}
 }

@@ -246,6 +246,10 @@ type collateralSpec struct {
 	signer         *ecdsa.PrivateKey
 	revokeLeaf     bool
 	crlNextUpdate  time.Time
+	// Evaluation data numbers of TCB info and QE identity (0: 17), and
+	// the advisories of the platform, module and QE levels.
+	tcbEvalNum, qeEvalNum                              int
+	platformAdvisories, moduleAdvisories, qeAdvisories []string
 }
 
 func defaultSpec(p *testPKI) collateralSpec {
@@ -294,8 +298,19 @@ func signedDoc(t testing.TB, member string, v any, key *ecdsa.PrivateKey) []byte
 	return []byte(fmt.Sprintf(`{"%s":%s,"signature":"%s"}`, member, inner, sig))
 }
 
-func level(status string, tcb map[string]any) map[string]any {
-	return map[string]any{"tcb": tcb, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": status}
+func level(status string, tcb map[string]any, advisories ...string) map[string]any {
+	l := map[string]any{"tcb": tcb, "tcbDate": "2025-01-01T00:00:00Z", "tcbStatus": status}
+	if advisories != nil {
+		l["advisoryIDs"] = advisories
+	}
+	return l
+}
+
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
 }
 
 func components(svns ...byte) []map[string]any {
@@ -320,17 +335,17 @@ func (p *testPKI) pcs(t testing.TB, s collateralSpec) *fakePCS {
 	module := map[string]any{"mrsigner": mrsigner, "attributes": "0000000000000000", "attributesMask": "ffffffffffffffff"}
 	tcbInfo := map[string]any{
 		"id": "TDX", "version": 3, "issueDate": ts(s.issueDate), "nextUpdate": ts(s.nextUpdate),
-		"fmspc": s.fmspc, "pceId": testPCEID, "tcbType": 0, "tcbEvaluationDataNumber": 17,
+		"fmspc": s.fmspc, "pceId": testPCEID, "tcbType": 0, "tcbEvaluationDataNumber": orDefault(s.tcbEvalNum, 17),
 		"tdxModule": module,
 		"tcbLevels": []any{
 			level(s.platformStatus, map[string]any{
 				"sgxtcbcomponents": components(testSGXComponents[:]...), "pcesvn": testPCESVN,
 				"tdxtcbcomponents": components(0, 0, s.tdxSVN2),
-			}),
+			}, s.platformAdvisories...),
 		},
 	}
 	if s.moduleStatus != "" {
-		id := map[string]any{"id": "TDX_01", "tcbLevels": []any{level(s.moduleStatus, map[string]any{"isvsvn": 4})}}
+		id := map[string]any{"id": "TDX_01", "tcbLevels": []any{level(s.moduleStatus, map[string]any{"isvsvn": 4}, s.moduleAdvisories...)}}
 		for k, v := range module {
 			id[k] = v
 		}
@@ -340,11 +355,11 @@ func (p *testPKI) pcs(t testing.TB, s collateralSpec) *fakePCS {
 	misc := make([]byte, 4)
 	binary.LittleEndian.PutUint32(misc, qr.MiscSelect)
 	qe := map[string]any{
-		"id": "TD_QE", "version": 2, "issueDate": ts(s.issueDate), "nextUpdate": ts(s.nextUpdate), "tcbEvaluationDataNumber": 17,
+		"id": "TD_QE", "version": 2, "issueDate": ts(s.issueDate), "nextUpdate": ts(s.nextUpdate), "tcbEvaluationDataNumber": orDefault(s.qeEvalNum, 17),
 		"miscselect": hex.EncodeToString(misc), "miscselectMask": "ffffffff",
 		"attributes": hex.EncodeToString(qr.Attributes[:]), "attributesMask": strings.Repeat("ff", 16),
 		"mrsigner": hex.EncodeToString(qr.MRSigner[:]), "isvprodid": qr.ISVProdID,
-		"tcbLevels": []any{level(s.qeStatus, map[string]any{"isvsvn": qr.ISVSVN})},
+		"tcbLevels": []any{level(s.qeStatus, map[string]any{"isvsvn": qr.ISVSVN}, s.qeAdvisories...)},
 	}
 
 	crl := func(issuer *x509.Certificate, key *ecdsa.PrivateKey, revoked ...*x509.Certificate) []byte {

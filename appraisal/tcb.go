@@ -4,21 +4,51 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/go-tdx-guest/pcs"
 
+	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 )
 
 // tcbEvaluation is the outcome of matching a quote against verified TCB
 // info and QE identity.
 type tcbEvaluation struct {
-	status     string // converged status, what AcceptedTCBStatuses is checked against
-	platform   string // the matching TCB level of the platform (SGX + TDX components)
-	module     string // the TDX module identity's level, when evaluated
-	qe         string // the QE identity's level
+	status   string // converged status, what AcceptedTCBStatuses is checked against
+	platform string // the matching TCB level of the platform (SGX + TDX components)
+	module   string // the TDX module identity's level, when evaluated
+	qe       string // the QE identity's level
+	// advisories of the matching platform, TDX module and QE levels,
+	// sorted, each once, each in Intel's format (conf.ValidAdvisoryID).
 	advisories []string
+}
+
+// addAdvisories adds a matching level's advisory IDs, checking each.
+func (t *tcbEvaluation) addAdvisories(what string, ids []string) error {
+	for i, id := range ids {
+		// The IDs end up in selectors and policy decisions: anything but
+		// Intel's format is refused rather than passed on or dropped (a
+		// dropped ID would slip past a deny list).
+		if !conf.ValidAdvisoryID(id) {
+			return fmt.Errorf("%s: advisoryIDs[%d] %q is not an Intel advisory ID (%s)", what, i, truncate(id), conf.AdvisoryIDPattern)
+		}
+		if !slices.Contains(t.advisories, id) {
+			t.advisories = append(t.advisories, id)
+		}
+	}
+	slices.Sort(t.advisories)
+	return nil
+}
+
+// truncate keeps collateral strings short in messages.
+func truncate(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
 }
 
 func (t *tcbEvaluation) describe() string {
@@ -52,6 +82,9 @@ func (t *tcbEvaluation) describe() string {
 //     QE makes the result OutOfDate (OutOfDateConfigurationNeeded when the
 //     platform needs configuration), a Revoked one makes it Revoked.
 //
+// The advisory IDs of the three matching levels are collected; each must
+// have Intel's format.
+//
 // Where go-tdx-guest returns the module level's status on its own when a
 // module identity applies, this takes the worse of platform and module, so
 // an out-of-date platform is not reported UpToDate because its module is.
@@ -81,7 +114,9 @@ func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*
 	}
 	ev.platform = string(level.TcbStatus)
 	ev.status = ev.platform
-	ev.advisories = level.AdvisoryIDs
+	if err := ev.addAdvisories("TCB info level "+ev.platform, level.AdvisoryIDs); err != nil {
+		return nil, err
+	}
 
 	if svn[1] > 0 {
 		id := fmt.Sprintf("TDX_%02x", svn[1])
@@ -110,15 +145,20 @@ func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*
 		}
 		ev.module = string(ml.TcbStatus)
 		ev.status = converge(ev.status, ev.module)
-		ev.advisories = append(append([]string(nil), ev.advisories...), ml.AdvisoryIDs...)
+		if err := ev.addAdvisories("TDX module identity "+mod.ID+" level "+ev.module, ml.AdvisoryIDs); err != nil {
+			return nil, err
+		}
 	}
 
-	qs, err := evaluateQE(q, qi)
+	ql, err := evaluateQE(q, qi)
 	if err != nil {
 		return nil, err
 	}
-	ev.qe = qs
-	ev.status = converge(ev.status, qs)
+	ev.qe = string(ql.TcbStatus)
+	ev.status = converge(ev.status, ev.qe)
+	if err := ev.addAdvisories("QE identity level "+ev.qe, ql.AdvisoryIDs); err != nil {
+		return nil, err
+	}
 	return ev, nil
 }
 
@@ -151,35 +191,35 @@ func componentsAtLeast(have []byte, want []pcs.TcbComponent, start int) bool {
 	return true
 }
 
-func evaluateQE(q *tdxquote.Quote, qi *pcs.EnclaveIdentity) (string, error) {
+func evaluateQE(q *tdxquote.Quote, qi *pcs.EnclaveIdentity) (*pcs.TcbLevel, error) {
 	r := &q.QEReport
 	if !bytes.Equal(qi.Mrsigner.Bytes, r.MRSigner[:]) {
-		return "", fmt.Errorf("QE identity: QE MRSIGNER %x is not %x", r.MRSigner, qi.Mrsigner.Bytes)
+		return nil, fmt.Errorf("QE identity: QE MRSIGNER %x is not %x", r.MRSigner, qi.Mrsigner.Bytes)
 	}
 	if r.ISVProdID != qi.IsvProdID {
-		return "", fmt.Errorf("QE identity: QE ISVPRODID %d is not %d", r.ISVProdID, qi.IsvProdID)
+		return nil, fmt.Errorf("QE identity: QE ISVPRODID %d is not %d", r.ISVProdID, qi.IsvProdID)
 	}
 	if len(qi.Miscselect.Bytes) != 4 || len(qi.MiscselectMask.Bytes) != 4 {
-		return "", fmt.Errorf("QE identity: miscselect and mask must be 4 bytes, are %d and %d", len(qi.Miscselect.Bytes), len(qi.MiscselectMask.Bytes))
+		return nil, fmt.Errorf("QE identity: miscselect and mask must be 4 bytes, are %d and %d", len(qi.Miscselect.Bytes), len(qi.MiscselectMask.Bytes))
 	}
 	mask := binary.LittleEndian.Uint32(qi.MiscselectMask.Bytes)
 	if r.MiscSelect&mask != binary.LittleEndian.Uint32(qi.Miscselect.Bytes) {
-		return "", fmt.Errorf("QE identity: QE MISCSELECT %08x under mask %08x is not %x", r.MiscSelect, mask, qi.Miscselect.Bytes)
+		return nil, fmt.Errorf("QE identity: QE MISCSELECT %08x under mask %08x is not %x", r.MiscSelect, mask, qi.Miscselect.Bytes)
 	}
 	if len(qi.Attributes.Bytes) != len(r.Attributes) || len(qi.AttributesMask.Bytes) != len(r.Attributes) {
-		return "", fmt.Errorf("QE identity: attributes and mask must be %d bytes", len(r.Attributes))
+		return nil, fmt.Errorf("QE identity: attributes and mask must be %d bytes", len(r.Attributes))
 	}
 	for i := range r.Attributes {
 		if r.Attributes[i]&qi.AttributesMask.Bytes[i] != qi.Attributes.Bytes[i] {
-			return "", fmt.Errorf("QE identity: QE ATTRIBUTES %x under mask %x are not %x", r.Attributes, qi.AttributesMask.Bytes, qi.Attributes.Bytes)
+			return nil, fmt.Errorf("QE identity: QE ATTRIBUTES %x under mask %x are not %x", r.Attributes, qi.AttributesMask.Bytes, qi.Attributes.Bytes)
 		}
 	}
-	for _, l := range qi.TcbLevels {
-		if l.Tcb.Isvsvn <= uint32(r.ISVSVN) {
-			return string(l.TcbStatus), nil
+	for i := range qi.TcbLevels {
+		if l := &qi.TcbLevels[i]; l.Tcb.Isvsvn <= uint32(r.ISVSVN) {
+			return l, nil
 		}
 	}
-	return "", fmt.Errorf("QE identity has no TCB level for QE ISVSVN %d", r.ISVSVN)
+	return nil, fmt.Errorf("QE identity has no TCB level for QE ISVSVN %d", r.ISVSVN)
 }
 
 // converge folds a component's status (TDX module or QE) into the platform

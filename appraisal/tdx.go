@@ -68,8 +68,9 @@ type TDXEvidence struct {
 // against the Intel SGX Root CA at the current time, accepting only
 // UpToDate when collateral is used and rejecting DEBUG TDs.
 type TDXOptions struct {
-	// TrustedRoots the PCK chain and the collateral signing chains must
-	// lead to. Nil means the embedded Intel SGX Root CA.
+	// TrustedRoots the PCK chain must lead to; the collateral signing
+	// chains must lead to the same root the PCK chain ends in. Nil means
+	// the embedded Intel SGX Root CA.
 	TrustedRoots *x509.CertPool
 	// Now is the time certificates and collateral are checked at; zero
 	// means time.Now().
@@ -86,6 +87,11 @@ type TDXOptions struct {
 	// AcceptedTCBStatuses lists the platform TCB statuses accepted
 	// (pcs.TcbComponentStatus names). Empty means {"UpToDate"}.
 	AcceptedTCBStatuses []string
+	// MinTCBEvaluationDataNumber refuses collateral whose TCB info or QE
+	// identity has a lower tcbEvaluationDataNumber (collateral from before
+	// the TCB recovery that number stands for), as CodeUnavailable: the
+	// collateral source is stale, not the node. Zero sets no minimum.
+	MinTCBEvaluationDataNumber uint32
 	// AllowDebug accepts TDs with the DEBUG attribute.
 	AllowDebug bool
 	// Cache remembers checks of immutable inputs across calls (see Cache);
@@ -107,10 +113,18 @@ type TDXResult struct {
 	// TCBStatus (empty when not evaluated).
 	TDXModuleTCBStatus string
 	QETCBStatus        string
-	// AdvisoryIDs of the matching TCB level.
+	// AdvisoryIDs of the matching platform TCB level, TDX module identity
+	// level and QE identity level: sorted, each once, each in Intel's
+	// format (INTEL-SA-NNNNN, INTEL-DOC-NNNNN). Empty when no collateral
+	// was used or the levels list none.
 	AdvisoryIDs []string
-	FMSPC       string
-	Debug       bool
+	// TCBInfoEvaluationDataNumber and QEIdentityEvaluationDataNumber are
+	// the tcbEvaluationDataNumber of the collateral the TCB status was
+	// evaluated with; zero when no collateral was used.
+	TCBInfoEvaluationDataNumber    uint32
+	QEIdentityEvaluationDataNumber uint32
+	FMSPC                          string
+	Debug                          bool
 	// Facts extracted from the replayed CCEL; nil without a CCEL. With a
 	// Cache they are shared with other results: treat them as read-only.
 	Facts  *eventlog.Facts
@@ -179,6 +193,10 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 				Err: fmt.Errorf("accepted TCB status %q is not one of %s", s, strings.Join(validStatuses, ", "))}
 		}
 	}
+	if opts.MinTCBEvaluationDataNumber > 0 && opts.Collateral == nil {
+		return res, &Error{Check: CheckTCBEvaluation, Code: CodeConfig,
+			Err: errors.New("a minimum TCB evaluation data number needs a collateral getter")}
+	}
 	if opts.CheckRevocations && opts.Collateral == nil {
 		return res, &Error{Check: CheckCollateral, Code: CodeConfig,
 			Err: errors.New("revocation checks need a collateral getter")}
@@ -222,6 +240,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	// 4. Collateral and TCB status.
 	if opts.Collateral == nil {
 		res.skip(CheckCollateral, "offline: no collateral getter")
+		res.skip(CheckTCBEvaluation, "offline: no collateral")
 		res.skip(CheckTCBStatus, "offline: TCB status not evaluated")
 	} else {
 		memo := newMemoGetter(opts.Collateral)
@@ -235,7 +254,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 			if col, err = fetched.parse(); err != nil {
 				return res, res.fail(CheckCollateral, CodeUnavailable, err)
 			}
-			if err := col.verifyDocuments(q.PCKChain[1], chainRoot, roots, now); err != nil {
+			if err := col.verifyDocuments(q.PCKChain[1], chainRoot, now); err != nil {
 				return res, res.fail(CheckCollateral, CodeRejected, err)
 			}
 			opts.Cache.collateralVerified(colDigest, roots, col)
@@ -250,6 +269,14 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 				return res, &Error{Check: CheckPCKChain, Code: CodeRejected, Err: err}
 			}
 			res.Checks[pckIdx].Detail += "; not revoked"
+		}
+		res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber = col.evaluationNumbers()
+		if opts.MinTCBEvaluationDataNumber == 0 {
+			res.skip(CheckTCBEvaluation, fmt.Sprintf("no minimum configured (TCB info %d, QE identity %d)", res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber))
+		} else if err := col.checkMinEvaluation(opts.MinTCBEvaluationDataNumber); err != nil {
+			return res, res.fail(CheckTCBEvaluation, CodeUnavailable, err)
+		} else {
+			res.pass(CheckTCBEvaluation, fmt.Sprintf("TCB info %d and QE identity %d are at least %d", res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber, opts.MinTCBEvaluationDataNumber))
 		}
 		st, err := evaluateTCB(q, &col.tcbInfo.TcbInfo, &col.qeIdentity.EnclaveIdentity)
 		if err != nil {

@@ -57,6 +57,13 @@ type CacheConfig struct {
 	// ErrorBackoff is how long after an upstream failure the same URL is
 	// not asked again. Zero means DefaultErrorBackoff; negative disables.
 	ErrorBackoff time.Duration
+	// MinTCBEvaluationDataNumber, when set, makes TCB info and QE identity
+	// with a lower tcbEvaluationDataNumber an upstream failure: never
+	// stored, never served, asked again after ErrorBackoff. A PCCS still
+	// serving collateral from before a TCB recovery is then retried until
+	// it serves the current issue, rather than its old copy being kept for
+	// Refresh.
+	MinTCBEvaluationDataNumber uint32
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Warn, when set, receives operational warnings (stale collateral
@@ -381,6 +388,9 @@ func (c *Cache) fetch(ctx context.Context, rawURL string) (*entry, error) {
 	if !now.Before(next) {
 		return nil, fmt.Errorf("response expired: its nextUpdate %s is not after %s",
 			next.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if err := c.belowMinimum(body); err != nil {
+		return nil, fmt.Errorf("response refused: %w", err)
 	}
 	e := newEntry(http.Header(h).Clone(), append([]byte(nil), body...), now, next, c.cfg.Refresh)
 	c.mu.Lock()

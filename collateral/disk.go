@@ -83,6 +83,9 @@ func (c *Cache) decodeRecord(b []byte, rawURL string, now time.Time) (*entry, er
 	if !now.Before(next) {
 		return nil, fmt.Errorf("%w at its nextUpdate %v", errDiskExpired, next)
 	}
+	if err := c.belowMinimum(r.Body); err != nil {
+		return nil, err
+	}
 	h := http.Header{}
 	for k, vs := range r.Header {
 		for _, v := range vs {

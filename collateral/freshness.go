@@ -63,3 +63,56 @@ func jsonNextUpdate(body []byte) (time.Time, error) {
 	}
 	return t, nil
 }
+
+// EvaluationDataNumber reads the tcbEvaluationDataNumber of a TCB info or
+// QE identity response; ok is false for anything else (a CRL). Like
+// NextUpdate it verifies nothing: the cache uses it only to refuse to keep
+// collateral older than the configured minimum, and the verifier checks the
+// number of the signed document again.
+func EvaluationDataNumber(body []byte) (n int64, ok bool, err error) {
+	t := bytes.TrimLeft(body, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' {
+		return 0, false, nil
+	}
+	var doc struct {
+		TCBInfo         *struct{ TCBEvaluationDataNumber *int64 } `json:"tcbInfo"`
+		EnclaveIdentity *struct{ TCBEvaluationDataNumber *int64 } `json:"enclaveIdentity"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return 0, false, fmt.Errorf("collateral: JSON: %w", err)
+	}
+	var p *int64
+	var member string
+	switch {
+	case doc.TCBInfo != nil && doc.EnclaveIdentity != nil:
+		return 0, false, errors.New("collateral: JSON has both tcbInfo and enclaveIdentity")
+	case doc.TCBInfo != nil:
+		p, member = doc.TCBInfo.TCBEvaluationDataNumber, "tcbInfo"
+	case doc.EnclaveIdentity != nil:
+		p, member = doc.EnclaveIdentity.TCBEvaluationDataNumber, "enclaveIdentity"
+	default:
+		return 0, false, errors.New("collateral: JSON has neither tcbInfo nor enclaveIdentity")
+	}
+	if p == nil {
+		return 0, false, fmt.Errorf("collateral: %s has no tcbEvaluationDataNumber", member)
+	}
+	return *p, true, nil
+}
+
+// belowMinimum is an error when body is TCB info or QE identity whose
+// evaluation data number is under the configured minimum (or unreadable
+// while a minimum is configured).
+func (c *Cache) belowMinimum(body []byte) error {
+	min := c.cfg.MinTCBEvaluationDataNumber
+	if min == 0 {
+		return nil
+	}
+	n, ok, err := EvaluationDataNumber(body)
+	switch {
+	case err != nil:
+		return err
+	case ok && n < int64(min):
+		return fmt.Errorf("tcbEvaluationDataNumber %d is below the minimum %d (tdx.min_tcb_evaluation_data_number): collateral from before a TCB recovery", n, min)
+	}
+	return nil
+}

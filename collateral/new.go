@@ -19,6 +19,9 @@ type Options struct {
 	Now func() time.Time
 	// Warn receives the cache's warnings (see CacheConfig.Warn).
 	Warn func(msg string, args ...any)
+	// MinTCBEvaluationDataNumber is the server's
+	// tdx.min_tcb_evaluation_data_number (see CacheConfig).
+	MinTCBEvaluationDataNumber uint32
 }
 
 // New builds the collateral getter the server configuration asks for: a
@@ -83,5 +86,7 @@ func New(cfg conf.Collateral, opts Options) (*Cache, error) {
 		Dir:          cacheDir,
 		Now:          opts.Now,
 		Warn:         opts.Warn,
+
+		MinTCBEvaluationDataNumber: opts.MinTCBEvaluationDataNumber,
 	})
 }

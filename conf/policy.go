@@ -26,6 +26,9 @@ import (
 //	    sha256 = ["<64 hex>"]              # sha1, sha256, sha384, sha512
 //	  }
 //	  accepted_tcb_statuses = ["UpToDate"]
+//	  min_tcb_evaluation_data_number = 17  # TCB info and QE identity at least this
+//	  allowed_advisory_ids = ["INTEL-SA-00837"] # every advisory of the node listed ([]: none)
+//	  denied_advisory_ids  = ["INTEL-SA-00960"] # none of these
 //	  allow_debug    = false
 //	  secure_boot    = true
 //	  kernel_cmdline = ["console=ttyS0 root=/dev/sda1"] # exact strings, no globbing
@@ -53,6 +56,15 @@ type Policy struct {
 	PCRs map[cctrusted.PCR]map[cctrusted.Algorithm][]string
 	// AcceptedTCBStatuses narrows the server-wide accepted TDX TCB statuses.
 	AcceptedTCBStatuses []TCBStatus
+	// MinTCBEvaluationDataNumber, when non-zero, requires the TCB info and
+	// QE identity the node was evaluated with to have at least this
+	// tcbEvaluationDataNumber.
+	MinTCBEvaluationDataNumber uint32
+	// AllowedAdvisoryIDs, when non-nil, must list every Intel advisory of
+	// the node's matching TCB levels; empty (not nil) allows none.
+	// DeniedAdvisoryIDs lists advisories the node must not have.
+	AllowedAdvisoryIDs []string
+	DeniedAdvisoryIDs  []string
 	// AllowDebug, when set, requires the TD DEBUG attribute to equal it.
 	AllowDebug *bool
 	// SecureBoot, when set, requires the measured secure-boot state to equal it.
@@ -88,6 +100,7 @@ func (p *Policy) WarnSelectorValue() string { return "policy_warn:" + p.Name }
 func (p *Policy) Empty() bool {
 	if p.TEE != nil || p.MRTD != nil || p.MRConfigID != nil || len(p.PCRs) != 0 ||
 		p.AcceptedTCBStatuses != nil || p.AllowDebug != nil || p.SecureBoot != nil ||
+		p.MinTCBEvaluationDataNumber != 0 || p.AllowedAdvisoryIDs != nil || p.DeniedAdvisoryIDs != nil ||
 		p.KernelCmdline != nil || p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil {
 		return false
 	}
@@ -111,21 +124,26 @@ type rawPolicyFile struct {
 }
 
 type rawPolicy struct {
-	Name                string     `hcl:",key"`
-	Enforce             bool       `hcl:"enforce"`
-	TEE                 []string   `hcl:"tee"`
-	MRTD                []string   `hcl:"mrtd"`
-	RTMR0               []string   `hcl:"rtmr0"`
-	RTMR1               []string   `hcl:"rtmr1"`
-	RTMR2               []string   `hcl:"rtmr2"`
-	RTMR3               []string   `hcl:"rtmr3"`
-	MRConfigID          []string   `hcl:"mrconfigid"`
-	PCR                 []rawPCR   `hcl:"pcr"`
-	AcceptedTCBStatuses []string   `hcl:"accepted_tcb_statuses"`
-	AllowDebug          bool       `hcl:"allow_debug"`
-	SecureBoot          bool       `hcl:"secure_boot"`
-	KernelCmdline       []string   `hcl:"kernel_cmdline"`
-	Runtime             rawRuntime `hcl:"runtime"`
+	Name                string   `hcl:",key"`
+	Enforce             bool     `hcl:"enforce"`
+	TEE                 []string `hcl:"tee"`
+	MRTD                []string `hcl:"mrtd"`
+	RTMR0               []string `hcl:"rtmr0"`
+	RTMR1               []string `hcl:"rtmr1"`
+	RTMR2               []string `hcl:"rtmr2"`
+	RTMR3               []string `hcl:"rtmr3"`
+	MRConfigID          []string `hcl:"mrconfigid"`
+	PCR                 []rawPCR `hcl:"pcr"`
+	AcceptedTCBStatuses []string `hcl:"accepted_tcb_statuses"`
+	AllowDebug          bool     `hcl:"allow_debug"`
+
+	MinTCBEvaluationDataNumber int      `hcl:"min_tcb_evaluation_data_number"`
+	AllowedAdvisoryIDs         []string `hcl:"allowed_advisory_ids"`
+	DeniedAdvisoryIDs          []string `hcl:"denied_advisory_ids"`
+
+	SecureBoot    bool       `hcl:"secure_boot"`
+	KernelCmdline []string   `hcl:"kernel_cmdline"`
+	Runtime       rawRuntime `hcl:"runtime"`
 }
 
 type rawPCR struct {
@@ -238,6 +256,21 @@ func policy(d *doc, r rawPolicy) (Policy, bool) {
 			c.ok = false
 		}
 	}
+	if c.has("min_tcb_evaluation_data_number") {
+		before := len(d.errs.errs)
+		p.MinTCBEvaluationDataNumber = evaluationNumber(d, c.path+".min_tcb_evaluation_data_number",
+			c.path+": min_tcb_evaluation_data_number", r.MinTCBEvaluationDataNumber)
+		if len(d.errs.errs) != before {
+			c.ok = false
+		}
+	}
+	p.AllowedAdvisoryIDs = c.advisoryIDs("allowed_advisory_ids", r.AllowedAdvisoryIDs, true)
+	p.DeniedAdvisoryIDs = c.advisoryIDs("denied_advisory_ids", r.DeniedAdvisoryIDs, false)
+	for _, id := range p.DeniedAdvisoryIDs {
+		if slices.Contains(p.AllowedAdvisoryIDs, id) {
+			c.errf("denied_advisory_ids", "%s is also in allowed_advisory_ids", id)
+		}
+	}
 	if c.has("allow_debug") {
 		p.AllowDebug = new(r.AllowDebug)
 	}
@@ -311,6 +344,41 @@ func (c *policyCheck) hexList(key string, vals []string, size int) []string {
 	return out
 }
 
+// advisoryIDs validates a list of Intel advisory IDs. An empty allow-list
+// is meaningful (the node may have no advisory at all); an empty deny-list
+// denies nothing and is refused as a mistake. Unset keys return nil.
+func (c *policyCheck) advisoryIDs(key string, vals []string, emptyOK bool) []string {
+	if !c.has(key) {
+		return nil
+	}
+	if len(vals) == 0 && !emptyOK {
+		c.errf(key, "empty list denies nothing; remove the key")
+		return nil
+	}
+	out := make([]string, 0, len(vals))
+	for i, v := range vals {
+		ek := fmt.Sprintf("%s[%d]", key, i)
+		switch {
+		case !ValidAdvisoryID(v):
+			c.errf(ek, "%q is not an Intel advisory ID (%s, upper case)", truncateValue(v), AdvisoryIDPattern)
+		case slices.Contains(out, v):
+			c.errf(ek, "%s is listed twice", v)
+		default:
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// truncateValue keeps a configured value short in a message.
+func truncateValue(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
 // strList validates an allow-list of exact strings.
 func (c *policyCheck) strList(key string, vals []string) []string {
 	if !c.has(key) {
@@ -378,7 +446,8 @@ func (c *policyCheck) consistent(p *Policy) {
 	}
 	tdxLike := slices.Contains(p.TEE, TEETDX) || slices.Contains(p.TEE, TEESim)
 	tpmLike := slices.Contains(p.TEE, TEETPM) || slices.Contains(p.TEE, TEESim)
-	tdxKeys := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "accepted_tcb_statuses", "allow_debug"}
+	tdxKeys := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "accepted_tcb_statuses", "allow_debug",
+		"min_tcb_evaluation_data_number", "allowed_advisory_ids", "denied_advisory_ids"}
 	if !tdxLike {
 		for _, k := range tdxKeys {
 			if c.has(k) {

@@ -33,6 +33,9 @@ policy "golden.v1_a-b" {
     sha256 = ["` + strings.Repeat("ee", 32) + `"]
   }
   accepted_tcb_statuses = ["UpToDate", "OutOfDate"]
+  min_tcb_evaluation_data_number = 17
+  allowed_advisory_ids = ["INTEL-SA-00837", "INTEL-DOC-10000"]
+  denied_advisory_ids  = ["INTEL-SA-00960"]
   allow_debug    = false
   secure_boot    = true
   kernel_cmdline = ["root=/dev/vda1 ro", "console=ttyS0 \"quoted\" path=C:\\x $HOME ${x}"]
@@ -63,10 +66,13 @@ func fullPolicyWant() conf.Policy {
 			},
 			23: {cctrusted.AlgSHA256: {strings.Repeat("ee", 32)}},
 		},
-		AcceptedTCBStatuses: []conf.TCBStatus{"UpToDate", "OutOfDate"},
-		AllowDebug:          ptr(false),
-		SecureBoot:          ptr(true),
-		KernelCmdline:       []string{"root=/dev/vda1 ro", `console=ttyS0 "quoted" path=C:\x $HOME ${x}`},
+		AcceptedTCBStatuses:        []conf.TCBStatus{"UpToDate", "OutOfDate"},
+		MinTCBEvaluationDataNumber: 17,
+		AllowedAdvisoryIDs:         []string{"INTEL-SA-00837", "INTEL-DOC-10000"},
+		DeniedAdvisoryIDs:          []string{"INTEL-SA-00960"},
+		AllowDebug:                 ptr(false),
+		SecureBoot:                 ptr(true),
+		KernelCmdline:              []string{"root=/dev/vda1 ro", `console=ttyS0 "quoted" path=C:\x $HOME ${x}`},
 		Runtime: conf.RuntimePolicy{
 			AllowedExeSHA256:  []string{hex32},
 			AllowedContainers: []string{"0123abcd", "pod/ctr"},
@@ -108,6 +114,7 @@ func TestPolicyDefaults(t *testing.T) {
 		`tee = ["tpm"]`, `mrtd = ["` + hex48 + `"]`, `rtmr3 = ["` + hex48 + `"]`, `mrconfigid = ["` + hex48 + `"]`,
 		`pcr "1" { sha1 = ["` + hex20 + `"] }`, `accepted_tcb_statuses = ["UpToDate"]`, `allow_debug = true`,
 		`kernel_cmdline = ["x"]`, `runtime { allowed_exe_sha256 = ["` + hex32 + `"] }`, `runtime { allowed_containers = ["c"] }`,
+		`min_tcb_evaluation_data_number = 1`, `allowed_advisory_ids = []`, `denied_advisory_ids = ["INTEL-SA-00001"]`,
 	} {
 		if _, err := conf.ParsePolicies("policy \"p\" {\n"+body+"\n}", ""); err != nil {
 			t.Errorf("%s: %v", body, err)
@@ -168,6 +175,18 @@ func TestPolicyErrors(t *testing.T) {
 		{"runtime not block", "  runtime = [\"x\"]", 2, []string{`policy "p".runtime: want a block`}},
 		{"unknown top key in policy", "  secure_boot = true\n  selector = \"x\"", 3, []string{`unknown key "selector" in policy "p"`}},
 		{"duplicate key in policy", "  secure_boot = true\n  secure_boot = false", 3, []string{`duplicate key "secure_boot" in policy "p"`, "line 2"}},
+		{"min eval zero", "  min_tcb_evaluation_data_number = 0", 2, []string{`policy "p": min_tcb_evaluation_data_number: 0 is outside 1..4294967295`}},
+		{"min eval negative", "  min_tcb_evaluation_data_number = -3", 2, []string{`min_tcb_evaluation_data_number: -3 is outside`}},
+		{"min eval too large", "  min_tcb_evaluation_data_number = 4294967296", 2, []string{`min_tcb_evaluation_data_number: 4294967296 is outside`}},
+		{"min eval string", "  min_tcb_evaluation_data_number = \"17\"", 2, []string{`min_tcb_evaluation_data_number: want an integer`}},
+		{"advisory lower case", "  allowed_advisory_ids = [\"intel-sa-00837\"]", 2, []string{`policy "p": allowed_advisory_ids[0]: "intel-sa-00837" is not an Intel advisory ID`}},
+		{"advisory short", "  denied_advisory_ids = [\"INTEL-SA-0837\"]", 2, []string{`denied_advisory_ids[0]: "INTEL-SA-0837" is not an Intel advisory ID`}},
+		{"advisory selector injection", "  denied_advisory_ids = [\"INTEL-SA-00837:x\"]", 2, []string{`denied_advisory_ids[0]`, "not an Intel advisory ID"}},
+		{"advisory duplicate", "  allowed_advisory_ids = [\"INTEL-SA-00837\", \"INTEL-SA-00837\"]", 2, []string{`allowed_advisory_ids[1]: INTEL-SA-00837 is listed twice`}},
+		{"denied empty", "  denied_advisory_ids = []", 2, []string{`policy "p": denied_advisory_ids: empty list denies nothing`}},
+		{"allowed and denied", "  allowed_advisory_ids = [\"INTEL-SA-00837\"]\n  denied_advisory_ids = [\"INTEL-SA-00837\"]", 3, []string{`denied_advisory_ids: INTEL-SA-00837 is also in allowed_advisory_ids`}},
+		{"advisories with tpm tee", "  tee = [\"tpm\"]\n  allowed_advisory_ids = []", 3, []string{`allowed_advisory_ids: is a TDX value`}},
+		{"min eval with tpm tee", "  tee = [\"tpm\"]\n  min_tcb_evaluation_data_number = 17", 3, []string{`min_tcb_evaluation_data_number: is a TDX value`}},
 		{"list too long", "  kernel_cmdline = [" + strings.Repeat("\"a\",", conf.MaxListLen+1) + "]", 2, []string{"kernel_cmdline", "more than the limit of 4096"}},
 	}
 	for _, tt := range tests {
@@ -293,6 +312,15 @@ pcr "10" {
 		"cmdline split":   func(p *conf.Policy) { p.KernelCmdline = []string{"ab", "c"} },
 		"exe":             func(p *conf.Policy) { p.Runtime.AllowedExeSHA256 = []string{strings.Repeat("00", 32)} },
 		"containers":      func(p *conf.Policy) { p.Runtime.AllowedContainers = p.Runtime.AllowedContainers[1:] },
+		"min eval":        func(p *conf.Policy) { p.MinTCBEvaluationDataNumber = 18 },
+		"min eval unset":  func(p *conf.Policy) { p.MinTCBEvaluationDataNumber = 0 },
+		"allowed adv":     func(p *conf.Policy) { p.AllowedAdvisoryIDs = p.AllowedAdvisoryIDs[1:] },
+		"allowed none":    func(p *conf.Policy) { p.AllowedAdvisoryIDs = []string{} },
+		"allowed unset":   func(p *conf.Policy) { p.AllowedAdvisoryIDs = nil },
+		"denied adv":      func(p *conf.Policy) { p.DeniedAdvisoryIDs = []string{"INTEL-SA-00961"} },
+		"adv moved": func(p *conf.Policy) {
+			p.AllowedAdvisoryIDs, p.DeniedAdvisoryIDs = p.DeniedAdvisoryIDs, p.AllowedAdvisoryIDs
+		},
 		"containers to exe": func(p *conf.Policy) {
 			p.Runtime.AllowedExeSHA256, p.Runtime.AllowedContainers = nil, []string{hex32, "0123abcd", "pod/ctr"}
 		},

@@ -25,7 +25,9 @@ const digestDomain = "ccnp-spire policy v1\x00"
 // in the order enforce, tee, mrtd, rtmr0..rtmr3, mrconfigid, pcr<N>.<bank>
 // (PCRs ascending, banks sha1, sha256, sha384, sha512),
 // accepted_tcb_statuses, allow_debug, secure_boot, kernel_cmdline,
-// runtime.allowed_exe_sha256, runtime.allowed_containers:
+// runtime.allowed_exe_sha256, runtime.allowed_containers,
+// min_tcb_evaluation_data_number (decimal), allowed_advisory_ids,
+// denied_advisory_ids:
 //
 //	str(name) || u32be(count) || str(v) for each value, values sorted bytewise
 //
@@ -80,6 +82,17 @@ func (p *Policy) Digest() string {
 	if p.Runtime.AllowedContainers != nil {
 		field("runtime.allowed_containers", p.Runtime.AllowedContainers)
 	}
+	// Appended after the v1 fields, so policies without them keep their
+	// digests.
+	if p.MinTCBEvaluationDataNumber != 0 {
+		field("min_tcb_evaluation_data_number", []string{strconv.FormatUint(uint64(p.MinTCBEvaluationDataNumber), 10)})
+	}
+	if p.AllowedAdvisoryIDs != nil {
+		field("allowed_advisory_ids", p.AllowedAdvisoryIDs)
+	}
+	if p.DeniedAdvisoryIDs != nil {
+		field("denied_advisory_ids", p.DeniedAdvisoryIDs)
+	}
 	sum := sha256.Sum256(buf)
 	return hex.EncodeToString(sum[:])
 }
@@ -116,6 +129,10 @@ func (p *Policy) HCL() string {
 		if vals == nil {
 			return
 		}
+		if len(vals) == 0 {
+			fmt.Fprintf(&b, "%s%s = []\n", indent, key)
+			return
+		}
 		if len(vals) == 1 {
 			fmt.Fprintf(&b, "%s%s = [%s]\n", indent, key, quoteHCL(vals[0]))
 			return
@@ -146,6 +163,11 @@ func (p *Policy) HCL() string {
 	if p.AcceptedTCBStatuses != nil {
 		list("  ", "accepted_tcb_statuses", tcbStrings(p.AcceptedTCBStatuses))
 	}
+	if p.MinTCBEvaluationDataNumber != 0 {
+		fmt.Fprintf(&b, "  min_tcb_evaluation_data_number = %d\n", p.MinTCBEvaluationDataNumber)
+	}
+	list("  ", "allowed_advisory_ids", p.AllowedAdvisoryIDs)
+	list("  ", "denied_advisory_ids", p.DeniedAdvisoryIDs)
 	if p.AllowDebug != nil {
 		fmt.Fprintf(&b, "  allow_debug = %t\n", *p.AllowDebug)
 	}

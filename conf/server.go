@@ -57,6 +57,10 @@ type TDXVerifier struct {
 	// AcceptedTCBStatuses never contains Revoked.
 	AcceptedTCBStatuses []TCBStatus
 	AllowDebug          bool
+	// MinTCBEvaluationDataNumber refuses TCB info and QE identity with a
+	// lower tcbEvaluationDataNumber (collateral from before a TCB
+	// recovery); 0 sets no minimum.
+	MinTCBEvaluationDataNumber uint32
 }
 
 // CollateralSource says where TDX collateral comes from.
@@ -194,6 +198,8 @@ type rawServerTDX struct {
 	Collateral          rawCollateral `hcl:"collateral"`
 	AcceptedTCBStatuses []string      `hcl:"accepted_tcb_statuses"`
 	AllowDebug          bool          `hcl:"allow_debug"`
+
+	MinTCBEvaluationDataNumber int `hcl:"min_tcb_evaluation_data_number"`
 }
 
 type rawCollateral struct {
@@ -338,6 +344,9 @@ func serverTDX(d *doc, r rawServerTDX) *TDXVerifier {
 	}
 	if d.has("tdx.accepted_tcb_statuses") {
 		t.AcceptedTCBStatuses = tcbStatuses(d, "tdx.accepted_tcb_statuses", "tdx.accepted_tcb_statuses", r.AcceptedTCBStatuses)
+	}
+	if d.has("tdx.min_tcb_evaluation_data_number") {
+		t.MinTCBEvaluationDataNumber = evaluationNumber(d, "tdx.min_tcb_evaluation_data_number", "tdx.min_tcb_evaluation_data_number", r.MinTCBEvaluationDataNumber)
 	}
 	t.Collateral = collateral(d, r.Collateral)
 	return t

@@ -77,6 +77,8 @@ func TestServerKeys(t *testing.T) {
 				return len(c.TDX.AcceptedTCBStatuses) == 6 && c.TDX.AcceptedTCBStatuses[5] == "OutOfDateConfigurationNeeded"
 			}},
 		{"allow_debug", `tdx { allow_debug = true }`, func(c *conf.ServerVerifier) bool { return c.TDX.AllowDebug }},
+		{"min_tcb_evaluation_data_number", `tdx { min_tcb_evaluation_data_number = 17 }`, func(c *conf.ServerVerifier) bool { return c.TDX.MinTCBEvaluationDataNumber == 17 }},
+		{"min_tcb_evaluation_data_number unset", `tdx {}`, func(c *conf.ServerVerifier) bool { return c.TDX.MinTCBEvaluationDataNumber == 0 }},
 		{"checkpoint keys", "tdx {}\ncheckpoint_key_file = \"/etc/k\"\ncheckpoint_previous_key_file = \"/etc/old\"\ncheckpoint_ttl = \"2h\"", func(c *conf.ServerVerifier) bool {
 			return c.CheckpointKeyFile == "/etc/k" && c.CheckpointPreviousKeyFile == "/etc/old" && c.CheckpointTTL == 2*time.Hour
 		}},
@@ -133,6 +135,9 @@ func TestServerErrors(t *testing.T) {
 		parts []string
 	}{
 		{"no tee", `nonce_ttl = "1m"`, 0, []string{"no TEE is accepted"}},
+		{"min eval zero", "tdx {\n  min_tcb_evaluation_data_number = 0\n}", 2, []string{"tdx.min_tcb_evaluation_data_number: 0 is outside 1..4294967295", "remove the key"}},
+		{"min eval negative", "tdx {\n  min_tcb_evaluation_data_number = -17\n}", 2, []string{"tdx.min_tcb_evaluation_data_number: -17 is outside"}},
+		{"min eval string", "tdx {\n  min_tcb_evaluation_data_number = \"17\"\n}", 2, []string{"tdx.min_tcb_evaluation_data_number: want an integer"}},
 		{"checkpoint key relative", "tdx {}\ncheckpoint_key_file = \"k\"", 2, []string{"checkpoint_key_file", "not an absolute path"}},
 		{"checkpoint previous alone", "tdx {}\ncheckpoint_previous_key_file = \"/k\"", 2, []string{"checkpoint_previous_key_file", "needs checkpoint_key_file"}},
 		{"checkpoint ttl alone", "tdx {}\ncheckpoint_ttl = \"1h\"", 2, []string{"checkpoint_ttl", "without checkpoint_key_file"}},

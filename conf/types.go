@@ -2,9 +2,11 @@ package conf
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +45,29 @@ const (
 var acceptableTCB = []TCBStatus{
 	TCBUpToDate, TCBSWHardeningNeeded, TCBConfigurationNeeded,
 	TCBConfigurationAndSWHardeningNeeded, TCBOutOfDate, TCBOutOfDateConfigurationNeeded,
+}
+
+// advisoryIDRE is the shape of the advisory IDs Intel lists in TCB levels:
+// INTEL-SA-00837 for security advisories, INTEL-DOC-10000 for servicing
+// notes.
+var advisoryIDRE = regexp.MustCompile(`^INTEL-(SA|DOC)-[0-9]{5}$`)
+
+// ValidAdvisoryID reports whether id has the shape of an Intel advisory ID
+// (INTEL-SA-NNNNN or INTEL-DOC-NNNNN). Policies name advisories with it, and
+// the TDX appraisal refuses collateral listing anything else, since the IDs
+// become selectors and deny-list decisions.
+func ValidAdvisoryID(id string) bool { return advisoryIDRE.MatchString(id) }
+
+// AdvisoryIDPattern is the pattern ValidAdvisoryID matches, for messages.
+const AdvisoryIDPattern = `INTEL-(SA|DOC)-NNNNN`
+
+// evaluationNumber validates a tcbEvaluationDataNumber minimum.
+func evaluationNumber(d *doc, key, disp string, v int) uint32 {
+	if v < 1 || v > math.MaxUint32 {
+		d.errLine(d.line(key), "%s: %d is outside 1..%d (remove the key for no minimum)", disp, v, uint32(math.MaxUint32))
+		return 0
+	}
+	return uint32(v)
 }
 
 // Compression names how the agent compresses event logs on the wire.

@@ -44,6 +44,13 @@ type Facts struct {
 	// TCBStatus is the platform's TDX TCB status; empty when collateral was
 	// not evaluated.
 	TCBStatus string
+	// TCBInfoEvaluationDataNumber and QEIdentityEvaluationDataNumber are the
+	// tcbEvaluationDataNumber of the collateral TCBStatus came from, and
+	// AdvisoryIDs the Intel advisories of the matching TCB levels. They are
+	// established exactly when TCBStatus is.
+	TCBInfoEvaluationDataNumber    uint32
+	QEIdentityEvaluationDataNumber uint32
+	AdvisoryIDs                    []string
 	// Debug is the TD DEBUG attribute; nil where there is none (TPM).
 	Debug *bool
 	// SecureBoot is the measured secure-boot state; nil when no verified
@@ -194,6 +201,7 @@ func EvaluateOne(p *conf.Policy, f *Facts) Result {
 			miss("accepted_tcb_statuses", "%s is not accepted", f.TCBStatus)
 		}
 	}
+	evaluateCollateral(p, f, miss)
 	boolFact := func(key string, want *bool, have *bool, what string) {
 		if want == nil {
 			return
@@ -218,6 +226,44 @@ func EvaluateOne(p *conf.Policy, f *Facts) Result {
 	evaluateRuntime(&p.Runtime, f, miss)
 	r.Match = len(r.Mismatches) == 0
 	return r
+}
+
+// evaluateCollateral checks the evaluation data numbers and advisories of
+// the TDX collateral the node's TCB status came from.
+func evaluateCollateral(p *conf.Policy, f *Facts, miss func(string, string, ...any)) {
+	if f.TCBStatus == "" {
+		// Without collateral nothing says which advisories apply: even a
+		// deny-list cannot be satisfied by what was not established.
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"min_tcb_evaluation_data_number", p.MinTCBEvaluationDataNumber != 0},
+			{"allowed_advisory_ids", p.AllowedAdvisoryIDs != nil},
+			{"denied_advisory_ids", p.DeniedAdvisoryIDs != nil},
+		} {
+			if k.set {
+				miss(k.key, "the TCB status was not evaluated for this node")
+			}
+		}
+		return
+	}
+	if min := p.MinTCBEvaluationDataNumber; min != 0 {
+		if n := f.TCBInfoEvaluationDataNumber; n < min {
+			miss("min_tcb_evaluation_data_number", "TCB info has evaluation data number %d, the policy requires at least %d", n, min)
+		}
+		if n := f.QEIdentityEvaluationDataNumber; n < min {
+			miss("min_tcb_evaluation_data_number", "QE identity has evaluation data number %d, the policy requires at least %d", n, min)
+		}
+	}
+	for _, id := range f.AdvisoryIDs {
+		if p.AllowedAdvisoryIDs != nil && !slices.Contains(p.AllowedAdvisoryIDs, id) {
+			miss("allowed_advisory_ids", "advisory %s of the node's TCB level is not allowed", id)
+		}
+		if slices.Contains(p.DeniedAdvisoryIDs, id) {
+			miss("denied_advisory_ids", "advisory %s of the node's TCB level is denied", id)
+		}
+	}
 }
 
 // evaluateRuntime checks every recorded workload against the runtime

@@ -181,3 +181,56 @@ func TestTruncate(t *testing.T) {
 		t.Errorf("truncate: %d bytes", len(got))
 	}
 }
+
+// TestCollateralConstraints: the evaluation data numbers of both documents
+// and the node's advisories against min_tcb_evaluation_data_number,
+// allowed_advisory_ids and denied_advisory_ids; each mismatch names the key
+// and the document or advisory.
+func TestCollateralConstraints(t *testing.T) {
+	swh := func() *Facts {
+		f := tdxFacts()
+		f.TCBStatus = "SWHardeningNeeded"
+		f.TCBInfoEvaluationDataNumber, f.QEIdentityEvaluationDataNumber = 18, 17
+		f.AdvisoryIDs = []string{"INTEL-SA-00837", "INTEL-SA-00960"}
+		return f
+	}
+	offline := func() *Facts {
+		f := tdxFacts()
+		f.TCBStatus = ""
+		return f
+	}
+	tests := []struct {
+		name   string
+		body   string
+		facts  *Facts
+		misses []string // nil: match
+	}{
+		{"min met by both", `min_tcb_evaluation_data_number = 17`, swh(), nil},
+		{"min above the QE identity", `min_tcb_evaluation_data_number = 18`, swh(), []string{"min_tcb_evaluation_data_number: QE identity has evaluation data number 17, the policy requires at least 18"}},
+		{"min above both", `min_tcb_evaluation_data_number = 19`, swh(), []string{
+			"min_tcb_evaluation_data_number: TCB info has evaluation data number 18, the policy requires at least 19",
+			"min_tcb_evaluation_data_number: QE identity has evaluation data number 17, the policy requires at least 19"}},
+		{"every advisory allowed", `allowed_advisory_ids = ["INTEL-SA-00960", "INTEL-SA-00837", "INTEL-SA-00001"]`, swh(), nil},
+		{"one advisory not allowed", `allowed_advisory_ids = ["INTEL-SA-00837"]`, swh(), []string{"allowed_advisory_ids: advisory INTEL-SA-00960 of the node's TCB level is not allowed"}},
+		{"no advisory allowed", `allowed_advisory_ids = []`, swh(), []string{
+			"allowed_advisory_ids: advisory INTEL-SA-00837 of the node's TCB level is not allowed",
+			"allowed_advisory_ids: advisory INTEL-SA-00960 of the node's TCB level is not allowed"}},
+		{"no advisory allowed, none present", `allowed_advisory_ids = []`, tdxFacts(), nil},
+		{"denied advisory present", `denied_advisory_ids = ["INTEL-SA-00960"]`, swh(), []string{"denied_advisory_ids: advisory INTEL-SA-00960 of the node's TCB level is denied"}},
+		{"denied advisory absent", `denied_advisory_ids = ["INTEL-SA-00615"]`, swh(), nil},
+		{"not evaluated", "min_tcb_evaluation_data_number = 1\n  allowed_advisory_ids = []\n  denied_advisory_ids = [\"INTEL-SA-00615\"]", offline(), []string{
+			"min_tcb_evaluation_data_number: the TCB status was not evaluated for this node",
+			"allowed_advisory_ids: the TCB status was not evaluated for this node",
+			"denied_advisory_ids: the TCB status was not evaluated for this node"}},
+		{"tpm node", `denied_advisory_ids = ["INTEL-SA-00615"]`, tpmFacts(), []string{"denied_advisory_ids: the TCB status was not evaluated for this node"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := parse(t, "policy \"p\" {\n  "+tt.body+"\n}\n")
+			r := EvaluateOne(&ps[0], tt.facts)
+			if r.Match != (tt.misses == nil) || strings.Join(r.Mismatches, "\n") != strings.Join(tt.misses, "\n") {
+				t.Errorf("match %v, mismatches:\n%s\nwant:\n%s", r.Match, strings.Join(r.Mismatches, "\n"), strings.Join(tt.misses, "\n"))
+			}
+		})
+	}
+}

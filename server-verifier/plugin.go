@@ -243,7 +243,7 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 		} else if st.tdxRoots, tdxCerts, err = p.loadCerts("tdx.trusted_roots_file", []string{cfg.TDX.TrustedRootsFile}); err != nil {
 			return nil, err
 		}
-		if st.getter, err = p.collateralGetter(&cfg.TDX.Collateral); err != nil {
+		if st.getter, err = p.collateralGetter(&cfg.TDX.Collateral, cfg.TDX.MinTCBEvaluationDataNumber); err != nil {
 			return nil, err
 		}
 	}
@@ -340,11 +340,15 @@ func (p *Plugin) loadCerts(key string, paths []string) (*x509.CertPool, []*x509.
 // collateralGetter builds the collateral source of a tdx block: a cache
 // (in memory, and on disk with cache_dir) in front of the configured PCS,
 // PCCS or offline directory, shared by every attestation under this
-// configuration.
-func (p *Plugin) collateralGetter(c *conf.Collateral) (trust.HTTPSGetter, error) {
+// configuration. With a minimum evaluation data number the cache refuses
+// to keep older TCB info and QE identity, so a stale PCCS is asked again
+// until it serves the current issue.
+func (p *Plugin) collateralGetter(c *conf.Collateral, minEvaluation uint32) (trust.HTTPSGetter, error) {
 	g, err := collateral.New(*c, collateral.Options{
 		Now:  p.now,
 		Warn: func(msg string, args ...any) { p.log().Warn(msg, args...) },
+
+		MinTCBEvaluationDataNumber: minEvaluation,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tdx.collateral: %w", err)

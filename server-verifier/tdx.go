@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -84,6 +85,8 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		f.RTMR[i] = body.RTMR[i][:]
 	}
 	f.TCBStatus = res.TCBStatus
+	f.TCBInfoEvaluationDataNumber, f.QEIdentityEvaluationDataNumber = res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber
+	f.AdvisoryIDs = res.AdvisoryIDs
 	debug := res.Debug
 	f.Debug = &debug
 	fw, imaVerified := res.Facts, len(logs.IMA) > 0
@@ -130,6 +133,13 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	}
 	if res.TCBStatus != "" {
 		s = append(s, pre+"tcb_status:"+res.TCBStatus)
+		// The lower of the two documents' numbers: the node's collateral
+		// is at least this recent, as min_tcb_evaluation_data_number asks.
+		s = append(s, pre+"tcb_eval_num:"+strconv.FormatUint(uint64(min(res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber)), 10))
+		// appraisal admits only IDs in Intel's format (conf.ValidAdvisoryID).
+		for _, id := range res.AdvisoryIDs {
+			s = append(s, pre+"advisory:"+id)
+		}
 	}
 	s = append(s, bootSelectors(f, fw)...)
 	if imaVerified {
@@ -152,6 +162,7 @@ func (a *attestation) tdxOptions(sim bool) appraisal.TDXOptions {
 		opts.Collateral = st.getter
 		opts.CheckRevocations = st.getter != nil
 		opts.AllowDebug = t.AllowDebug
+		opts.MinTCBEvaluationDataNumber = t.MinTCBEvaluationDataNumber
 		for _, s := range t.AcceptedTCBStatuses {
 			opts.AcceptedTCBStatuses = append(opts.AcceptedTCBStatuses, string(s))
 		}

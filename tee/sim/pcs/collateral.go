@@ -52,7 +52,34 @@ type Params struct {
 	RevokePlatformCA bool `json:"revoke_platform_ca,omitempty"`
 	// ValiditySeconds is the lifetime of issued collateral; 0 means DefaultValidity.
 	ValiditySeconds int64 `json:"validity_seconds,omitempty"`
+	// TCBEvaluationDataNumber is the tcbEvaluationDataNumber of the TCB info;
+	// 0 means DefaultTCBEvaluationDataNumber. A lower number than a verifier's
+	// minimum plays a PCCS still serving collateral from before a TCB recovery.
+	TCBEvaluationDataNumber uint32 `json:"tcb_evaluation_data_number,omitempty"`
+	// QEEvaluationDataNumber is the tcbEvaluationDataNumber of the QE
+	// identity; 0 means the TCB info's.
+	QEEvaluationDataNumber uint32 `json:"qe_evaluation_data_number,omitempty"`
+	// AdvisoryIDs are the advisoryIDs of the TCB level the platform
+	// matches; empty means DefaultAdvisoryID on a level that is not
+	// UpToDate and none on an UpToDate one. They are not checked against
+	// Intel's format, so tests can serve malformed ones.
+	AdvisoryIDs []string `json:"advisory_ids,omitempty"`
 }
+
+// DefaultTCBEvaluationDataNumber is the evaluation data number of the
+// simulated collateral unless Params choose another.
+const DefaultTCBEvaluationDataNumber = 17
+
+// DefaultAdvisoryID is the advisory a simulated TCB level that is not
+// UpToDate carries unless Params choose others: Intel's format, a number
+// no Intel advisory has.
+const DefaultAdvisoryID = "INTEL-SA-00000"
+
+// Bounds of Params.AdvisoryIDs.
+const (
+	maxAdvisoryIDs   = 64
+	maxAdvisoryIDLen = 64
+)
 
 // Validate checks the status spelling and the validity.
 func (p *Params) Validate() error {
@@ -66,7 +93,29 @@ func (p *Params) Validate() error {
 	if p.ValiditySeconds < 0 {
 		return fmt.Errorf("pcs: validity_seconds %d is negative", p.ValiditySeconds)
 	}
+	if len(p.AdvisoryIDs) > maxAdvisoryIDs {
+		return fmt.Errorf("pcs: %d advisory_ids, limit %d", len(p.AdvisoryIDs), maxAdvisoryIDs)
+	}
+	for i, a := range p.AdvisoryIDs {
+		if a == "" || len(a) > maxAdvisoryIDLen {
+			return fmt.Errorf("pcs: advisory_ids[%d]: %d bytes, want 1..%d", i, len(a), maxAdvisoryIDLen)
+		}
+	}
 	return nil
+}
+
+func (p *Params) tcbEvaluationDataNumber() uint32 {
+	if p.TCBEvaluationDataNumber == 0 {
+		return DefaultTCBEvaluationDataNumber
+	}
+	return p.TCBEvaluationDataNumber
+}
+
+func (p *Params) qeEvaluationDataNumber() uint32 {
+	if p.QEEvaluationDataNumber == 0 {
+		return p.tcbEvaluationDataNumber()
+	}
+	return p.QEEvaluationDataNumber
 }
 
 func (p *Params) validity() time.Duration {
@@ -174,14 +223,14 @@ func Build(auth *pki.Authority, params Params, now time.Time) (*Collateral, erro
 		NextUpdate:        next,
 	}
 	var err error
-	tcb, err := json.Marshal(tcbInfo(&auth.Platform, params.TCBStatus, issue, next))
+	tcb, err := json.Marshal(tcbInfo(&auth.Platform, &params, issue, next))
 	if err != nil {
 		return nil, fmt.Errorf("pcs: encode TCB info: %w", err)
 	}
 	if c.TCBInfo, err = signedBody(auth, "tcbInfo", tcb); err != nil {
 		return nil, err
 	}
-	qe, err := json.Marshal(qeIdentity(&auth.Platform, issue, next))
+	qe, err := json.Marshal(qeIdentity(&auth.Platform, params.qeEvaluationDataNumber(), issue, next))
 	if err != nil {
 		return nil, fmt.Errorf("pcs: encode QE identity: %w", err)
 	}
@@ -229,7 +278,7 @@ type tcbInfoJSON struct {
 	FMSPC                   string     `json:"fmspc"`
 	PCEID                   string     `json:"pceId"`
 	TCBType                 int        `json:"tcbType"`
-	TCBEvaluationDataNumber int        `json:"tcbEvaluationDataNumber"`
+	TCBEvaluationDataNumber uint32     `json:"tcbEvaluationDataNumber"`
 	TDXModule               tdxModule  `json:"tdxModule"`
 	TCBLevels               []tcbLevel `json:"tcbLevels"`
 	Comment                 string     `json:"ccnpSimulation"`
@@ -264,7 +313,7 @@ type qeIdentityJSON struct {
 	Version                 int        `json:"version"`
 	IssueDate               string     `json:"issueDate"`
 	NextUpdate              string     `json:"nextUpdate"`
-	TCBEvaluationDataNumber int        `json:"tcbEvaluationDataNumber"`
+	TCBEvaluationDataNumber uint32     `json:"tcbEvaluationDataNumber"`
 	MiscSelect              string     `json:"miscselect"`
 	MiscSelectMask          string     `json:"miscselectMask"`
 	Attributes              string     `json:"attributes"`
@@ -277,13 +326,11 @@ type qeIdentityJSON struct {
 // simulationNote goes into every JSON document the simulated PCS signs.
 const simulationNote = "simulated by ccnp-spire tee/sim: not issued by Intel"
 
-// tcbEvaluationDataNumber is an arbitrary, fixed evaluation number.
-const tcbEvaluationDataNumber = 17
-
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON {
-	level := func(cpu, tee []byte, pcesvn uint16, st string) tcbLevel {
+func tcbInfo(p *pki.Platform, params *Params, issue, next time.Time) *tcbInfoJSON {
+	status := params.TCBStatus
+	level := func(cpu, tee []byte, pcesvn uint16, st string, advisories []string) tcbLevel {
 		l := tcbLevel{TCBDate: stamp(issue.Add(-24 * time.Hour)), TCBStatus: st}
 		for _, v := range cpu {
 			l.TCB.SGXComponents = append(l.TCB.SGXComponents, component{SVN: v})
@@ -292,9 +339,7 @@ func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON
 			l.TCB.TDXComponents = append(l.TCB.TDXComponents, component{SVN: v})
 		}
 		l.TCB.PCESVN = &pcesvn
-		if st != "UpToDate" {
-			l.AdvisoryIDs = []string{"INTEL-SA-SIM-00001"}
-		}
+		l.AdvisoryIDs = advisories
 		return l
 	}
 	var levels []tcbLevel
@@ -302,9 +347,13 @@ func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON
 		// A newer TDX module (SVN one higher) would be UpToDate; this platform is not.
 		newer := append([]byte{}, p.TeeTCBSVN...)
 		newer[0]++
-		levels = append(levels, level(p.CPUSVN, newer, p.PCESVN, "UpToDate"))
+		levels = append(levels, level(p.CPUSVN, newer, p.PCESVN, "UpToDate", nil))
 	}
-	levels = append(levels, level(p.CPUSVN, p.TeeTCBSVN, p.PCESVN, status))
+	advisories := params.AdvisoryIDs
+	if len(advisories) == 0 && status != "UpToDate" {
+		advisories = []string{DefaultAdvisoryID}
+	}
+	levels = append(levels, level(p.CPUSVN, p.TeeTCBSVN, p.PCESVN, status, advisories))
 	return &tcbInfoJSON{
 		ID:                      "TDX",
 		Version:                 3,
@@ -313,7 +362,7 @@ func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON
 		FMSPC:                   hex.EncodeToString(p.FMSPC),
 		PCEID:                   hex.EncodeToString(p.PCEID),
 		TCBType:                 0,
-		TCBEvaluationDataNumber: tcbEvaluationDataNumber,
+		TCBEvaluationDataNumber: params.tcbEvaluationDataNumber(),
 		TDXModule: tdxModule{
 			MRSigner:       hex.EncodeToString(p.MRSignerSeam),
 			Attributes:     hex.EncodeToString(p.SeamAttributes),
@@ -324,7 +373,7 @@ func tcbInfo(p *pki.Platform, status string, issue, next time.Time) *tcbInfoJSON
 	}
 }
 
-func qeIdentity(p *pki.Platform, issue, next time.Time) *qeIdentityJSON {
+func qeIdentity(p *pki.Platform, evalNum uint32, issue, next time.Time) *qeIdentityJSON {
 	svn := p.QESVN
 	misc := make([]byte, 4)
 	misc[0], misc[1], misc[2], misc[3] = byte(p.QEMiscSelect), byte(p.QEMiscSelect>>8), byte(p.QEMiscSelect>>16), byte(p.QEMiscSelect>>24)
@@ -340,7 +389,7 @@ func qeIdentity(p *pki.Platform, issue, next time.Time) *qeIdentityJSON {
 		Version:                 2,
 		IssueDate:               stamp(issue),
 		NextUpdate:              stamp(next),
-		TCBEvaluationDataNumber: tcbEvaluationDataNumber,
+		TCBEvaluationDataNumber: evalNum,
 		MiscSelect:              hex.EncodeToString(misc),
 		MiscSelectMask:          "ffffffff",
 		Attributes:              hex.EncodeToString(attrs),

@@ -245,6 +245,51 @@ func TestTCBInfoShape(t *testing.T) {
 	}
 }
 
+// TestEvaluationNumbersAndAdvisories: the parameters choose what verifiers
+// see as the documents' evaluation data numbers and the advisories of the
+// platform's level, and the defaults stay what earlier sim directories got.
+func TestEvaluationNumbersAndAdvisories(t *testing.T) {
+	decode := func(t *testing.T, p Params) (*tdxpcs.TcbInfo, *tdxpcs.EnclaveIdentity) {
+		t.Helper()
+		dir, _ := simDir(t, p)
+		c, err := Load(dir, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ti tdxpcs.TdxTcbInfo
+		var qi tdxpcs.QeIdentity
+		if err := json.Unmarshal(c.TCBInfo, &ti); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(c.QEIdentity, &qi); err != nil {
+			t.Fatal(err)
+		}
+		return &ti.TcbInfo, &qi.EnclaveIdentity
+	}
+	last := func(ti *tdxpcs.TcbInfo) []string { return ti.TcbLevels[len(ti.TcbLevels)-1].AdvisoryIDs }
+
+	ti, qi := decode(t, Params{TCBStatus: "UpToDate"})
+	if ti.TcbEvaluationDataNumber != DefaultTCBEvaluationDataNumber || qi.TcbEvaluationDataNumber != DefaultTCBEvaluationDataNumber || len(last(ti)) != 0 {
+		t.Errorf("defaults: numbers %d/%d, advisories %v", ti.TcbEvaluationDataNumber, qi.TcbEvaluationDataNumber, last(ti))
+	}
+	ti, _ = decode(t, Params{TCBStatus: "SWHardeningNeeded"})
+	if got := last(ti); len(got) != 1 || got[0] != DefaultAdvisoryID || len(ti.TcbLevels[0].AdvisoryIDs) != 0 {
+		t.Errorf("default advisories %v (UpToDate level %v)", got, ti.TcbLevels[0].AdvisoryIDs)
+	}
+	ti, qi = decode(t, Params{TCBStatus: "SWHardeningNeeded", TCBEvaluationDataNumber: 19, QEEvaluationDataNumber: 18,
+		AdvisoryIDs: []string{"INTEL-SA-00837", "INTEL-SA-00960"}})
+	if ti.TcbEvaluationDataNumber != 19 || qi.TcbEvaluationDataNumber != 18 {
+		t.Errorf("numbers %d/%d, want 19/18", ti.TcbEvaluationDataNumber, qi.TcbEvaluationDataNumber)
+	}
+	if got := last(ti); strings.Join(got, ",") != "INTEL-SA-00837,INTEL-SA-00960" {
+		t.Errorf("advisories %v", got)
+	}
+	ti, qi = decode(t, Params{TCBStatus: "UpToDate", TCBEvaluationDataNumber: 16})
+	if ti.TcbEvaluationDataNumber != 16 || qi.TcbEvaluationDataNumber != 16 {
+		t.Errorf("QE number %d does not follow the TCB info's %d", qi.TcbEvaluationDataNumber, ti.TcbEvaluationDataNumber)
+	}
+}
+
 func TestRequestPath(t *testing.T) {
 	good := map[string]string{
 		tdxpcs.TcbInfoURL("53494d000000"): "/tdx/certification/v4/tcb?fmspc=53494d000000",
@@ -314,6 +359,9 @@ func TestParseParams(t *testing.T) {
 		"no status":         []byte(`{}`),
 		"negative validity": []byte(`{"tcb_status":"UpToDate","validity_seconds":-1}`),
 		"wrong type":        []byte(`{"tcb_status":1}`),
+		"empty advisory":    []byte(`{"tcb_status":"UpToDate","advisory_ids":[""]}`),
+		"long advisory":     []byte(`{"tcb_status":"UpToDate","advisory_ids":["` + strings.Repeat("A", maxAdvisoryIDLen+1) + `"]}`),
+		"negative number":   []byte(`{"tcb_status":"UpToDate","tcb_evaluation_data_number":-1}`),
 	} {
 		if _, err := ParseParams(b); err == nil {
 			t.Errorf("%s: accepted", name)
