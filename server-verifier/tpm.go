@@ -165,13 +165,24 @@ func (a *attestation) ekTrust(t *evidencepb.TPMEvidence, ekPub []byte, ekHash st
 	return "certificate", nil
 }
 
-// akTrust ties the AK to the EK: by an AK certificate chaining to ak_ca_files
-// when both are there, otherwise by credential activation, which only the
-// TPM holding the EK, with the AK loaded, can complete.
+// akTrust ties the AK to the EK by credential activation, which only the
+// TPM holding the EK, with the AK loaded, can complete. It always runs: the
+// agent ID and tpm:ek_hash name the EK, so the EK must be one the sender
+// proved it holds. An AK certificate says nothing about which EK the AK
+// lives with (EK certificates and public keys are public: a node could
+// send another TPM's EK next to its own certified AK), so with ak_ca_files
+// configured the certificate is an additional requirement, checked first
+// because it needs no round trip.
 func (a *attestation) akTrust(t *evidencepb.TPMEvidence, ekPub []byte) error {
 	akPub := t.GetAkPublic()
-	if a.st.akRoots != nil && len(t.GetAkCertificateChain()) > 0 {
-		return a.akCertificate(t.GetAkCertificateChain(), akPub)
+	if a.st.akRoots != nil {
+		chain := t.GetAkCertificateChain()
+		if len(chain) == 0 {
+			return rejectf(codes.PermissionDenied, CheckAKTrust, "tpm.ak_ca_files is configured, so an AK certificate is required, but the node sent none (evidence.tpm.ak_certificate_chain is empty)")
+		}
+		if err := a.akCertificate(chain, akPub); err != nil {
+			return err
+		}
 	}
 	name, err := tpm.AKName(akPub)
 	if err != nil {
@@ -206,6 +217,8 @@ func (a *attestation) akTrust(t *evidencepb.TPMEvidence, ekPub []byte) error {
 	return nil
 }
 
+// akCertificate checks that chain (leaf first) chains to ak_ca_files and
+// that its leaf certifies akPub.
 func (a *attestation) akCertificate(chain [][]byte, akPub []byte) error {
 	certs := make([]*x509.Certificate, len(chain))
 	for i, der := range chain {

@@ -293,7 +293,10 @@ func issueAKCert(t *testing.T, caPath string, akPub []byte, wrongKey bool) []byt
 	return der
 }
 
-func TestAKCertificateInsteadOfActivation(t *testing.T) {
+// TestAKCertificateWithActivation: with ak_ca_files configured the AK
+// certificate is required and checked, and credential activation still
+// runs (a certified AK says nothing about which EK it lives with).
+func TestAKCertificateWithActivation(t *testing.T) {
 	n := startTPMNode(t)
 	akPub, err := tee.Unwrap(n.agentP).(*tpm.Provider).AttestationKeyPublic()
 	if err != nil {
@@ -303,11 +306,16 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
 		name     string
 		wrongKey bool
 		otherCA  bool
+		noChain  bool
+		guess    bool // answer the activation with a guess
+		check    string
 		reject   string
 	}{
-		{"certified AK", false, false, ""},
-		{"certificate of another key", true, false, "certifies another key"},
-		{"certificate from an unconfigured CA", false, true, "not trusted by ak_ca_files"},
+		{name: "certified AK, activated"},
+		{name: "certificate of another key", wrongKey: true, check: CheckAKTrust, reject: "certifies another key"},
+		{name: "certificate from an unconfigured CA", otherCA: true, check: CheckAKTrust, reject: "not trusted by ak_ca_files"},
+		{name: "no certificate sent", noChain: true, check: CheckAKTrust, reject: "AK certificate is required"},
+		{name: "certified AK, activation failed", guess: true, check: CheckActivation, reject: "activated secret is wrong"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			caPath := filepath.Join(t.TempDir(), "ak-ca.pem")
@@ -320,19 +328,38 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
   ak_ca_files = [%q]
 }`, n.Prov.CAPath, caPath))
 			a := n.agent()
-			a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
-			a.Activate = func(*evidencepb.Challenge) []byte {
-				t.Error("credential activation requested although the AK is certified")
-				return nil
+			if !tc.noChain {
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
+			}
+			activated := false
+			a.Activate = func(ch *evidencepb.Challenge) []byte {
+				activated = true
+				pl, err := nodeattestor.Activate(context.Background(), n.agentP, ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.guess {
+					if _, err := rand.Read(pl.GetActivatedSecret().Secret); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b, err := evidence.Encode(pl)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
 			}
 			_, err := h.attest(a)
 			if tc.reject == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if !activated {
+					t.Error("accepted a certified AK without credential activation")
+				}
 				return
 			}
-			h.wantReject(err, codes.PermissionDenied, CheckAKTrust, tc.reject)
+			h.wantReject(err, codes.PermissionDenied, tc.check, tc.reject)
 		})
 	}
 }
