@@ -182,7 +182,9 @@ const MinRuntimePCR = 11
 // (debug) and 23 (application) can be reset at locality 0 by anyone who
 // can send TPM commands (root), and 17..22 by a dynamic launch, so a
 // runtime record there can be wiped without a trace.
-func RuntimePCRProtected(p cctrusted.PCR) bool { return p >= MinRuntimePCR && p <= MaxProtectedRuntimePCR }
+func RuntimePCRProtected(p cctrusted.PCR) bool {
+	return p >= MinRuntimePCR && p <= MaxProtectedRuntimePCR
+}
 
 // MaxProtectedRuntimePCR is the highest PCR that no TPM command short of a
 // reset clears.
