@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -21,8 +22,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	"google.golang.org/grpc/codes"
 
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -366,4 +370,107 @@ func ekHash(t *testing.T, c *x509.Certificate) string {
 	}
 	sum := sha256.Sum256(der)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestTPMRuntimeLogRollback: a node ran a workload the runtime policy
+// forbids, then root reset the runtime PCR (TPM2_PCR_Reset at locality 0)
+// and deleted the runtime log. On PCR23 the reset works, so a log there
+// proves nothing and the node never gets policy:clean; on PCR15 (the
+// server's tpm.runtime_pcr) the TPM refuses the reset and the forbidden
+// record stays in the quoted PCR.
+func TestTPMRuntimeLogRollback(t *testing.T) {
+	ctx := context.Background()
+	allowed, forbidden := workload(0), workload(1)
+	policy := func(require bool) string {
+		return fmt.Sprintf(`require_policy = %v
+policy "clean" {
+  enforce = true
+  tee     = ["tpm"]
+  runtime { allowed_exe_sha256 = [%q] }
+}`, require, hex.EncodeToString(allowed.ExeSHA256))
+	}
+	serverHCL := func(n *tpmNode, tpmExtra, top string) string {
+		return fmt.Sprintf("tpm {\n  ek_ca_files = [%q]\n  %s\n}\n%s\n", n.Prov.CAPath, tpmExtra, top)
+	}
+	// Each step opens the TPM and closes it again: swtpm serves one
+	// connection at a time, and the reset needs its own.
+	record := func(t *testing.T, n *tpmNode, tpmExtra string, pcr cctrusted.PCR, ws ...runtimelog.Workload) {
+		a := n.agent(t, tpmExtra)
+		defer a.p.(tee.Provider).Close()
+		n.RecordWorkloads(t, tee.Unwrap(a.p.(tee.Provider)).(*tpm.Provider), pcr, ws...)
+	}
+	attest := func(t *testing.T, n *tpmNode, tpmExtra string, s *server) (*agentAttrs, error) {
+		a := n.agent(t, tpmExtra)
+		defer a.p.(tee.Provider).Close()
+		attrs, err := s.attest(a)
+		return (*agentAttrs)(attrs), err
+	}
+	wipe := func(t *testing.T, n *tpmNode, pcr cctrusted.PCR) error {
+		err := n.ResetPCR(ctx, pcr)
+		if rerr := os.Remove(n.RuntimeLogPath()); rerr != nil {
+			t.Fatal(rerr)
+		}
+		return err
+	}
+
+	t.Run("pcr23", func(t *testing.T) {
+		n := startTPMNode(t)
+		record(t, n, "", 23, allowed, forbidden)
+		if err := wipe(t, n, 23); err != nil {
+			t.Fatalf("TPM2_PCR_Reset(23) at locality 0 refused: %v", err)
+		}
+		s := newServer(t, serverHCL(n, "", policy(true)))
+		_, err := attest(t, n, "", s)
+		s.want(t, err, reject(codes.PermissionDenied, "policy", "clean", "sets no runtime_pcr"))
+		s = newServer(t, serverHCL(n, "", policy(false)))
+		attrs, err := attest(t, n, "", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if attrs.has("policy:clean") || attrs.prefixed("runtime:") || !attrs.has("tpm:runtime_rollback_protected:false") {
+			t.Fatalf("after the reset: %v; want no policy:clean, no runtime: selector, tpm:runtime_rollback_protected:false", attrs.GetSelectorValues())
+		}
+	})
+	t.Run("pcr15", func(t *testing.T) {
+		n := startTPMNode(t)
+		const agentPCR = "runtime_pcr = 15"
+		cfg := serverHCL(n, "runtime_pcr = 15", policy(true))
+		record(t, n, agentPCR, 15, allowed)
+		attrs, err := attest(t, n, agentPCR, newServer(t, cfg))
+		if err != nil {
+			t.Fatalf("genuine node with only allowed workloads rejected: %v", err)
+		}
+		for _, sel := range []string{"policy:clean", "tpm:runtime_rollback_protected:true", "runtime:exe:sha256:" + hex.EncodeToString(allowed.ExeSHA256)} {
+			if !attrs.has(sel) {
+				t.Errorf("genuine node lacks %s: %v", sel, attrs.GetSelectorValues())
+			}
+		}
+
+		record(t, n, agentPCR, 15, forbidden)
+		s := newServer(t, cfg)
+		_, err = attest(t, n, agentPCR, s)
+		s.want(t, err, reject(codes.PermissionDenied, "policy", "runtime.allowed_exe_sha256", hex.EncodeToString(forbidden.ExeSHA256)))
+
+		err = wipe(t, n, 15)
+		if !errors.Is(err, tpm2.TPMRCLocality) {
+			t.Fatalf("TPM2_PCR_Reset(15) answered %v, want TPM_RC_LOCALITY", err)
+		}
+		t.Logf("TPM2_PCR_Reset(15): %v", err)
+		s = newServer(t, cfg)
+		_, err = attest(t, n, agentPCR, s)
+		s.want(t, err, reject(codes.PermissionDenied, "runtime_replay", "pcr15 (tpm.runtime_pcr) is", "the node sent no runtime log"))
+	})
+}
+
+// agentAttrs reads an attestation's selectors.
+type agentAttrs nodeattestorv1.AgentAttributes
+
+func (a *agentAttrs) GetSelectorValues() []string {
+	return (*nodeattestorv1.AgentAttributes)(a).GetSelectorValues()
+}
+
+func (a *agentAttrs) has(sel string) bool { return slices.Contains(a.GetSelectorValues(), sel) }
+
+func (a *agentAttrs) prefixed(prefix string) bool {
+	return slices.ContainsFunc(a.GetSelectorValues(), func(s string) bool { return strings.HasPrefix(s, prefix) })
 }
