@@ -86,6 +86,9 @@ func TestAgentKeys(t *testing.T) {
 		{"runtime_pcr", `tpm { runtime_pcr = 16 }`, func(c *conf.AgentNodeAttestor) bool {
 			return c.TPM.RuntimePCR == 16 && slices.Equal(c.TPM.PCRs, pcrRange(0, 16))
 		}},
+		{"runtime_pcr protected", `tpm { runtime_pcr = 15 }`, func(c *conf.AgentNodeAttestor) bool {
+			return c.TPM.RuntimePCR == 15 && slices.Equal(c.TPM.PCRs, pcrRange(0, 15))
+		}},
 		{"pcrs sorted, runtime added", `tpm { pcrs = [7, 0, 4] }`, func(c *conf.AgentNodeAttestor) bool {
 			return slices.Equal(c.TPM.PCRs, []cctrusted.PCR{0, 4, 7, 23})
 		}},
@@ -141,8 +144,8 @@ func TestAgentErrors(t *testing.T) {
 		{"ak_handle huge", "tpm {\n  ak_handle = 99999999999999999999\n}", 2, []string{"tpm.ak_handle", "out of range"}},
 		{"ak_type", "tpm {\n  ak_type = \"ecdsa\"\n}", 2, []string{"tpm.ak_type", `"ecdsa" is not one of "ecc", "rsa"`}},
 		{"ek_nv_index range", "tpm {\n  ek_nv_index = 0x81000000\n}", 2, []string{"tpm.ek_nv_index", "not an NV index"}},
-		{"runtime_pcr low", "tpm {\n  runtime_pcr = 10\n}", 2, []string{"tpm.runtime_pcr", "16..23"}},
-		{"runtime_pcr high", "tpm {\n  runtime_pcr = 24\n}", 2, []string{"tpm.runtime_pcr", "16..23"}},
+		{"runtime_pcr low", "tpm {\n  runtime_pcr = 10\n}", 2, []string{"tpm.runtime_pcr", "11..23"}},
+		{"runtime_pcr high", "tpm {\n  runtime_pcr = 24\n}", 2, []string{"tpm.runtime_pcr", "11..23"}},
 		{"pcrs out of range", "tpm {\n  pcrs = [0,\n    24]\n}", 3, []string{"tpm.pcrs[1]", "not a PCR"}},
 		{"pcrs negative", "tpm {\n  pcrs = [-1]\n}", 2, []string{"tpm.pcrs[0]", "not a PCR"}},
 		{"pcrs duplicate", "tpm {\n  pcrs = [1, 1]\n}", 2, []string{"tpm.pcrs[1]", "listed twice"}},
@@ -248,7 +251,7 @@ func TestWorkloadErrors(t *testing.T) {
 		{"sim_dir without sim", "sim_dir = \"/x\"", 1, []string{"sim_dir", `only used with tee = "sim"`}},
 		{"host_root", "host_root = \"./h\"", 1, []string{"host_root", "not an absolute path"}},
 		{"tpm_device", "tpm_device = \"udp://x:1\"", 1, []string{"tpm_device", "absolute device path or tcp://host:port"}},
-		{"runtime_pcr", "runtime_pcr = 7", 1, []string{"runtime_pcr", "16..23"}},
+		{"runtime_pcr", "runtime_pcr = 7", 1, []string{"runtime_pcr", "11..23"}},
 		{"runtime_log_path", "runtime_log_path = \"\"", 1, []string{"runtime_log_path", "not an absolute path"}},
 		{"digest_cache_size zero", "digest_cache_size = 0", 1, []string{"digest_cache_size", "outside 1..1048576"}},
 		{"digest_cache_size huge", "digest_cache_size = 2000000", 1, []string{"digest_cache_size", "outside"}},

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // ServerVerifier is the server-side verifier's plugin_data. A TEE kind is
@@ -101,6 +103,11 @@ type TPMVerifier struct {
 	// EKHashAllowList holds lower-case hex SHA-256 digests of EK public keys.
 	EKHashAllowList []string
 	AKCAFiles       []string
+	// RuntimePCR is the PCR (11..15) every TPM node of the trust domain
+	// keeps its runtime log on; zero when unset. Only a runtime log on it
+	// is evidence of what a node ran: on any other PCR the record could
+	// have been reset, or moved off a PCR that still holds it.
+	RuntimePCR cctrusted.PCR
 }
 
 // SimVerifier makes the server accept the simulated TEE signed under
@@ -215,6 +222,7 @@ type rawServerTPM struct {
 	EKCAFiles       []string `hcl:"ek_ca_files"`
 	EKHashAllowList []string `hcl:"ek_hash_allow_list"`
 	AKCAFiles       []string `hcl:"ak_ca_files"`
+	RuntimePCR      int      `hcl:"runtime_pcr"`
 }
 
 type rawServerSim struct {
@@ -407,6 +415,13 @@ func serverTPM(d *doc, r rawServerTPM) *TPMVerifier {
 	if d.has("tpm.ek_hash_allow_list") {
 		c := &policyCheck{d: d, path: "tpm", sep: ".", ok: true}
 		t.EKHashAllowList = c.hexList("ek_hash_allow_list", r.EKHashAllowList, 32)
+	}
+	if d.has("tpm.runtime_pcr") {
+		if p := cctrusted.PCR(r.RuntimePCR); r.RuntimePCR < 0 || !RuntimePCRProtected(p) {
+			d.errf("tpm.runtime_pcr", "%d: want a PCR in %d..%d (PCRs 16..23 can be reset without a reboot, so a runtime log there proves nothing; 0..10 belong to firmware, boot loader and IMA)", r.RuntimePCR, MinRuntimePCR, MaxProtectedRuntimePCR)
+		} else {
+			t.RuntimePCR = p
+		}
 	}
 	if t.EKCAFiles == nil && t.EKHashAllowList == nil && !d.has("tpm.ek_ca_files") && !d.has("tpm.ek_hash_allow_list") {
 		d.errf("tpm", "needs ek_ca_files or ek_hash_allow_list: nothing else makes an EK trusted")

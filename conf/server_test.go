@@ -95,6 +95,11 @@ func TestServerKeys(t *testing.T) {
   ek_ca_files = ["/a.pem"]
   ak_ca_files = ["/ak.pem"]
 }`, func(c *conf.ServerVerifier) bool { return slices.Equal(c.TPM.AKCAFiles, []string{"/ak.pem"}) }},
+		{"runtime_pcr", `tpm {
+  ek_ca_files = ["/a.pem"]
+  runtime_pcr = 15
+}`, func(c *conf.ServerVerifier) bool { return c.TPM.RuntimePCR == 15 }},
+		{"runtime_pcr unset", `tpm { ek_ca_files = ["/a.pem"] }`, func(c *conf.ServerVerifier) bool { return c.TPM.RuntimePCR == 0 }},
 		{"sim", `sim { trusted_root_file = "/sim.pem" }`, func(c *conf.ServerVerifier) bool { return c.Sim.TrustedRootFile == "/sim.pem" }},
 		{"nonce_ttl", `tdx {}
 nonce_ttl = "2m"`, func(c *conf.ServerVerifier) bool { return c.NonceTTL == 2*time.Minute }},
@@ -187,6 +192,9 @@ func TestServerErrors(t *testing.T) {
 		{"tpm without trust", "tdx {}\ntpm {\n  ak_ca_files = [\"/a\"]\n}", 2, []string{"tpm: needs ek_ca_files or ek_hash_allow_list"}},
 		{"ek hash short", "tpm {\n  ek_hash_allow_list = [\"abcd\"]\n}", 2, []string{"tpm.ek_hash_allow_list[0]", "want 64 hex characters, got 4"}},
 		{"ek hash not hex", "tpm {\n  ek_hash_allow_list = [\"" + strings.Repeat("g", 64) + "\"]\n}", 2, []string{"tpm.ek_hash_allow_list[0]", "not a hex digit"}},
+		{"runtime_pcr resettable", "tpm {\n  ek_ca_files = [\"/a\"]\n  runtime_pcr = 23\n}", 3, []string{"tpm.runtime_pcr", "23: want a PCR in 11..15", "reset without a reboot"}},
+		{"runtime_pcr firmware", "tpm {\n  ek_ca_files = [\"/a\"]\n  runtime_pcr = 10\n}", 3, []string{"tpm.runtime_pcr", "10: want a PCR in 11..15"}},
+		{"runtime_pcr negative", "tpm {\n  ek_ca_files = [\"/a\"]\n  runtime_pcr = -1\n}", 3, []string{"tpm.runtime_pcr", "want a PCR in 11..15"}},
 		{"ek_ca_files empty", "tpm {\n  ek_ca_files = []\n}", 2, []string{"tpm.ek_ca_files", "empty list"}},
 		{"ek_ca_files empty path", "tpm {\n  ek_ca_files = [\"\"]\n}", 2, []string{"tpm.ek_ca_files[0]", "empty path"}},
 		{"sim without root", "sim {}", 1, []string{"sim: needs trusted_root_file"}},

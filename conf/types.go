@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // TEE names a trusted execution environment kind as written in configs,
@@ -179,19 +181,39 @@ func tpmDevice(d *doc, key, v string) string {
 	return path.Clean(v)
 }
 
-// runtimePCR keeps the runtime register away from PCRs 0..15, which
-// firmware, boot loader and IMA own: extending one of them would break the
-// replay of their logs.
+// runtimePCR keeps the agent's runtime register away from PCRs 0..10,
+// which firmware, boot loader and IMA own: extending one of them would
+// break the replay of their logs. 11..15 (reserved for the OS, reset only
+// by a reboot) give the runtime log rollback protection; 16..23 are the
+// default's range, which root can reset (see RuntimePCRProtected).
 func runtimePCR(d *doc, key string, v int) int {
 	if !d.has(key) {
 		return DefaultRuntimePCR
 	}
-	if v < 16 || v > 23 {
-		d.errf(key, "%d: want a PCR in 16..23 (0..15 belong to firmware, boot loader and IMA)", v)
+	if v < MinRuntimePCR || v > 23 {
+		d.errf(key, "%d: want a PCR in 11..23 (0..10 belong to firmware, boot loader and IMA; 11..15 cannot be reset without a reboot)", v)
 		return DefaultRuntimePCR
 	}
 	return v
 }
+
+// MinRuntimePCR is the lowest PCR a runtime log may extend: PCRs 0..10
+// belong to firmware, boot loader and IMA.
+const MinRuntimePCR = 11
+
+// RuntimePCRProtected reports whether a runtime log on p is protected
+// against rollback: PCRs 11..15, which the PC Client platform profile
+// leaves to the OS, are cleared only by a TPM reset (a reboot). PCR 16
+// (debug) and 23 (application) can be reset at locality 0 by anyone who
+// can send TPM commands (root), and 17..22 by a dynamic launch, so a
+// runtime record there can be wiped without a trace.
+func RuntimePCRProtected(p cctrusted.PCR) bool {
+	return p >= MinRuntimePCR && p <= MaxProtectedRuntimePCR
+}
+
+// MaxProtectedRuntimePCR is the highest PCR that no TPM command short of a
+// reset clears.
+const MaxProtectedRuntimePCR = 15
 
 // tcbStatuses validates a list of TCB statuses against Intel's list.
 func tcbStatuses(d *doc, key, disp string, vals []string) []TCBStatus {

@@ -3,6 +3,7 @@ package eventlog
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -149,6 +150,25 @@ func firmwarePCR(i uint32) bool { return i <= 15 && i != 10 }
 // carries; banks the log has no digests for cannot be checked and are
 // skipped. A mismatch returns an error wrapping *cctrusted.MismatchError.
 func VerifyTPM(log []byte, pcrs cctrusted.Registers) (*Facts, error) {
+	return VerifyTPMWith(log, pcrs, TPMOptions{})
+}
+
+// TPMOptions adjust VerifyTPMWith.
+type TPMOptions struct {
+	// RuntimePCR, when not zero, is a PCR of the firmware range (11..15)
+	// that the node's runtime log owns: the firmware log must not extend
+	// it (an event there is an error wrapping ErrRuntimePCRExtended, since
+	// the runtime log replays it from zero), and its signed value is left
+	// to the runtime log's replay.
+	RuntimePCR cctrusted.PCR
+}
+
+// ErrRuntimePCRExtended says the firmware log extends the PCR reserved for
+// the runtime log.
+var ErrRuntimePCRExtended = errors.New("the firmware log extends the PCR reserved for the runtime log")
+
+// VerifyTPMWith is VerifyTPM with opts.
+func VerifyTPMWith(log []byte, pcrs cctrusted.Registers, opts TPMOptions) (*Facts, error) {
 	keys := make([]cctrusted.IMR, 0, len(pcrs))
 	for m, banks := range pcrs {
 		if m.Space != cctrusted.SpacePCR || !m.Valid() {
@@ -172,6 +192,13 @@ func VerifyTPM(log []byte, pcrs cctrusted.Registers) (*Facts, error) {
 		return nil, err
 	}
 	touched := l.touched()
+	if opts.RuntimePCR != 0 && touched[opts.RuntimePCR.IMR()] {
+		for i, e := range l.Events {
+			if e.IMR == opts.RuntimePCR.IMR() && e.Type != cctrusted.EventNoAction {
+				return nil, fmt.Errorf("eventlog: %w: event %d (type %#x) extends %v", ErrRuntimePCRExtended, i, e.Type, opts.RuntimePCR.IMR())
+			}
+		}
+	}
 	var extractAlg cctrusted.Algorithm
 	for _, alg := range []cctrusted.Algorithm{cctrusted.AlgSHA256, cctrusted.AlgSHA384} {
 		if extractAlg == 0 && slices.Contains(l.Algorithms, alg) && hasBank(pcrs, alg) {
@@ -189,7 +216,7 @@ func VerifyTPM(log []byte, pcrs cctrusted.Registers) (*Facts, error) {
 	bank := register.PCRBank{TCGHashAlgo: pb.HashAlgo(extractAlg)}
 	verified := make(map[uint32]bool)
 	for _, m := range keys {
-		if !firmwarePCR(m.Index) && !touched[m] {
+		if !firmwarePCR(m.Index) && !touched[m] || opts.RuntimePCR != 0 && m == opts.RuntimePCR.IMR() {
 			continue
 		}
 		algs := make([]cctrusted.Algorithm, 0, len(pcrs[m]))

@@ -298,3 +298,56 @@ func TestVerifyTPMRejects(t *testing.T) {
 		t.Errorf("secure boot known=%v on=%v without pcr7", f.SecureBootKnown, f.SecureBoot)
 	}
 }
+
+// TestVerifyTPMRuntimePCR: a PCR of the firmware range reserved for the
+// runtime log is left to the runtime log's replay, and a firmware event on
+// it is refused.
+func TestVerifyTPMRuntimePCR(t *testing.T) {
+	const file = "rhel8-uefi.bin"
+	raw := readFile(t, tpmDir, file)
+	regs := tpmExpected(t)[file]
+	l, err := ParseTPM(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := map[cctrusted.IMR]bool{}
+	for _, e := range l.Events {
+		if e.Type != cctrusted.EventNoAction {
+			on[e.IMR] = true
+		}
+	}
+	pcr14, pcr15 := cctrusted.PCR(14).IMR(), cctrusted.PCR(15).IMR()
+	if !on[pcr14] || on[pcr15] {
+		t.Fatalf("fixture: firmware events on pcr14 %v, on pcr15 %v; want on 14 (shim's MOK lists) only", on[pcr14], on[pcr15])
+	}
+	// PCR15 as a runtime log leaves it: extended after boot.
+	withRuntime := make(cctrusted.Registers)
+	for m, b := range regs {
+		for a, v := range b {
+			withRuntime.Set(m, a, v)
+		}
+	}
+	for a := range withRuntime[cctrusted.PCR(0).IMR()] {
+		v := make([]byte, a.Size())
+		v[0] = 0x5a
+		withRuntime.Set(pcr15, a, v)
+	}
+
+	t.Run("runtime extends on the reserved pcr15", func(t *testing.T) {
+		if _, err := VerifyTPMWith(raw, withRuntime, TPMOptions{RuntimePCR: 15}); err != nil {
+			t.Fatal(err)
+		}
+		// Without the reservation PCR15 is the firmware's and must replay.
+		_, err := VerifyTPM(raw, withRuntime)
+		var me *cctrusted.MismatchError
+		if !errors.As(err, &me) || me.IMR != pcr15 {
+			t.Fatalf("err %v, want a mismatch on pcr15", err)
+		}
+	})
+	t.Run("firmware event on the reserved pcr14", func(t *testing.T) {
+		_, err := VerifyTPMWith(raw, regs, TPMOptions{RuntimePCR: 14})
+		if !errors.Is(err, ErrRuntimePCRExtended) || !strings.Contains(err.Error(), "pcr14") {
+			t.Fatalf("err %v, want ErrRuntimePCRExtended naming pcr14", err)
+		}
+	})
+}

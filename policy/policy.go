@@ -63,6 +63,10 @@ type Facts struct {
 	// case a runtime constraint cannot be met.
 	Workloads      []runtimelog.Workload
 	WorkloadsKnown bool
+	// WorkloadsUnknown, when set with WorkloadsKnown false, says why the
+	// node's runtime record proves nothing (a TPM runtime PCR that can be
+	// reset), for the mismatch message.
+	WorkloadsUnknown string
 }
 
 // Result is the evaluation of one policy.
@@ -275,7 +279,11 @@ func evaluateRuntime(rp *conf.RuntimePolicy, f *Facts, miss func(string, string,
 		return
 	}
 	if !f.WorkloadsKnown {
-		miss("runtime", "no verified runtime log says what the node ran")
+		if f.WorkloadsUnknown != "" {
+			miss("runtime", "%s", f.WorkloadsUnknown)
+		} else {
+			miss("runtime", "no verified runtime log says what the node ran")
+		}
 		return
 	}
 	for i, w := range f.Workloads {

@@ -96,6 +96,11 @@ func TestEvaluateOne(t *testing.T) {
 		{"runtime container", `runtime { allowed_containers = ["c1"] }`, tdxFacts, true, ""},
 		{"runtime container outside", `runtime { allowed_containers = ["c2"] }`, tdxFacts, false, `runtime.allowed_containers: runtime log record 0 ran in container "c1"`},
 		{"runtime unknown", `runtime { allowed_containers = ["c1"] }`, tpmFacts, false, "runtime: no verified runtime log"},
+		{"runtime unknown with a reason", `runtime { allowed_containers = ["c1"] }`, func() *Facts {
+			f := tpmFacts()
+			f.WorkloadsUnknown = "the runtime log is on pcr23, which can be reset"
+			return f
+		}, false, "runtime: the runtime log is on pcr23, which can be reset"},
 		{"runtime host process", `runtime { allowed_containers = ["c1"] }`, func() *Facts {
 			f := tdxFacts()
 			f.Workloads = append(f.Workloads, runtimelog.Workload{ExeSHA256: exeB, ExePath: "/usr/bin/b"})

@@ -250,8 +250,9 @@ func (inc *incremental) verifyTDX(body *tdxquote.Body, logs *evidence.Logs, next
 
 // verifyTPM checks incremental TPM evidence: PCR10 = the recorded value
 // extended with the IMA suffix, the runtime PCR likewise with the runtime
-// suffix.
-func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs, next *checkpointState) (bool, *runtimeResult, error) {
+// suffix. reserved is the server's tpm.runtime_pcr (zero: unset); what the
+// runtime record proves is decided after, as for a full replay.
+func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs, next *checkpointState, reserved cctrusted.PCR) (bool, *runtimeResult, error) {
 	n := 0
 	if evidence.OffsetOf(inc.claims.GetOffsets(), evidencepb.LogKind_LOG_KIND_IMA) != nil {
 		signed, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256)
@@ -264,7 +265,11 @@ func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs,
 		}
 		next.register(imaPCR.IMR(), cctrusted.AlgSHA256, signed)
 	}
-	imr, alg := inc.runtimePCR()
+	imr, alg := inc.runtimePCR(reserved)
+	if p := cctrusted.PCR(imr.Index); conf.RuntimePCRProtected(p) && p != reserved {
+		// tpm.runtime_pcr changed since the token was issued.
+		return false, nil, fallback("the checkpoint recorded the runtime log on %v, this server's tpm.runtime_pcr is %d", imr, reserved)
+	}
 	signed, ok := pcrs.Get(imr, alg)
 	if !ok {
 		return false, nil, fallback("the quote does not cover the runtime register %v in the %v bank", imr, alg)
@@ -277,15 +282,26 @@ func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs,
 	return inc.claims.GetImaVerified() || n > 0, rt, nil
 }
 
-// runtimePCR is the application PCR (16..23) the checkpoint recorded for
-// the runtime log; PCR23/sha256 when it recorded none.
-func (inc *incremental) runtimePCR() (cctrusted.IMR, cctrusted.Algorithm) {
+// runtimePCR is the PCR (11..23) the checkpoint recorded for the runtime
+// log; when it recorded none, the server's tpm.runtime_pcr (reserved) or
+// PCR23, in sha256.
+func (inc *incremental) runtimePCR(reserved cctrusted.PCR) (cctrusted.IMR, cctrusted.Algorithm) {
 	for _, r := range inc.claims.GetRegisters() {
-		if cctrusted.Space(r.GetSpace()) == cctrusted.SpacePCR && r.GetIndex() >= 16 && r.GetIndex() <= 23 {
+		if cctrusted.Space(r.GetSpace()) == cctrusted.SpacePCR && r.GetIndex() >= conf.MinRuntimePCR && r.GetIndex() < cctrusted.NumPCRs {
 			return cctrusted.PCR(r.GetIndex()).IMR(), cctrusted.Algorithm(r.GetAlg())
 		}
 	}
-	return cctrusted.PCR(conf.DefaultRuntimePCR).IMR(), cctrusted.AlgSHA256
+	return noLogRuntimePCR(reserved).IMR(), cctrusted.AlgSHA256
+}
+
+// noLogRuntimePCR is the runtime register a checkpoint records for a node
+// that sent no runtime log: the server's tpm.runtime_pcr, whose value is
+// then known to be zero, or PCR23 without one.
+func noLogRuntimePCR(reserved cctrusted.PCR) cctrusted.PCR {
+	if reserved != 0 {
+		return reserved
+	}
+	return conf.DefaultRuntimePCR
 }
 
 // ima replays an IMA suffix from the recorded value of imr to signed and
@@ -577,8 +593,9 @@ func (s *checkpointState) growingLogs(logs *evidence.Logs, imaEntries, runtimeRe
 }
 
 // fullTPM records a fully replayed TPM attestation: PCR10 and the runtime
-// PCR, and the ends of the growing logs.
-func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs, imaEntries int, rt *runtimeResult, want []evidencepb.LogKind) {
+// PCR (for a node without a runtime log, the server's tpm.runtime_pcr,
+// reserved, when set), and the ends of the growing logs.
+func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs, imaEntries int, rt *runtimeResult, want []evidencepb.LogKind, reserved cctrusted.PCR) {
 	if s == nil {
 		return
 	}
@@ -587,7 +604,7 @@ func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs,
 	}
 	imr, alg := rt.imr, rt.alg
 	if rt.records == 0 {
-		imr, alg = cctrusted.PCR(conf.DefaultRuntimePCR).IMR(), cctrusted.AlgSHA256
+		imr, alg = noLogRuntimePCR(reserved).IMR(), cctrusted.AlgSHA256
 	}
 	if v, ok := pcrs.Get(imr, alg); ok {
 		s.register(imr, alg, v)

@@ -663,14 +663,14 @@ func FuzzCountIMAEntries(f *testing.F) {
 // runtime suffixes, still proves the AK by credential activation, and
 // yields the selectors of a full replay.
 func TestCheckpointTPM(t *testing.T) {
-	n := startTPMNode(t)
-	cfg := fmt.Sprintf("tpm { ek_ca_files = [%q] }\n%s", n.Prov.CAPath, writeKey(t, "k1"))
+	n := startTPMNodeOn(t, 15)
+	cfg := n.serverTPM("runtime_pcr = 15") + writeKey(t, "k1")
 	h := newHarness(t, nil).mustConfigure(cfg)
 	a := n.agent()
 	first := h.mustAttestLoop(a, nil)
 	wantIssued(t, first)
 
-	// The node runs on: two IMA entries on PCR10, a workload on PCR23.
+	// The node runs on: two IMA entries on PCR10, a workload on PCR15.
 	ctx := context.Background()
 	tp := tee.Unwrap(n.agentP).(*tpm.Provider)
 	imaPath := filepath.Join(n.Root, tpm.IMALogPath)
@@ -704,7 +704,7 @@ func TestCheckpointTPM(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ := ev.Digest(cctrusted.AlgSHA256)
-	if err := tp.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
+	if err := tp.Extend(ctx, n.runtimePCR, cctrusted.AlgSHA256, d); err != nil {
 		t.Fatal(err)
 	}
 	if raw, err = l.Encode(); err != nil {
@@ -725,7 +725,7 @@ func TestCheckpointTPM(t *testing.T) {
 	if ima := rawLog(t, second.evidence[0].GetImaLog()); countIMAEntries(ima) != 2 {
 		t.Fatalf("IMA suffix of %d entries, want 2", countIMAEntries(ima))
 	}
-	full := newHarness(t, nil).mustConfigure(fmt.Sprintf("tpm { ek_ca_files = [%q] }", n.Prov.CAPath))
+	full := newHarness(t, nil).mustConfigure(n.serverTPM("runtime_pcr = 15"))
 	ref := full.mustAttestLoop(a, nil)
 	if !slices.Equal(second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues()) {
 		t.Fatalf("incremental selectors\n%v\ndiffer from a full replay's\n%v", second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues())

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -182,6 +183,7 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
 			"trusted_root_file", cfg.Sim.TrustedRootFile)
 	}
+	warnTPMRuntimePolicies(cfg, logger)
 	if cfg.RequirePolicy {
 		enforced := 0
 		for i := range cfg.Policies {
@@ -354,4 +356,30 @@ func (p *Plugin) collateralGetter(c *conf.Collateral, minEvaluation uint32) (tru
 		return nil, fmt.Errorf("tdx.collateral: %w", err)
 	}
 	return g, nil
+}
+
+// warnTPMRuntimePolicies says, once per configuration, which TPM nodes a
+// runtime policy constraint can never match: those whose runtime log is on
+// a PCR that root can reset, which proves nothing (see tpmRuntimeProof).
+func warnTPMRuntimePolicies(cfg *conf.ServerVerifier, logger hclog.Logger) {
+	if cfg.TPM == nil {
+		return
+	}
+	var names []string
+	for i := range cfg.Policies {
+		p := &cfg.Policies[i]
+		if (p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil) && (p.TEE == nil || slices.Contains(p.TEE, conf.TEETPM)) {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	if cfg.TPM.RuntimePCR == 0 {
+		logger.Warn("runtime policy constraints never match on TPM nodes: the tpm block sets no runtime_pcr, and a runtime log on PCR 16..23 (the agents' default is 23) can be reset without a reboot; set tpm.runtime_pcr here and the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr to one PCR in 11..15 that nothing else on the nodes extends (e.g. 15)",
+			"policies", names)
+		return
+	}
+	logger.Warn(fmt.Sprintf("runtime policy constraints match on TPM nodes only when their runtime log is on PCR %d (tpm.runtime_pcr): they never match on nodes whose runtime PCR is resettable (16..23; the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr default to 23)", cfg.TPM.RuntimePCR),
+		"policies", names, "runtime_pcr", cfg.TPM.RuntimePCR)
 }

@@ -21,7 +21,7 @@ const (
 	CheckNonce          = "nonce"           // issued, unused, not expired
 	CheckBinding        = "binding"         // SHA-512(nonce || SHA-256(hello)) in the evidence
 	CheckEKTrust        = "ek_trust"        // EK certificate chain or EK hash allow-list
-	CheckAKTrust        = "ak_trust"        // AK certificate chain, when used instead of activation
+	CheckAKTrust        = "ak_trust"        // AK certificate chain to ak_ca_files, in addition to activation
 	CheckTPMQuote       = "tpm_quote"       // AK signature, extraData, PCR selection and digest
 	CheckActivation     = "activation"      // credential activation ties the AK to the EK
 	CheckTPMLogReplay   = "tpm_log_replay"  // TPM firmware log against the quoted PCRs

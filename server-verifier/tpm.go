@@ -17,6 +17,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -87,9 +88,25 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	f.PCRs = pcrs
 
 	phase = a.st.metrics.start(phaseReplay)
+	reserved := a.st.cfg.TPM.RuntimePCR
+	// The runtime log's register is checked before the firmware log, which
+	// would otherwise report a runtime log on a PCR of the firmware range
+	// as a firmware replay mismatch.
+	var rl *runtimelog.Log
+	if inc == nil {
+		if rl, err = decodeRuntimeLog(logs.Runtime); err != nil {
+			return nil, err
+		}
+		if err := checkTPMRuntimePCR(rl, reserved); err != nil {
+			return nil, err
+		}
+	}
 	var fw *eventlog.Facts
 	if len(logs.TPM) > 0 {
-		if fw, err = eventlog.VerifyTPM(logs.TPM, pcrs); err != nil {
+		if fw, err = eventlog.VerifyTPMWith(logs.TPM, pcrs, eventlog.TPMOptions{RuntimePCR: reserved}); err != nil {
+			if errors.Is(err, eventlog.ErrRuntimePCRExtended) {
+				return nil, reject(codes.PermissionDenied, CheckTPMLogReplay, fmt.Errorf("%w: %v is this server's tpm.runtime_pcr, whose runtime log replays from zero; keep the runtime log on a PCR in 11..15 that nothing else on the node extends", err, reserved.IMR()))
+			}
 			return nil, replayRejection(CheckTPMLogReplay, "TPM firmware log", err)
 		}
 		factsFromFirmware(f, fw)
@@ -98,7 +115,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	imaVerified := len(logs.IMA) > 0
 	var rt *runtimeResult
 	if inc != nil {
-		if imaVerified, rt, err = inc.verifyTPM(pcrs, logs, next); err != nil {
+		if imaVerified, rt, err = inc.verifyTPM(pcrs, logs, next, reserved); err != nil {
 			return nil, err
 		}
 	} else {
@@ -108,13 +125,17 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 				return nil, err
 			}
 		}
-		if rt, err = verifyTPMRuntime(logs.Runtime, pcrs); err != nil {
+		if rt, err = verifyTPMRuntime(rl, pcrs); err != nil {
 			return nil, err
 		}
-		next.fullTPM(pcrs, logs, imaEntries, rt, a.want)
+		next.fullTPM(pcrs, logs, imaEntries, rt, a.want, reserved)
+	}
+	protected, err := tpmRuntimeProof(reserved, pcrs, rt)
+	if err != nil {
+		return nil, err
 	}
 	phase.done()
-	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	f.Workloads, f.WorkloadsKnown, f.WorkloadsUnknown = rt.workloads, rt.known, protected.why
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 
@@ -133,6 +154,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	if imaVerified {
 		s = append(s, "ima:verified:true")
 	}
+	s = append(s, "tpm:runtime_rollback_protected:"+boolString(protected.ok))
 	v.selectors = append(s, rt.selectors()...)
 	return v, nil
 }
@@ -165,13 +187,24 @@ func (a *attestation) ekTrust(t *evidencepb.TPMEvidence, ekPub []byte, ekHash st
 	return "certificate", nil
 }
 
-// akTrust ties the AK to the EK: by an AK certificate chaining to ak_ca_files
-// when both are there, otherwise by credential activation, which only the
-// TPM holding the EK, with the AK loaded, can complete.
+// akTrust ties the AK to the EK by credential activation, which only the
+// TPM holding the EK, with the AK loaded, can complete. It always runs: the
+// agent ID and tpm:ek_hash name the EK, so the EK must be one the sender
+// proved it holds. An AK certificate says nothing about which EK the AK
+// lives with (EK certificates and public keys are public: a node could
+// send another TPM's EK next to its own certified AK), so with ak_ca_files
+// configured the certificate is an additional requirement, checked first
+// because it needs no round trip.
 func (a *attestation) akTrust(t *evidencepb.TPMEvidence, ekPub []byte) error {
 	akPub := t.GetAkPublic()
-	if a.st.akRoots != nil && len(t.GetAkCertificateChain()) > 0 {
-		return a.akCertificate(t.GetAkCertificateChain(), akPub)
+	if a.st.akRoots != nil {
+		chain := t.GetAkCertificateChain()
+		if len(chain) == 0 {
+			return rejectf(codes.PermissionDenied, CheckAKTrust, "tpm.ak_ca_files is configured, so an AK certificate is required, but the node sent none (evidence.tpm.ak_certificate_chain is empty)")
+		}
+		if err := a.akCertificate(chain, akPub); err != nil {
+			return err
+		}
 	}
 	name, err := tpm.AKName(akPub)
 	if err != nil {
@@ -206,6 +239,8 @@ func (a *attestation) akTrust(t *evidencepb.TPMEvidence, ekPub []byte) error {
 	return nil
 }
 
+// akCertificate checks that chain (leaf first) chains to ak_ca_files and
+// that its leaf certifies akPub.
 func (a *attestation) akCertificate(chain [][]byte, akPub []byte) error {
 	certs := make([]*x509.Certificate, len(chain))
 	for i, der := range chain {
@@ -257,26 +292,103 @@ func verifyIMAOnPCR(raw []byte, pcrs cctrusted.Registers) (int, error) {
 	return len(l.Entries), nil
 }
 
-// verifyTPMRuntime replays the runtime log against the PCR it names (an
-// application PCR, 16..23) in its bank, which the quote must cover.
-func verifyTPMRuntime(raw []byte, pcrs cctrusted.Registers) (*runtimeResult, error) {
-	l, err := decodeRuntimeLog(raw)
-	if err != nil {
-		return nil, err
-	}
+// checkTPMRuntimePCR refuses a runtime log (nil: none) on a register a TPM
+// runtime log cannot be on: outside PCRs 11..23, or on a PCR of the
+// firmware range (11..15) other than the server's tpm.runtime_pcr
+// (reserved, zero when unset), which the firmware log owns.
+func checkTPMRuntimePCR(l *runtimelog.Log, reserved cctrusted.PCR) error {
 	if l == nil {
-		v, ok := pcrs.Get(cctrusted.PCR(conf.DefaultRuntimePCR).IMR(), cctrusted.AlgSHA256)
-		return &runtimeResult{known: ok && allZero(v)}, nil
+		return nil
+	}
+	imr := l.IMR()
+	if imr.Space != cctrusted.SpacePCR || imr.Index < conf.MinRuntimePCR || imr.Index >= cctrusted.NumPCRs {
+		return rejectf(codes.PermissionDenied, CheckRuntimeReplay, "runtime log extends %v; on a TPM it must extend a PCR in 11..23 (an application PCR, 16..23, or the PCR of 11..15 set as tpm.runtime_pcr)", imr)
+	}
+	p := cctrusted.PCR(imr.Index)
+	if conf.RuntimePCRProtected(p) && p != reserved {
+		if reserved == 0 {
+			return rejectf(codes.PermissionDenied, CheckRuntimeReplay, "runtime log extends %v, a PCR of the firmware range, but this server's tpm block sets no runtime_pcr: set tpm.runtime_pcr = %d on the server if every TPM node keeps its runtime log there", imr, p)
+		}
+		return rejectf(codes.PermissionDenied, CheckRuntimeReplay, "runtime log extends %v, but this server's tpm.runtime_pcr is %d: the node's tpm.runtime_pcr (agent) and runtime_pcr (workload attestor) must be %d", imr, reserved, reserved)
+	}
+	return nil
+}
+
+// verifyTPMRuntime replays the runtime log l (nil: none sent; its register
+// checked by checkTPMRuntimePCR) from zero against the PCR it names, in its
+// bank, which the quote must cover.
+func verifyTPMRuntime(l *runtimelog.Log, pcrs cctrusted.Registers) (*runtimeResult, error) {
+	if l == nil {
+		return &runtimeResult{}, nil
 	}
 	imr, alg := l.IMR(), l.Algorithm()
-	if imr.Space != cctrusted.SpacePCR || imr.Index < 16 || imr.Index > 23 {
-		return nil, rejectf(codes.PermissionDenied, CheckRuntimeReplay, "runtime log extends %v; on a TPM it must extend an application PCR (16..23)", imr)
-	}
 	signed, ok := pcrs.Get(imr, alg)
 	if !ok {
 		return nil, rejectf(codes.PermissionDenied, CheckRuntimeReplay, "runtime log extends %v in the %v bank, which the quote does not cover", imr, alg)
 	}
 	return verifyRuntimeLog(l, imr, alg, signed)
+}
+
+// runtimeProof is what a TPM node's runtime record is worth.
+type runtimeProof struct {
+	// ok: the record is on the server's tpm.runtime_pcr, which no command
+	// short of a TPM reset (a reboot) clears, and it is whole.
+	ok bool
+	// why says, when !ok, why the workloads are unknown.
+	why string
+}
+
+// tpmRuntimeProof decides what a TPM node's verified runtime record (rt,
+// replayed in full or from a checkpoint) proves, and clears its workloads
+// when that is nothing.
+//
+// Anything the agent can do, root on the node can do, and the server keeps
+// no per-node state, so only the register can stop a rollback: a runtime
+// log on a PCR that can be reset without a reboot (16..23) could have been
+// wiped, reset and restarted, and proves nothing. A PCR of 11..15 cannot be
+// reset, but the agent chooses which PCR its log names, so a node could
+// move its log off a PCR that still holds a forbidden record onto an unused
+// one. Hence one PCR, the server's tpm.runtime_pcr (reserved), carries the
+// runtime record of every TPM node, and its quoted value must be accounted
+// for whatever the node sent: by a runtime log on it that replayed from
+// zero, or by being zero (the node ran nothing). A value nothing accounts
+// for is a rejection naming the PCR.
+func tpmRuntimeProof(reserved cctrusted.PCR, pcrs cctrusted.Registers, rt *runtimeResult) (runtimeProof, error) {
+	onLog := rt.imr.Space == cctrusted.SpacePCR
+	notProof := func(why string) (runtimeProof, error) {
+		rt.workloads, rt.known = nil, false
+		return runtimeProof{why: why}, nil
+	}
+	if reserved == 0 {
+		if onLog {
+			return notProof(fmt.Sprintf("the runtime log is on %v, which can be reset without a reboot, and this server's tpm block sets no runtime_pcr: the record proves nothing", rt.imr))
+		}
+		return notProof("this server's tpm block sets no runtime_pcr, so no TPM runtime record proves what a node ran")
+	}
+	res := reserved.IMR()
+	if onLog && rt.imr == res && rt.alg == cctrusted.AlgSHA256 {
+		return runtimeProof{ok: rt.known}, nil
+	}
+	v, quoted := pcrs.Get(res, cctrusted.AlgSHA256)
+	if quoted && !allZero(v) {
+		what := "the node sent no runtime log"
+		if onLog {
+			what = fmt.Sprintf("the node's runtime log is on %v (%v bank)", rt.imr, rt.alg)
+		}
+		return runtimeProof{}, rejectf(codes.PermissionDenied, CheckRuntimeReplay, "%v (tpm.runtime_pcr) is %x, but %s: nothing accounts for its value (a runtime log deleted or moved to another PCR, or something else on the node extending %v)", res, v, what, res)
+	}
+	switch {
+	case onLog && rt.imr == res:
+		return notProof(fmt.Sprintf("the runtime log on %v is in the %v bank; the workload attestor records runtime logs in sha256, the bank the server checks", res, rt.alg))
+	case !quoted:
+		return notProof(fmt.Sprintf("the quote does not cover %v (tpm.runtime_pcr) in the sha256 bank: add it to the agent's tpm.pcrs", res))
+	case onLog:
+		return notProof(fmt.Sprintf("the runtime log is on %v, which can be reset without a reboot: only a log on %v (tpm.runtime_pcr) proves what the node ran; set the agent's tpm.runtime_pcr and the workload attestor's runtime_pcr to %d", rt.imr, res, reserved))
+	}
+	// No log and the reserved PCR at its reset value: the node recorded
+	// nothing since boot.
+	rt.workloads, rt.known = nil, true
+	return runtimeProof{ok: true}, nil
 }
 
 func replayRejection(check, what string, err error) *rejection {

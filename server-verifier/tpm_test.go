@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,18 +34,25 @@ import (
 
 // tpmNode is a swtpm with EKs certified by a test EK CA, the real firmware
 // log replayed into its PCRs, an IMA list extended into PCR10 and a runtime
-// log into PCR23, and an agent provider holding the TPM's one connection.
+// log into its runtime PCR, and an agent provider holding the TPM's one
+// connection.
 type tpmNode struct {
 	*simtest.TPMNode
-	agentP  tee.Provider
-	cfg     *conf.AgentNodeAttestor
-	otherAK []byte // an RSA AK of the same TPM, for "quote from a different AK"
-	exe     []byte
+	agentP     tee.Provider
+	cfg        *conf.AgentNodeAttestor
+	otherAK    []byte // an RSA AK of the same TPM, for "quote from a different AK"
+	exe        []byte
+	runtimePCR cctrusted.PCR
 }
 
-func startTPMNode(t *testing.T) *tpmNode {
+// startTPMNode starts a node whose runtime log is on PCR23, the agents'
+// default, which proves nothing to the server.
+func startTPMNode(t *testing.T) *tpmNode { return startTPMNodeOn(t, 23) }
+
+// startTPMNodeOn starts a node whose runtime log is on pcr.
+func startTPMNodeOn(t *testing.T, pcr cctrusted.PCR) *tpmNode {
 	t.Helper()
-	n := &tpmNode{TPMNode: simtest.StartTPMNode(t, simtest.Testdata(t, "ima", "cgpath.bin"))}
+	n := &tpmNode{TPMNode: simtest.StartTPMNode(t, simtest.Testdata(t, "ima", "cgpath.bin")), runtimePCR: pcr}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -73,26 +81,17 @@ func startTPMNode(t *testing.T) *tpmNode {
 			t.Fatal(err)
 		}
 	}
-	// One workload in the runtime log on PCR23.
+	// One workload in the runtime log.
 	sum := sha256.Sum256([]byte("tpm workload"))
 	n.exe = sum[:]
-	l := runtimelog.New(cctrusted.PCR(23).IMR(), cctrusted.AlgSHA256)
-	ev, err := l.Append(runtimelog.Workload{ExeSHA256: n.exe, ExePath: "/usr/bin/w", ContainerID: "abc"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ := ev.Digest(cctrusted.AlgSHA256)
-	if err := tp2.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.Base, "runtime.cel"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	n.RecordWorkloads(t, tp2, pcr, runtimelog.Workload{ExeSHA256: n.exe, ExePath: "/usr/bin/w", ContainerID: "abc"})
 	return n
+}
+
+// serverTPM is a server configuration trusting n's EK CA, with extra in
+// the tpm block.
+func (n *tpmNode) serverTPM(extra string) string {
+	return fmt.Sprintf("tpm {\n  ek_ca_files = [%q]\n  %s\n}\n", n.Prov.CAPath, extra)
 }
 
 func (n *tpmNode) agentConfig(t *testing.T, akType string) *conf.AgentNodeAttestor {
@@ -115,11 +114,11 @@ func (n *tpmNode) ekHash(t *testing.T, kt swtpm.KeyType) string {
 }
 
 func TestAttestTPM(t *testing.T) {
-	n := startTPMNode(t)
+	n := startTPMNodeOn(t, 15)
 	ekHash := n.ekHash(t, swtpm.ECC)
 	for name, trust := range map[string]string{
-		"certificate": fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, n.Prov.CAPath),
-		"allow_list":  fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, ekHash),
+		"certificate": fmt.Sprintf("tpm {\n  ek_ca_files = [%q]\n  runtime_pcr = 15\n}", n.Prov.CAPath),
+		"allow_list":  fmt.Sprintf("tpm {\n  ek_hash_allow_list = [%q]\n  runtime_pcr = 15\n}", ekHash),
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, nil).mustConfigure(trust)
@@ -137,6 +136,7 @@ func TestAttestTPM(t *testing.T) {
 				"tpm:pcr:sha256:0:" + simtest.ExpectedPCR(t, 0),
 				"ima:verified:true",
 				"runtime:exe:sha256:" + hex.EncodeToString(n.exe),
+				"tpm:runtime_rollback_protected:true",
 			} {
 				if !hasSelector(attrs, s) {
 					t.Errorf("selector %s missing from %v", s, attrs.GetSelectorValues())
@@ -293,7 +293,10 @@ func issueAKCert(t *testing.T, caPath string, akPub []byte, wrongKey bool) []byt
 	return der
 }
 
-func TestAKCertificateInsteadOfActivation(t *testing.T) {
+// TestAKCertificateWithActivation: with ak_ca_files configured the AK
+// certificate is required and checked, and credential activation still
+// runs (a certified AK says nothing about which EK it lives with).
+func TestAKCertificateWithActivation(t *testing.T) {
 	n := startTPMNode(t)
 	akPub, err := tee.Unwrap(n.agentP).(*tpm.Provider).AttestationKeyPublic()
 	if err != nil {
@@ -303,11 +306,16 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
 		name     string
 		wrongKey bool
 		otherCA  bool
+		noChain  bool
+		guess    bool // answer the activation with a guess
+		check    string
 		reject   string
 	}{
-		{"certified AK", false, false, ""},
-		{"certificate of another key", true, false, "certifies another key"},
-		{"certificate from an unconfigured CA", false, true, "not trusted by ak_ca_files"},
+		{name: "certified AK, activated"},
+		{name: "certificate of another key", wrongKey: true, check: CheckAKTrust, reject: "certifies another key"},
+		{name: "certificate from an unconfigured CA", otherCA: true, check: CheckAKTrust, reject: "not trusted by ak_ca_files"},
+		{name: "no certificate sent", noChain: true, check: CheckAKTrust, reject: "AK certificate is required"},
+		{name: "certified AK, activation failed", guess: true, check: CheckActivation, reject: "activated secret is wrong"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			caPath := filepath.Join(t.TempDir(), "ak-ca.pem")
@@ -320,19 +328,38 @@ func TestAKCertificateInsteadOfActivation(t *testing.T) {
   ak_ca_files = [%q]
 }`, n.Prov.CAPath, caPath))
 			a := n.agent()
-			a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
-			a.Activate = func(*evidencepb.Challenge) []byte {
-				t.Error("credential activation requested although the AK is certified")
-				return nil
+			if !tc.noChain {
+				a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{der} }
+			}
+			activated := false
+			a.Activate = func(ch *evidencepb.Challenge) []byte {
+				activated = true
+				pl, err := nodeattestor.Activate(context.Background(), n.agentP, ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.guess {
+					if _, err := rand.Read(pl.GetActivatedSecret().Secret); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b, err := evidence.Encode(pl)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
 			}
 			_, err := h.attest(a)
 			if tc.reject == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if !activated {
+					t.Error("accepted a certified AK without credential activation")
+				}
 				return
 			}
-			h.wantReject(err, codes.PermissionDenied, CheckAKTrust, tc.reject)
+			h.wantReject(err, codes.PermissionDenied, tc.check, tc.reject)
 		})
 	}
 }
@@ -356,7 +383,7 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 			e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, b)
 		}
 		_, err = h.attest(a)
-		want := "application PCR"
+		want := "a PCR in 11..23"
 		if name != "rtmr3" {
 			want = "does not cover"
 		}
@@ -369,4 +396,134 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 	}
 	_, err := h.attest(a)
 	h.wantReject(err, codes.PermissionDenied, CheckIMAReplay, "pcr10")
+}
+
+// TestTPMRuntimeRollbackProtection: a TPM node's runtime record proves
+// what it ran only on the server's tpm.runtime_pcr (11..15, reset only by
+// a reboot), and that PCR's quoted value must be accounted for.
+func TestTPMRuntimeRollbackProtection(t *testing.T) {
+	n15, n23 := startTPMNodeOn(t, 15), startTPMNode(t)
+	policy := fmt.Sprintf(`require_policy = true
+policy "clean" {
+  enforce = true
+  tee     = ["tpm"]
+  runtime { allowed_exe_sha256 = [%q] }
+}`, hex.EncodeToString(n15.exe))
+	runtimeLog := func(pcr cctrusted.PCR, exe string) []byte {
+		l := runtimelog.New(pcr.IMR(), cctrusted.AlgSHA256)
+		sum := sha256.Sum256([]byte(exe))
+		if _, err := l.Append(runtimelog.Workload{ExeSHA256: sum[:], ExePath: "/usr/bin/" + exe}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := l.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+
+	t.Run("genuine node on the reserved pcr15", func(t *testing.T) {
+		h := newHarness(t, nil).mustConfigure(n15.serverTPM("runtime_pcr = 15") + policy)
+		attrs, err := h.attest(n15.agent())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{"policy:clean", "tpm:runtime_rollback_protected:true", "runtime:exe:sha256:" + hex.EncodeToString(n15.exe)} {
+			if !hasSelector(attrs, s) {
+				t.Errorf("selector %s missing from %v", s, attrs.GetSelectorValues())
+			}
+		}
+		if logs := h.logs.String(); strings.Contains(logs, "never match on TPM nodes:") || !strings.Contains(logs, "match on TPM nodes only when their runtime log is on PCR 15") {
+			t.Errorf("configure WARN: want the one naming PCR 15:\n%s", logs)
+		}
+	})
+	t.Run("node on pcr23, no runtime_pcr on the server", func(t *testing.T) {
+		h := newHarness(t, nil).mustConfigure(n23.serverTPM("") + policy)
+		if !strings.Contains(h.logs.String(), "runtime policy constraints never match on TPM nodes") {
+			t.Errorf("no configure WARN about runtime constraints on TPM nodes:\n%s", h.logs.String())
+		}
+		_, err := h.attest(n23.agent())
+		h.wantReject(err, codes.PermissionDenied, CheckPolicy, "clean", "runtime log is on pcr23, which can be reset without a reboot")
+		// Without require_policy the node is accepted, with nothing runtime.
+		h2 := newHarness(t, nil).mustConfigure(n23.serverTPM(""))
+		attrs, err := h2.attest(n23.agent())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := selectorsWithPrefix(attrs, "runtime:"); len(s) != 0 || !hasSelector(attrs, "tpm:runtime_rollback_protected:false") {
+			t.Errorf("selectors %v: want no runtime: selector and tpm:runtime_rollback_protected:false", attrs.GetSelectorValues())
+		}
+	})
+	t.Run("node on pcr23, runtime_pcr 15 on the server", func(t *testing.T) {
+		h := newHarness(t, nil).mustConfigure(n23.serverTPM("runtime_pcr = 15") + policy)
+		_, err := h.attest(n23.agent())
+		h.wantReject(err, codes.PermissionDenied, CheckPolicy, "runtime log is on pcr23, which can be reset without a reboot", "tpm.runtime_pcr")
+	})
+	for _, c := range []struct {
+		name   string
+		node   *tpmNode
+		tpm    string
+		before func(t *testing.T)
+		mutate func(e *evidencepb.Evidence)
+		check  string
+		parts  []string
+	}{
+		{
+			name: "runtime log deleted on the reserved pcr15", node: n15, tpm: "runtime_pcr = 15",
+			mutate: func(e *evidencepb.Evidence) { e.RuntimeLog = nil },
+			check:  CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "the node sent no runtime log", "nothing accounts for its value"},
+		},
+		{
+			// A fresh log on PCR23 that replays (the attacker extended
+			// PCR23 to match) in place of the one on PCR15.
+			name: "runtime log moved to pcr23 off the reserved pcr15", node: n15, tpm: "runtime_pcr = 15",
+			before: func(t *testing.T) {
+				l, err := runtimelog.Decode(runtimeLog(23, "allowed-only"), runtimelog.DefaultLimits())
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, _ := l.Events()[0].Digest(cctrusted.AlgSHA256)
+				if err := tee.Unwrap(n15.agentP).(*tpm.Provider).Extend(context.Background(), 23, cctrusted.AlgSHA256, d); err != nil {
+					t.Fatal(err)
+				}
+			},
+			mutate: func(e *evidencepb.Evidence) {
+				e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, runtimeLog(23, "allowed-only"))
+			},
+			check: CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "runtime log is on pcr23"},
+		},
+		{
+			// A log that replays from anything but zero: the genuine
+			// record replaced by another one.
+			name: "runtime log not starting from zero on pcr15", node: n15, tpm: "runtime_pcr = 15",
+			mutate: func(e *evidencepb.Evidence) {
+				e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, runtimeLog(15, "allowed-only"))
+			},
+			check: CheckRuntimeReplay, parts: []string{"does not replay to the signed pcr15"},
+		},
+		{
+			name: "runtime log on pcr15, no runtime_pcr on the server", node: n15,
+			check: CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "sets no runtime_pcr"},
+		},
+		{
+			name: "runtime log on pcr15, runtime_pcr 13 on the server", node: n15, tpm: "runtime_pcr = 13",
+			check: CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "tpm.runtime_pcr is 13"},
+		},
+		{
+			// shim measures its MOK lists into PCR 14.
+			name: "firmware log extends the reserved pcr14", node: n23, tpm: "runtime_pcr = 14",
+			check: CheckTPMLogReplay, parts: []string{"extends pcr14", "tpm.runtime_pcr"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, nil).mustConfigure(c.node.serverTPM(c.tpm))
+			if c.before != nil {
+				c.before(t)
+			}
+			a := c.node.agent()
+			a.Mutate = c.mutate
+			_, err := h.attest(a)
+			h.wantReject(err, codes.PermissionDenied, c.check, c.parts...)
+		})
+	}
 }

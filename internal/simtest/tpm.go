@@ -9,7 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee"
@@ -122,4 +127,53 @@ func ExpectedPCR(t testing.TB, pcr int) string {
 		t.Fatalf("no expected pcr%d", pcr)
 	}
 	return v
+}
+
+// RuntimeLogPath is where the node's agent keeps its runtime log.
+func (n *TPMNode) RuntimeLogPath() string { return filepath.Join(n.Base, "runtime.cel") }
+
+// RecordWorkloads appends ws to the node's runtime log on pcr (SHA-256)
+// and extends pcr with each record through p, as the workload attestor
+// does. A log on another PCR is an error of the test.
+func (n *TPMNode) RecordWorkloads(t testing.TB, p *tpm.Provider, pcr cctrusted.PCR, ws ...runtimelog.Workload) {
+	t.Helper()
+	l := runtimelog.New(pcr.IMR(), cctrusted.AlgSHA256)
+	if b, err := os.ReadFile(n.RuntimeLogPath()); err == nil {
+		if l, err = runtimelog.Decode(b, runtimelog.DefaultLimits()); err != nil {
+			t.Fatal(err)
+		}
+		if l.IMR() != pcr.IMR() {
+			t.Fatalf("the runtime log is on %v, not %v", l.IMR(), pcr.IMR())
+		}
+	}
+	for _, w := range ws {
+		ev, err := l.Append(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := ev.Digest(cctrusted.AlgSHA256)
+		if err := p.Extend(context.Background(), pcr, cctrusted.AlgSHA256, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := l.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.RuntimeLogPath(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ResetPCR sends TPM2_PCR_Reset for pcr at locality 0, as any process with
+// access to the TPM (root) can, and returns the TPM's answer. No other
+// connection to the TPM may be open (swtpm serves one at a time).
+func (n *TPMNode) ResetPCR(ctx context.Context, pcr cctrusted.PCR) error {
+	rw, err := n.TPM.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer rw.Close()
+	_, err = tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)}}.Execute(transport.FromReadWriter(rw))
+	return err
 }
