@@ -3,6 +3,7 @@ package ima
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -301,10 +302,10 @@ func checkTemplateHash(e *Entry) error {
 	if !ok {
 		return &fieldError{"template-hash", fmt.Errorf("%w: %d bytes (want 20, 32 or 48)", ErrMalformed, len(e.TemplateHash))}
 	}
-	var got [maxTemplateHash]byte
+	var got [maxTemplateHash]byte // on the stack: only its hex escapes
 	sum(alg, got[:], e.TemplateData)
 	if !bytes.Equal(got[:len(e.TemplateHash)], e.TemplateHash) {
-		return &fieldError{"template-hash", fmt.Errorf("%w: list says %x, template data hashes to %x (%v)", ErrTemplateHash, e.TemplateHash, got[:len(e.TemplateHash)], alg)}
+		return &fieldError{"template-hash", fmt.Errorf("%w: list says %x, template data hashes to %s (%v)", ErrTemplateHash, e.TemplateHash, hex.EncodeToString(got[:len(e.TemplateHash)]), alg)}
 	}
 	return nil
 }
