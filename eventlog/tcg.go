@@ -29,8 +29,8 @@ type Format string
 // their own packages; the constants live here so detection and the CLI
 // share one list.
 const (
-	FormatCCEL    Format = "ccel"    // TDX CC event log, CC MR indexes, 0xFF padded
-	FormatTPM     Format = "tpm"     // TPM binary_bios_measurements, PCR indexes
+	FormatCCEL    Format = "ccel"    // TDX CC event log, CC MR indexes, 0xFF padded or zero filled
+	FormatTPM     Format = "tpm"     // TPM binary_bios_measurements, PCR indexes, crypto-agile or legacy SHA-1
 	FormatIMA     Format = "ima"     // IMA runtime measurement list (eventlog/ima)
 	FormatRuntime Format = "runtime" // this project's runtime log (eventlog/runtimelog)
 )
