@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -68,7 +69,7 @@ for a CCEL, pcr0..pcr23 for TPM and IMA logs, one map per bank under
 	fl.IntVar(&f.start, "start", 0, "first event to print")
 	fl.IntVar(&f.count, "count", 0, "number of events to print (0: all remaining)")
 	fl.BoolVar(&f.replay, "replay", false, "replay the whole log and print the registers")
-	fl.StringVar(&f.alg, "alg", "", "bank shown under \"replayed\" (default: sha384 for CCEL, sha256 for TPM, sha1 for IMA)")
+	fl.StringVar(&f.alg, "alg", "", "bank shown under \"replayed\" (default: sha384 for CCEL, sha256 for TPM (sha1 for a legacy SHA-1 log), the template hash's for IMA)")
 	return cmd
 }
 
@@ -104,6 +105,7 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 		regs    cctrusted.Registers
 		defAlg  cctrusted.Algorithm
 	)
+	var banks []cctrusted.Algorithm // the banks the log carries
 	switch format {
 	case eventlog.FormatCCEL, eventlog.FormatTPM:
 		var l *eventlog.Log
@@ -115,9 +117,20 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 			defAlg = cctrusted.AlgSHA256
 		}
 		if err != nil {
-			return nil, err
+			return nil, wrongKind(raw, format, err)
 		}
-		events = l.Events
+		events, banks = l.Events, l.Algorithms
+		if !slices.Contains(banks, defAlg) {
+			// A legacy TPM log has only SHA-1; other logs may lack the
+			// usual bank: show one the log has.
+			defAlg = banks[0]
+			for _, b := range banks {
+				if _, err := b.Hash(); err == nil {
+					defAlg = b
+					break
+				}
+			}
+		}
 		if f.replay {
 			if regs, err = l.Replay(); err != nil {
 				return nil, err
@@ -126,10 +139,16 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 	case eventlog.FormatIMA:
 		l, err := ima.Parse(raw, ima.Options{})
 		if err != nil {
-			return nil, err
+			return nil, wrongKind(raw, format, err)
 		}
-		defAlg = cctrusted.AlgSHA1
-		if events, err = l.Events(cctrusted.AlgSHA1); err != nil {
+		// The template hash's own bank: SHA-1 upstream, SHA-384 on CCNP's
+		// TDX kernels.
+		defAlg = l.TemplateHashAlg
+		if defAlg == 0 {
+			defAlg = cctrusted.AlgSHA1
+		}
+		banks = []cctrusted.Algorithm{cctrusted.AlgSHA1, cctrusted.AlgSHA256, cctrusted.AlgSHA384}
+		if events, err = l.Events(defAlg); err != nil {
 			return nil, err
 		}
 		for i := range l.Entries {
@@ -152,9 +171,10 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 	case eventlog.FormatRuntime:
 		l, err := runtimelog.Decode(raw, runtimelog.DefaultLimits())
 		if err != nil {
-			return nil, err
+			return nil, wrongKind(raw, format, err)
 		}
 		defAlg = l.Algorithm()
+		banks = []cctrusted.Algorithm{defAlg}
 		events = l.Events()
 		for _, w := range l.Workloads() {
 			details = append(details, workloadDetail(w))
@@ -210,7 +230,13 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 			}
 		}
 		if len(out.Replayed) == 0 {
-			return nil, fmt.Errorf("the log has no %v bank", alg)
+			if _, err := alg.Hash(); err != nil && slices.Contains(banks, alg) {
+				return nil, fmt.Errorf("the log has a %v bank, but replaying %v is not supported (no implementation of it here); its digests are printed without --replay", alg, alg)
+			}
+			if !slices.Contains(banks, alg) {
+				return nil, fmt.Errorf("the log has no %v bank (its banks: %v)", alg, banks)
+			}
+			return nil, fmt.Errorf("no event of the log extends a register in the %v bank", alg)
 		}
 	}
 	return out, nil
@@ -230,7 +256,52 @@ func pickFormat(raw []byte, flag string) (eventlog.Format, error) {
 	if runtimelog.Sniff(raw) {
 		return eventlog.FormatRuntime, nil
 	}
+	if what, _ := describeInput(raw); what != "" {
+		return "", fmt.Errorf("%s, not an event log", what)
+	}
 	return "", fmt.Errorf("not a recognised event log (tried %s); name one with --format", joinFormats())
+}
+
+// wrongKind adds to a parse error what the input looks like when that is
+// not the format it was parsed as, so `--format ccel` on an IMA list says
+// so instead of only why it is no CCEL.
+func wrongKind(raw []byte, format eventlog.Format, err error) error {
+	what, kind := describeInput(raw)
+	if what == "" || kind == format {
+		return err
+	}
+	return fmt.Errorf("%w; the input looks like %s", err, what)
+}
+
+// describeInput names inputs people hand to `ccnp eventlog` by mistake, or
+// says which log format the input is (then also returned as kind). what is
+// "" when it recognises nothing.
+func describeInput(raw []byte) (what string, kind eventlog.Format) {
+	le := binary.LittleEndian
+	switch {
+	case len(raw) == 0:
+		return "empty input", ""
+	case len(raw) >= 48 && (le.Uint16(raw) == 4 || le.Uint16(raw) == 5) && le.Uint32(raw[4:]) == 0x81:
+		return fmt.Sprintf("a TDX quote (version %d; read it with `ccnp quote inspect`)", le.Uint16(raw)), ""
+	case len(raw) >= 48 && le.Uint16(raw) >= 3 && le.Uint16(raw) <= 5 && le.Uint32(raw[4:]) == 0:
+		return fmt.Sprintf("an SGX quote (version %d, TEE type 0)", le.Uint16(raw)), ""
+	case len(raw) == 1024 && raw[0] == 0x81 && raw[1] == 0:
+		return "a TDX TDREPORT (1024 bytes, report type 0x81)", ""
+	case len(raw) >= eventlog.CCELTableSize && len(raw) <= 4096 && string(raw[:4]) == "CCEL":
+		return "the CCEL ACPI table (/sys/firmware/acpi/tables/CCEL), not the log it points to (/sys/firmware/acpi/tables/data/CCEL)", ""
+	case raw[0] == '{':
+		return "JSON (a TPM report or a command's output?)", ""
+	}
+	if f, ok := eventlog.DetectTCG(raw); ok {
+		return fmt.Sprintf("a %s log (use --format %s)", f, f), f
+	}
+	if f, ok := ima.Sniff(raw); ok {
+		return fmt.Sprintf("an IMA %s measurement list (use --format ima)", f), eventlog.FormatIMA
+	}
+	if runtimelog.Sniff(raw) {
+		return "a runtime log (use --format runtime)", eventlog.FormatRuntime
+	}
+	return "", ""
 }
 
 func joinFormats() string {

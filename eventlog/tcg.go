@@ -7,7 +7,9 @@
 //
 // Event numbering is the log's own: event 0 is the Spec ID event (the
 // SHA-1-format header every crypto-agile log starts with), so an index in an
-// error is the position a tool such as tpm2_eventlog shows.
+// error is the position a tool such as tpm2_eventlog shows. A TPM log in the
+// legacy SHA-1 format (TCG PC Client 1.2 style, no Spec ID Event03) has no
+// such header: its event 0 is its first measurement.
 package eventlog
 
 import (
@@ -27,8 +29,8 @@ type Format string
 // their own packages; the constants live here so detection and the CLI
 // share one list.
 const (
-	FormatCCEL    Format = "ccel"    // TDX CC event log, CC MR indexes, 0xFF padded
-	FormatTPM     Format = "tpm"     // TPM binary_bios_measurements, PCR indexes
+	FormatCCEL    Format = "ccel"    // TDX CC event log, CC MR indexes, 0xFF padded or zero filled
+	FormatTPM     Format = "tpm"     // TPM binary_bios_measurements, PCR indexes, crypto-agile or legacy SHA-1
 	FormatIMA     Format = "ima"     // IMA runtime measurement list (eventlog/ima)
 	FormatRuntime Format = "runtime" // this project's runtime log (eventlog/runtimelog)
 )
@@ -82,8 +84,18 @@ func (l Limits) withDefaults() Limits {
 // Log is a parsed, not yet verified TCG log.
 type Log struct {
 	Format Format
-	// Algorithms are the digest banks the Spec ID event declares, in its order.
+	// Legacy marks a TPM log in the SHA-1 format of the TCG PC Client 1.2
+	// era (older firmware, Windows, TPM 1.2): no Spec ID Event03, every
+	// event a TCG_PCR_EVENT with one SHA-1 digest. Such a log can only be
+	// checked against the SHA-1 PCR bank.
+	Legacy bool
+	// Algorithms are the digest banks the Spec ID event declares, in its
+	// order; [sha1] for a legacy log.
 	Algorithms []cctrusted.Algorithm
+	// End is the offset just past the last event. What follows in a CCEL
+	// is the unused log area: 0xFF padding (after an end marker or not) or
+	// zero fill, never read as events.
+	End int
 	// Events are every event, the Spec ID event first. CCEL events are in
 	// the SpaceCCMR index space, TPM events in SpacePCR. Each event keeps all
 	// of its digests; Data and digest values share one copy of the input.
@@ -91,11 +103,18 @@ type Log struct {
 }
 
 // ParseCCEL parses a CCEL (the content of /sys/firmware/acpi/tables/data/CCEL)
-// with the default limits. The 0xFF padding after the last event is accepted;
-// anything other than 0xFF after the end marker is not.
+// with the default limits. Linux exposes the whole log area, so the events
+// are followed by the unused rest of it, which firmware leaves either 0xFF
+// (with or without an end marker) or zero. At an event boundary, a rest that
+// starts with a zero register index and a zero event type is zero fill and
+// must be zero to the end; a rest that starts with the 0xFFFFFFFF end marker
+// must be 0xFF to the end. Anything else there must parse as an event.
 func ParseCCEL(log []byte) (*Log, error) { return DefaultLimits().ParseCCEL(log) }
 
-// ParseTPM parses a TPM binary_bios_measurements log with the default limits.
+// ParseTPM parses a TPM binary_bios_measurements log with the default
+// limits: crypto-agile when the first event is the Spec ID Event03 header,
+// else the legacy SHA-1 format. The kernel exports exactly the events, so
+// neither padding nor fill is accepted.
 func ParseTPM(log []byte) (*Log, error) { return DefaultLimits().ParseTPM(log) }
 
 // ParseCCEL parses a CCEL within l.
@@ -135,9 +154,17 @@ func LooksTCG(data []byte) bool {
 
 // DetectTCG tells a CCEL from a TPM log: a CCEL declares SHA-384 as its only
 // bank (the TDX RTMRs have no other) or ends in 0xFF padding; a TPM log
-// does neither. ok is false when data is no TCG log.
+// does neither. A log without the Spec ID Event03 header is a TPM log when
+// the whole input walks as a legacy SHA-1 log. ok is false when data is no
+// TCG log.
 func DetectTCG(data []byte) (f Format, ok bool) {
 	if !LooksTCG(data) {
+		if len(data) > 0 && len(data) <= DefaultMaxLogSize {
+			w := walker{format: FormatTPM, space: cctrusted.SpacePCR, lim: DefaultLimits()}
+			if w.walkLegacy(data, nil) == nil {
+				return FormatTPM, true
+			}
+		}
 		return "", false
 	}
 	if data[len(data)-1] == 0xFF {
@@ -174,12 +201,15 @@ func parseTCG(in []byte, format Format, lim Limits) (*Log, error) {
 	if len(in) == 0 {
 		return nil, fmt.Errorf("eventlog: %s log is empty", format)
 	}
-	if !LooksTCG(in) {
-		return nil, fmt.Errorf("eventlog: %s log: %w", format, ErrNotTCG)
-	}
 	w := walker{format: format, space: cctrusted.SpacePCR, lim: lim}
 	if format == FormatCCEL {
 		w.space = cctrusted.SpaceCCMR
+	}
+	if !LooksTCG(in) {
+		if format == FormatTPM {
+			return parseLegacy(in, &w)
+		}
+		return nil, fmt.Errorf("eventlog: %s log: %w", format, ErrNotTCG)
 	}
 	first := binary.LittleEndian.Uint32(in[0:])
 	size := binary.LittleEndian.Uint32(in[28:])
@@ -201,7 +231,7 @@ func parseTCG(in []byte, format Format, lim Limits) (*Log, error) {
 	}
 
 	buf := append([]byte(nil), in[:w.end]...) // events alias this copy, never the caller's buffer
-	l := &Log{Format: format, Algorithms: make([]cctrusted.Algorithm, len(algs))}
+	l := &Log{Format: format, Algorithms: make([]cctrusted.Algorithm, len(algs)), End: w.end}
 	for i, a := range algs {
 		l.Algorithms[i] = a.alg
 	}
@@ -239,6 +269,16 @@ func (w *walker) walk(buf []byte, off int, l *Log) error {
 	n := 1
 	w.end = len(buf)
 	for off < len(buf) {
+		if zeroStart(buf[off:]) {
+			if format != FormatCCEL {
+				return fmt.Errorf("eventlog: %s event %d at offset %d: zero register index and event type: zero fill, which only a CCEL's log area may have", format, n, off)
+			}
+			if i := notByte(buf[off:], 0x00); i >= 0 {
+				return fmt.Errorf("eventlog: %s: byte 0x%02x at offset %d inside the zero fill that starts after event %d at offset %d (a zero index and type start the unused log area, which must then be zero to the end)", format, buf[off+i], off+i, n-1, off)
+			}
+			w.end = off
+			break
+		}
 		if len(buf)-off < 4 {
 			return fmt.Errorf("eventlog: %s event %d at offset %d: truncated header (%d bytes left)", format, n, off, len(buf)-off)
 		}
@@ -247,7 +287,7 @@ func (w *walker) walk(buf []byte, off int, l *Log) error {
 			if format != FormatCCEL {
 				return fmt.Errorf("eventlog: %s event %d at offset %d: end-of-log marker in a log that has no padding", format, n, off)
 			}
-			if i := notPadding(buf[off:]); i >= 0 {
+			if i := notByte(buf[off:], 0xFF); i >= 0 {
 				return fmt.Errorf("eventlog: %s: byte 0x%02x at offset %d after the end-of-log marker at %d (padding must be 0xFF)", format, buf[off+i], off+i, off)
 			}
 			w.end = off
@@ -267,6 +307,11 @@ func (w *walker) walk(buf []byte, off int, l *Log) error {
 		count := binary.LittleEndian.Uint32(buf[off+8:])
 		if count > uint32(len(w.algs)) {
 			return fmt.Errorf("eventlog: %s event %d: %d digests, but the log declares %d banks", format, n, count, len(w.algs))
+		}
+		if count == 0 && typ != cctrusted.EventNoAction {
+			// A measured event that extends nothing would replay as if it
+			// were not there: a phantom the log could be padded with.
+			return fmt.Errorf("eventlog: %s event %d at offset %d: event type 0x%x with no digests (a measured event carries one per bank)", format, n, off, typ)
 		}
 		p := off + agileHeaderSize
 		first := len(w.digests)
@@ -369,19 +414,113 @@ func parseSpecID(spec []byte) ([]specAlg, error) {
 	return algs, nil
 }
 
-// notPadding returns the index of the first byte of b that is not 0xFF, or
-// -1. Real CCEL areas are mostly padding, so it compares 8 bytes at a time.
-func notPadding(b []byte) int {
+// zeroStart reports whether b starts the way zero fill does: a zero
+// register index and a zero event type (fewer bytes: all of them zero).
+// No firmware logs event type 0 (EV_PREBOOT_CERT, deprecated) into register
+// 0, so this is never the start of a real event.
+func zeroStart(b []byte) bool {
+	return isZero(b[:min(len(b), 8)])
+}
+
+// notByte returns the index of the first byte of b that is not v, or -1.
+// Real CCEL areas are mostly padding or fill, so it compares 8 bytes at a
+// time.
+func notByte(b []byte, v byte) int {
+	word := uint64(v) * 0x0101010101010101
 	i := 0
 	for ; len(b)-i >= 8; i += 8 {
-		if binary.LittleEndian.Uint64(b[i:]) != ^uint64(0) {
+		if binary.LittleEndian.Uint64(b[i:]) != word {
 			break
 		}
 	}
 	for ; i < len(b); i++ {
-		if b[i] != 0xFF {
+		if b[i] != v {
 			return i
 		}
 	}
 	return -1
+}
+
+// parseLegacy parses a TPM log in the SHA-1 format: the same two passes as
+// the crypto-agile walk.
+func parseLegacy(in []byte, w *walker) (*Log, error) {
+	if err := w.walkLegacy(in, nil); err != nil {
+		if w.events == 0 {
+			// Not even one event: most likely not a TPM log at all.
+			return nil, fmt.Errorf("eventlog: %s log: %w, nor a legacy SHA-1 log: %w", w.format, ErrNotTCG, err)
+		}
+		return nil, err
+	}
+	buf := append([]byte(nil), in...)
+	l := &Log{
+		Format: w.format, Legacy: true, End: len(buf),
+		Algorithms: []cctrusted.Algorithm{cctrusted.AlgSHA1},
+		Events:     make([]cctrusted.Event, 0, w.events),
+	}
+	w.digests = make([]cctrusted.Digest, 0, w.events)
+	if err := w.walkLegacy(buf, l); err != nil {
+		return nil, err // cannot happen: the first pass checked the same bytes
+	}
+	return l, nil
+}
+
+// walkLegacy checks every TCG_PCR_EVENT of a SHA-1 format log (index,
+// type, 20-byte SHA-1 digest, data size, data). With l nil it only counts.
+// The rules are those of the crypto-agile walk: registers in range, no end
+// marker, no fill, EV_NO_ACTION digests zero, no Spec ID Event03 anywhere
+// (a log that has one is crypto-agile and must start with it).
+func (w *walker) walkLegacy(buf []byte, l *Log) error {
+	format := w.format
+	n, off := 0, 0
+	defer func() { w.events = n }()
+	for off < len(buf) {
+		if len(buf)-off < legacyHeaderSize {
+			return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: truncated header (%d bytes left, want %d)", format, n, off, len(buf)-off, legacyHeaderSize)
+		}
+		if n >= w.lim.MaxEvents {
+			return fmt.Errorf("eventlog: %s log has more than %d events", format, w.lim.MaxEvents)
+		}
+		index := binary.LittleEndian.Uint32(buf[off:])
+		typ := binary.LittleEndian.Uint32(buf[off+4:])
+		if index == endMarker {
+			return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: end-of-log marker in a log that has no padding", format, n, off)
+		}
+		if zeroStart(buf[off:]) && isZero(buf[off+28:off+32]) {
+			// Linux ends a TPM 1.2 log walk at type 0 with no data.
+			return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: zero event type and size: fill, not an event", format, n, off)
+		}
+		imr := cctrusted.IMR{Space: w.space, Index: index}
+		if !imr.Valid() {
+			return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: register index %d is outside the %v space", format, n, off, index, w.space)
+		}
+		digest := buf[off+8 : off+28 : off+28]
+		size := binary.LittleEndian.Uint32(buf[off+28:])
+		p := off + legacyHeaderSize
+		if uint64(size) > uint64(len(buf)-p) {
+			return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: data size %d runs past the end of the log (%d bytes left)", format, n, off, size, len(buf)-p)
+		}
+		data := buf[p : p+int(size) : p+int(size)]
+		if typ == cctrusted.EventNoAction {
+			if !isZero(digest) {
+				return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d: EV_NO_ACTION event with a non-zero sha1 digest (TCG PFP: its digests are zero, it is never extended)", format, n)
+			}
+			if bytes.HasPrefix(data, []byte(specIDSignature)) {
+				return fmt.Errorf("eventlog: %s legacy SHA-1 log: event %d at offset %d: a Spec ID Event03 that is not the first event", format, n, off)
+			}
+		}
+		if l != nil {
+			w.digests = append(w.digests, cctrusted.Digest{Alg: cctrusted.AlgSHA1, Value: digest})
+			l.Events = append(l.Events, cctrusted.Event{
+				IMR: imr, Type: typ,
+				Digests: w.digests[len(w.digests)-1 : len(w.digests) : len(w.digests)],
+				Data:    data,
+			})
+		}
+		off = p + int(size)
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("eventlog: %s log is empty", format)
+	}
+	return nil
 }

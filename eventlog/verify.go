@@ -108,10 +108,16 @@ func VerifyCCEL(table, log []byte, rtmr [3][]byte) (*Facts, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !slices.Contains(l.Algorithms, cctrusted.AlgSHA384) {
+		return nil, fmt.Errorf("eventlog: the CCEL declares the banks %v and no sha384: it cannot replay to TDX RTMRs, which are SHA-384", l.Algorithms)
+	}
 	r, err := l.replayer()
 	if err != nil {
 		return nil, err
 	}
+	// go-eventlog reads only the events: it would read zero fill as an
+	// endless run of empty events.
+	log = log[:l.End]
 	facts := &Facts{Format: FormatCCEL, Hash: cctrusted.AlgSHA384.String()}
 	bank := register.RTMRBank{}
 	for i, want := range rtmr {
@@ -143,7 +149,9 @@ func firmwarePCR(i uint32) bool { return i <= 15 && i != 10 }
 
 // VerifyTPM replays a TPM firmware log against signed PCR values (pcrs holds
 // the quoted PCRs, any banks) and extracts the boot facts from the SHA-256
-// bank, or the SHA-384 bank when no SHA-256 values are given.
+// bank, or the SHA-384 bank when no SHA-256 values are given. A legacy
+// SHA-1 format log has only SHA-1 digests: the quote must cover the SHA-1
+// bank, and the facts come from it (Facts.Hash "sha1", with a warning).
 //
 // Every signed firmware PCR (0..15 except IMA's 10) and every other signed
 // PCR the log extends must replay to its value in every bank the log
@@ -200,6 +208,12 @@ func VerifyTPMWith(log []byte, pcrs cctrusted.Registers, opts TPMOptions) (*Fact
 		}
 	}
 	var extractAlg cctrusted.Algorithm
+	if l.Legacy {
+		if !hasBank(pcrs, cctrusted.AlgSHA1) {
+			return nil, fmt.Errorf("eventlog: the TPM log is in the legacy SHA-1 format (no Spec ID Event03), so only sha1 PCRs can check it, and none was signed (signed banks %v)", signedBanks(pcrs))
+		}
+		extractAlg = cctrusted.AlgSHA1
+	}
 	for _, alg := range []cctrusted.Algorithm{cctrusted.AlgSHA256, cctrusted.AlgSHA384} {
 		if extractAlg == 0 && slices.Contains(l.Algorithms, alg) && hasBank(pcrs, alg) {
 			extractAlg = alg
@@ -209,6 +223,9 @@ func VerifyTPMWith(log []byte, pcrs cctrusted.Registers, opts TPMOptions) (*Fact
 		return nil, fmt.Errorf("eventlog: no signed SHA-256 or SHA-384 PCR values in a bank the log carries (log banks %v)", l.Algorithms)
 	}
 	facts := &Facts{Format: FormatTPM, Hash: extractAlg.String()}
+	if l.Legacy {
+		facts.Warnings = append(facts.Warnings, "legacy SHA-1 format log: its facts rest on SHA-1, which still resists second preimages (matching a fixed golden value) but not collisions")
+	}
 	goHash, err := extractAlg.Hash()
 	if err != nil {
 		return nil, err
@@ -258,6 +275,19 @@ func VerifyTPMWith(log []byte, pcrs cctrusted.Registers, opts TPMOptions) (*Fact
 		}
 	}
 	return facts, nil
+}
+
+func signedBanks(pcrs cctrusted.Registers) []cctrusted.Algorithm {
+	var out []cctrusted.Algorithm
+	for _, banks := range pcrs {
+		for alg := range banks {
+			if !slices.Contains(out, alg) {
+				out = append(out, alg)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func hasBank(pcrs cctrusted.Registers, alg cctrusted.Algorithm) bool {

@@ -14,10 +14,37 @@ import (
 // "PCR template-hash template-name field...", each field after exactly one
 // space (an empty field leaves two spaces, or a trailing one). The template
 // data is rebuilt from the fields as the kernel laid it out, so the template
-// hash is checked exactly as for a binary list; Options.ByteOrder gives the
-// byte order of the rebuilt length prefixes. The Log does not reference b.
+// hash is checked exactly as for a binary list. The rebuilt length prefixes
+// use Options.ByteOrder; without one, little endian, and big endian when
+// that is what makes the template hashes match. The Log does not reference b.
 func ParseASCII(b []byte, opts Options) (*Log, error) {
 	o := opts.withDefaults()
+	if o.ByteOrder != nil {
+		return parseASCII(b, o)
+	}
+	o.ByteOrder = binary.LittleEndian
+	log, err := parseASCII(b, o)
+	var le *ParseError
+	if err == nil || !errors.Is(err, ErrTemplateHash) || !errors.As(err, &le) {
+		return log, err
+	}
+	o.ByteOrder = binary.BigEndian
+	log, err = parseASCII(b, o)
+	var be *ParseError
+	if err == nil {
+		return log, nil
+	}
+	// Report the order that got further: it is the list's, and the entry
+	// it stops at is the damaged one.
+	if errors.As(err, &be) && be.Entry > le.Entry {
+		be.Err = fmt.Errorf("%w (with big-endian length prefixes; little endian fails at entry %d)", be.Err, le.Entry)
+		return nil, be
+	}
+	le.Err = fmt.Errorf("%w (with little-endian length prefixes; big endian fails too)", le.Err)
+	return nil, le
+}
+
+func parseASCII(b []byte, o Options) (*Log, error) {
 	if len(b) > o.MaxBytes {
 		return nil, &ParseError{Format: FormatASCII, Line: 1, Err: fmt.Errorf("%w: list is %d bytes, limit %d", ErrTooLarge, len(b), o.MaxBytes)}
 	}
@@ -27,7 +54,7 @@ func ParseASCII(b []byte, opts Options) (*Log, error) {
 	// zero far more than the data needs (it is about half the ascii size).
 	p.arena.chunk = min(len(b)+4096, 1<<20)
 	n := min(bytes.Count(b, []byte{'\n'})+1, o.MaxEntries+1)
-	log := &Log{Format: FormatASCII, Entries: make([]Entry, 0, n)}
+	log := &Log{Format: FormatASCII, Entries: make([]Entry, 0, n), ByteOrder: o.ByteOrder}
 	off, line := 0, 0
 	for off < len(b) {
 		line++
@@ -57,6 +84,9 @@ func ParseASCII(b []byte, opts Options) (*Log, error) {
 		}
 		off = end + 1
 	}
+	if p.width > 0 {
+		log.TemplateHashAlg, _ = TemplateHashAlgorithm(p.width)
+	}
 	return log, nil
 }
 
@@ -66,6 +96,7 @@ type asciiParser struct {
 	b     []byte
 	str   string
 	arena arena
+	width int // template hash width of the first entry
 }
 
 func malformed(field, format string, args ...any) error {
@@ -99,19 +130,30 @@ func (p *asciiParser) line(e *Entry, start, end int) error {
 		return malformed("pcr", "want a space after the PCR")
 	}
 	i++
-	if end-i < 2*TemplateHashSize {
-		return &fieldError{"template-hash", fmt.Errorf("%w: line ends inside the template hash", ErrTruncated)}
+	j := i
+	for j < end && b[j] != ' ' {
+		j++
 	}
-	if _, err := hex.Decode(e.TemplateHash[:], b[i:i+2*TemplateHashSize]); err != nil {
+	if j == end {
+		return &fieldError{"template-hash", fmt.Errorf("%w: line ends inside the template hash or before the template name", ErrTruncated)}
+	}
+	width := (j - i) / 2
+	if _, ok := TemplateHashAlgorithm(width); !ok || (j-i)%2 != 0 {
+		return malformed("template-hash", "%d hex digits; want 40, 64 or 96 (a 20-byte SHA-1, 32-byte SHA-256 or 48-byte SHA-384 template hash)", j-i)
+	}
+	if p.width == 0 {
+		p.width = width
+	} else if width != p.width {
+		return malformed("template-hash", "%d bytes, but the list's first entry has a %d-byte template hash (a list uses one algorithm)", width, p.width)
+	}
+	th := p.arena.alloc(width)
+	if _, err := hex.Decode(th, b[i:j]); err != nil {
 		return malformed("template-hash", "bad hex: %v", err)
 	}
-	e.Violation = e.TemplateHash == [TemplateHashSize]byte{}
-	i += 2 * TemplateHashSize
-	if i >= end || b[i] != ' ' {
-		return malformed("template-hash", "want a space and the template name after the template hash")
-	}
-	i++
-	j := i
+	e.TemplateHash = th
+	e.Violation = allZero(th)
+	i = j + 1 // the space after the template hash
+	j = i
 	for j < end && b[j] != ' ' {
 		j++
 	}

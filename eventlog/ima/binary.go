@@ -2,34 +2,47 @@ package ima
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
-// binHeader is the fixed part of a binary entry: PCR, template hash, name
-// length.
-const binHeader = 4 + TemplateHashSize + 4
+// binHeader is the fixed part of a binary entry around the template hash:
+// PCR and name length.
+const binHeader = 4 + 4
 
 // ParseBinary parses a binary_runtime_measurements list. Every entry's
 // template hash is recomputed and checked; violations are kept and marked.
-// The Log does not reference b.
+// The template hash width (20, 32 or 48 bytes) and, unless Options.ByteOrder
+// fixes it, the byte order are found from the first entry: the one layout
+// under which it decodes. The Log does not reference b.
 func ParseBinary(b []byte, opts Options) (*Log, error) {
 	o := opts.withDefaults()
 	if len(b) > o.MaxBytes {
 		return nil, &ParseError{Format: FormatBinary, Err: fmt.Errorf("%w: list is %d bytes, limit %d", ErrTooLarge, len(b), o.MaxBytes)}
 	}
-	p := binaryParser{o: o, bo: o.ByteOrder}
+	p := binaryParser{o: o}
 	// One copy of the input backs every TemplateData, and one string copy
 	// backs every name: per-entry allocations would dominate the parse.
 	p.data = bytes.Clone(b)
 	p.str = string(b)
 	p.legacy.chunk = 64 << 10
-	n := countBinary(b, o)
-	log := &Log{Format: FormatBinary, Entries: make([]Entry, 0, n)}
+	if len(b) == 0 {
+		bo := o.ByteOrder
+		if bo == nil {
+			bo = binary.LittleEndian
+		}
+		return &Log{Format: FormatBinary, ByteOrder: bo}, nil
+	}
+	if err := p.layout(); err != nil {
+		return nil, err
+	}
+	n := countBinary(b, p.bo, p.width, o.MaxEntries)
+	log := &Log{Format: FormatBinary, Entries: make([]Entry, 0, n), ByteOrder: p.bo}
+	log.TemplateHashAlg, _ = TemplateHashAlgorithm(p.width)
 	off := 0
 	for off < len(b) {
 		idx := len(log.Entries)
@@ -41,16 +54,95 @@ func ParseBinary(b []byte, opts Options) (*Log, error) {
 		e.Offset = off
 		next, err := p.entry(e, off)
 		if err != nil {
-			pe := &ParseError{Format: FormatBinary, Entry: idx, Offset: off, Err: err}
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				pe.Field, pe.Err = fe.field, fe.err
-			}
-			return nil, pe
+			return nil, entryError(idx, off, err)
 		}
 		off = next
 	}
 	return log, nil
+}
+
+// layoutRank orders the errors of layouts that do not fit by how far the
+// entry decoded: a layout under which only the template hash fails is most
+// likely the list's own, one that fails in the header least.
+func layoutRank(err error) int {
+	var fe *fieldError
+	switch {
+	case errors.Is(err, ErrTemplateHash):
+		return 3
+	case errors.As(err, &fe) && fe.field != "pcr" && fe.field != "template-name":
+		return 2
+	}
+	return 1
+}
+
+func entryError(idx, off int, err error) *ParseError {
+	pe := &ParseError{Format: FormatBinary, Entry: idx, Offset: off, Err: err}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		pe.Field, pe.Err = fe.field, fe.err
+	}
+	return pe
+}
+
+// layout finds the template hash width and byte order under which the
+// first entry decodes (its template hash checked unless it is a
+// violation). Exactly one must fit; when several do (conceivable only for
+// a violation, whose hash is zeros), the second entry decides.
+func (p *binaryParser) layout() error {
+	orders := []binary.ByteOrder{binary.LittleEndian, binary.BigEndian}
+	if p.o.ByteOrder != nil {
+		orders = []binary.ByteOrder{p.o.ByteOrder}
+	}
+	type fit struct {
+		bo         binary.ByteOrder
+		width, end int
+	}
+	var fits []fit
+	var best error
+	for _, bo := range orders {
+		for _, w := range templateHashWidths {
+			p.bo, p.width = bo, w
+			var e Entry
+			next, err := p.entry(&e, 0)
+			switch {
+			case err == nil:
+				fits = append(fits, fit{bo, w, next})
+			case best == nil || layoutRank(err) > layoutRank(best):
+				best = err
+			}
+		}
+	}
+	if len(fits) > 1 {
+		var second []fit
+		for _, f := range fits {
+			p.bo, p.width = f.bo, f.width
+			var e Entry
+			if f.end == len(p.data) {
+				second = append(second, f)
+			} else if _, err := p.entry(&e, f.end); err == nil {
+				second = append(second, f)
+			}
+		}
+		fits = second
+	}
+	switch len(fits) {
+	case 1:
+		p.bo, p.width = fits[0].bo, fits[0].width
+		return nil
+	case 0:
+		if best == nil {
+			best = fmt.Errorf("%w: no layout fits", ErrMalformed)
+		}
+		tried := "little and big endian"
+		if len(orders) == 1 {
+			tried = orders[0].String()
+		}
+		pe := entryError(0, 0, best)
+		pe.Err = fmt.Errorf("%w (tried 20, 32 and 48-byte template hashes, %s)", pe.Err, tried)
+		return pe
+	}
+	return &ParseError{Format: FormatBinary, Field: "template-hash",
+		Err: fmt.Errorf("%w: the first entries decode with %d template hash widths or byte orders", ErrMalformed, len(fits))}
 }
 
 // grow appends a zero entry and returns it. The slice was made with the
@@ -68,6 +160,7 @@ func grow(log *Log) *Entry {
 type binaryParser struct {
 	o      Options
 	bo     binary.ByteOrder
+	width  int    // template hash width
 	data   []byte // private copy of the input
 	str    string // the input as a string, for names
 	legacy arena  // padded template data of legacy "ima" entries
@@ -84,7 +177,8 @@ func (p *binaryParser) need(off int, n uint64, what string) error {
 // entry decodes the entry at off into e and returns the next entry's offset.
 func (p *binaryParser) entry(e *Entry, off int) (int, error) {
 	d := p.data
-	if err := p.need(off, binHeader, "entry header"); err != nil {
+	w := p.width
+	if err := p.need(off, uint64(binHeader+w), "entry header"); err != nil {
 		return 0, err
 	}
 	pcr := p.bo.Uint32(d[off:])
@@ -92,12 +186,12 @@ func (p *binaryParser) entry(e *Entry, off int) (int, error) {
 		return 0, &fieldError{"pcr", fmt.Errorf("%w: PCR %d is outside 0..23", ErrMalformed, pcr)}
 	}
 	e.PCR = cctrusted.PCR(pcr)
-	copy(e.TemplateHash[:], d[off+4:off+24])
-	nameLen := p.bo.Uint32(d[off+24:])
+	e.TemplateHash = d[off+4 : off+4+w : off+4+w]
+	nameLen := p.bo.Uint32(d[off+4+w:])
 	if nameLen == 0 || nameLen > maxTemplateName {
 		return 0, &fieldError{"template-name", fmt.Errorf("%w: name length %d (want 1..%d)", ErrMalformed, nameLen, maxTemplateName)}
 	}
-	pos := off + binHeader
+	pos := off + binHeader + w
 	if err := p.need(pos, uint64(nameLen), "template name"); err != nil {
 		return 0, err
 	}
@@ -112,7 +206,7 @@ func (p *binaryParser) entry(e *Entry, off int) (int, error) {
 		e.Template = p.str[pos : pos+int(nameLen)]
 	}
 	pos += int(nameLen)
-	e.Violation = e.TemplateHash == [TemplateHashSize]byte{}
+	e.Violation = allZero(e.TemplateHash)
 
 	if known && t.name == "ima" {
 		next, err := p.legacyEntry(e, pos)
@@ -197,16 +291,33 @@ func (p *binaryParser) legacyEntry(e *Entry, pos int) (int, error) {
 	return pos + int(nl), nil
 }
 
-// checkTemplateHash verifies the SHA-1 template hash. Violations carry a
-// zero hash and are not checked: their data is never extended either.
+// checkTemplateHash verifies the template hash with the algorithm its width
+// names. Violations carry a zero hash and are not checked: their data is
+// never extended either.
 func checkTemplateHash(e *Entry) error {
 	if e.Violation {
 		return nil
 	}
-	if got := sha1.Sum(e.TemplateData); got != e.TemplateHash {
-		return &fieldError{"template-hash", fmt.Errorf("%w: list says %x, template data hashes to %x", ErrTemplateHash, e.TemplateHash, got)}
+	alg, ok := TemplateHashAlgorithm(len(e.TemplateHash))
+	if !ok {
+		return &fieldError{"template-hash", fmt.Errorf("%w: %d bytes (want 20, 32 or 48)", ErrMalformed, len(e.TemplateHash))}
+	}
+	var got [maxTemplateHash]byte // on the stack: only its hex escapes
+	sum(alg, got[:], e.TemplateData)
+	if !bytes.Equal(got[:len(e.TemplateHash)], e.TemplateHash) {
+		return &fieldError{"template-hash", fmt.Errorf("%w: list says %x, template data hashes to %s (%v)", ErrTemplateHash, e.TemplateHash, hex.EncodeToString(got[:len(e.TemplateHash)]), alg)}
 	}
 	return nil
+}
+
+// allZero reports whether b is all zero bytes: a violation's template hash.
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // printableName accepts template names the kernel can produce: visible
@@ -222,15 +333,14 @@ func printableName(b []byte) bool {
 
 // countBinary walks the entry headers to size the entry slice exactly. It
 // stops quietly at the first inconsistency: the real parse reports it.
-func countBinary(b []byte, o Options) int {
-	bo := o.ByteOrder
+func countBinary(b []byte, bo binary.ByteOrder, width, maxEntries int) int {
 	n, off := 0, 0
-	for off < len(b) && n < o.MaxEntries {
-		if len(b)-off < binHeader {
+	for off < len(b) && n < maxEntries {
+		if len(b)-off < binHeader+width {
 			break
 		}
-		nl := uint64(bo.Uint32(b[off+24:]))
-		pos := uint64(off + binHeader)
+		nl := uint64(bo.Uint32(b[off+4+width:]))
+		pos := uint64(off + binHeader + width)
 		if nl > uint64(len(b))-pos {
 			break
 		}
@@ -271,17 +381,19 @@ func Sniff(b []byte) (format string, ok bool) {
 }
 
 func looksBinary(b []byte, bo binary.ByteOrder) bool {
-	if len(b) < binHeader+1 {
-		return false
+	for _, w := range templateHashWidths {
+		if len(b) < binHeader+w+1 || bo.Uint32(b) >= 24 {
+			continue
+		}
+		nl := bo.Uint32(b[4+w:])
+		if nl == 0 || nl > maxTemplateName || uint64(nl) > uint64(len(b)-binHeader-w) {
+			continue
+		}
+		if printableName(b[binHeader+w : binHeader+w+int(nl)]) {
+			return true
+		}
 	}
-	if bo.Uint32(b) >= 24 {
-		return false
-	}
-	nl := bo.Uint32(b[24:])
-	if nl == 0 || nl > maxTemplateName || uint64(nl) > uint64(len(b)-binHeader) {
-		return false
-	}
-	return printableName(b[binHeader : binHeader+int(nl)])
+	return false
 }
 
 func looksASCII(b []byte) bool {
@@ -298,16 +410,14 @@ func looksASCII(b []byte) bool {
 		return false
 	}
 	i++
-	if len(b)-i < 2*TemplateHashSize+2 {
+	j := i
+	for j < len(b) && j-i <= 2*maxTemplateHash && unhex(b[j]) <= 15 {
+		j++
+	}
+	if _, ok := TemplateHashAlgorithm((j - i) / 2); !ok || (j-i)%2 != 0 || len(b)-j < 2 {
 		return false
 	}
-	for _, c := range b[i : i+2*TemplateHashSize] {
-		if unhex(c) > 15 {
-			return false
-		}
-	}
-	i += 2 * TemplateHashSize
-	return b[i] == ' ' && b[i+1] > ' ' && b[i+1] <= '~'
+	return b[j] == ' ' && b[j+1] > ' ' && b[j+1] <= '~'
 }
 
 // Parse detects the format with Sniff and parses the list.

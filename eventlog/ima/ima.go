@@ -10,20 +10,26 @@
 // Layouts follow the kernel (security/integrity/ima/ima_fs.c,
 // ima_template_lib.c, ima_crypto.c):
 //
-//   - A binary entry is u32 PCR, the 20-byte SHA-1 template hash, u32 name
-//     length, the name, then the template data: for every template except
-//     "ima", a u32 length followed by the fields, each a u32 length and its
-//     bytes. The legacy "ima" template has no template data length: a raw
-//     20-byte digest, then a u32 length and the name without its NUL.
-//   - The template hash is SHA-1 over the fields each prefixed by its u32
+//   - A binary entry is u32 PCR, the template hash, u32 name length, the
+//     name, then the template data: for every template except "ima", a u32
+//     length followed by the fields, each a u32 length and its bytes. The
+//     legacy "ima" template has no template data length: a raw 20-byte
+//     digest, then a u32 length and the name without its NUL.
+//   - The template hash is a hash over the fields each prefixed by its u32
 //     length; for the legacy template over the 20-byte digest followed by the
 //     name zero-padded to 256 bytes (IMA_EVENT_NAME_LEN_MAX + 1), without
-//     length prefixes. Entry.TemplateData holds exactly these hashed bytes, so
-//     SHA-1(TemplateData) is the template hash for every template.
+//     length prefixes. Entry.TemplateData holds exactly these hashed bytes.
+//     Upstream kernels show a 20-byte SHA-1 template hash; CCNP-patched TDX
+//     kernels a 48-byte SHA-384 one (and put the RTMR index, 2, in the
+//     register field); kernels built for it a 32-byte SHA-256 one. The width
+//     says the algorithm, and one list uses one width.
 //   - The integer byte order is the host's unless the kernel booted with
 //     ima_canonical_fmt (then little endian). It covers the length prefixes
-//     inside the hashed template data too, which is why Options.ByteOrder
-//     also applies when an ascii list is turned back into template data.
+//     inside the hashed template data too, which is why the byte order also
+//     matters when an ascii list is turned back into template data. Unless
+//     Options.ByteOrder fixes it, the parsers find it: a binary list from
+//     its first entry, an ascii list by which order's template data hashes
+//     to the template hashes.
 //   - A violation is recorded with an all-zero template hash and extended as
 //     all 0xFF bytes into every bank.
 //
@@ -52,8 +58,26 @@ const (
 // comparable with CCNP's; it is not EV_NO_ACTION, so replay extends them.
 const EventTypeIMA uint32 = 0x14
 
-// TemplateHashSize is the size of the SHA-1 template hash in both formats.
-const TemplateHashSize = 20
+// TemplateHashAlgorithm returns the algorithm of a template hash of width
+// bytes: 20 SHA-1, 32 SHA-256, 48 SHA-384; ok is false for any other width.
+func TemplateHashAlgorithm(width int) (alg cctrusted.Algorithm, ok bool) {
+	switch width {
+	case 20:
+		return cctrusted.AlgSHA1, true
+	case 32:
+		return cctrusted.AlgSHA256, true
+	case 48:
+		return cctrusted.AlgSHA384, true
+	}
+	return 0, false
+}
+
+// templateHashWidths are the widths TemplateHashAlgorithm knows, in the
+// order the binary parser tries them.
+var templateHashWidths = [3]int{20, 32, 48}
+
+// maxTemplateHash is the widest template hash (SHA-384).
+const maxTemplateHash = 48
 
 // Limits of the legacy "ima" template and of template names.
 const (
@@ -87,7 +111,8 @@ type Options struct {
 	MaxTemplateData int
 	// ByteOrder of the integers in the binary list and of the length
 	// prefixes in the hashed template data: the host's order of the measured
-	// machine, little endian with ima_canonical_fmt. Default little endian.
+	// machine, little endian with ima_canonical_fmt. Nil (the default): found
+	// from the list, little endian first.
 	ByteOrder binary.ByteOrder
 	// AllowUnknownTemplates keeps binary entries of templates this package
 	// does not know as opaque entries: their template data is still hashed
@@ -111,9 +136,6 @@ func (o Options) withDefaults() Options {
 	if o.MaxTemplateData <= 0 {
 		o.MaxTemplateData = DefaultMaxTemplateData
 	}
-	if o.ByteOrder == nil {
-		o.ByteOrder = binary.LittleEndian
-	}
 	return o
 }
 
@@ -124,9 +146,9 @@ type Entry struct {
 	// PCR is the register IMA extended (10 unless the policy says pcr=).
 	// On TDX kernels that extend RTMRs, map it with PCR.IMR().TDX().
 	PCR cctrusted.PCR
-	// TemplateHash is the SHA-1 template hash the list carries; all zero
-	// for a violation.
-	TemplateHash [TemplateHashSize]byte
+	// TemplateHash is the template hash the list carries (20, 32 or 48
+	// bytes: Log.TemplateHashAlg); all zero for a violation.
+	TemplateHash []byte
 	// Template is the template name, e.g. "ima-ng".
 	Template string
 	// Violation marks a ToMToU or open-writers violation: the template hash
@@ -176,6 +198,14 @@ type Log struct {
 	Entries []Entry
 	// Format is FormatASCII or FormatBinary.
 	Format string
+	// TemplateHashAlg is the algorithm of every entry's template hash
+	// (sha1, sha256 or sha384, from its width); 0 for an empty list. Its
+	// bank extends the template hash itself; the other banks extend
+	// H_bank(TemplateData).
+	TemplateHashAlg cctrusted.Algorithm
+	// ByteOrder is the order the list's integers and rebuilt length
+	// prefixes use (as given in Options, or as found).
+	ByteOrder binary.ByteOrder
 }
 
 // Errors that ParseError wraps, for errors.Is.

@@ -41,9 +41,10 @@ func checkAlg(alg cctrusted.Algorithm) error {
 }
 
 // EntryDigest writes into dst (alg.Size() bytes) what entry e extends into
-// bank alg: all 0xFF for a violation, the template hash in the SHA-1 bank,
-// H_alg(TemplateData) in the others. The SHA-1 bank trusts TemplateHash,
-// which the parsers checked against TemplateData.
+// bank alg: all 0xFF for a violation, the template hash in the bank of its
+// own algorithm (SHA-1 upstream, SHA-384 on CCNP's TDX kernels),
+// H_alg(TemplateData) in the others. The template hash is trusted there
+// because the parsers checked it against TemplateData.
 func EntryDigest(alg cctrusted.Algorithm, e *Entry, dst []byte) error {
 	if err := checkAlg(alg); err != nil {
 		return err
@@ -57,16 +58,17 @@ func EntryDigest(alg cctrusted.Algorithm, e *Entry, dst []byte) error {
 }
 
 func entryDigest(alg cctrusted.Algorithm, e *Entry, dst []byte) {
-	switch {
-	case e.Violation:
+	if e.Violation {
 		for i := range dst {
 			dst[i] = 0xFF
 		}
-	case alg == cctrusted.AlgSHA1:
-		copy(dst, e.TemplateHash[:])
-	default:
-		sum(alg, dst, e.TemplateData)
+		return
 	}
+	if own, _ := TemplateHashAlgorithm(len(e.TemplateHash)); own == alg {
+		copy(dst, e.TemplateHash)
+		return
+	}
+	sum(alg, dst, e.TemplateData)
 }
 
 // bank is the replay state of one algorithm over the 24 PCRs.
@@ -188,6 +190,39 @@ func (l *Log) Verify(alg cctrusted.Algorithm, imr cctrusted.IMR, signed, initial
 		Replayed:  append([]byte(nil), cur[:size]...),
 		LastEvent: last, Events: n,
 	})
+}
+
+// ReplayFrom replays bank alg over the entries whose register field is reg,
+// starting from initial (nil: zero), and returns the final value and how
+// many entries extended it. It is the building block for a register that
+// others extend before IMA: on CCNP's TDX kernels RTMR2 holds the CCEL's
+// RTMR2 events and then every entry with register field 2, so
+// ReplayFrom(sha384, 2, rtmr2AfterCCEL) must equal the quoted RTMR2.
+func (l *Log) ReplayFrom(alg cctrusted.Algorithm, reg cctrusted.PCR, initial []byte) ([]byte, int, error) {
+	if err := checkAlg(alg); err != nil {
+		return nil, 0, err
+	}
+	size := alg.Size()
+	var cur [maxDigest]byte
+	if initial != nil {
+		if len(initial) != size {
+			return nil, 0, fmt.Errorf("ima: initial %v value is %d bytes, want %d", alg, len(initial), size)
+		}
+		copy(cur[:], initial)
+	}
+	var buf [2 * maxDigest]byte
+	n := 0
+	for i := range l.Entries {
+		e := &l.Entries[i]
+		if e.PCR != reg {
+			continue
+		}
+		copy(buf[:size], cur[:size])
+		entryDigest(alg, e, buf[size:2*size])
+		sum(alg, cur[:size], buf[:2*size])
+		n++
+	}
+	return append([]byte(nil), cur[:size]...), n, nil
 }
 
 // Events converts the entries to cctrusted events in PCR space, each with

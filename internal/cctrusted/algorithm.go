@@ -88,6 +88,9 @@ func AlgorithmFromHash(h crypto.Hash) (Algorithm, error) {
 // ParseAlgorithm accepts a name ("sha384", "SHA-384") or a number ("0xc", "12").
 func ParseAlgorithm(s string) (Algorithm, error) {
 	n := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), "-", ""))
+	if n == "sm3" { // SM3 has one size: the usual short name
+		return AlgSM3256, nil
+	}
 	for _, e := range algorithms {
 		if e.name == n || strings.ReplaceAll(e.name, "_", "") == n {
 			return e.alg, nil
@@ -100,7 +103,7 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	if _, err := fmt.Sscanf(n, "%d", &v); err == nil && Algorithm(v).Known() {
 		return Algorithm(v), nil
 	}
-	return 0, fmt.Errorf("cctrusted: unknown algorithm %q (want sha1, sha256, sha384, sha512 or a TCG id)", s)
+	return 0, fmt.Errorf("cctrusted: unknown algorithm %q (want sha1, sha256, sha384, sha512, sm3_256 or a TCG id)", s)
 }
 
 // Digest is a measurement value with the algorithm that produced it.

@@ -16,7 +16,7 @@ func TestAlgorithm(t *testing.T) {
 		size int
 	}{
 		{"sha1", AlgSHA1, 20}, {"SHA-256", AlgSHA256, 32}, {"sha384", AlgSHA384, 48},
-		{"0xc", AlgSHA384, 48}, {"13", AlgSHA512, 64}, {"sm3_256", AlgSM3256, 32},
+		{"0xc", AlgSHA384, 48}, {"13", AlgSHA512, 64}, {"sm3_256", AlgSM3256, 32}, {"SM3", AlgSM3256, 32},
 	}
 	for _, tt := range tests {
 		got, err := ParseAlgorithm(tt.in)

@@ -50,6 +50,13 @@ type TPMNode struct {
 // IMA list; extending the PCR with it is the caller's choice.
 func StartTPMNode(t *testing.T, ima []byte) *TPMNode {
 	t.Helper()
+	return StartTPMNodeWithLog(t, Testdata(t, "tpmlog", TPMLogName), ima)
+}
+
+// StartTPMNodeWithLog is StartTPMNode with another firmware log (for
+// example a legacy SHA-1 format one), replayed into the banks it has.
+func StartTPMNodeWithLog(t *testing.T, firmware, ima []byte) *TPMNode {
+	t.Helper()
 	if err := swtpm.Available(); err != nil {
 		t.Skipf("swtpm not installed: %v", err)
 	}
@@ -60,7 +67,7 @@ func StartTPMNode(t *testing.T, ima []byte) *TPMNode {
 		t.Fatalf("swtpm: %v", err)
 	}
 	t.Cleanup(func() { tp.Close() })
-	n := &TPMNode{TPM: tp, Root: t.TempDir(), Base: t.TempDir(), Firmware: Testdata(t, "tpmlog", TPMLogName), IMA: ima}
+	n := &TPMNode{TPM: tp, Root: t.TempDir(), Base: t.TempDir(), Firmware: firmware, IMA: ima}
 	if n.Prov, err = swtpm.Provision(ctx, tp, swtpm.ProvisionOptions{}); err != nil {
 		t.Fatalf("provision: %v", err)
 	}

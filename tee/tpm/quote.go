@@ -4,11 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
+
+// legacyLog reports whether the firmware log on this host is in the legacy
+// SHA-1 format. A log that cannot be read or parsed is not: the server
+// then says what is wrong with it.
+func (p *Provider) legacyLog(ctx context.Context) bool {
+	raw, err := p.RawEventLog(ctx)
+	if err != nil {
+		return false
+	}
+	l, err := eventlog.ParseTPM(raw)
+	return err == nil && l.Legacy
+}
 
 // quoteAttempts bounds how often Report re-quotes when a PCR changed between
 // the quote and reading the values back (another process extended one).
@@ -19,6 +33,10 @@ const quoteAttempts = 3
 // TPMS_ATTEST bytes as Quote, the TPMT_SIGNATURE as Signature and the
 // quoted PCR values as Registers; the values are checked against the
 // quote's digest before returning, so they are exactly what was signed.
+//
+// When the firmware log is in the legacy SHA-1 format, the SHA-1 bank is
+// quoted too (when the TPM has it): that log has only SHA-1 digests, so
+// only the SHA-1 PCRs can check it.
 func (p *Provider) Report(ctx context.Context, nonce, userData []byte) (*cctrusted.Report, error) {
 	rd := cctrusted.ReportData(nonce, userData)
 	for _, b := range p.opts.QuoteBanks {
@@ -26,12 +44,16 @@ func (p *Provider) Report(ctx context.Context, nonce, userData []byte) (*cctrust
 			return nil, fmt.Errorf("tpm: quote: %w", err)
 		}
 	}
+	banks := p.opts.QuoteBanks
+	if !slices.Contains(banks, cctrusted.AlgSHA1) && slices.Contains(p.banks, cctrusted.AlgSHA1) && p.legacyLog(ctx) {
+		banks = append(slices.Clone(banks), cctrusted.AlgSHA1)
+	}
 	sel := tpm2.TPMLPCRSelection{}
 	pcrs := make([]uint, len(p.opts.QuotePCRs))
 	for i, pcr := range p.opts.QuotePCRs {
 		pcrs[i] = uint(pcr)
 	}
-	for _, b := range p.opts.QuoteBanks {
+	for _, b := range banks {
 		sel.PCRSelections = append(sel.PCRSelections, tpm2.TPMSPCRSelection{
 			Hash: tpm2.TPMIAlgHash(b), PCRSelect: tpm2.PCClientCompatible.PCRs(pcrs...),
 		})
@@ -59,7 +81,7 @@ func (p *Provider) Report(ctx context.Context, nonce, userData []byte) (*cctrust
 			attest = rsp.Quoted.Bytes()
 			sig = tpm2.Marshal(rsp.Signature)
 			regs = make(cctrusted.Registers)
-			for _, b := range p.opts.QuoteBanks {
+			for _, b := range banks {
 				vals, err := readBank(t, b, pcrs)
 				if err != nil {
 					return fmt.Errorf("reading quoted %v PCRs: %w", b, err)

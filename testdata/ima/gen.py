@@ -41,11 +41,14 @@ def det(label, n):
 
 
 class Entry:
-    def __init__(self, pcr, template, fields, violation=False):
+    def __init__(self, pcr, template, fields, violation=False, thash="sha1"):
         self.pcr = pcr
         self.template = template
         self.fields = fields  # dict field-id -> value (see field_bytes)
         self.violation = violation
+        # The template hash algorithm: sha1 upstream; sha384 on CCNP-patched
+        # TDX kernels (RTMR2), sha256 on kernels built that way.
+        self.thash = thash
 
     def field_bytes(self, fid):
         """A field's data as the kernel stores it (no length prefix)."""
@@ -83,9 +86,11 @@ class Entry:
         return out
 
     def template_hash(self, order):
+        h = hashlib.new(self.thash)
         if self.violation:
-            return b"\0" * 20
-        return hashlib.sha1(self.template_data(order)).digest()
+            return b"\0" * h.digest_size
+        h.update(self.template_data(order))
+        return h.digest()
 
     def ascii(self, order):
         parts = []
@@ -143,8 +148,9 @@ class Entry:
 
 
 def replay(entries, order):
-    """PCR value per bank: SHA-1 extends the template hash, the other banks
-    H(template data); a violation extends all 0xFF."""
+    """PCR value per bank: the bank of the template hash's algorithm extends
+    the template hash, the other banks H(template data) (the kernel hashes
+    the template data once per bank); a violation extends all 0xFF."""
     banks = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384}
     pcrs = {}
     for e in entries:
@@ -154,7 +160,7 @@ def replay(entries, order):
             cur = regs.get(name, b"\0" * size)
             if e.violation:
                 d = b"\xff" * size
-            elif name == "sha1":
+            elif name == e.thash:
                 d = e.template_hash(order)
             else:
                 d = h(e.template_data(order)).digest()
@@ -220,16 +226,31 @@ def cgpath_entries():
     return out
 
 
+def with_thash(entries, thash, pcr=None):
+    """The same entries from a kernel whose template hash is thash (and, for
+    CCNP's TDX kernels, whose register field is the RTMR index)."""
+    for e in entries:
+        e.thash = thash
+        if pcr is not None:
+            e.pcr = pcr
+    return entries
+
+
 def main():
     expected = {}
     for name, entries, order in (("mixed", mixed_entries(), "<"), ("mixed-be", mixed_entries(), ">"),
-                                 ("cgpath", cgpath_entries(), "<")):
+                                 ("cgpath", cgpath_entries(), "<"),
+                                 ("rtmr2-sha384", with_thash(cgpath_entries(), "sha384", 2), "<"),
+                                 ("rtmr2-sha384-be", with_thash(cgpath_entries(), "sha384", 2), ">"),
+                                 ("mixed-sha256", with_thash(mixed_entries(), "sha256"), "<"),
+                                 ("mixed-sha256-be", with_thash(mixed_entries(), "sha256"), ">")):
         with open(os.path.join(HERE, name + ".ascii"), "w") as f:
             f.write("".join(e.ascii(order) for e in entries))
         with open(os.path.join(HERE, name + ".bin"), "wb") as f:
             f.write(b"".join(e.binary(order) for e in entries))
         expected[name] = {
             "byte_order": "little" if order == "<" else "big",
+            "template_hash_alg": entries[0].thash,
             "entries": [e.expected(order) for e in entries],
             "pcrs": replay(entries, order),
         }
