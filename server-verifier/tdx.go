@@ -107,6 +107,7 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	phase.done()
 	factsFromFirmware(f, fw)
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	f.RuntimeNotice = rt.incomplete
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 

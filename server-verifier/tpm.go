@@ -115,6 +115,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	}
 	phase.done()
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	f.RuntimeNotice = rt.incomplete
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 

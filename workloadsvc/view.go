@@ -97,9 +97,9 @@ func (s *Service) view(ctx context.Context, c *Caller) (*containerView, error) {
 	r := cctrusted.NewReplayer(nil)
 	own := cctrusted.IMR{Space: s.rtIMR.Space, Index: s.rtIMR.Index}
 	v := &containerView{}
-	ws := log.Workloads()
 	for i, e := range log.Events() {
-		if key(cgroup.Identity{PodUID: ws[i].PodUID, ContainerID: ws[i].ContainerID}) != c.Key {
+		w, ok := log.Workload(i) // false for a notice record, which is no container's
+		if !ok || key(cgroup.Identity{PodUID: w.PodUID, ContainerID: w.ContainerID}) != c.Key {
 			continue
 		}
 		d, ok := e.Digest(s.rtAlg)
@@ -116,7 +116,7 @@ func (s *Service) view(ctx context.Context, c *Caller) (*containerView, error) {
 			Digests:   []*ccnppb.TcgDigest{{AlgoId: uint32(s.rtAlg), Hash: d}},
 			EventSize: uint32(len(e.Data)),
 			Event:     e.Data,
-			ExtraInfo: recordInfo(i, ws[i]),
+			ExtraInfo: recordInfo(i, w),
 		})
 	}
 	if val, ok := r.Registers().Get(own, s.rtAlg); ok {

@@ -467,6 +467,9 @@ func (s *Store) Full() (Notice, bool) {
 	return *s.full, true
 }
 
+// Capacity is the log's capacity in records, the log-full notice included.
+func (s *Store) Capacity() int { return s.opts.MaxRecords }
+
 // Notices returns the notice records in order.
 func (s *Store) Notices() []Notice {
 	s.mu.Lock()
@@ -661,7 +664,12 @@ func ReadStoreFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
 	}
 	if len(b) > DefaultMaxBytes {
-		return nil, fmt.Errorf("runtimelog: %s is larger than the %d-byte limit", path, DefaultMaxBytes)
+		return nil, fmt.Errorf("%w: %s is larger than the %d-byte limit", ErrTooLarge, path, DefaultMaxBytes)
 	}
 	return b, nil
 }
+
+// ErrTooLarge is returned (wrapped) by ReadStoreFile for a log over the
+// verifier's byte limit, which a Store never writes (only a log from before
+// capacities existed can be one).
+var ErrTooLarge = errors.New("runtimelog: log over the verifier's limit")
