@@ -57,9 +57,10 @@ type Facts struct {
 	Workloads      []runtimelog.Workload
 	WorkloadsKnown bool
 	// RuntimeNotice is the verified runtime log's first notice (a caller
-	// over its quota, or the log full); nil when the log names every
-	// workload. A runtime constraint cannot be met past it.
-	RuntimeNotice *runtimelog.Notice
+	// over its quota, or the log full) and RuntimeFull its log-full
+	// notice; both nil when the log names every workload. A runtime
+	// constraint cannot be met past a notice.
+	RuntimeNotice, RuntimeFull *runtimelog.Notice
 }
 
 // Result is the evaluation of one policy.
@@ -236,12 +237,11 @@ func evaluateRuntime(rp *conf.RuntimePolicy, f *Facts, miss func(string, string,
 		miss("runtime", "no verified runtime log says what the node ran")
 		return
 	}
-	if n := f.RuntimeNotice; n != nil {
-		if n.Kind == runtimelog.NoticeFull {
-			miss("runtime", "the runtime log is full since record %d: workloads started after it are not recorded", n.Record)
-		} else {
-			miss("runtime", "the runtime log is incomplete since record %d: caller %s reached its quota and its later workloads are not recorded", n.Record, truncate(n.Subject))
-		}
+	if n := f.RuntimeNotice; n != nil && n.Kind == runtimelog.NoticeQuota {
+		miss("runtime", "the runtime log is incomplete since record %d: caller %s reached its quota and its later workloads are not recorded", n.Record, truncate(n.Subject))
+	}
+	if n := f.RuntimeFull; n != nil {
+		miss("runtime", "the runtime log is full since record %d: workloads started after it are not recorded", n.Record)
 	}
 	for i, w := range f.Workloads {
 		if rp.AllowedExeSHA256 != nil {

@@ -115,7 +115,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	}
 	phase.done()
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
-	f.RuntimeNotice = rt.incomplete
+	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 

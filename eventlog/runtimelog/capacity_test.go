@@ -50,34 +50,34 @@ func TestStoreCapacityRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 4 {
+	for i := range 5 {
 		_, err := s.Append(ctx, storeWorkload(i))
-		if i < 3 && err != nil {
+		if i < 4 && err != nil {
 			t.Fatalf("workload %d: %v", i, err)
 		}
-		if i == 3 && !errors.Is(err, ErrFull) {
+		if i == 4 && !errors.Is(err, ErrFull) {
 			t.Fatalf("workload %d of a 5-record capacity: %v, want ErrFull", i, err)
 		}
 	}
 	extends := reg.extends
-	if _, err := s.Append(ctx, storeWorkload(9)); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "since record 3") {
+	if _, err := s.Append(ctx, storeWorkload(9)); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "since record 4") {
 		t.Fatalf("after full: %v", err)
 	}
 	if reg.extends != extends {
 		t.Fatal("a full store extended the register")
 	}
 	l := decodeFile(t, path, reg)
-	if l.Len() != 4 || len(l.Workloads()) != 3 {
-		t.Fatalf("%d records, %d workloads; want 3 workloads and the notice", l.Len(), len(l.Workloads()))
+	if l.Len() != 5 || len(l.Workloads()) != 4 {
+		t.Fatalf("%d records, %d workloads; want 4 workloads and the notice", l.Len(), len(l.Workloads()))
 	}
-	if n, ok := l.Full(); !ok || n.Record != 3 {
+	if n, ok := l.Full(); !ok || n.Record != 4 {
 		t.Fatalf("full notice: %+v %v", n, ok)
 	}
 	s2, _, err := OpenStore(ctx, path, reg, capOpts(5, 0, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := s2.Full(); !ok || n.Record != 3 {
+	if n, ok := s2.Full(); !ok || n.Record != 4 {
 		t.Fatalf("reopened store is not full: %+v", n)
 	}
 	if _, err := s2.Append(ctx, storeWorkload(7)); !errors.Is(err, ErrFull) {
@@ -91,7 +91,7 @@ func TestStoreCapacityRecords(t *testing.T) {
 	if _, err := s3.Append(ctx, storeWorkload(7)); !errors.Is(err, ErrFull) {
 		t.Fatalf("a store reopened with a larger capacity appended after the full notice: %v", err)
 	}
-	if decodeFile(t, path, reg).Len() != 4 {
+	if decodeFile(t, path, reg).Len() != 5 {
 		t.Fatal("records after the full notice")
 	}
 }

@@ -439,7 +439,7 @@ func (s *Store) Err() error {
 // it does from then on.
 func (s *Store) Append(ctx context.Context, w Workload) (cctrusted.Event, error) {
 	w = w.Bounded()
-	return s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.AppendEncoded(dst, w) }, nil)
+	return s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.AppendEncoded(dst, w) }, w.Time, nil)
 }
 
 // NoteQuota appends a quota notice naming subject (a caller whose quota of
@@ -453,7 +453,7 @@ func (s *Store) NoteQuota(ctx context.Context, subject string, now time.Time) er
 		subject = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	n := Notice{Kind: NoticeQuota, Subject: subject, Time: now}
-	_, err := s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.appendNoticeEncoded(dst, n) }, &n)
+	_, err := s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.appendNoticeEncoded(dst, n) }, now, &n)
 	return err
 }
 
@@ -484,16 +484,17 @@ func (s *Store) errFull() error {
 	return fmt.Errorf("%w since record %d (capacity %d records, %d bytes)", ErrFull, s.full.Record, s.opts.MaxRecords, s.opts.MaxBytes)
 }
 
-// fits reports whether a record of size bytes leaves room for the log-full
-// notice within the capacity.
+// fits reports whether the record just added to the log, size bytes,
+// leaves room for the log-full notice within the capacity.
 func (s *Store) fits(size int) bool {
 	noticeBytes := int64(recordOverhead + s.log.alg.Size() + maxNoticeContent)
-	return s.log.Len()+2 <= s.opts.MaxRecords && s.size+int64(size)+noticeBytes <= int64(s.opts.MaxBytes)
+	return s.log.Len()+1 <= s.opts.MaxRecords && s.size+int64(size)+noticeBytes <= int64(s.opts.MaxBytes)
 }
 
 // append adds the record add builds (quota, when set, is the quota notice
-// it stands for), or the log-full notice when that record does not fit.
-func (s *Store) append(ctx context.Context, add func(*Log, []byte) ([]byte, cctrusted.Event, error), quota *Notice) (cctrusted.Event, error) {
+// it stands for), or the log-full notice, stamped now, when that record
+// does not fit.
+func (s *Store) append(ctx context.Context, add func(*Log, []byte) ([]byte, cctrusted.Event, error), now time.Time, quota *Notice) (cctrusted.Event, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.broken != nil {
@@ -531,10 +532,7 @@ func (s *Store) append(ctx context.Context, add func(*Log, []byte) ([]byte, cctr
 			s.full = &Notice{Record: -1, Kind: NoticeFull}
 			return cctrusted.Event{}, s.errFull()
 		}
-		n := Notice{Kind: NoticeFull}
-		if quota != nil {
-			n.Time = quota.Time
-		}
+		n := Notice{Kind: NoticeFull, Time: now}
 		if tail, ev, err = s.log.appendNoticeEncoded(nil, n); err != nil {
 			return cctrusted.Event{}, err
 		}
