@@ -33,7 +33,9 @@ func TestMeasureQuotaPerContainer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		i = slices.IndexFunc(got, func(s string) bool { return hasPrefix([]string{s}, "measured:") || hasPrefix([]string{s}, "unmeasured:") })
+		i = slices.IndexFunc(got, func(s string) bool {
+			return hasPrefix([]string{s}, "measured:") || hasPrefix([]string{s}, "unmeasured:")
+		})
 		if i < 0 {
 			t.Fatalf("no measured selector in %q", got)
 		}
