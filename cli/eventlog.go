@@ -176,8 +176,17 @@ func decodeLog(raw []byte, f eventlogFlags) (*logOutput, error) {
 		defAlg = l.Algorithm()
 		banks = []cctrusted.Algorithm{defAlg}
 		events = l.Events()
-		for _, w := range l.Workloads() {
-			details = append(details, workloadDetail(w))
+		notices := l.Notices()
+		for i := range l.Len() {
+			if w, ok := l.Workload(i); ok {
+				details = append(details, workloadDetail(w))
+				continue
+			}
+			for _, n := range notices {
+				if n.Record == i {
+					details = append(details, strings.TrimSpace("notice: "+n.Kind.String()+" "+n.Subject))
+				}
+			}
 		}
 		if f.replay {
 			if regs, err = l.Replay(); err != nil {

@@ -189,6 +189,8 @@ func TestWorkloadDefaults(t *testing.T) {
 		RuntimePCR:      23,
 		RuntimeLogPath:  "/var/lib/ccnp-spire/runtime.cel",
 		DigestCacheSize: 4096,
+
+		RuntimeLogMaxRecords: 2048, RuntimeLogQuotaPerUID: 256, RuntimeLogQuotaPerContainer: 256,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -204,7 +206,7 @@ func TestWorkloadDefaults(t *testing.T) {
 func TestWorkloadKeys(t *testing.T) {
 	c, err := conf.ParseWorkloadAttestor(`
 host_root         = "/host"
-measure           = "every"
+measure           = "first_seen"
 tee               = "sim"
 sim_dir           = "/sim"
 tpm_device        = "tcp://[::1]:2321"
@@ -213,14 +215,18 @@ runtime_log_path  = "/rt.cel"
 digest_cache_size = 7
 exe_digest_algs   = ["sha512", "sha256"]
 ima_log_path      = "/ima"
+runtime_log_max_records = 1000
+runtime_log_quota_per_uid = 10
+runtime_log_quota_per_container = 20
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &conf.WorkloadAttestor{
-		HostRoot: "/host", Measure: "every", TEE: "sim", SimDir: "/sim", TPMDevice: "tcp://[::1]:2321",
+		HostRoot: "/host", Measure: "first_seen", TEE: "sim", SimDir: "/sim", TPMDevice: "tcp://[::1]:2321",
 		RuntimePCR: 17, RuntimeLogPath: "/rt.cel", DigestCacheSize: 7,
 		ExeDigestAlgs: []cctrusted.Algorithm{cctrusted.AlgSHA512, cctrusted.AlgSHA256}, IMALogPath: "/ima",
+		RuntimeLogMaxRecords: 1000, RuntimeLogQuotaPerUID: 10, RuntimeLogQuotaPerContainer: 20,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -245,7 +251,12 @@ func TestWorkloadErrors(t *testing.T) {
 	}{
 		{"unknown", "\nmeasure_mode = \"off\"", 2, []string{`unknown key "measure_mode" at top level`, `did you mean "measure"`}},
 		{"block not allowed", "tpm {\n}", 1, []string{`unknown key "tpm"`}},
-		{"measure", "measure = \"always\"", 1, []string{"measure", `"always" is not one of "off", "first_seen", "every"`}},
+		{"measure", "measure = \"always\"", 1, []string{"measure", `"always" is not one of "off", "first_seen"`}},
+		{"measure every", "measure = \"every\"", 1, []string{"measure", `"every" is no longer supported`, `use "first_seen"`}},
+		{"max records low", "runtime_log_max_records = 15", 1, []string{"runtime_log_max_records", "15 is outside 16..3584"}},
+		{"max records high", "runtime_log_max_records = 3585", 1, []string{"runtime_log_max_records", "outside 16..3584", "4096 selectors"}},
+		{"uid quota", "runtime_log_max_records = 100\nruntime_log_quota_per_uid = 101", 2, []string{"runtime_log_quota_per_uid", "101 is outside 1..100"}},
+		{"container quota", "runtime_log_quota_per_container = 0", 1, []string{"runtime_log_quota_per_container", "0 is outside 1..2048"}},
 		{"tee", "tee = \"snp\"", 1, []string{"tee", `"snp" is not one of`}},
 		{"sim without dir", "tee = \"sim\"", 1, []string{`tee = "sim" needs sim_dir`}},
 		{"sim_dir without sim", "sim_dir = \"/x\"", 1, []string{"sim_dir", `only used with tee = "sim"`}},

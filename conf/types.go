@@ -100,7 +100,6 @@ type MeasureMode string
 const (
 	MeasureOff       MeasureMode = "off"
 	MeasureFirstSeen MeasureMode = "first_seen"
-	MeasureEvery     MeasureMode = "every"
 )
 
 // Defaults shared by more than one plugin. The node attestor sends the

@@ -26,7 +26,26 @@ type WorkloadAttestor struct {
 	// IMALogPath is an ima-cgpath IMA log (under HostRoot) for per-container
 	// IMRs; empty disables them.
 	IMALogPath string
+	// RuntimeLogMaxRecords is the runtime log's capacity in records, the
+	// log-full notice included.
+	RuntimeLogMaxRecords int
+	// RuntimeLogQuotaPerUID and RuntimeLogQuotaPerContainer bound the new
+	// records one user, and one container (or pod), can add.
+	RuntimeLogQuotaPerUID       int
+	RuntimeLogQuotaPerContainer int
 }
+
+// Runtime log capacity and quotas. The server turns every distinct
+// executable in the log into a selector and refuses a node with more than
+// 4,096 selectors (serververifier.MaxSelectors); the upper bound on the
+// capacity (runtimelog.MaxCapacityRecords) leaves 512 for the rest, so no
+// configuration lets workloads make their node unattestable.
+const (
+	DefaultRuntimeLogMaxRecords = 2048
+	MaxRuntimeLogMaxRecords     = 3584
+	minRuntimeLogMaxRecords     = 16
+	DefaultRuntimeLogQuota      = 256
+)
 
 // DefaultDigestCacheSize is the default number of cached executable digests.
 const DefaultDigestCacheSize = 4096
@@ -57,6 +76,10 @@ type rawWorkload struct {
 	DigestCacheSize int      `hcl:"digest_cache_size"`
 	ExeDigestAlgs   []string `hcl:"exe_digest_algs"`
 	IMALogPath      string   `hcl:"ima_log_path"`
+
+	RuntimeLogMaxRecords        int `hcl:"runtime_log_max_records"`
+	RuntimeLogQuotaPerUID       int `hcl:"runtime_log_quota_per_uid"`
+	RuntimeLogQuotaPerContainer int `hcl:"runtime_log_quota_per_container"`
 }
 
 // ParseWorkloadAttestor parses, defaults and validates the workload
@@ -78,9 +101,41 @@ func ParseWorkloadAttestor(src string) (*WorkloadAttestor, error) {
 		RuntimeLogPath:  orDefault(absPath(d, "runtime_log_path", r.RuntimeLogPath), DefaultRuntimeLogPath),
 		DigestCacheSize: DefaultDigestCacheSize,
 		IMALogPath:      absPath(d, "ima_log_path", r.IMALogPath),
+
+		RuntimeLogMaxRecords:        DefaultRuntimeLogMaxRecords,
+		RuntimeLogQuotaPerUID:       DefaultRuntimeLogQuota,
+		RuntimeLogQuotaPerContainer: DefaultRuntimeLogQuota,
 	}
 	if d.has("measure") {
-		c.Measure, _ = oneOf(d, "measure", r.Measure, MeasureOff, MeasureFirstSeen, MeasureEvery)
+		if r.Measure == "every" {
+			d.errf("measure", `"every" is no longer supported: it added a runtime log record at every attestation, so one workload could fill the log; use "first_seen" (each new executable and container recorded once) or "off"`)
+		} else {
+			c.Measure, _ = oneOf(d, "measure", r.Measure, MeasureOff, MeasureFirstSeen)
+		}
+	}
+	if d.has("runtime_log_max_records") {
+		if v := r.RuntimeLogMaxRecords; v < minRuntimeLogMaxRecords || v > MaxRuntimeLogMaxRecords {
+			d.errf("runtime_log_max_records", "%d is outside %d..%d (the server refuses a node with more than 4096 selectors, one per distinct executable in the log)", v, minRuntimeLogMaxRecords, MaxRuntimeLogMaxRecords)
+		} else {
+			c.RuntimeLogMaxRecords = v
+		}
+	}
+	for _, q := range []struct {
+		key string
+		v   int
+		dst *int
+	}{
+		{"runtime_log_quota_per_uid", r.RuntimeLogQuotaPerUID, &c.RuntimeLogQuotaPerUID},
+		{"runtime_log_quota_per_container", r.RuntimeLogQuotaPerContainer, &c.RuntimeLogQuotaPerContainer},
+	} {
+		if !d.has(q.key) {
+			continue
+		}
+		if q.v < 1 || q.v > c.RuntimeLogMaxRecords {
+			d.errf(q.key, "%d is outside 1..%d (runtime_log_max_records)", q.v, c.RuntimeLogMaxRecords)
+			continue
+		}
+		*q.dst = q.v
 	}
 	if d.has("tee") {
 		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, TEETDX, TEETPM, TEESim)

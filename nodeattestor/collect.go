@@ -324,6 +324,11 @@ func readRuntimeLog(ctx context.Context, path string) ([]byte, error) {
 	// Under the workload attestor's lock, so a record being written is
 	// never half read.
 	b, err := runtimelog.ReadStoreFile(ctx, path)
+	if errors.Is(err, runtimelog.ErrTooLarge) {
+		// The server would refuse it; sent without it, the node still
+		// attests, its workloads unknown (no runtime policy matches).
+		return nil, fmt.Errorf("%w (not sent: the server sees the runtime register without a log): %w", err, fs.ErrNotExist)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -67,6 +67,11 @@ type Facts struct {
 	// node's runtime record proves nothing (a TPM runtime PCR that can be
 	// reset), for the mismatch message.
 	WorkloadsUnknown string
+	// RuntimeNotice is the verified runtime log's first notice (a caller
+	// over its quota, or the log full) and RuntimeFull its log-full
+	// notice; both nil when the log names every workload. A runtime
+	// constraint cannot be met past a notice.
+	RuntimeNotice, RuntimeFull *runtimelog.Notice
 }
 
 // Result is the evaluation of one policy.
@@ -285,6 +290,12 @@ func evaluateRuntime(rp *conf.RuntimePolicy, f *Facts, miss func(string, string,
 			miss("runtime", "no verified runtime log says what the node ran")
 		}
 		return
+	}
+	if n := f.RuntimeNotice; n != nil && n.Kind == runtimelog.NoticeQuota {
+		miss("runtime", "the runtime log is incomplete since record %d: caller %s reached its quota and its later workloads are not recorded", n.Record, truncate(n.Subject))
+	}
+	if n := f.RuntimeFull; n != nil {
+		miss("runtime", "the runtime log is full since record %d: workloads started after it are not recorded", n.Record)
 	}
 	for i, w := range f.Workloads {
 		if rp.AllowedExeSHA256 != nil {

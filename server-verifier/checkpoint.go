@@ -384,6 +384,7 @@ func (inc *incremental) runtime(raw []byte, imr cctrusted.IMR, alg cctrusted.Alg
 		return nil, fallback("the checkpoint's %v and the runtime suffix (%d records from record %d) replay to %x, the quote signed %x", imr, l.Len(), off.GetEvents(), cur, signed)
 	}
 	rt.workloads = append(rt.workloads, l.Workloads()...)
+	rt.noticesFrom(l, int(off.GetEvents()))
 	rt.records = int(off.GetEvents()) + l.Len()
 	next.offset(evidencepb.LogKind_LOG_KIND_RUNTIME, off.GetEvents()+uint64(l.Len()), off.GetBytes()+uint64(len(raw)))
 	return rt, nil
@@ -626,6 +627,12 @@ func (s *checkpointState) facts(fw *eventlog.Facts, imaVerified bool, rt *runtim
 	}
 	s.imaVerified = imaVerified
 	s.workloadsKnown = rt.known
+	if rt.incomplete != nil {
+		// A checkpoint carries no notices: without one, every later
+		// attestation replays the notice again and keeps the fact.
+		s.unusable = fmt.Sprintf("the runtime log is incomplete from record %d (%v)", rt.incomplete.Record, rt.incomplete.Kind)
+		return
+	}
 	type pair struct{ exe, container string }
 	seen := map[pair]bool{}
 	for _, w := range rt.workloads {

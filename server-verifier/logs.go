@@ -73,16 +73,41 @@ type runtimeResult struct {
 	records int
 	imr     cctrusted.IMR
 	alg     cctrusted.Algorithm
+	// incomplete is the log's first notice (a caller over its quota, or
+	// the log full): from that record on the log does not name every
+	// workload the node ran. full is the log-full notice.
+	incomplete, full *runtimelog.Notice
 }
 
-// selectors are runtime:exe:sha256:<hex>, one per distinct executable.
+// selectors are runtime:exe:sha256:<hex>, one per distinct executable, and
+// runtime:incomplete:true / runtime:log_full:true when the log says so.
 func (r *runtimeResult) selectors() []string {
 	var s []string
 	for _, w := range r.workloads {
 		s = append(s, "runtime:exe:sha256:"+hex.EncodeToString(w.ExeSHA256))
 	}
 	slices.Sort(s)
-	return slices.Compact(s)
+	s = slices.Compact(s)
+	if r.incomplete != nil {
+		s = append(s, "runtime:incomplete:true")
+	}
+	if r.full != nil {
+		s = append(s, "runtime:log_full:true")
+	}
+	return s
+}
+
+// noticesFrom records the first notice and the first log-full notice of
+// l, whose record 0 is record first of the node's log.
+func (r *runtimeResult) noticesFrom(l *runtimelog.Log, first int) {
+	if n, ok := l.Incomplete(); ok && r.incomplete == nil {
+		n.Record += first
+		r.incomplete = &n
+	}
+	if n, ok := l.Full(); ok && r.full == nil {
+		n.Record += first
+		r.full = &n
+	}
 }
 
 // decodeRuntimeLog decodes a runtime log; nil for an absent one.
@@ -121,7 +146,9 @@ func verifyRuntimeLog(l *runtimelog.Log, want cctrusted.IMR, alg cctrusted.Algor
 		}
 		return nil, reject(codes.InvalidArgument, CheckRuntimeReplay, fmt.Errorf("runtime log: %w", err))
 	}
-	return &runtimeResult{workloads: l.Workloads(), known: true, records: l.Len(), imr: want, alg: alg}, nil
+	rt := &runtimeResult{workloads: l.Workloads(), known: true, records: l.Len(), imr: want, alg: alg}
+	rt.noticesFrom(l, 0)
+	return rt, nil
 }
 
 func allZero(b []byte) bool {

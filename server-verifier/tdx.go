@@ -110,6 +110,7 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	phase.done()
 	factsFromFirmware(f, fw)
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 

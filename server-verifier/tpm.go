@@ -136,6 +136,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	}
 	phase.done()
 	f.Workloads, f.WorkloadsKnown, f.WorkloadsUnknown = rt.workloads, rt.known, protected.why
+	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
 	next.facts(fw, imaVerified, rt)
 	v.next = next
 
@@ -356,7 +357,9 @@ type runtimeProof struct {
 func tpmRuntimeProof(reserved cctrusted.PCR, pcrs cctrusted.Registers, rt *runtimeResult) (runtimeProof, error) {
 	onLog := rt.imr.Space == cctrusted.SpacePCR
 	notProof := func(why string) (runtimeProof, error) {
-		rt.workloads, rt.known = nil, false
+		// A record that proves nothing gives no runtime: selector, not
+		// even that the log is incomplete.
+		rt.workloads, rt.known, rt.incomplete, rt.full = nil, false, nil, nil
 		return runtimeProof{why: why}, nil
 	}
 	if reserved == 0 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,20 +48,41 @@ func (r *register) Extend(ctx context.Context, digest []byte) error { return r.e
 
 // measurer records workloads in the runtime log and its register.
 type measurer struct {
-	mode     conf.MeasureMode
 	provider tee.Provider
 	alg      cctrusted.Algorithm
 	selector string // "measured:rtmr3" or "measured:pcr<N>"
 
+	// quotaUID and quotaContainer bound the new records one user and one
+	// container (or pod) can add.
+	quotaUID, quotaContainer int
+
 	mu       sync.Mutex
+	log      hclog.Logger
 	store    *runtimelog.Store
 	storeErr error // why there is no store
 	seen     map[string]bool
+	// added counts the new records per caller key (callerKeys); a key at
+	// its quota adds no more. Container keys are counted again from the
+	// log at start, uid keys only since the start (the log does not name
+	// users); a key with a quota notice stays at its quota.
+	added      map[string]int
+	warnedFull bool
 }
 
+// Selectors of a workload that measuring did not record (measure != "off").
+const (
+	unmeasuredLogFull     = "unmeasured:log_full"
+	unmeasuredQuota       = "unmeasured:quota"
+	unmeasuredLogUnusable = "unmeasured:log_unusable"
+	unmeasuredLogError    = "unmeasured:log_error"
+)
+
 // openMeasurer opens the TEE and the runtime log (reconciled with the
-// register). A log that cannot be reconciled leaves the measurer without a
-// store: attestations go on without the measured selector.
+// register). Only the TEE can fail it: a log that cannot be opened or
+// reconciled (edited, replaced, over the reader's limits, unreadable) leaves
+// the measurer without a store, logged as an error, and attestations go on
+// with an unmeasured selector instead of the measured one, so nothing in the
+// log keeps the agent from starting. The register is never extended then.
 func openMeasurer(ctx context.Context, cfg *conf.WorkloadAttestor, log hclog.Logger) (*measurer, error) {
 	p, err := tee.Open(ctx, tee.Config{
 		TEE:      string(cfg.TEE),
@@ -70,7 +93,8 @@ func openMeasurer(ctx context.Context, cfg *conf.WorkloadAttestor, log hclog.Log
 	if err != nil {
 		return nil, fmt.Errorf("opening the TEE: %w", err)
 	}
-	m := &measurer{mode: cfg.Measure, provider: p, seen: make(map[string]bool)}
+	m := &measurer{provider: p, seen: make(map[string]bool), added: make(map[string]int), log: log,
+		quotaUID: cfg.RuntimeLogQuotaPerUID, quotaContainer: cfg.RuntimeLogQuotaPerContainer}
 	reg, err := runtimeRegister(p, cfg.RuntimePCR)
 	if err != nil {
 		p.Close()
@@ -78,15 +102,16 @@ func openMeasurer(ctx context.Context, cfg *conf.WorkloadAttestor, log hclog.Log
 	}
 	m.alg = reg.alg
 	m.selector = "measured:" + reg.imr.String()
-	store, rec, err := runtimelog.OpenStore(ctx, cfg.RuntimeLogPath, reg, runtimelog.StoreOptions{IMR: reg.imr, Alg: reg.alg})
+	store, rec, err := runtimelog.OpenStore(ctx, cfg.RuntimeLogPath, reg, runtimelog.StoreOptions{
+		IMR: reg.imr, Alg: reg.alg, MaxRecords: cfg.RuntimeLogMaxRecords})
 	if err != nil {
+		msg := "Runtime log cannot be used: workloads will not be measured until the node reboots (its register resets) or the log is restored"
 		var re *runtimelog.ReconcileError
-		if !errors.As(err, &re) {
-			p.Close()
-			return nil, fmt.Errorf("opening the runtime log: %w", err)
+		if errors.As(err, &re) {
+			msg = "Runtime log does not match the register: workloads will not be measured"
 		}
-		log.Error("Runtime log does not match the register: workloads will not be measured", "error", err)
-		m.storeErr = err
+		log.Error(msg, "path", cfg.RuntimeLogPath, "error", err)
+		m.storeErr = fmt.Errorf("runtime log %s: %w", cfg.RuntimeLogPath, err)
 		return m, nil
 	}
 	if rec.DroppedTail > 0 || rec.Rotated {
@@ -96,8 +121,30 @@ func openMeasurer(ctx context.Context, cfg *conf.WorkloadAttestor, log hclog.Log
 	m.store = store
 	for _, w := range store.Workloads() {
 		m.seen[identityOf(w)] = true
+		if k := containerKey(w); k != "" {
+			m.added[k]++
+		}
+	}
+	for _, n := range store.Notices() {
+		if n.Kind == runtimelog.NoticeQuota {
+			m.added[n.Subject] = max(m.added[n.Subject], m.quotaUID, m.quotaContainer)
+		}
+	}
+	if n, ok := store.Full(); ok {
+		m.warnFull(n.Record)
 	}
 	return m, nil
+}
+
+// warnFull logs, once, that the log is full. Called with mu held or
+// before the measurer is shared.
+func (m *measurer) warnFull(record int) {
+	if m.warnedFull {
+		return
+	}
+	m.warnedFull = true
+	m.log.Warn("Runtime log is full: new workloads are attested but not measured until the node reboots; the server sees runtime:log_full",
+		"full_since_record", record, "capacity_records", m.store.Capacity())
 }
 
 // runtimeRegister picks RTMR3 (SHA-384) on TDX and the simulator, the
@@ -129,23 +176,94 @@ func identityOf(w runtimelog.Workload) string {
 	return fmt.Sprintf("%x/%s", w.ExeSHA256, w.ContainerID)
 }
 
-// measure records w as the mode says and returns the measured selector once
-// the register holds the record (now or from an earlier attestation).
+// containerKey is the caller key a record is charged to besides its user:
+// the pod on Kubernetes (a restarted container gets a new ID, its pod
+// keeps its UID), else the container, else none (a host process).
+func containerKey(w runtimelog.Workload) string {
+	switch {
+	case w.PodUID != "":
+		return "pod:" + w.PodUID
+	case w.ContainerID != "":
+		return "container:" + w.ContainerID
+	}
+	return ""
+}
+
+// measure records w the first time its identity is seen and returns the
+// measured selector once the register holds the record (now or from an
+// earlier attestation). A workload it does not record gets an unmeasured
+// selector, and the error says why when it is worth a log line.
+//
+// Each new record is charged to the caller's real UID and to its pod or
+// container; a caller at either quota adds no record, and the first time
+// a key reaches its quota one quota notice goes into the log, so the server
+// knows the log is incomplete. When the log is full, nothing is added.
 func (m *measurer) measure(ctx context.Context, w *workload, now time.Time) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.store == nil {
-		return "", m.storeErr
+		return unmeasuredLogUnusable, m.storeErr
 	}
 	id := w.identity()
-	if m.mode == conf.MeasureFirstSeen && m.seen[id] {
+	if m.seen[id] {
 		return m.selector, nil
 	}
-	if _, err := m.store.Append(ctx, w.record(now)); err != nil {
-		return "", err
+	rec := w.record(now).Bounded()
+	uidKey := "uid:" + strconv.FormatUint(uint64(w.status.UID[0]), 10)
+	ctrKey := containerKey(rec)
+	over := ""
+	switch {
+	case m.added[uidKey] >= m.quotaUID:
+		over = uidKey
+	case ctrKey != "" && m.added[ctrKey] >= m.quotaContainer:
+		over = ctrKey
+	}
+	if over != "" {
+		err := m.store.NoteQuota(ctx, over, now)
+		if errors.Is(err, runtimelog.ErrFull) {
+			return m.full(err)
+		}
+		if err != nil {
+			return unmeasuredLogError, err
+		}
+		if m.added[over] == m.quotaFor(over) {
+			m.added[over]++ // warn once per key
+			m.log.Warn("Runtime log quota reached: this caller's new workloads are attested but not measured; the server sees runtime:incomplete",
+				"caller", over, "quota", m.quotaFor(over))
+		}
+		return unmeasuredQuota, nil
+	}
+	if _, err := m.store.Append(ctx, rec); err != nil {
+		if errors.Is(err, runtimelog.ErrFull) {
+			return m.full(err)
+		}
+		return unmeasuredLogError, err
 	}
 	m.seen[id] = true
+	m.added[uidKey]++
+	if ctrKey != "" {
+		m.added[ctrKey]++
+	}
 	return m.selector, nil
+}
+
+func (m *measurer) quotaFor(key string) int {
+	if strings.HasPrefix(key, "uid:") {
+		return m.quotaUID
+	}
+	return m.quotaContainer
+}
+
+// full is measure's answer once the log is full: warned about once, not
+// an error on every attestation.
+func (m *measurer) full(err error) (string, error) {
+	if n, ok := m.store.Full(); ok {
+		m.warnFull(n.Record)
+	} else if !m.warnedFull {
+		m.warnedFull = true
+		m.log.Warn("Runtime log is full: new workloads are attested but not measured until the node reboots", "error", err)
+	}
+	return unmeasuredLogFull, nil
 }
 
 func (m *measurer) close() error { return m.provider.Close() }

@@ -197,11 +197,11 @@ func (p *Plugin) Attest(ctx context.Context, req *workloadattestorv1.AttestReque
 	}
 	sel := w.selectors(st.algs, log)
 	if st.measure != nil {
-		if s, err := st.measure.measure(ctx, w, p.now()); err != nil {
+		s, err := st.measure.measure(ctx, w, p.now())
+		if err != nil {
 			log.Warn("Workload not measured", "pid", w.pid, "exe_sha256", hex.EncodeToString(w.digests[cctrusted.AlgSHA256]), "error", err)
-		} else {
-			sel = append(sel, s)
 		}
+		sel = append(sel, s)
 	}
 	if st.ima != nil {
 		if key := w.imaKey(); key != "" {

@@ -349,22 +349,6 @@ func TestMeasureFirstSeenSim(t *testing.T) {
 	}
 }
 
-func TestMeasureEverySim(t *testing.T) {
-	simDir, logPath, hcl := simSetup(t, "every")
-	cmd, _ := startCopy(t, t.TempDir(), "sleep")
-	c := serve(t, New())
-	c.configure(t, hcl)
-	for range 3 {
-		if _, err := c.attest(cmd.Process.Pid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	replayed, l := chain(t, logPath)
-	if l.Len() != 3 || !bytes.Equal(replayed, rtmr3(t, simDir)) {
-		t.Fatalf("%d records; replay matches RTMR3: %v", l.Len(), bytes.Equal(replayed, rtmr3(t, simDir)))
-	}
-}
-
 // TestMeasureEditedLog: a log edited on disk is detected at start; the
 // plugin keeps attesting but never claims measured:rtmr3.
 func TestMeasureEditedLog(t *testing.T) {

@@ -115,6 +115,9 @@ func (x *runtimeIndex) fold(log *runtimelog.Log, from int) error {
 		if err := x.whole.ExtendDigest(own, x.alg, d); err != nil {
 			return status.Errorf(codes.Internal, "runtime log record %d: %v", i, err)
 		}
+		if _, ok := log.Workload(i); !ok {
+			continue // a notice record is in the register, but no container's
+		}
 		k := key(cgroup.Identity{PodUID: w.PodUID, ContainerID: w.ContainerID})
 		prev := x.byKey[k]
 		next := &ownRecords{}

@@ -142,14 +142,25 @@ func (l *Log) addDecoded(i int, rec cel.Record, lim Limits) error {
 	} else if imr != l.imr || alg != l.alg {
 		return fmt.Errorf("runtimelog: record %d is for %v/%v, the log for %v/%v", i, imr, alg, l.imr, l.alg)
 	}
-	if rec.Content.Type != ContentType {
-		return fmt.Errorf("runtimelog: record %d: content type 0x%02x, want 0x%02x", i, rec.Content.Type, ContentType)
+	r := record{}
+	switch rec.Content.Type {
+	case ContentType:
+		w, err := decodeContent(rec.Content.Value, alg, lim)
+		if err != nil {
+			return fmt.Errorf("runtimelog: record %d: %w", i, err)
+		}
+		r.w = w
+	case NoticeContentType:
+		n, err := decodeNotice(rec.Content.Value)
+		if err != nil {
+			return fmt.Errorf("runtimelog: record %d: %w", i, err)
+		}
+		n.Record = i
+		r.notice = &n
+	default:
+		return fmt.Errorf("runtimelog: record %d: content type 0x%02x, want 0x%02x (workload) or 0x%02x (notice)", i, rec.Content.Type, ContentType, NoticeContentType)
 	}
-	w, err := decodeContent(rec.Content.Value, alg, lim)
-	if err != nil {
-		return fmt.Errorf("runtimelog: record %d: %w", i, err)
-	}
-	content := appendTLV(make([]byte, 0, tlvHeader+len(rec.Content.Value)), ContentType, rec.Content.Value)
+	content := appendTLV(make([]byte, 0, tlvHeader+len(rec.Content.Value)), rec.Content.Type, rec.Content.Value)
 	want, err := digest(alg, content)
 	if err != nil {
 		return err
@@ -157,7 +168,8 @@ func (l *Log) addDecoded(i int, rec cel.Record, lim Limits) error {
 	if !bytes.Equal(want, d) {
 		return fmt.Errorf("runtimelog: record %d: digest %x does not match its content (%v %x)", i, d, alg, want)
 	}
-	l.recs = append(l.recs, record{w: w, content: content, digest: want})
+	r.content, r.digest = content, want
+	l.recs = append(l.recs, r)
 	return nil
 }
 

@@ -142,7 +142,8 @@ type Log struct {
 
 type record struct {
 	w       Workload
-	content []byte // the content TLV, header included
+	notice  *Notice // set for a notice record, which has no workload
+	content []byte  // the content TLV, header included
 	digest  []byte
 }
 
@@ -187,11 +188,14 @@ func (l *Log) Algorithm() cctrusted.Algorithm { return l.alg }
 // Len is the number of records.
 func (l *Log) Len() int { return len(l.recs) }
 
-// Workloads returns the workloads in record order.
+// Workloads returns the workloads in record order; notice records (see
+// Notices) are left out, so the i-th workload need not be record i.
 func (l *Log) Workloads() []Workload {
-	out := make([]Workload, len(l.recs))
-	for i, r := range l.recs {
-		out[i] = r.w
+	out := make([]Workload, 0, len(l.recs))
+	for _, r := range l.recs {
+		if r.notice == nil {
+			out = append(out, r.w)
+		}
 	}
 	return out
 }
@@ -270,7 +274,7 @@ func (l *Log) appendRecord(dst []byte, i int) ([]byte, error) {
 		Index:     idx,
 		IndexType: typ,
 		Digests:   map[crypto.Hash][]byte{h: r.digest},
-		Content:   cel.TLV{Type: ContentType, Value: r.content[tlvHeader:]},
+		Content:   cel.TLV{Type: r.content[0], Value: r.content[tlvHeader:]},
 	}
 	buf := bytes.NewBuffer(dst)
 	if err := rec.EncodeCELR(buf); err != nil {
@@ -291,9 +295,13 @@ func (l *Log) Events() []cctrusted.Event {
 
 func (l *Log) event(i int) cctrusted.Event {
 	r := l.recs[i]
+	typ := EventType
+	if r.notice != nil {
+		typ = NoticeEventType
+	}
 	return cctrusted.Event{
 		IMR:     l.imr,
-		Type:    EventType,
+		Type:    typ,
 		Digests: []cctrusted.Digest{{Alg: l.alg, Value: r.digest}},
 		Data:    r.content[tlvHeader:],
 	}

@@ -3,6 +3,7 @@ package runtimelog
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -37,6 +38,59 @@ type StoreOptions struct {
 	Limits Limits
 	// LockTimeout bounds the wait for the log's lock (zero: 10 s).
 	LockTimeout time.Duration
+	// MaxRecords and MaxBytes are the log's capacity, notices included
+	// (zero: DefaultCapacityRecords and DefaultCapacityBytes). The last
+	// record the capacity allows is kept for the log-full notice.
+	MaxRecords int
+	MaxBytes   int
+	// MaxQuotaNotices bounds the quota notices (zero:
+	// DefaultMaxQuotaNotices); the one after them makes the log full.
+	MaxQuotaNotices int
+}
+
+// Capacity defaults and bounds. The server reads up to DefaultMaxRecords
+// records and DefaultMaxBytes bytes, and refuses a node with more than 4,096
+// selectors (serververifier.MaxSelectors), one per distinct executable in
+// the log. A store never writes more than its capacity, which is bounded
+// well below all three, so nothing a workload does makes the log one the
+// server refuses.
+const (
+	DefaultCapacityRecords = 2048
+	// MaxCapacityRecords leaves 512 selectors for everything else a node
+	// has (TEE, registers, boot facts, policies).
+	MaxCapacityRecords     = 3584
+	DefaultCapacityBytes   = 4 << 20
+	MaxCapacityBytes       = 8 << 20
+	DefaultMaxQuotaNotices = 64
+	// minCapacityRecords: one workload and the full notice.
+	minCapacityRecords = 2
+)
+
+// ErrFull is returned (wrapped) by Append and NoteQuota once the log is
+// full: nothing more is recorded until the register is reset (reboot).
+var ErrFull = errors.New("runtimelog: the log is full")
+
+func (o StoreOptions) withDefaults() (StoreOptions, error) {
+	if o.MaxRecords == 0 {
+		o.MaxRecords = DefaultCapacityRecords
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultCapacityBytes
+	}
+	if o.MaxQuotaNotices == 0 {
+		// Quota notices take at most a quarter of a small log.
+		o.MaxQuotaNotices = min(DefaultMaxQuotaNotices, max(1, o.MaxRecords/4))
+	}
+	if o.MaxRecords < minCapacityRecords || o.MaxRecords > MaxCapacityRecords {
+		return o, fmt.Errorf("runtimelog: capacity of %d records is outside %d..%d", o.MaxRecords, minCapacityRecords, MaxCapacityRecords)
+	}
+	if o.MaxBytes < minCapacityRecords*MaxStoredRecordBytes || o.MaxBytes > MaxCapacityBytes {
+		return o, fmt.Errorf("runtimelog: capacity of %d bytes is outside %d..%d", o.MaxBytes, minCapacityRecords*MaxStoredRecordBytes, MaxCapacityBytes)
+	}
+	if o.MaxQuotaNotices < 0 || o.MaxQuotaNotices >= o.MaxRecords {
+		return o, fmt.Errorf("runtimelog: %d quota notices do not fit a capacity of %d records", o.MaxQuotaNotices, o.MaxRecords)
+	}
+	return o, nil
 }
 
 // LockSuffix names the lock file next to a log: every writer takes it
@@ -96,7 +150,12 @@ type Store struct {
 	log    *Log
 	size   int64  // bytes of the file that are records of log
 	last   []byte // the last record's encoding, to notice edits
+	value  []byte // the register as the log replays, kept so appends need no replay
 	broken error  // set once the file and the register can no longer be trusted
+
+	opts   StoreOptions // with defaults
+	full   *Notice      // the log-full notice, once written
+	quotas map[string]bool
 
 	// beforeExtend, in tests, runs between the fsync and the extend; an
 	// error return stands for a crash there (nothing is rolled back).
@@ -124,10 +183,14 @@ func OpenStore(ctx context.Context, path string, reg Register, opts StoreOptions
 	if err := empty.check(); err != nil {
 		return nil, nil, err
 	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("runtimelog: creating the directory of %s: %w", path, err)
 	}
-	s := &Store{path: path, reg: reg, lock: flock.New(path + LockSuffix)}
+	s := &Store{path: path, reg: reg, lock: flock.New(path + LockSuffix), opts: opts, quotas: map[string]bool{}}
 	if err := s.lockExclusive(ctx, opts.LockTimeout); err != nil {
 		return nil, nil, err
 	}
@@ -249,6 +312,9 @@ func (s *Store) reconcile(ctx context.Context, empty *Log, opts StoreOptions) (*
 		}
 	}
 	s.log, s.size = log, int64(good)
+	if s.value, err = log.replayValue(log.Len()); err != nil {
+		return nil, err
+	}
 	if log.Len() > 0 {
 		start := 0
 		if len(ends) > 1 && log.Len() > 1 {
@@ -257,6 +323,16 @@ func (s *Store) reconcile(ctx context.Context, empty *Log, opts StoreOptions) (*
 		s.last = bytes.Clone(b[start:good])
 	}
 	rec.Records = log.Len()
+	for _, n := range log.Notices() {
+		switch n.Kind {
+		case NoticeFull:
+			if s.full == nil {
+				s.full = &n
+			}
+		case NoticeQuota:
+			s.quotas[n.Subject] = true
+		}
+	}
 	return rec, nil
 }
 
@@ -351,16 +427,84 @@ func (s *Store) Err() error {
 	return s.broken
 }
 
-// Append records w: it writes and fsyncs the record, then extends the
-// register with its digest. On a failed write or extend the record is taken
-// out of the file again, so the file and the register stay equal; if that is
-// impossible (the register state is unknown, the file cannot be restored)
-// the store stops and every later Append fails with the reason.
+// Append records w, its string fields bounded (Workload.Bounded): it
+// writes and fsyncs the record, then extends the register with its digest.
+// On a failed write or extend the record is taken out of the file again, so
+// the file and the register stay equal; if that is impossible (the register
+// state is unknown, the file cannot be restored) the store stops and every
+// later Append fails with the reason.
+//
+// When w would leave no room for the log-full notice (capacity in records
+// or bytes), the notice is appended instead and Append returns ErrFull, as
+// it does from then on.
 func (s *Store) Append(ctx context.Context, w Workload) (cctrusted.Event, error) {
+	w = w.Bounded()
+	return s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.AppendEncoded(dst, w) }, w.Time, nil)
+}
+
+// NoteQuota appends a quota notice naming subject (a caller whose quota of
+// new records is used up), once per subject: a subject already noted is
+// not noted again. When the notice would leave no room for the log-full
+// notice, or MaxQuotaNotices are already written, the log-full notice is
+// appended instead and NoteQuota returns ErrFull.
+func (s *Store) NoteQuota(ctx context.Context, subject string, now time.Time) error {
+	if len(subject) > MaxNoticeSubject {
+		sum := sha256.Sum256([]byte(subject))
+		subject = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	n := Notice{Kind: NoticeQuota, Subject: subject, Time: now}
+	_, err := s.append(ctx, func(l *Log, dst []byte) ([]byte, cctrusted.Event, error) { return l.appendNoticeEncoded(dst, n) }, now, &n)
+	return err
+}
+
+// Full returns the log-full notice, false while the log is not full.
+func (s *Store) Full() (Notice, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.full == nil {
+		return Notice{}, false
+	}
+	return *s.full, true
+}
+
+// Capacity is the log's capacity in records, the log-full notice included.
+func (s *Store) Capacity() int { return s.opts.MaxRecords }
+
+// Notices returns the notice records in order.
+func (s *Store) Notices() []Notice {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.Notices()
+}
+
+func (s *Store) errFull() error {
+	if s.full.Record < 0 {
+		return fmt.Errorf("%w (%s holds %d records, at or over its capacity, and no room is left for the log-full notice)", ErrFull, s.path, s.log.Len())
+	}
+	return fmt.Errorf("%w since record %d (capacity %d records, %d bytes)", ErrFull, s.full.Record, s.opts.MaxRecords, s.opts.MaxBytes)
+}
+
+// fits reports whether the record just added to the log, size bytes,
+// leaves room for the log-full notice within the capacity.
+func (s *Store) fits(size int) bool {
+	noticeBytes := int64(recordOverhead + s.log.alg.Size() + maxNoticeContent)
+	return s.log.Len()+1 <= s.opts.MaxRecords && s.size+int64(size)+noticeBytes <= int64(s.opts.MaxBytes)
+}
+
+// append adds the record add builds (quota, when set, is the quota notice
+// it stands for), or the log-full notice, stamped now, when that record
+// does not fit.
+func (s *Store) append(ctx context.Context, add func(*Log, []byte) ([]byte, cctrusted.Event, error), now time.Time, quota *Notice) (cctrusted.Event, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.broken != nil {
 		return cctrusted.Event{}, s.broken
+	}
+	if s.full != nil {
+		return cctrusted.Event{}, s.errFull()
+	}
+	if quota != nil && s.quotas[quota.Subject] {
+		return cctrusted.Event{}, nil
 	}
 	if err := s.lockExclusive(ctx, 0); err != nil {
 		return cctrusted.Event{}, err
@@ -375,14 +519,51 @@ func (s *Store) Append(ctx context.Context, w Workload) (cctrusted.Event, error)
 	if err := s.checkUnchanged(f); err != nil {
 		return cctrusted.Event{}, s.fail(err)
 	}
-	before, err := s.log.replayValue(s.log.Len())
+	tail, ev, err := add(s.log, nil)
 	if err != nil {
 		return cctrusted.Event{}, err
 	}
-	tail, ev, err := s.log.AppendEncoded(nil, w)
-	if err != nil {
+	full := !s.fits(len(tail)) || quota != nil && len(s.quotas) >= s.opts.MaxQuotaNotices
+	if full {
+		s.log.recs = s.log.recs[:s.log.Len()-1]
+		if s.log.Len()+1 > DefaultMaxRecords || s.size+int64(recordOverhead+s.log.alg.Size()+maxNoticeContent) > DefaultMaxBytes {
+			// A log written before capacities existed: a notice would
+			// make it one the server refuses. Stop without one.
+			s.full = &Notice{Record: -1, Kind: NoticeFull}
+			return cctrusted.Event{}, s.errFull()
+		}
+		n := Notice{Kind: NoticeFull, Time: now}
+		if tail, ev, err = s.log.appendNoticeEncoded(nil, n); err != nil {
+			return cctrusted.Event{}, err
+		}
+	}
+	if err := s.commit(ctx, f, tail, ev); err != nil {
 		return cctrusted.Event{}, err
 	}
+	switch {
+	case full:
+		n := *s.log.recs[s.log.Len()-1].notice
+		s.full = &n
+		return cctrusted.Event{}, s.errFull()
+	case quota != nil:
+		s.quotas[quota.Subject] = true
+	}
+	return ev, nil
+}
+
+// commit writes tail, the encoding of the log's last record (ev), fsyncs
+// it and extends the register.
+func (s *Store) commit(ctx context.Context, f *os.File, tail []byte, ev cctrusted.Event) error {
+	before := s.value
+	h, err := s.log.alg.Hash()
+	if err != nil {
+		s.log.recs = s.log.recs[:s.log.Len()-1]
+		return err
+	}
+	hh := h.New()
+	hh.Write(before)
+	hh.Write(ev.Digests[0].Value)
+	after := hh.Sum(nil)
 	undo := func(cause error) error {
 		s.log.recs = s.log.recs[:s.log.Len()-1]
 		if terr := f.Truncate(s.size); terr != nil {
@@ -394,15 +575,15 @@ func (s *Store) Append(ctx context.Context, w Workload) (cctrusted.Event, error)
 		return cause
 	}
 	if _, err := f.WriteAt(tail, s.size); err != nil {
-		return cctrusted.Event{}, undo(fmt.Errorf("runtimelog: writing record %d to %s: %w", s.log.Len()-1, s.path, err))
+		return undo(fmt.Errorf("runtimelog: writing record %d to %s: %w", s.log.Len()-1, s.path, err))
 	}
 	if err := f.Sync(); err != nil {
-		return cctrusted.Event{}, undo(fmt.Errorf("runtimelog: syncing %s: %w", s.path, err))
+		return undo(fmt.Errorf("runtimelog: syncing %s: %w", s.path, err))
 	}
 	if s.beforeExtend != nil {
 		if err := s.beforeExtend(); err != nil {
 			s.broken = err
-			return cctrusted.Event{}, err
+			return err
 		}
 	}
 	if err := s.reg.Extend(ctx, ev.Digests[0].Value); err != nil {
@@ -412,16 +593,17 @@ func (s *Store) Append(ctx context.Context, w Workload) (cctrusted.Event, error)
 		now, rerr := s.reg.Read(ctx)
 		switch {
 		case rerr == nil && bytes.Equal(now, before):
-			return cctrusted.Event{}, undo(cause)
-		case rerr == nil && bytes.Equal(now, mustReplay(s.log, s.log.Len())):
+			return undo(cause)
+		case rerr == nil && bytes.Equal(now, after):
 			// It was extended after all.
 		default:
-			return cctrusted.Event{}, s.fail(fmt.Errorf("%w; the register's state is unknown", cause))
+			return s.fail(fmt.Errorf("%w; the register's state is unknown", cause))
 		}
 	}
 	s.size += int64(len(tail))
 	s.last = tail
-	return ev, nil
+	s.value = after
+	return nil
 }
 
 // checkUnchanged notices an edit of the file since the last append: its
@@ -480,7 +662,12 @@ func ReadStoreFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
 	}
 	if len(b) > DefaultMaxBytes {
-		return nil, fmt.Errorf("runtimelog: %s is larger than the %d-byte limit", path, DefaultMaxBytes)
+		return nil, fmt.Errorf("%w: %s is larger than the %d-byte limit", ErrTooLarge, path, DefaultMaxBytes)
 	}
 	return b, nil
 }
+
+// ErrTooLarge is returned (wrapped) by ReadStoreFile for a log over the
+// verifier's byte limit, which a Store never writes (only a log from before
+// capacities existed can be one).
+var ErrTooLarge = errors.New("runtimelog: log over the verifier's limit")
