@@ -74,7 +74,7 @@ func (t Tree) Verify(pid int, lines []Line, id Identity) error {
 	dir := mount
 	for k := 0; k <= match; k++ {
 		if err := rootOwned(dir); err != nil {
-			return fmt.Errorf("cgroup: %w: below it anyone it names may create cgroups named like any container, so %s does not prove container %q, pod %q: %w",
+			return fmt.Errorf("cgroup: %w; whoever owns or may write it can create cgroups of any name below it, so %s does not prove container %q, pod %q: %w",
 				err, abs, id.ContainerID, id.PodUID, ErrUntrusted)
 		}
 		dir = filepath.Join(dir, comps[k])
