@@ -87,10 +87,10 @@ type fixture struct {
 	// one, whose directories list the fake /proc's processes.
 	cgroupRoot string
 	socket     string
-	svc      *Service
-	records  []record
-	conn     *grpc.ClientConn
-	rpc      ccnppb.CcnpClient
+	svc        *Service
+	records    []record
+	conn       *grpc.ClientConn
+	rpc        ccnppb.CcnpClient
 }
 
 func newFixture(t *testing.T) *fixture {
