@@ -207,6 +207,11 @@ func TestAttestForgedCgroup(t *testing.T) {
 		// process (what a procfs and a cgroupfs of different machines
 		// or namespaces would show).
 		{name: "directory does not hold the process", rel: "system.slice/docker-" + victim + ".scope", procs: "1\n"},
+		// Seen from another cgroup namespace the path looks anchored (its
+		// first slice could be anywhere), but the directory holding the
+		// process, read from the root, is not where the kubelet puts pods.
+		{name: "relative path found off its anchor", rel: "kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + victim + ".scope",
+			cgline: "0::/../kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + victim + ".scope\n"},
 		{name: "relative path whose namesake from the root is another cgroup", rel: "system.slice/docker-" + victim + ".scope",
 			cgline: "0::/../docker/" + victim + "\n"},
 	}

@@ -382,6 +382,12 @@ func TestVerifyTree(t *testing.T) {
 	if err := tr.Verify(43, lines, got); err == nil {
 		t.Fatal("a pid the directory does not list was accepted")
 	}
+	// Verify vouches for the identity it is given, not just the path.
+	other := got
+	other.ContainerID = strings.Repeat("ab", 32)
+	if err := tr.Verify(42, lines, other); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("an identity the path does not name: %v", err)
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("chown needs root")
 	}
