@@ -84,6 +84,7 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 		Provider:       p,
 		RuntimeLogPath: f.runtimeLog,
 		ProcRoot:       filepath.Join(g.hostRoot, "proc"),
+		CgroupRoot:     filepath.Join(g.hostRoot, "sys", "fs", "cgroup"),
 		Logger:         slog.New(slog.NewTextHandler(g.stderr, nil)),
 		Limits:         f.limits,
 	}

@@ -77,6 +77,21 @@ func serveFixture(t *testing.T, flags ...string) (socket, simDir string, imr []b
 	if err := os.WriteFile(filepath.Join(pd, "cgroup"), []byte("0::/system.slice/docker-"+mine+".scope\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// ccnp serve refuses a procfs whose self is not its own process, and
+	// checks the container's cgroup in the host root's cgroup filesystem.
+	if err := os.Symlink(strconv.Itoa(os.Getpid()), filepath.Join(dir, "host", "proc", "self")); err != nil {
+		t.Fatal(err)
+	}
+	cg := filepath.Join(dir, "host", "sys", "fs", "cgroup")
+	if err := os.MkdirAll(filepath.Join(cg, "system.slice", "docker-"+mine+".scope"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.controllers"), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "system.slice", "docker-"+mine+".scope", "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	sdir, err := os.MkdirTemp("", "ccnpcli")
 	if err != nil {
 		t.Fatal(err)

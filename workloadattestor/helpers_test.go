@@ -115,13 +115,48 @@ func newFakeProc(t *testing.T, pid int, exeTarget string) *fakeProc {
 	}
 	f.write(t, "stat", fmt.Sprintf("%d (fake) S 1 1 1 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", pid, 777))
 	f.write(t, "status", "Name:\tfake\nUid:\t1000\t1001\t1000\t1001\nGid:\t2000\t2002\t2000\t2002\nGroups:\t\n")
-	f.write(t, "cgroup", "0::/system.slice/docker-611a8d133d2c636e777745e4dbb1d5866a068fe0f6cc87033e52fe139fca5ba1.scope\n")
+	f.write(t, "cgroup", "0::/"+dockerCgroup+"\n")
+	f.cgroupDir(t, dockerCgroup)
+	// The attestor refuses a procfs whose self is not its own process.
+	if err := os.Symlink(strconv.Itoa(os.Getpid()), filepath.Join(f.root, "proc", "self")); err != nil {
+		t.Fatal(err)
+	}
 	if exeTarget != "" {
 		if err := os.Symlink(exeTarget, filepath.Join(f.dir(), "exe")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return f
+}
+
+// dockerCgroup is where docker's systemd driver puts a container.
+const dockerCgroup = "system.slice/docker-611a8d133d2c636e777745e4dbb1d5866a068fe0f6cc87033e52fe139fca5ba1.scope"
+
+// cgroupDir creates rel (and its parents, root-owned, mode 0755) in the fake
+// cgroup v2 filesystem at host_root/sys/fs/cgroup and lists the process in
+// its cgroup.procs, as the kernel would.
+func (f *fakeProc) cgroupDir(t *testing.T, rel string) string {
+	t.Helper()
+	root := filepath.Join(f.root, "sys", "fs", "cgroup")
+	d := filepath.Join(root, rel)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(f.pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// setCgroup moves the fake process into the v2 cgroup rel (no leading
+// slash): its cgroup file and the fake cgroup filesystem both say so.
+func (f *fakeProc) setCgroup(t *testing.T, rel string) {
+	t.Helper()
+	f.write(t, "cgroup", "0::/"+rel+"\n")
+	f.cgroupDir(t, rel)
 }
 
 func (f *fakeProc) dir() string { return filepath.Join(f.root, "proc", strconv.Itoa(f.pid)) }

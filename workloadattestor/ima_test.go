@@ -30,7 +30,7 @@ func TestContainerIMR(t *testing.T) {
 				t.Fatal(err)
 			}
 			fp := newFakeProc(t, 4300, "/bin/sleep")
-			fp.write(t, "cgroup", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_3333_4444_555555555555.slice/cri-containerd-"+strings.Repeat("ab", 32)+".scope\n")
+			fp.setCgroup(t, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_3333_4444_555555555555.slice/cri-containerd-"+strings.Repeat("ab", 32)+".scope")
 			const rel = "sys/kernel/security/ima/runtime_measurements"
 			logPath := filepath.Join(fp.root, rel)
 			if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
@@ -51,12 +51,12 @@ func TestContainerIMR(t *testing.T) {
 				}
 			}
 			// The other pod.
-			fp.write(t, "cgroup", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod66666666_7777_8888_9999_000000000000.slice/cri-containerd-"+strings.Repeat("cd", 32)+".scope\n")
+			fp.setCgroup(t, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod66666666_7777_8888_9999_000000000000.slice/cri-containerd-"+strings.Repeat("cd", 32)+".scope")
 			if got, _ := c.attest(4300); !slices.Contains(got, "ima:container_imr:"+pod2IMR) {
 				t.Fatalf("pod 2: %q", got)
 			}
 			// A pod the list does not mention: no selector.
-			fp.write(t, "cgroup", "0::/kubepods.slice/kubepods-pod99999999_7777_8888_9999_000000000000.slice/cri-containerd-"+strings.Repeat("ef", 32)+".scope\n")
+			fp.setCgroup(t, "kubepods.slice/kubepods-pod99999999_7777_8888_9999_000000000000.slice/cri-containerd-"+strings.Repeat("ef", 32)+".scope")
 			if got, _ := c.attest(4300); hasPrefix(got, "ima:") {
 				t.Fatalf("unknown pod: %q", got)
 			}

@@ -7,14 +7,18 @@
 //
 // Nothing the workload says about itself is used: every selector comes from
 // /proc/<pid> (read through one directory handle, with the start time checked
-// before and after, so a PID reused meanwhile fails the attestation) and
-// from the executable the kernel maps, hashed through /proc/<pid>/exe.
+// before and after, so a PID reused meanwhile fails the attestation, and the
+// executable's identity checked before and after, so an exec meanwhile fails
+// it too), from the executable the kernel maps, hashed through
+// /proc/<pid>/exe, and from the cgroup filesystem, which must show that no
+// one but root could have chosen the container's cgroup name.
 package workloadattestor
 
 import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,15 +55,18 @@ type Plugin struct {
 	log hclog.Logger
 
 	// afterCollect, in tests, runs after everything is read and before the
-	// start time is checked again.
+	// start time and the executable are checked again.
 	afterCollect func(pid int)
+	// fsMagic returns the filesystem type of the executable (statfs); tests
+	// replace it to stand for filesystems this machine cannot mount.
+	fsMagic func(*os.File) (uint32, error)
 	// now stamps runtime log records.
 	now func() time.Time
 }
 
 // New returns an unconfigured plugin.
 func New() *Plugin {
-	return &Plugin{log: hclog.NewNullLogger(), now: time.Now}
+	return &Plugin{log: hclog.NewNullLogger(), now: time.Now, fsMagic: exedigest.FSMagic}
 }
 
 // SetLogger is called by the plugin framework with the agent's logger.
@@ -79,6 +86,7 @@ func (p *Plugin) logger() hclog.Logger {
 type state struct {
 	cfg      *conf.WorkloadAttestor
 	procRoot string
+	cgroups  cgroup.Tree
 	cache    *exedigest.Cache
 	algs     []cctrusted.Algorithm // selectors, in order
 	measure  *measurer             // nil with measure = "off"
@@ -129,7 +137,12 @@ func (p *Plugin) build(ctx context.Context, cfg *conf.WorkloadAttestor) (*state,
 	if root == "" {
 		root = "/"
 	}
-	st := &state{cfg: cfg, procRoot: filepath.Join(root, "proc")}
+	st := &state{cfg: cfg, procRoot: filepath.Join(root, "proc"), cgroups: cgroup.Tree{Root: filepath.Join(root, "sys", "fs", "cgroup")}}
+	// SPIRE hands over PIDs of the agent's PID namespace; in any other
+	// namespace's procfs they name other processes.
+	if err := proc.CheckSelf(st.procRoot); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "ccnp workload attestor: host_root %q: %v", root, err)
+	}
 	hashAlgs := cfg.DigestAlgs(cfg.TEE)
 	var err error
 	if cfg.Measure != conf.MeasureOff {
@@ -195,8 +208,14 @@ func (p *Plugin) Attest(ctx context.Context, req *workloadattestorv1.AttestReque
 		log.Debug("Workload attestation failed", "pid", req.GetPid(), "error", err)
 		return nil, err
 	}
+	if w.idRefused != nil {
+		log.Warn("Container identity refused: attesting the process without container or pod selectors", "pid", w.pid, "cgroup", w.id.Path, "error", w.idRefused)
+	}
 	sel := w.selectors(st.algs, log)
-	if st.measure != nil {
+	switch {
+	case st.measure != nil && w.unverifiable != "":
+		log.Warn("Workload not measured: its executable is on a filesystem whose contents the kernel does not vouch for", "pid", w.pid, "exe", w.exe.Path, "fstype", w.unverifiable)
+	case st.measure != nil:
 		s, err := st.measure.measure(ctx, w, p.now())
 		if err != nil {
 			log.Warn("Workload not measured", "pid", w.pid, "exe_sha256", hex.EncodeToString(w.digests[cctrusted.AlgSHA256]), "error", err)
@@ -223,11 +242,21 @@ type workload struct {
 	status  proc.Status
 	exe     proc.Exe
 	digests exedigest.Digests
-	id      cgroup.Identity
+	// unverifiable names the executable's filesystem when it is one whose
+	// bytes the kernel does not vouch for (FUSE, NFS, ...): no digest then.
+	unverifiable string
+	id           cgroup.Identity
+	// idRefused says why the cgroup's container or pod identity was dropped.
+	idRefused error
 }
 
 // collect reads the process through one /proc/<pid> handle and checks that
-// it is still the same process at the end.
+// at the end it is still the same process (start time) running the same
+// executable image: the file the exe link resolves to (device and inode),
+// the link's text, and where the image's code and stack start (execve moves
+// them under address space randomisation). A process that execs during the
+// attestation would otherwise be attested, and recorded in the runtime log,
+// as the binary it no longer runs.
 func (p *Plugin) collect(ctx context.Context, st *state, pid int) (*workload, error) {
 	if pid <= 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "pid %d is not a process ID", pid)
@@ -248,9 +277,6 @@ func (p *Plugin) collect(ctx context.Context, st *state, pid int) (*workload, er
 		return nil, status.Errorf(codes.NotFound, "pid %d has exited (state %c)", pid, first.State)
 	}
 	w := &workload{pid: pid}
-	if w.status, err = h.Status(); err != nil {
-		return nil, procError(pid, "reading status of", err)
-	}
 	if w.exe, err = h.ExeLink(); err != nil {
 		return nil, procError(pid, "reading the exe link of", err)
 	}
@@ -258,10 +284,16 @@ func (p *Plugin) collect(ctx context.Context, st *state, pid int) (*workload, er
 	if err != nil {
 		return nil, procError(pid, "opening the executable of", err)
 	}
-	w.digests, _, err = st.cache.Digest(ctx, f)
+	// Credentials are read after the executable is pinned, so a setuid
+	// exec before this point shows in both or is caught at the end.
+	if w.status, err = h.Status(); err != nil {
+		f.Close()
+		return nil, procError(pid, "reading status of", err)
+	}
+	exeID, err := p.digest(ctx, st, w, f)
 	f.Close()
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "pid %d: %v", pid, err)
+		return nil, err
 	}
 	raw, err := h.Cgroup()
 	if err != nil {
@@ -273,6 +305,10 @@ func (p *Plugin) collect(ctx context.Context, st *state, pid int) (*workload, er
 	}
 	if w.id, err = cgroup.Identify(lines); err != nil {
 		return nil, status.Errorf(codes.Internal, "pid %d: %v", pid, err)
+	}
+	if err := st.cgroups.Verify(pid, lines, w.id); err != nil {
+		w.idRefused = err
+		w.id = cgroup.Identity{Path: w.id.Path}
 	}
 	if p.afterCollect != nil {
 		p.afterCollect(pid)
@@ -287,7 +323,46 @@ func (p *Plugin) collect(ctx context.Context, st *state, pid int) (*workload, er
 	if second.Zombie() {
 		return nil, status.Errorf(codes.Aborted, "pid %d exited while it was attested", pid)
 	}
+	if second.StartCode != first.StartCode || second.StartStack != first.StartStack {
+		return nil, status.Errorf(codes.Aborted, "pid %d ran execve while it was attested (code start %#x, now %#x; stack start %#x, now %#x): what was read may describe the image it no longer runs",
+			pid, first.StartCode, second.StartCode, first.StartStack, second.StartStack)
+	}
+	nowID, err := h.ExeID()
+	if err != nil {
+		return nil, status.Errorf(codes.Aborted, "pid %d: its executable could not be checked again at the end of the attestation: %v", pid, err)
+	}
+	nowExe, err := h.ExeLink()
+	if err != nil {
+		return nil, status.Errorf(codes.Aborted, "pid %d: its exe link could not be read again at the end of the attestation: %v", pid, err)
+	}
+	// The link's " (deleted)" mark may come and go (the file unlinked or
+	// replaced by a package upgrade meanwhile): the path and the file count.
+	if nowID != exeID || nowExe.Path != w.exe.Path {
+		return nil, status.Errorf(codes.Aborted, "pid %d ran another executable while it was attested (%q, file %s; now %q, file %s): refusing to attest the image it no longer runs",
+			pid, w.exe.Path, exeID, nowExe.Path, nowID)
+	}
 	return w, nil
+}
+
+// digest fills w.digests from the open executable f, or w.unverifiable when
+// f is on a filesystem whose bytes prove nothing, and returns f's identity.
+func (p *Plugin) digest(ctx context.Context, st *state, w *workload, f *os.File) (proc.FileID, error) {
+	id, err := proc.FileIDOf(f)
+	if err != nil {
+		return id, status.Errorf(codes.Internal, "pid %d: %v", w.pid, err)
+	}
+	magic, err := p.fsMagic(f)
+	if err != nil {
+		return id, status.Errorf(codes.Internal, "pid %d: %v", w.pid, err)
+	}
+	if name, ok := exedigest.Unverifiable(magic); ok {
+		w.unverifiable = name
+		return id, nil
+	}
+	if w.digests, _, err = st.cache.Digest(ctx, f); err != nil {
+		return id, status.Errorf(codes.Internal, "pid %d: %v", w.pid, err)
+	}
+	return id, nil
 }
 
 func procError(pid int, what string, err error) error {
@@ -318,6 +393,9 @@ func (w *workload) selectors(algs []cctrusted.Algorithm, log hclog.Logger) []str
 		if d, ok := w.digests[a]; ok {
 			add("exe:"+a.String(), hex.EncodeToString(d))
 		}
+	}
+	if w.unverifiable != "" {
+		add("exe:digest_unverifiable", w.unverifiable)
 	}
 	add("uid", strconv.FormatUint(uint64(w.status.EffectiveUID()), 10))
 	add("gid", strconv.FormatUint(uint64(w.status.EffectiveGID()), 10))

@@ -38,8 +38,10 @@ func TestAttestRealProcess(t *testing.T) {
 	if root := cgrouptest.Root(); root != "" {
 		uid := "5c9a7f3e-1d2b-4c8a-9e6f-0a1b2c3d4e5f"
 		id := randomHex(t, 32)
-		top := fmt.Sprintf("kubepods-ccnptest%d.slice", os.Getpid())
-		rel := top + "/kubepods-ccnptest-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + id + ".scope"
+		// A kubelet cgroup root of its own (as kind's kubelet.slice), so
+		// concurrent runs do not share directories.
+		top := fmt.Sprintf("ccnptest%d", os.Getpid())
+		rel := top + ".slice/" + top + "-kubepods.slice/" + top + "-kubepods-pod" + strings.ReplaceAll(uid, "-", "_") + ".slice/cri-containerd-" + id + ".scope"
 		cgrouptest.Enter(t, root, rel, cmd.Process.Pid)
 		want = append(want, "cgroup:/"+rel, "container:id:"+id, "container:runtime:containerd", "pod:uid:"+uid)
 	} else {

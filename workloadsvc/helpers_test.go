@@ -9,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,18 +83,28 @@ type fixture struct {
 	store    *runtimelog.Store
 	logPath  string
 	procRoot string
-	socket   string
-	svc      *Service
-	records  []record
-	conn     *grpc.ClientConn
-	rpc      ccnppb.CcnpClient
+	// cgroupRoot is a fake cgroup v2 filesystem, root-owned like the real
+	// one, whose directories list the fake /proc's processes.
+	cgroupRoot string
+	socket     string
+	svc        *Service
+	records    []record
+	conn       *grpc.ClientConn
+	rpc        ccnppb.CcnpClient
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	f := &fixture{ctx: ctx, simDir: filepath.Join(dir, "sim"), logPath: filepath.Join(dir, "runtime.cel"), procRoot: filepath.Join(dir, "proc")}
+	f := &fixture{ctx: ctx, simDir: filepath.Join(dir, "sim"), logPath: filepath.Join(dir, "runtime.cel"), procRoot: filepath.Join(dir, "proc"), cgroupRoot: filepath.Join(dir, "sys", "fs", "cgroup")}
+	if err := os.MkdirAll(f.procRoot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The service refuses a procfs whose self is not its own process.
+	if err := os.Symlink(strconv.Itoa(os.Getpid()), filepath.Join(f.procRoot, "self")); err != nil {
+		t.Fatal(err)
+	}
 	if err := sim.Init(f.simDir, sim.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +176,26 @@ func (f *fixture) setCgroup(t *testing.T, pid int, cg string) {
 	if err := os.WriteFile(filepath.Join(f.procRoot, strconv.Itoa(pid), "cgroup"), []byte(cg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The same in the fake cgroup filesystem (v2 lines only).
+	rel, ok := strings.CutPrefix(strings.TrimSuffix(cg, "\n"), "0::/")
+	if !ok || strings.Contains(rel, "\n") {
+		return
+	}
+	d := filepath.Join(f.cgroupRoot, rel)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.cgroupRoot, "cgroup.controllers"), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	procs, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer procs.Close()
+	if _, err := fmt.Fprintf(procs, "%d\n", pid); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // start serves a Service with opts (its Provider, RuntimeLogPath and
@@ -178,6 +210,9 @@ func (f *fixture) start(t *testing.T, opts Options) {
 	}
 	if opts.ProcRoot == "" {
 		opts.ProcRoot = f.procRoot
+	}
+	if opts.CgroupRoot == "" {
+		opts.CgroupRoot = f.cgroupRoot
 	}
 	svc, err := New(f.ctx, opts)
 	if err != nil {

@@ -2,6 +2,7 @@ package workloadsvc
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 
@@ -31,11 +32,24 @@ func key(id cgroup.Identity) string {
 	return id.ContainerID
 }
 
+// checkProcRoot refuses a procfs of another PID namespace than the
+// server's: SO_PEERCRED reports PIDs in the server's namespace, which name
+// other processes (or none) there.
+func checkProcRoot(procRoot string) error {
+	if err := proc.CheckSelf(procRoot); err != nil {
+		return fmt.Errorf("workloadsvc: --host-root: %w", err)
+	}
+	return nil
+}
+
 // identify maps the peer's PID to its container through procRoot/<pid>,
 // read through one directory handle with the start time checked before and
 // after, and the peer's pidfd checked last: if the process that connected
 // still exists, the PID was not reused and everything read describes it.
-func identify(procRoot string, p *Peer) (*Caller, error) {
+// The container or pod the cgroup path names is then checked against the
+// cgroup filesystem (cgroup.Tree.Verify): a name that someone other than
+// root could have chosen identifies no one.
+func identify(procRoot string, cgroups cgroup.Tree, p *Peer) (*Caller, error) {
 	if p.PID <= 0 {
 		// A peer in another PID namespace than ours is reported as 0.
 		return nil, status.Errorf(codes.PermissionDenied, "caller has no PID in this server's PID namespace (SO_PEERCRED pid %d): run the server with the host's PID namespace", p.PID)
@@ -69,6 +83,9 @@ func identify(procRoot string, p *Peer) (*Caller, error) {
 	id, err := cgroup.Identify(lines)
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d: %v", p.PID, err)
+	}
+	if err := cgroups.Verify(p.PID, lines, id); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d: its cgroup %q names a container or pod, but %v", p.PID, id.Path, err)
 	}
 	second, err := h.Stat()
 	if err != nil || second.StartTime != first.StartTime || second.Zombie() || !p.alive() {

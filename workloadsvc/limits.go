@@ -285,7 +285,7 @@ func (lc limitedCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthIn
 		return nil, nil, fmt.Errorf("workloadsvc: handshake gave %T, not peer credentials", ai)
 	}
 	key := "uid:" + strconv.FormatUint(uint64(p.UID), 10)
-	if id, err := identify(lc.s.procRoot, p); err == nil {
+	if id, err := identify(lc.s.procRoot, lc.s.cgroups, p); err == nil {
 		key = id.Key
 	}
 	release, err := lc.s.limits.connection(key)

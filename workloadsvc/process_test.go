@@ -186,12 +186,15 @@ func TestProcessesRealCgroups(t *testing.T) {
 		t.Skip("no writable cgroup v2 hierarchy (needs root)")
 	}
 	f := newFixture(t)
-	f.start(t, Options{ProcRoot: "/proc"})
-	base := fmt.Sprintf("ccnpsvc-test-%d", os.Getpid())
+	f.start(t, Options{ProcRoot: "/proc", CgroupRoot: "/sys/fs/cgroup"})
+	// Runtimes' names count only where runtimes put them: docker's scopes
+	// in /system.slice, pods in a kubelet slice chain (here one of this
+	// test's own, as kind's kubelet.slice, so concurrent runs do not share it).
+	top := fmt.Sprintf("ccnpsvc%d", os.Getpid())
 	cases := []struct{ rel, key, forged string }{
-		{base + "/system.slice/docker-" + cidA + ".scope", cidA, cidB},
-		{base + "/system.slice/docker-" + cidB + ".scope", cidB, cidA},
-		{base + "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + underscores(podUID) + ".slice/cri-containerd-" + cidP + ".scope", podUID, cidA},
+		{"system.slice/docker-" + cidA + ".scope", cidA, cidB},
+		{"system.slice/docker-" + cidB + ".scope", cidB, cidA},
+		{top + ".slice/" + top + "-kubepods.slice/" + top + "-kubepods-besteffort.slice/" + top + "-kubepods-besteffort-pod" + underscores(podUID) + ".slice/cri-containerd-" + cidP + ".scope", podUID, cidA},
 	}
 	for _, c := range cases {
 		cl := startClient(t)

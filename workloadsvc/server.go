@@ -44,6 +44,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
 )
 
@@ -82,8 +83,12 @@ type Options struct {
 	// the simulator, SHA-256 on a TPM.
 	RuntimeAlg cctrusted.Algorithm
 	// ProcRoot is where callers' /proc entries are read: "/proc", or the
-	// host's /proc mounted elsewhere. Empty means "/proc".
+	// host's /proc mounted elsewhere. Empty means "/proc". It must be the
+	// procfs of the server's own PID namespace (New checks).
 	ProcRoot string
+	// CgroupRoot is the host's cgroup filesystem, where callers' container
+	// cgroups are checked (cgroup.Tree). Empty means "/sys/fs/cgroup".
+	CgroupRoot string
 	// Logger receives one line per refused request (refusals for a limit at
 	// most one a second); nil discards.
 	Logger *slog.Logger
@@ -104,6 +109,7 @@ type Service struct {
 	rtIMR    cctrusted.IMR
 	rtAlg    cctrusted.Algorithm
 	procRoot string
+	cgroups  cgroup.Tree
 	log      *slog.Logger
 	limits   *limiter
 	rt       *runtimeIndex
@@ -127,6 +133,13 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	s := &Service{provider: p, tee: p.TEE(), rtPath: opts.RuntimeLogPath, procRoot: opts.ProcRoot, log: opts.Logger}
 	if s.procRoot == "" {
 		s.procRoot = "/proc"
+	}
+	if err := checkProcRoot(s.procRoot); err != nil {
+		return nil, err
+	}
+	s.cgroups = cgroup.Tree{Root: opts.CgroupRoot}
+	if s.cgroups.Root == "" {
+		s.cgroups.Root = "/sys/fs/cgroup"
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -241,7 +254,7 @@ func (s *Service) identifyPeer(ctx context.Context) (*Caller, error) {
 	if !ok {
 		return nil, status.Error(codes.PermissionDenied, "no peer credentials on this connection: the service answers only over its Unix socket")
 	}
-	return identify(s.procRoot, p)
+	return identify(s.procRoot, s.cgroups, p)
 }
 
 // caller is the caller admit identified (or, called outside the server,

@@ -142,7 +142,7 @@ func Identify(lines []Line) (Identity, error) {
 	order := preference(lines)
 	var found Identity
 	for _, l := range order {
-		id := identifyPath(l.Path)
+		id, _ := identifyPath(l.Path)
 		if id.ContainerID == "" {
 			continue
 		}
@@ -160,7 +160,7 @@ func Identify(lines []Line) (Identity, error) {
 	}
 	for _, l := range order {
 		if l.Path != "/" {
-			return identifyPath(l.Path), nil
+			return IdentifyPath(l.Path), nil
 		}
 	}
 	if len(order) > 0 {
@@ -192,48 +192,218 @@ func preference(lines []Line) []Line {
 
 // IdentifyPath derives the identity from one cgroup path (for example the
 // cg-path field of an ima-cgpath IMA entry).
-func IdentifyPath(p string) Identity { return identifyPath(p) }
+func IdentifyPath(p string) Identity {
+	id, _ := identifyPath(p)
+	return id
+}
 
-// identifyPath reads one cgroup path from the root down.
-func identifyPath(p string) Identity {
+// identifyPath reads one cgroup path from the root down. match is the index,
+// among the path's components without leading "..", of the component the
+// container (else the pod) identity comes from; -1 when there is none.
+//
+// Each runtime's name is recognised only where that runtime puts it, so a
+// name copied into some other place of the tree (by whoever may create
+// cgroups there) means nothing:
+//
+//   - a Kubernetes pod cgroup sits directly in the kubepods cgroup or in its
+//     burstable/besteffort child, which is /kubepods (cgroupfs driver) or a
+//     chain of systemd slices from the root ending in kubepods.slice (or
+//     <prefix>-kubepods.slice, as kind's kubelet-kubepods.slice);
+//   - containers of a pod (any CRI runtime) are direct children of the pod;
+//   - docker's and nerdctl's scopes are direct children of /system.slice,
+//     docker's cgroupfs containers of /docker, podman's scopes of a slice
+//     chain starting at /machine.slice, its cgroupfs ones of /libpod_parent.
+//
+// Paths seen from another cgroup namespace start with "..": the rest is
+// read as if it started at the root, and Tree.Verify, which finds where it
+// really is, reads it again from there.
+func identifyPath(p string) (Identity, int) {
 	id := Identity{Path: p}
-	comps := strings.Split(p, "/")
-	kube := false
-	parent := ""
-	for _, c := range comps {
-		if c == "" || c == "." || c == ".." {
-			// ".." leads a path seen from another cgroup namespace.
+	var comps []string
+	relative := false
+	for _, c := range strings.Split(p, "/") {
+		switch {
+		case c == "" || c == ".":
+			continue
+		case c == "..":
+			if len(comps) > 0 {
+				return id, -1 // the kernel never writes this
+			}
+			relative = true
 			continue
 		}
+		comps = append(comps, c)
+	}
+	chain := true // comps[:i] are a systemd slice chain from the root
+	pod := -1     // index of the pod cgroup
+	for i, c := range comps {
 		if isUserManager(c) {
 			// Delegated to the user: below here names are the user's choice.
-			id.Unit = c
-			return id
+			if id.Unit == "" {
+				id.Unit = c
+			}
+			return id, -1
 		}
-		if strings.HasPrefix(c, "kubepods") || strings.HasPrefix(c, "kubelet-kubepods") {
-			kube = true
-		}
-		if kube {
-			if uid, ok := podUID(c); ok {
-				id.PodUID = uid
+		if i == pod+1 && pod >= 0 {
+			if cid, rt, ok := podContainer(c); ok {
+				id.ContainerID, id.Runtime, id.Unit = cid, rt, ""
+				return id, i
 			}
 		}
-		if cid, rt, ok := container(parent, c, kube && id.PodUID != ""); ok {
+		if cid, rt, podUID, ok := topContainer(comps[:i], c, chain); ok {
 			id.ContainerID, id.Runtime, id.Unit = cid, rt, ""
-			if !kube {
-				id.PodUID = ""
+			if podUID != "" {
+				id.PodUID = podUID
 			}
-			return id
+			return id, i
 		}
-		if strings.HasSuffix(c, ".service") || strings.HasSuffix(c, ".scope") {
+		if pod < 0 {
+			if uid, ok := podCgroup(comps[:i], c, chain, relative); ok {
+				id.PodUID, pod = uid, i
+			}
+		}
+		if chain && id.Unit == "" && (strings.HasSuffix(c, ".service") || strings.HasSuffix(c, ".scope")) {
+			// systemd puts units only in slices: a unit below another unit
+			// was named by whoever the outer one delegated to.
 			id.Unit = c
 		}
-		parent = c
+		chain = chain && isSlice(comps[:i], c, relative)
 	}
-	if id.ContainerID == "" && !kube {
-		id.PodUID = ""
+	if pod >= 0 {
+		return id, pod
 	}
-	return id
+	return id, -1
+}
+
+// isSlice reports whether c continues the slice chain above it: systemd
+// names a slice after its whole path (a-b.slice lives in a.slice), so the
+// name alone says where the slice must be. A relative path's first slice
+// may be anywhere.
+func isSlice(above []string, c string, relative bool) bool {
+	base, ok := strings.CutSuffix(c, ".slice")
+	if !ok || base == "" {
+		return false
+	}
+	if len(above) == 0 {
+		return relative || !strings.Contains(base, "-")
+	}
+	return strings.HasPrefix(base, strings.TrimSuffix(above[len(above)-1], ".slice")+"-")
+}
+
+// kubepodsBase reports whether a slice base (name without ".slice") or a
+// cgroupfs name is the kubelet's pods cgroup or one of its QoS children.
+func kubepodsBase(base string) bool {
+	for _, q := range []string{"", "-burstable", "-besteffort"} {
+		k, ok := strings.CutSuffix(base, q)
+		if ok && (k == "kubepods" || strings.HasSuffix(k, "-kubepods")) {
+			return true
+		}
+	}
+	return false
+}
+
+// podCgroup recognises a pod cgroup where the kubelet creates it.
+func podCgroup(above []string, c string, chain, relative bool) (string, bool) {
+	if len(above) == 0 {
+		return "", false
+	}
+	parent := above[len(above)-1]
+	if chain && isSlice(above, c, relative) {
+		pbase := strings.TrimSuffix(parent, ".slice")
+		rest, ok := strings.CutPrefix(strings.TrimSuffix(c, ".slice"), pbase+"-pod")
+		if !ok || !kubepodsBase(pbase) {
+			return "", false
+		}
+		return validUID(strings.ReplaceAll(rest, "_", "-"))
+	}
+	cgroupfs := len(above) == 1 && above[0] == "kubepods" ||
+		len(above) == 2 && above[0] == "kubepods" && (above[1] == "burstable" || above[1] == "besteffort")
+	if !cgroupfs {
+		return "", false
+	}
+	if s, ok := strings.CutPrefix(c, "pod"); ok {
+		return validUID(s)
+	}
+	return "", false
+}
+
+// podContainer recognises a container cgroup directly in a pod cgroup: a
+// CRI runtime's scope (systemd driver) or a bare ID (cgroupfs driver; CRI-O
+// prefixes it).
+func podContainer(c string) (id, runtime string, ok bool) {
+	if scope, found := strings.CutSuffix(c, ".scope"); found {
+		for _, p := range []struct{ prefix, runtime string }{
+			{"cri-containerd-", RuntimeContainerd},
+			{"crio-", RuntimeCRIO},
+			{"docker-", RuntimeDocker},
+		} {
+			if rest, found := strings.CutPrefix(scope, p.prefix); found && isID(rest) {
+				return rest, p.runtime, true
+			}
+		}
+		return "", "", false
+	}
+	switch {
+	case isID(c):
+		return c, "", true
+	case strings.HasPrefix(c, "crio-") && isID(c[len("crio-"):]):
+		return c[len("crio-"):], RuntimeCRIO, true
+	}
+	return "", "", false
+}
+
+// topContainer recognises the containers that live outside Kubernetes
+// pods, each at the one place its runtime creates it, and containerd's
+// cgroup v1 "slice:prefix:id" form (runc's cgroupsPath left unconverted by
+// the systemd driver), which sits at the root of a v1 hierarchy.
+func topContainer(above []string, c string, chain bool) (id, runtime, podUID string, ok bool) {
+	parent := ""
+	if len(above) == 1 {
+		parent = above[0]
+	}
+	if scope, found := strings.CutSuffix(c, ".scope"); found {
+		for _, p := range []struct{ prefix, runtime, parent string }{
+			{"docker-", RuntimeDocker, "system.slice"},
+			{"nerdctl-", RuntimeContainerd, "system.slice"},
+			{"libpod-", RuntimePodman, "machine.slice"},
+		} {
+			rest, found := strings.CutPrefix(scope, p.prefix)
+			if !found || !isID(rest) {
+				continue
+			}
+			if parent == p.parent || p.runtime == RuntimePodman && chain && len(above) > 0 && above[0] == p.parent {
+				return rest, p.runtime, "", true
+			}
+		}
+		return "", "", "", false
+	}
+	if parts := strings.Split(c, ":"); len(parts) == 3 && len(above) == 0 && isID(parts[2]) {
+		base, ok := strings.CutSuffix(parts[0], ".slice")
+		i := strings.LastIndex(base, "-pod")
+		if !ok || i < 0 || !kubepodsBase(base[:i]) {
+			return "", "", "", false
+		}
+		uid, ok := validUID(strings.ReplaceAll(base[i+len("-pod"):], "_", "-"))
+		if !ok {
+			return "", "", "", false
+		}
+		switch parts[1] {
+		case "cri-containerd":
+			return parts[2], RuntimeContainerd, uid, true
+		case "crio":
+			return parts[2], RuntimeCRIO, uid, true
+		case "docker":
+			return parts[2], RuntimeDocker, uid, true
+		}
+		return "", "", "", false
+	}
+	switch {
+	case parent == "docker" && isID(c):
+		return c, RuntimeDocker, "", true
+	case parent == "libpod_parent" && strings.HasPrefix(c, "libpod-") && isID(c[len("libpod-"):]):
+		return c[len("libpod-"):], RuntimePodman, "", true
+	}
+	return "", "", "", false
 }
 
 func isUserManager(c string) bool {
@@ -243,71 +413,6 @@ func isUserManager(c string) bool {
 	}
 	num, ok := strings.CutSuffix(rest, ".service")
 	return ok && isDigits(num)
-}
-
-// container recognises a container cgroup component. parent is the
-// component above it; inPod says a pod cgroup encloses it (where the
-// cgroupfs driver names containers by bare ID).
-func container(parent, c string, inPod bool) (id, runtime string, ok bool) {
-	if scope, found := strings.CutSuffix(c, ".scope"); found {
-		for _, p := range []struct{ prefix, runtime string }{
-			{"docker-", RuntimeDocker},
-			{"cri-containerd-", RuntimeContainerd},
-			{"nerdctl-", RuntimeContainerd},
-			{"crio-", RuntimeCRIO},
-			{"libpod-", RuntimePodman},
-		} {
-			if rest, found := strings.CutPrefix(scope, p.prefix); found && isID(rest) {
-				return rest, p.runtime, true
-			}
-		}
-		return "", "", false
-	}
-	// containerd's systemd driver on cgroup v1 leaves runc's
-	// "slice:prefix:id" cgroupsPath unconverted.
-	if parts := strings.Split(c, ":"); len(parts) == 3 && strings.HasSuffix(parts[0], ".slice") && isID(parts[2]) {
-		switch parts[1] {
-		case "cri-containerd":
-			return parts[2], RuntimeContainerd, true
-		case "crio":
-			return parts[2], RuntimeCRIO, true
-		case "docker":
-			return parts[2], RuntimeDocker, true
-		}
-		return "", "", false
-	}
-	switch {
-	case parent == "docker" && isID(c):
-		return c, RuntimeDocker, true
-	case parent == "libpod_parent" && strings.HasPrefix(c, "libpod-") && isID(c[len("libpod-"):]):
-		return c[len("libpod-"):], RuntimePodman, true
-	case inPod && isID(c):
-		return c, "", true
-	case inPod && strings.HasPrefix(c, "crio-") && isID(c[len("crio-"):]):
-		return c[len("crio-"):], RuntimeCRIO, true
-	}
-	return "", "", false
-}
-
-// podUID recognises pod<uid> (cgroupfs) and *-pod<uid>.slice (systemd, where
-// the UID's dashes became underscores).
-func podUID(c string) (string, bool) {
-	if s, ok := strings.CutSuffix(c, ".slice"); ok {
-		// "kubepods-burstable-pod<uid>.slice", also inside the
-		// "slice:prefix:id" form handled by trimming at the first ':'.
-		i := strings.LastIndex(s, "-pod")
-		if i < 0 {
-			return "", false
-		}
-		return validUID(strings.ReplaceAll(s[i+len("-pod"):], "_", "-"))
-	}
-	if s, _, ok := strings.Cut(c, ":"); ok && strings.HasSuffix(s, ".slice") {
-		return podUID(s)
-	}
-	if s, ok := strings.CutPrefix(c, "pod"); ok {
-		return validUID(s)
-	}
-	return "", false
 }
 
 // validUID accepts a UUID (36 characters) or the 32 hex digits of a static

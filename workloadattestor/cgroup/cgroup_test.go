@@ -2,6 +2,8 @@ package cgroup
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -308,6 +310,121 @@ func FuzzParseIdentify(f *testing.F) {
 		}
 		if !strings.Contains(string(b), id.Path) {
 			t.Fatalf("path %q is not from the input", id.Path)
+		}
+	})
+}
+
+// TestIdentifyAnchored: runtimes' names count only where runtimes put them.
+// Each forged path copies a real layout into a place some non-root user may
+// create cgroups in (a Delegate=yes service, a chowned subtree) or otherwise
+// off its anchor; none may yield a container or pod.
+func TestIdentifyAnchored(t *testing.T) {
+	const (
+		id   = "611a8d133d2c636e777745e4dbb1d5866a068fe0f6cc87033e52fe139fca5ba1"
+		uidU = "7d4424e6_bb13_42f4_a47a_45a4828bf54d"
+	)
+	forged := []string{
+		"/system.slice/app.service/docker-" + id + ".scope",
+		"/system.slice/app.service/kubepods.slice/kubepods-pod" + uidU + ".slice/cri-containerd-" + id + ".scope",
+		"/system.slice/app.service/kubepods/besteffort/pod" + strings.ReplaceAll(uidU, "_", "-") + "/" + id,
+		"/opt/docker/" + id,
+		"/system.slice/app.service/machine.slice/libpod-" + id + ".scope",
+		"/cri-containerd-" + id + ".scope",
+		"/system.slice/cri-containerd-" + id + ".scope",
+		"/kubepods.slice/kubepods-besteffort.slice/cri-containerd-" + id + ".scope",             // no pod in between
+		"/kubepods.slice/other-pod" + uidU + ".slice/cri-containerd-" + id + ".scope",           // not a kubepods slice
+		"/kubepods.slice/kubepods-besteffort.slice/x/kubepods-besteffort-pod" + uidU + ".slice", // pod off its parent
+		"/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id + ".scope",
+		"/system.slice/containerd.service/kubepods-besteffort-pod" + uidU + ".slice:cri-containerd:" + id,
+		"/app.slice:cri-containerd:" + id,
+	}
+	for _, p := range forged {
+		id, match := identifyPath(p)
+		if id.ContainerID != "" || id.PodUID != "" || match >= 0 {
+			t.Errorf("%s: got %+v (match %d), want no container or pod", p, id, match)
+		}
+	}
+	// systemd puts units only in slices: a "unit" inside a service is the
+	// delegated user's directory.
+	if got := IdentifyPath("/system.slice/app.service/ssh.service"); got.Unit != "app.service" {
+		t.Errorf("unit in a delegated service: %+v", got)
+	}
+}
+
+// TestVerifyTree runs Tree.Verify on a fake cgroup filesystem: the
+// process's directory must list it, and every directory above the
+// container's must be root's and writable by root only.
+func TestVerifyTree(t *testing.T) {
+	const id = "611a8d133d2c636e777745e4dbb1d5866a068fe0f6cc87033e52fe139fca5ba1"
+	rel := "system.slice/docker-" + id + ".scope"
+	setup := func(t *testing.T) (Tree, []Line, Identity) {
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, rel), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), nil, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, rel, "cgroup.procs"), []byte("1\n42\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		lines, _ := Parse([]byte("0::/" + rel + "\n"))
+		got, err := Identify(lines)
+		if err != nil || got.ContainerID != id {
+			t.Fatalf("%+v %v", got, err)
+		}
+		return Tree{Root: root}, lines, got
+	}
+	tr, lines, got := setup(t)
+	if err := tr.Verify(42, lines, got); err != nil {
+		t.Fatalf("genuine: %v", err)
+	}
+	if err := tr.Verify(43, lines, got); err == nil {
+		t.Fatal("a pid the directory does not list was accepted")
+	}
+	// Verify vouches for the identity it is given, not just the path.
+	other := got
+	other.ContainerID = strings.Repeat("ab", 32)
+	if err := tr.Verify(42, lines, other); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("an identity the path does not name: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	for _, tc := range []struct {
+		name string
+		dir  string
+		uid  int
+		mode os.FileMode
+	}{
+		{"root of the hierarchy not root's", "", 1000, 0o755},
+		{"parent not root's", "system.slice", 1000, 0o755},
+		{"parent group-writable", "system.slice", 0, 0o775},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, lines, got := setup(t)
+			d := filepath.Join(tr.Root, tc.dir)
+			if err := os.Chown(d, tc.uid, tc.uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := tr.Verify(42, lines, got)
+			if !errors.Is(err, ErrUntrusted) {
+				t.Fatalf("got %v, want ErrUntrusted", err)
+			}
+			t.Log(err)
+		})
+	}
+	t.Run("the container's own directory may be the container's", func(t *testing.T) {
+		// runc hands a user-namespaced container its own cgroup.
+		tr, lines, got := setup(t)
+		if err := os.Chown(filepath.Join(tr.Root, rel), 100000, 100000); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Verify(42, lines, got); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

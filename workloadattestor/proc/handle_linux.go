@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // deletedSuffix is what the kernel appends to the exe link of a file that
@@ -165,6 +167,62 @@ func (h *Handle) OpenExe() (*os.File, error) {
 		return nil, h.pathErr("open", "exe", err)
 	}
 	return os.NewFile(uintptr(fd), filepath.Join(h.dir, "exe")), nil
+}
+
+// FileID names one file on the machine: its device and inode. Two exec'd
+// images with the same FileID ran the same file.
+type FileID struct {
+	Dev, Ino uint64
+}
+
+// String is "dev:ino" in hex, for error messages.
+func (id FileID) String() string { return fmt.Sprintf("%x:%d", id.Dev, id.Ino) }
+
+// ExeID stats the file the exe link resolves to, which the kernel keeps
+// pointing at the mapped executable of the process's current image.
+func (h *Handle) ExeID() (FileID, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(h.fd, "exe", &st, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return FileID{}, h.pathErr("stat", "exe", err)
+		}
+		return FileID{Dev: uint64(st.Dev), Ino: st.Ino}, nil
+	}
+}
+
+// FileIDOf returns the FileID of an open file (the one OpenExe returned).
+func FileIDOf(f *os.File) (FileID, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return FileID{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return FileID{}, fmt.Errorf("proc: stat %s: no device and inode", f.Name())
+	}
+	return FileID{Dev: uint64(st.Dev), Ino: st.Ino}, nil
+}
+
+// CheckSelf checks that procRoot is a procfs of this process's own PID
+// namespace: its "self" link must name os.Getpid(). A PID that the caller
+// (SPIRE, or a socket's SO_PEERCRED) got in this namespace names another
+// process, or none, in any other namespace's procfs.
+func CheckSelf(procRoot string) error {
+	self := filepath.Join(procRoot, "self")
+	buf := make([]byte, 64)
+	n, err := unix.Readlink(self, buf)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w (is a procfs mounted there?)", self, &os.PathError{Op: "readlink", Path: self, Err: err})
+	}
+	got := string(buf[:n])
+	if want := strconv.Itoa(os.Getpid()); got != want {
+		return fmt.Errorf("%s names pid %q, but this process is pid %s: that procfs belongs to another PID namespace, where the PIDs handed to this process name other processes (share the host's PID namespace, e.g. hostPID: true, and mount its /proc there)", self, got, want)
+	}
+	return nil
 }
 
 func openat(dirfd int, name string, flags int) (int, error) {

@@ -35,6 +35,14 @@ type Stat struct {
 	// StartTime is field 22, the start time in clock ticks after boot. With
 	// the PID it names one process for the lifetime of the boot.
 	StartTime uint64
+	// StartCode and StartStack are fields 26 and 28: where the program text
+	// and the stack of the current image begin. execve builds a new address
+	// space and, with address space randomisation, moves both, so a change
+	// between two reads says the process ran execve meanwhile even when it
+	// ran the same file again. The kernel shows 0 (or 1) to readers without
+	// ptrace access, and a short line leaves them 0: equal values prove
+	// nothing, different ones prove an exec.
+	StartCode, StartStack uint64
 }
 
 // Kernel reports whether the task is a kernel thread.
@@ -80,6 +88,15 @@ func ParseStat(b []byte) (Stat, error) {
 	}
 	if s.StartTime, err = strconv.ParseUint(string(rest[startField-3]), 10, 64); err != nil {
 		return s, fmt.Errorf("proc stat: start time (field 22) %q: %w", rest[startField-3], ErrMalformed)
+	}
+	const codeField, stackField = 26, 28
+	if len(rest) > stackField-3 {
+		if s.StartCode, err = strconv.ParseUint(string(rest[codeField-3]), 10, 64); err != nil {
+			return s, fmt.Errorf("proc stat: start code (field 26) %q: %w", rest[codeField-3], ErrMalformed)
+		}
+		if s.StartStack, err = strconv.ParseUint(string(rest[stackField-3]), 10, 64); err != nil {
+			return s, fmt.Errorf("proc stat: start stack (field 28) %q: %w", rest[stackField-3], ErrMalformed)
+		}
 	}
 	return s, nil
 }

@@ -28,11 +28,13 @@ func TestParseStat(t *testing.T) {
 		zomb  bool
 		fails bool
 	}{
-		{name: "real", in: realStat, want: Stat{PID: 28274, Comm: "cat", State: 'R', Flags: 4194304, StartTime: 190396}},
+		{name: "real", in: realStat, want: Stat{PID: 28274, Comm: "cat", State: 'R', Flags: 4194304, StartTime: 190396, StartCode: 94495854800896, StartStack: 140724123321664}},
 		{name: "kthread", in: realKthread, want: Stat{PID: 2, Comm: "kthreadd", State: 'S', Flags: 2129984, StartTime: 20}, kthr: true},
 		{name: "comm with ) and spaces and newline", in: strings.Replace(realStat, "(cat)", "(a) b\n(c) )", 1),
-			want: Stat{PID: 28274, Comm: "a) b\n(c) ", State: 'R', Flags: 4194304, StartTime: 190396}},
-		{name: "zombie", in: strings.Replace(realStat, ") R ", ") Z ", 1), want: Stat{PID: 28274, Comm: "cat", State: 'Z', Flags: 4194304, StartTime: 190396}, zomb: true},
+			want: Stat{PID: 28274, Comm: "a) b\n(c) ", State: 'R', Flags: 4194304, StartTime: 190396, StartCode: 94495854800896, StartStack: 140724123321664}},
+		{name: "zombie", in: strings.Replace(realStat, ") R ", ") Z ", 1), want: Stat{PID: 28274, Comm: "cat", State: 'Z', Flags: 4194304, StartTime: 190396, StartCode: 94495854800896, StartStack: 140724123321664}, zomb: true},
+		{name: "short line (no code or stack fields)", in: "7 (x) S 1 1 1 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 777 0 0\n", want: Stat{PID: 7, Comm: "x", State: 'S', Flags: 4194304, StartTime: 777}},
+		{name: "bad stack", in: strings.Replace(realStat, " 140724123321664 ", " x ", 1), fails: true},
 		{name: "truncated", in: realStat[:60], fails: true},
 		{name: "empty", in: "", fails: true},
 		{name: "no parens", in: "1 cat R 1", fails: true},
@@ -282,4 +284,25 @@ func FuzzParseStatus(f *testing.F) {
 			t.Fatalf("%d groups", len(s.Groups))
 		}
 	})
+}
+
+// TestCheckSelf: the real /proc is this process's namespace; a procfs whose
+// self names another PID (another PID namespace's, as a fake here) or none is
+// refused.
+func TestCheckSelf(t *testing.T) {
+	if err := CheckSelf("/proc"); err != nil {
+		t.Fatalf("real /proc: %v", err)
+	}
+	dir := t.TempDir()
+	if err := CheckSelf(dir); err == nil || !strings.Contains(err.Error(), "self") {
+		t.Fatalf("no self link: %v", err)
+	}
+	if err := os.Symlink("1", filepath.Join(dir, "self")); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckSelf(dir)
+	if err == nil || !strings.Contains(err.Error(), `names pid "1"`) || !strings.Contains(err.Error(), "PID namespace") {
+		t.Fatalf("foreign procfs: %v", err)
+	}
+	t.Log(err)
 }
