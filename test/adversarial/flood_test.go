@@ -103,4 +103,3 @@ func TestFloodSilentClients(t *testing.T) {
 		t.Errorf("%d silent clients take %d KiB of live heap, more than %d KiB", silent, (held-before)>>10, heapBound>>10)
 	}
 }
-
