@@ -157,7 +157,9 @@ func TestFloodJunkExchanges(t *testing.T) {
 		clients   = 8
 		heapBound = 16 << 20
 	)
-	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
+	// The largest nonce_ttl: a store of used nonces would keep every one
+	// of them for the whole flood, however slow the machine.
+	_, h, a := simSetup(t, sim.InitOptions{}, "", `nonce_ttl = "1h"`)
 	if _, err := h.attest(a); err != nil {
 		t.Fatalf("honest agent before the flood: %v", err)
 	}
