@@ -19,12 +19,17 @@ type ServerVerifier struct {
 	TDX *TDXVerifier
 	TPM *TPMVerifier
 	Sim *SimVerifier
-	// NonceTTL is how long a challenge nonce stays usable.
+	// NonceTTL is how long a challenge nonce stays usable: evidence must
+	// arrive within NonceTTL of the challenge that carried the nonce.
 	NonceTTL time.Duration
 	// MaxPayloadBytes bounds a payload after decompression.
 	MaxPayloadBytes int64
-	// ChallengeTimeout bounds how long the server waits for each answer.
+	// ChallengeTimeout bounds how long the server waits for each answer;
+	// zero (not configured) means the per-TEE default: see AnswerTimeout.
 	ChallengeTimeout time.Duration
+	// MaxEvidenceBytesInFlight bounds the evidence bytes the server holds
+	// at once: received and waiting for, or under, verification.
+	MaxEvidenceBytesInFlight int64
 	// AgentPathTemplate is the source of the agent ID path template; use
 	// AgentPath to render it.
 	AgentPathTemplate string
@@ -129,7 +134,6 @@ type AgentPathData struct {
 const (
 	DefaultNonceTTL          = 60 * time.Second
 	DefaultMaxPayloadBytes   = 16 << 20
-	DefaultChallengeTimeout  = 30 * time.Second
 	DefaultAgentPathTemplate = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
 	DefaultCollateralRefresh = 24 * time.Hour
 	// DefaultCollateralFetchTimeout bounds one request to the PCS or PCCS.
@@ -137,6 +141,51 @@ const (
 	DefaultCheckpointTTL          = 24 * time.Hour
 	maxMaxPayloadBytes            = 1 << 30
 )
+
+// Deadlines for an agent's answer when challenge_timeout is not set. They
+// are what an honest agent needs with a wide margin, not what a slow one
+// might take: a TDX quote is generated in milliseconds (tens to hundreds
+// with a busy quote generation service); a TPM quote takes up to about a
+// second on slow parts, and the first answer of an agent whose RSA EK is
+// not persisted derives it from its template (a prime search: seconds on
+// slow discrete TPMs); collecting and compressing logs of a few MiB and
+// sending them through the SPIRE server take well under a second more. The
+// simulator quotes in software, in tests and demos on the same cores as the
+// server, so it keeps a generous deadline. A longer deadline costs the
+// server only a parked stream (waiting holds no CPU slot and no evidence
+// budget), but lets a client that never answers keep it parked longer.
+const (
+	DefaultTDXAnswerTimeout = 5 * time.Second
+	DefaultTPMAnswerTimeout = 15 * time.Second
+	DefaultSimAnswerTimeout = 30 * time.Second
+)
+
+// DefaultMaxEvidenceBytesInFlight is the evidence the server holds at once
+// when max_evidence_bytes_in_flight is not set (raised to
+// max_payload_bytes when that is larger). Evidence waits only for a CPU
+// slot, so this is many honest attestations' worth (a typical one is tens of
+// KiB, a large one a few MiB) while bounding the memory a burst can take.
+const (
+	DefaultMaxEvidenceBytesInFlight = 256 << 20
+	minMaxEvidenceBytesInFlight     = 1 << 20
+	maxMaxEvidenceBytesInFlight     = 64 << 30
+)
+
+// AnswerTimeout is how long the server waits for an agent's message in an
+// attestation of tee: challenge_timeout when configured, else the TEE's
+// default. Before the hello names the TEE (tee == ""), the longest default:
+// SPIRE forwards the hello as it opens the stream, so it is not waited for.
+func (c *ServerVerifier) AnswerTimeout(tee TEE) time.Duration {
+	switch {
+	case c.ChallengeTimeout > 0:
+		return c.ChallengeTimeout
+	case tee == TEETDX:
+		return DefaultTDXAnswerTimeout
+	case tee == TEETPM:
+		return DefaultTPMAnswerTimeout
+	}
+	return DefaultSimAnswerTimeout
+}
 
 // AgentPath renders the agent ID path for a node and checks that it is a
 // valid SPIRE agent path.
@@ -198,6 +247,10 @@ type rawServer struct {
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
 	CheckpointTTL             string `hcl:"checkpoint_ttl"`
 	MetricsAddress            string `hcl:"metrics_address"`
+
+	// An int like max_payload_bytes: HCL integers are 64-bit on the
+	// platforms SPIRE supports.
+	MaxEvidenceBytesInFlight int `hcl:"max_evidence_bytes_in_flight"`
 }
 
 type rawServerTDX struct {
@@ -243,7 +296,7 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 	c := &ServerVerifier{
 		NonceTTL:          duration(d, "nonce_ttl", r.NonceTTL, DefaultNonceTTL, time.Second, time.Hour),
 		MaxPayloadBytes:   DefaultMaxPayloadBytes,
-		ChallengeTimeout:  duration(d, "challenge_timeout", r.ChallengeTimeout, DefaultChallengeTimeout, time.Second, time.Hour),
+		ChallengeTimeout:  duration(d, "challenge_timeout", r.ChallengeTimeout, 0, time.Second, time.Hour),
 		AgentPathTemplate: DefaultAgentPathTemplate,
 		RequirePolicy:     r.RequirePolicy,
 	}
@@ -269,6 +322,7 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 			c.MaxPayloadBytes = int64(r.MaxPayloadBytes)
 		}
 	}
+	c.evidenceInFlight(d, r)
 	if d.has("agent_path_template") {
 		c.AgentPathTemplate = r.AgentPathTemplate
 	}
@@ -295,6 +349,25 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 		return nil, errs.err()
 	}
 	return c, nil
+}
+
+// evidenceInFlight reads max_evidence_bytes_in_flight, after
+// max_payload_bytes: a budget smaller than one payload would refuse the
+// largest evidence the challenge allows even on an idle server.
+func (c *ServerVerifier) evidenceInFlight(d *doc, r rawServer) {
+	c.MaxEvidenceBytesInFlight = max(DefaultMaxEvidenceBytesInFlight, c.MaxPayloadBytes)
+	if !d.has("max_evidence_bytes_in_flight") {
+		return
+	}
+	v := int64(r.MaxEvidenceBytesInFlight)
+	switch {
+	case v < minMaxEvidenceBytesInFlight || v > maxMaxEvidenceBytesInFlight:
+		d.errf("max_evidence_bytes_in_flight", "%d is outside %d..%d", v, int64(minMaxEvidenceBytesInFlight), int64(maxMaxEvidenceBytesInFlight))
+	case v < c.MaxPayloadBytes:
+		d.errf("max_evidence_bytes_in_flight", "%d is less than max_payload_bytes (%d): evidence of the size the challenge allows could never be verified", v, c.MaxPayloadBytes)
+	default:
+		c.MaxEvidenceBytesInFlight = v
+	}
 }
 
 // checkpointAndMetrics reads the incremental re-attestation and metrics keys.

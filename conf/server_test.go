@@ -22,7 +22,12 @@ func TestServerDefaults(t *testing.T) {
 	}{
 		{"nonce_ttl", c.NonceTTL, 60 * time.Second},
 		{"max_payload_bytes", c.MaxPayloadBytes, int64(16 * 1024 * 1024)},
-		{"challenge_timeout", c.ChallengeTimeout, 30 * time.Second},
+		{"challenge_timeout", c.ChallengeTimeout, time.Duration(0)},
+		{"answer timeout tdx", c.AnswerTimeout(conf.TEETDX), 5 * time.Second},
+		{"answer timeout tpm", c.AnswerTimeout(conf.TEETPM), 15 * time.Second},
+		{"answer timeout sim", c.AnswerTimeout(conf.TEESim), 30 * time.Second},
+		{"answer timeout before the hello", c.AnswerTimeout(""), 30 * time.Second},
+		{"max_evidence_bytes_in_flight", c.MaxEvidenceBytesInFlight, int64(256 * 1024 * 1024)},
 		{"agent_path_template", c.AgentPathTemplate, "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"},
 		{"require_policy", c.RequirePolicy, false},
 		{"policies", len(c.Policies), 0},
@@ -107,6 +112,14 @@ nonce_ttl = "2m"`, func(c *conf.ServerVerifier) bool { return c.NonceTTL == 2*ti
 max_payload_bytes = 1048576`, func(c *conf.ServerVerifier) bool { return c.MaxPayloadBytes == 1<<20 }},
 		{"challenge_timeout", `tdx {}
 challenge_timeout = "5s"`, func(c *conf.ServerVerifier) bool { return c.ChallengeTimeout == 5*time.Second }},
+		{"challenge_timeout overrides every TEE's default", `tdx {}
+challenge_timeout = "45s"`, func(c *conf.ServerVerifier) bool {
+			return c.AnswerTimeout(conf.TEETDX) == 45*time.Second && c.AnswerTimeout(conf.TEETPM) == 45*time.Second && c.AnswerTimeout("") == 45*time.Second
+		}},
+		{"max_evidence_bytes_in_flight", `tdx {}
+max_evidence_bytes_in_flight = 33554432`, func(c *conf.ServerVerifier) bool { return c.MaxEvidenceBytesInFlight == 32<<20 }},
+		{"max_evidence_bytes_in_flight default follows a larger max_payload_bytes", `tdx {}
+max_payload_bytes = 536870912`, func(c *conf.ServerVerifier) bool { return c.MaxEvidenceBytesInFlight == 512<<20 }},
 		{"agent_path_template", `tdx {}
 agent_path_template = "/spire/agent/ccnp/{{ .ID }}"`, func(c *conf.ServerVerifier) bool {
 			p, err := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1"})
@@ -174,6 +187,9 @@ func TestServerErrors(t *testing.T) {
 		{"duration number", "tdx {}\nnonce_ttl = 60", 2, []string{"nonce_ttl", "want a string"}},
 		{"duration too long", "tdx {}\nnonce_ttl = \"2h\"", 2, []string{"nonce_ttl", "outside"}},
 		{"duration zero", "tdx {}\nchallenge_timeout = \"0s\"", 2, []string{"challenge_timeout", "outside"}},
+		{"evidence budget too small", "tdx {}\nmax_evidence_bytes_in_flight = 1000", 2, []string{"max_evidence_bytes_in_flight", "outside 1048576.."}},
+		{"evidence budget below one payload", "tdx {}\nmax_evidence_bytes_in_flight = 8388608", 2, []string{"max_evidence_bytes_in_flight", "less than max_payload_bytes (16777216)"}},
+		{"evidence budget not a number", "tdx {}\nmax_evidence_bytes_in_flight = \"1GiB\"", 2, []string{"max_evidence_bytes_in_flight", "want an integer"}},
 		{"refresh bad", "tdx {\n  collateral {\n    refresh = \"daily\"\n  }\n}", 3, []string{"tdx.collateral.refresh", "not a duration"}},
 		{"refresh too short", "tdx {\n  collateral {\n    refresh = \"1s\"\n  }\n}", 3, []string{"tdx.collateral.refresh", "outside"}},
 		{"fetch_timeout too long", "tdx {\n  collateral {\n    fetch_timeout = \"1h\"\n  }\n}", 3, []string{"tdx.collateral.fetch_timeout", "outside"}},

@@ -45,8 +45,8 @@ type attestation struct {
 	want []evidencepb.LogKind
 	// checkpointCap: the agent stores checkpoints.
 	checkpointCap bool
-	// release gives back the current round's verification slot; safe to
-	// call more than once.
+	// release gives back the current round's verification slot and its
+	// share of the evidence budget (see admit); safe to call more than once.
 	release func()
 }
 
@@ -98,7 +98,10 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	if helloBytes == nil {
 		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "the first message must carry the hello payload, not a challenge response")
 	}
-	hello, err := evidence.DecodeHello(helloBytes, a.limits)
+	// The hello is held until the stream ends, while the agent is waited
+	// for: it gets a far smaller bound than evidence.
+	helloLimits := evidence.Limits{MaxPayloadBytes: min(maxHelloBytes, a.limits.MaxPayloadBytes), MaxDecompressedBytes: a.limits.MaxDecompressedBytes}
+	hello, err := evidence.DecodeHello(helloBytes, helloLimits)
 	if err != nil {
 		return nil, payloadRejection("hello", err)
 	}
@@ -163,28 +166,11 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 // otherwise.
 func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloBytes []byte, inc *incremental) (*verified, error) {
 	cfg := a.st.cfg
-	// Receiving, decoding and verifying evidence take memory in proportion
-	// to its logs: only so many attestations do it at a time, and the
-	// others are challenged (so send their evidence) when a slot frees up
-	// (see verifySlots).
-	release, err := a.p.slots.acquire(ctx)
-	if err != nil {
-		return nil, reject(status.Code(err), CheckProtocol, fmt.Errorf("waiting to verify: %w", err))
-	}
-	a.release = release
-	defer release()
-	nonce, err := a.p.newNonce()
+	rn, err := newRoundNonce(a.p.newNonce, a.p.now(), cfg.NonceTTL)
 	if err != nil {
 		return nil, reject(codes.Internal, CheckNonce, err)
 	}
-	if err := a.p.nonces.issue(nonce, a.p.now(), cfg.NonceTTL); err != nil {
-		code := codes.PermissionDenied
-		if errors.Is(err, errNonceFull) {
-			code = codes.Unavailable
-		}
-		return nil, reject(code, CheckNonce, err)
-	}
-	defer a.p.nonces.forget(nonce)
+	nonce := rn.value
 	ch := &evidencepb.Challenge{
 		Nonce:           nonce,
 		Want:            wantLogs(conf.TEE(a.tee), hello.GetCaps()),
@@ -207,13 +193,22 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	if evBytes == nil {
 		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
 	}
+	// Freshness is when the answer arrived, not when a slot freed up.
+	if err := rn.fresh(a.p.now()); err != nil {
+		return nil, reject(codes.PermissionDenied, CheckNonce, err)
+	}
+	// Only now, with the evidence here, does this attestation take a share
+	// of the server (see admission.go).
+	release, err := a.admit(ctx, int64(len(evBytes)))
+	if err != nil {
+		return nil, err
+	}
+	a.release = release
+	defer release()
 	phase := a.st.metrics.start(phaseParse)
 	ev, err := evidence.DecodeEvidence(evBytes, a.limits)
 	if err != nil {
 		return nil, payloadRejection("evidence", err)
-	}
-	if err := a.p.nonces.consume(nonce, a.p.now()); err != nil {
-		return nil, reject(codes.PermissionDenied, CheckNonce, err)
 	}
 	if ev.GetTee() != a.tee {
 		return nil, rejectf(codes.PermissionDenied, CheckTEE, "evidence is for tee %q but the hello said %q", ev.GetTee(), a.tee)
@@ -305,15 +300,18 @@ type recvResult struct {
 	err error
 }
 
-// recv waits for the agent's next message at most challenge_timeout. The
-// receiving goroutine ends with the stream when Attest returns.
+// recv waits for the agent's next message at most the answer deadline of
+// the attestation's TEE (challenge_timeout when configured; see
+// conf.ServerVerifier.AnswerTimeout). The receiving goroutine ends with the
+// stream when Attest returns.
 func (a *attestation) recv(ctx context.Context, what string) (*nodeattestorv1.AttestRequest, error) {
 	ch := make(chan recvResult, 1)
 	go func() {
 		req, err := a.stream.Recv()
 		ch <- recvResult{req, err}
 	}()
-	timer := time.NewTimer(a.st.cfg.ChallengeTimeout)
+	wait := a.st.cfg.AnswerTimeout(conf.TEE(a.tee))
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case r := <-ch:
@@ -325,7 +323,10 @@ func (a *attestation) recv(ctx context.Context, what string) (*nodeattestorv1.At
 		}
 		return nil, reject(status.Code(r.err), CheckProtocol, fmt.Errorf("receiving the %s: %w", what, r.err))
 	case <-timer.C:
-		return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within challenge_timeout (%s)", what, a.st.cfg.ChallengeTimeout)
+		if a.st.cfg.ChallengeTimeout > 0 {
+			return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within challenge_timeout (%s)", what, wait)
+		}
+		return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within %s, the default deadline for %s (set challenge_timeout to change it)", what, wait, teeOrUnknown(a.tee))
 	case <-ctx.Done():
 		return nil, reject(status.Code(ctx.Err()), CheckProtocol, fmt.Errorf("waiting for the %s: %w", what, ctx.Err()))
 	}
@@ -362,6 +363,13 @@ func (a *attestation) audit(err error) {
 	}
 	r := asRejection(err)
 	a.log.Error("attestation", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
+}
+
+func teeOrUnknown(tee string) string {
+	if tee == "" {
+		return "an agent that has not said its TEE"
+	}
+	return tee
 }
 
 func sha256Hex(b []byte) string {

@@ -91,13 +91,13 @@ func prepareExchanges(b testing.TB, n *simNode, count int) []exchange {
 
 // BenchmarkAttestTDXSim is the full server-side verification of one
 // simulated TDX attestation through Plugin.Attest: hello and evidence
-// decoding, nonce issue and consumption, binding, log decompression, the
+// decoding, nonce issue and freshness, binding, log decompression, the
 // appraisal (PCK chain, quote and QE report signatures, collateral with TCB
 // status and revocation, debug, REPORTDATA, CCEL replay with facts),
 // runtime log replay, policy evaluation, selectors and the audit line, with
 // a warm collateral cache. The exchanges are prepared ahead (the agent's
-// quoting is not the server's cost) and the nonce store is emptied between
-// iterations so that the prepared nonces can be issued again.
+// quoting is not the server's cost), each with the nonce the test's nonce
+// source hands the server again.
 func BenchmarkAttestTDXSim(b *testing.B) {
 	n := newSimNode(b, sim.InitOptions{})
 	n.runWorkloads(b, runtimelog.Workload{ExeSHA256: bytes.Repeat([]byte{1}, 32), ExeSHA384: bytes.Repeat([]byte{1}, 48), ExePath: "/usr/bin/a", ContainerID: "c1"})
@@ -127,12 +127,10 @@ func BenchmarkAttestTDXSim(b *testing.B) {
 		}
 	}
 	run(exchanges[0]) // warm the collateral and verification caches
-	p.nonces = newNonceStore()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		run(exchanges[i%len(exchanges)])
-		p.nonces = newNonceStore()
 		i++
 	}
 }

@@ -27,7 +27,6 @@ func FuzzAttest(f *testing.F) {
 	f.Add(x.hello, x.evidence[:len(x.evidence)/2])
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, hello, ev []byte) {
-		p.nonces = newNonceStore()
 		p.newNonce = func() ([]byte, error) { return x.nonce, nil }
 		s := &memStream{ctx: context.Background(), in: []*nodeattestorv1.AttestRequest{
 			{Request: &nodeattestorv1.AttestRequest_Payload{Payload: hello}},

@@ -89,7 +89,6 @@ func newVerifyFuzzer(f testing.TB) *verifyFuzzer {
 // attest runs one exchange of the prepared hello and ev through
 // Plugin.Attest with the prepared nonce.
 func (fz *verifyFuzzer) attest(ev []byte) (bool, error) {
-	fz.p.nonces = newNonceStore()
 	fz.p.newNonce = func() ([]byte, error) { return fz.x.nonce, nil }
 	s := &memStream{ctx: context.Background(), in: []*nodeattestorv1.AttestRequest{
 		{Request: &nodeattestorv1.AttestRequest_Payload{Payload: fz.x.hello}},

@@ -2,6 +2,8 @@ package serververifier
 
 import (
 	"google.golang.org/grpc/codes"
+
+	"github.com/ccnp-spire/ccnp-spire/evidence"
 )
 
 // CheckSelectors names the bound on the number of selectors one agent gets.
@@ -16,6 +18,13 @@ const CheckSelectors = "selectors"
 // server. A node with more distinct executables than this is refused with
 // ResourceExhausted rather than given a truncated, misleading set.
 const MaxSelectors = 4096
+
+// maxHelloBytes bounds the hello payload. The hello is held for as long as
+// the server waits for the agent, which costs the agent nothing, so it gets
+// a bound of its own instead of max_payload_bytes: its largest legitimate
+// content is a checkpoint token (evidence.MaxCheckpointTokenBytes, 32 KiB)
+// next to a few hundred bytes of identity and capabilities.
+const maxHelloBytes = 2 * evidence.MaxCheckpointTokenBytes
 
 // checkSelectorCount refuses more than MaxSelectors selectors.
 func checkSelectorCount(sels []string) error {

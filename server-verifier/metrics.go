@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,39 +253,4 @@ func (g timedGetter) GetContext(ctx context.Context, url string) (map[string][]s
 		return cg.GetContext(ctx, url)
 	}
 	return g.next.Get(url)
-}
-
-// verifySlots bounds the attestations between their nonce challenge and
-// the end of their verification. Verification is CPU-bound, so many more of
-// them than cores gain nothing, while each holds its evidence, a decoded
-// copy and its parsed logs (a few times the size of its logs): with 256
-// agents attesting at once, the bound keeps the plugin's memory
-// proportional to the cores rather than to the fleet. A slot is taken
-// before the challenge is sent, so a waiting agent has not been asked for
-// evidence yet and none of it is buffered (the transport's flow control
-// does not bound that: gRPC grows its windows); it is given back before the
-// TPM credential activation round trip. An agent that is slow to answer
-// holds a slot for at most challenge_timeout; there are sixteen per CPU so
-// that a few such agents do not stall the others.
-type verifySlots chan struct{}
-
-// newVerifySlots makes n slots; n <= 0 means sixteen per CPU the process
-// may use.
-func newVerifySlots(n int) verifySlots {
-	if n <= 0 {
-		n = 16 * runtime.GOMAXPROCS(0)
-	}
-	return make(verifySlots, n)
-}
-
-// acquire waits for a slot (or ctx) and returns its release function,
-// which may be called more than once.
-func (s verifySlots) acquire(ctx context.Context) (func(), error) {
-	select {
-	case s <- struct{}{}:
-	case <-ctx.Done():
-		return func() {}, ctx.Err()
-	}
-	var once sync.Once
-	return func() { once.Do(func() { <-s }) }, nil
 }

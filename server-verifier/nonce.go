@@ -3,131 +3,47 @@ package serververifier
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 )
 
-// maxOutstandingNonces bounds the nonces the server remembers at once. Each
-// attestation stream holds one until it ends, so this is the number of
-// attestations that can be in flight; past it new streams are refused rather
-// than letting unauthenticated peers grow the map without bound.
-const maxOutstandingNonces = 1 << 16
+// errNonceExpired is the freshness failure of a round's nonce.
+var errNonceExpired = errors.New("nonce expired")
 
-// Errors of the nonce store.
-var (
-	errNonceUsed    = errors.New("nonce already used: evidence is accepted once per challenge")
-	errNonceExpired = errors.New("nonce expired")
-	errNonceUnknown = errors.New("nonce was not issued by this server or has been forgotten")
-	errNonceFull    = errors.New("too many attestations in flight")
-)
-
-// nonceStore remembers issued nonces until they are used or expire, so a
-// nonce is honoured at most once and only within its TTL, whatever the
-// stream it arrives on.
-type nonceStore struct {
-	mu      sync.Mutex
-	entries map[[evidence.NonceSize]byte]nonceEntry
-	// swept is when expired entries were last dropped: sweeping is O(n),
-	// so it runs at most once a second, or when the store is full.
-	swept time.Time
+// roundNonce is the nonce of one challenge round. It lives in the round
+// that issued it and nowhere else: evidence is checked against this copy
+// (the binding), so evidence made for any other round, on this stream or
+// another, fails there, and nothing about it outlives the round. There is
+// no server-wide store of nonces for clients to fill. Uniqueness comes from
+// 32 bytes of crypto/rand (which, since Go 1.24, never returns an error or a
+// short read: it crashes the process rather than fail).
+type roundNonce struct {
+	value  []byte
+	issued time.Time
+	ttl    time.Duration
 }
 
-type nonceEntry struct {
-	expires time.Time
-	used    bool
-}
-
-func newNonceStore() *nonceStore {
-	return &nonceStore{entries: make(map[[evidence.NonceSize]byte]nonceEntry)}
-}
-
-func evidenceNonce() ([]byte, error) { return evidence.NewNonce() }
-
-// issue records nonce as valid until now+ttl. Re-issuing a nonce the store
-// still remembers is refused: a nonce source that repeats itself must not
-// reopen a used nonce.
-func (s *nonceStore) issue(nonce []byte, now time.Time, ttl time.Duration) error {
-	k, err := nonceKey(nonce)
+// newRoundNonce draws a nonce from source at now, valid for ttl. A source
+// that returns anything but evidence.NonceSize bytes is refused: a short
+// nonce would weaken every binding made with it.
+func newRoundNonce(source func() ([]byte, error), now time.Time, ttl time.Duration) (roundNonce, error) {
+	v, err := source()
 	if err != nil {
-		return err
+		return roundNonce{}, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweepLocked(now)
-	if e, ok := s.entries[k]; ok {
-		if e.used {
-			return errNonceUsed
-		}
-		return errors.New("nonce issued twice")
+	if len(v) != evidence.NonceSize {
+		return roundNonce{}, fmt.Errorf("the nonce source returned %d bytes, want %d", len(v), evidence.NonceSize)
 	}
-	if len(s.entries) >= maxOutstandingNonces {
-		return errNonceFull
+	return roundNonce{value: v, issued: now, ttl: ttl}, nil
+}
+
+// fresh fails when at (the time the answer arrived) is past issued+ttl.
+func (n roundNonce) fresh(at time.Time) error {
+	expires := n.issued.Add(n.ttl)
+	if at.After(expires) {
+		return fmt.Errorf("%w at %s (nonce_ttl %s; evidence arrived %s later)", errNonceExpired,
+			expires.UTC().Format(time.RFC3339), n.ttl, at.Sub(expires).Round(time.Millisecond))
 	}
-	s.entries[k] = nonceEntry{expires: now.Add(ttl)}
 	return nil
-}
-
-// consume marks nonce used. It fails when the nonce was already used, has
-// expired or is unknown. A used nonce is kept until its expiry so a replay
-// inside the TTL is recognised as such.
-func (s *nonceStore) consume(nonce []byte, now time.Time) error {
-	k, err := nonceKey(nonce)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.entries[k]
-	switch {
-	case !ok:
-		return errNonceUnknown
-	case e.used:
-		return errNonceUsed
-	case now.After(e.expires):
-		delete(s.entries, k)
-		return fmt.Errorf("%w at %s (evidence arrived %s later)", errNonceExpired, e.expires.UTC().Format(time.RFC3339), now.Sub(e.expires).Round(time.Millisecond))
-	}
-	e.used = true
-	s.entries[k] = e
-	return nil
-}
-
-// forget drops a nonce whose stream ended before evidence arrived.
-func (s *nonceStore) forget(nonce []byte) {
-	if k, err := nonceKey(nonce); err == nil {
-		s.mu.Lock()
-		if e, ok := s.entries[k]; ok && !e.used {
-			delete(s.entries, k)
-		}
-		s.mu.Unlock()
-	}
-}
-
-func (s *nonceStore) sweepLocked(now time.Time) {
-	if now.Sub(s.swept) < time.Second && len(s.entries) < maxOutstandingNonces {
-		return
-	}
-	s.swept = now
-	for k, e := range s.entries {
-		if now.After(e.expires) {
-			delete(s.entries, k)
-		}
-	}
-}
-
-func (s *nonceStore) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.entries)
-}
-
-func nonceKey(nonce []byte) ([evidence.NonceSize]byte, error) {
-	var k [evidence.NonceSize]byte
-	if len(nonce) != evidence.NonceSize {
-		return k, fmt.Errorf("nonce of %d bytes, want %d", len(nonce), evidence.NonceSize)
-	}
-	copy(k[:], nonce)
-	return k, nil
 }

@@ -61,9 +61,6 @@ type Plugin struct {
 	state  *state
 	logger hclog.Logger
 
-	// nonces outlives reconfiguration: a nonce issued under one
-	// configuration must still be used only once under the next.
-	nonces *nonceStore
 	// cache holds verification results of immutable inputs. Its entries
 	// are bound to the root pool they were established under, so it
 	// survives reconfiguration safely.
@@ -71,8 +68,9 @@ type Plugin struct {
 	// logs remembers what compressed firmware logs inflate to.
 	logs *logCache
 	// slots bounds how many attestations decode and verify evidence at
-	// once (see verifySlots).
-	slots verifySlots
+	// once, and budget the evidence bytes held meanwhile (admission.go).
+	slots  verifySlots
+	budget evidenceBudget
 	// metrics is created at the first configuration with a
 	// metrics_address and kept (with its endpoint) across reconfiguration;
 	// a state without the address carries a nil *metrics.
@@ -117,12 +115,11 @@ func New() *Plugin {
 func NewWithClock(now func() time.Time) *Plugin {
 	return &Plugin{
 		logger:   hclog.NewNullLogger(),
-		nonces:   newNonceStore(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
 		logs:     newLogCache(),
 		slots:    newVerifySlots(0),
 		now:      now,
-		newNonce: evidenceNonce,
+		newNonce: evidence.NewNonce,
 		readFile: os.ReadFile,
 	}
 }

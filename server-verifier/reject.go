@@ -18,7 +18,7 @@ const (
 	CheckProtocol       = "protocol"        // message order, kinds, timeouts
 	CheckPayload        = "payload"         // size, version, structure of a payload
 	CheckTEE            = "tee"             // TEE kind accepted by configuration, hello/evidence agree
-	CheckNonce          = "nonce"           // issued, unused, not expired
+	CheckNonce          = "nonce"           // this round's, answered within nonce_ttl
 	CheckBinding        = "binding"         // SHA-512(nonce || SHA-256(hello)) in the evidence
 	CheckEKTrust        = "ek_trust"        // EK certificate chain or EK hash allow-list
 	CheckAKTrust        = "ak_trust"        // AK certificate chain to ak_ca_files, in addition to activation
@@ -30,6 +30,7 @@ const (
 	CheckPolicy         = "policy"          // require_policy
 	CheckAgentID        = "agent_id"        // agent ID rendering
 	CheckSimulatedQuote = "simulated_quote" // a simulator's quote presented as TDX
+	CheckCapacity       = "capacity"        // evidence over max_evidence_bytes_in_flight held at once
 )
 
 // rejection is a failed attestation: the gRPC code the agent sees, the

@@ -137,20 +137,30 @@ func TestRejectDebugTD(t *testing.T) {
 	}
 }
 
+// TestRejectNonceReused: a nonce answers the one round that issued it. When
+// an incremental re-attestation falls back to a full round, the server
+// challenges with a fresh nonce; answering it with the first round's quote
+// and binding (the same stream, the same genuine node) is refused. Across
+// streams, TestRejectReplayedEvidence.
 func TestRejectNonceReused(t *testing.T) {
-	n := newSimNode(t, sim.InitOptions{})
-	fixed := bytes.Repeat([]byte{7}, evidence.NonceSize)
-	h := newHarness(t, func(p *Plugin) {
-		p.newNonce = func() ([]byte, error) { return bytes.Clone(fixed), nil }
-	}).mustConfigure(n.serverConfig("", ""))
-	a := n.agent(t, "")
-	if _, err := h.attest(a); err != nil {
-		t.Fatal(err)
+	n := newCkptNode(t)
+	h := newHarness(t, nil).mustConfigure(checkpointConfig(n, writeKey(t, "k1")))
+	a := n.agent(t)
+	h.mustAttestLoop(a, nil)
+	n.ima.appendIMA(t, 4)
+	var first *evidencepb.Evidence
+	r, err := h.attestLoop(a, func(round int, ev *evidencepb.Evidence) {
+		if round == 0 {
+			first = proto.CloneOf(ev)
+			dropFirstIMAEntry(t, ev) // the suffix does not replay: full round next
+			return
+		}
+		ev.Quote, ev.Binding = first.Quote, first.Binding
+	})
+	if rounds := r.nonceRounds(); len(rounds) != 2 || bytes.Equal(rounds[0].GetNonce(), rounds[1].GetNonce()) {
+		t.Fatalf("want two rounds with distinct nonces, got %v", rounds)
 	}
-	// The same nonce again (a broken random source, or a replay of the
-	// first exchange) must never be honoured twice.
-	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckNonce, "already used")
+	h.wantReject(err, codes.PermissionDenied, CheckBinding, "binding")
 }
 
 func TestRejectNonceExpired(t *testing.T) {

@@ -187,7 +187,7 @@ func TestHostilePayloads(t *testing.T) {
 		{
 			name:  "instance ID of 1 MiB",
 			setup: helloEdit(func(h *evidencepb.Hello) { h.InstanceId = strings.Repeat("a", 1<<20) }),
-			want:  reject(codes.InvalidArgument, "payload", "instance_id"),
+			want:  reject(codes.InvalidArgument, "payload", "above the limit of 65536", "hello"), // the hello bound (64 KiB) comes first
 		},
 		{
 			name: "hello with 10,000 capabilities",
@@ -196,7 +196,7 @@ func TestHostilePayloads(t *testing.T) {
 					h.Caps = append(h.Caps, "log:ccel")
 				}
 			}),
-			want: reject(codes.InvalidArgument, "payload", "caps"),
+			want: reject(codes.InvalidArgument, "payload", "above the limit of 65536", "hello"), // the hello bound (64 KiB) comes first
 		},
 		{
 			name: "evidence with 1,000 PCR banks",
