@@ -1,6 +1,7 @@
 package workloadattestor
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	"github.com/spiffe/spire-plugin-sdk/plugintest"
@@ -71,7 +73,29 @@ func startCopy(t testing.TB, dir, name string) (*exec.Cmd, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitExeced(t, cmd.Process.Pid)
 	return cmd, bin
+}
+
+// waitExeced waits until the kernel has loaded pid's new image. Start
+// returns once execve has passed the point of no return, before the ELF
+// loader sets the code start the attestor compares across an attestation;
+// a workload never connects to SPIRE inside that window, a test can.
+func waitExeced(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Field 26 (startcode) is the 24th after the ") " that ends comm.
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 23 && f[23] != "0" {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("pid %d: no code start after 10 s", pid)
 }
 
 // sha256sum computes the expected digest with coreutils, independently of

@@ -93,7 +93,9 @@ type fixture struct {
 	rpc        ccnppb.CcnpClient
 }
 
-func newFixture(t *testing.T) *fixture {
+// baseFixture is a fixture with a simulated TD, a fake /proc whose self is
+// this process, and a root-owned fake cgroup filesystem; no runtime log yet.
+func baseFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -113,7 +115,14 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.provider = p
-	f.store, _, err = runtimelog.OpenStore(ctx, f.logPath, rtmr3{p}, runtimelog.StoreOptions{IMR: cctrusted.RTMR(3).IMR(), Alg: cctrusted.AlgSHA384})
+	return f
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := baseFixture(t)
+	var err error
+	f.store, _, err = runtimelog.OpenStore(f.ctx, f.logPath, rtmr3{f.provider}, runtimelog.StoreOptions{IMR: cctrusted.RTMR(3).IMR(), Alg: cctrusted.AlgSHA384})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,18 +131,8 @@ type bView struct {
 // bigLog's, with this process in container A.
 func bigFixture(t *testing.T, lim Limits) (*fixture, *countingTD, bView) {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	f := &fixture{ctx: ctx, simDir: filepath.Join(dir, "sim"), logPath: filepath.Join(dir, "runtime.cel"), procRoot: filepath.Join(dir, "proc")}
-	if err := sim.Init(f.simDir, sim.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := sim.Open(ctx, f.simDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.provider = p
-	td := &countingTD{Provider: p}
+	f := baseFixture(t)
+	td := &countingTD{Provider: f.provider}
 	var b bView
 	td.rtmr3, b = bigLog(t, f.logPath, floodLogSize())
 	f.addProc(t, os.Getpid(), cgA)
