@@ -25,6 +25,7 @@ func TestServerDefaults(t *testing.T) {
 		{"challenge_timeout", c.ChallengeTimeout, 30 * time.Second},
 		{"agent_path_template", c.AgentPathTemplate, "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"},
 		{"require_policy", c.RequirePolicy, false},
+		{"allow_ima_violations", c.AllowIMAViolations, false},
 		{"policies", len(c.Policies), 0},
 		{"tpm", c.TPM == nil, true},
 		{"sim", c.Sim == nil, true},
@@ -108,6 +109,7 @@ agent_path_template = "/spire/agent/ccnp/{{ .ID }}"`, func(c *conf.ServerVerifie
 		{"require_policy", `tdx {}
 require_policy = true
 policy "p" { secure_boot = true }`, func(c *conf.ServerVerifier) bool { return c.RequirePolicy && len(c.Policies) == 1 }},
+		{"allow_ima_violations", "tdx {}\nallow_ima_violations = true", func(c *conf.ServerVerifier) bool { return c.AllowIMAViolations }},
 		{"heredoc string", "tdx {\n  trusted_roots_file = <<EOT\n/r.pem\nEOT\n}", func(c *conf.ServerVerifier) bool {
 			return c.TDX.TrustedRootsFile == "/r.pem\n"
 		}},

@@ -178,6 +178,20 @@ type Log struct {
 	Format string
 }
 
+// Violations counts the ToMToU and open-writers entries: the kernel
+// measured nothing for them (the template hash is zero and 0xFF is
+// extended), so whatever their template data names was not hashed, and a
+// replaying list says nothing about that file's content.
+func (l *Log) Violations() int {
+	n := 0
+	for i := range l.Entries {
+		if l.Entries[i].Violation {
+			n++
+		}
+	}
+	return n
+}
+
 // Errors that ParseError wraps, for errors.Is.
 var (
 	// ErrTemplateHash: the template data does not hash to the template hash.
