@@ -129,7 +129,9 @@ func TestIMAViolationsWithheld(t *testing.T) {
 		imaList(list)(t, n, a)
 		disguised := bytes.Clone(list)
 		binary.LittleEndian.PutUint32(disguised[len(boot)+4:], 1) // a non-zero template hash
-		a.Mutate = func(e *evidencepb.Evidence) { e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, disguised) }
+		a.Mutate = func(e *evidencepb.Evidence) {
+			e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, disguised)
+		}
 		s := newServer(t, n.serverConfig(""))
 		_, err := s.attest(a)
 		s.want(t, err, reject(codes.InvalidArgument, serververifier.CheckIMAReplay, "template hash"))
