@@ -127,8 +127,11 @@ type TDXResult struct {
 	Debug                          bool
 	// Facts extracted from the replayed CCEL; nil without a CCEL. With a
 	// Cache they are shared with other results: treat them as read-only.
-	Facts  *eventlog.Facts
-	Checks []Check
+	Facts *eventlog.Facts
+	// IMAViolations counts the violation entries (ToMToU, open-writers) of
+	// the replayed IMA list: measurements the kernel could not take.
+	IMAViolations int
+	Checks        []Check
 }
 
 func (r *TDXResult) pass(name, detail string) {
@@ -363,7 +366,8 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		}
 		return res, res.fail(CheckIMAReplay, code, fmt.Errorf("CCEL then IMA (%d entries) do not replay to RTMR2: %w", len(l.Entries), err))
 	}
-	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries replay to RTMR2", len(l.Entries)))
+	res.IMAViolations = l.Violations()
+	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries (%d violations) replay to RTMR2", len(l.Entries), res.IMAViolations))
 	return res, nil
 }
 

@@ -20,7 +20,7 @@ import (
 //
 //	policy "golden" {
 //	  enforce = true                       # false: warn only (selector policy_warn:<name>)
-//	  tee     = ["tdx"]                    # tdx, tpm, sim
+//	  tee     = ["tdx"]                    # tdx, tpm, sim (a sim node needs "sim" here)
 //	  mrtd    = ["<96 hex>"]               # also rtmr0 .. rtmr3, mrconfigid (48 bytes each)
 //	  pcr "7" {                            # one block per PCR (0..23), one list per bank
 //	    sha256 = ["<64 hex>"]              # sha1, sha256, sha384, sha512
@@ -46,7 +46,9 @@ type Policy struct {
 	// Enforce false makes the policy warn-only: a mismatch is logged and
 	// reported as "policy_warn:<Name>", never a rejection.
 	Enforce bool
-	// TEE restricts the TEE kinds the policy matches.
+	// TEE restricts the TEE kinds the policy matches. Unset, it matches
+	// every hardware TEE but never a simulated node: a policy matches a sim
+	// node only when TEE names TEESim.
 	TEE []TEE
 	// MRTD, RTMR and MRConfigID are TDX allow-lists (48-byte values).
 	MRTD       []string

@@ -1,9 +1,11 @@
 package conf
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -53,6 +55,11 @@ type ServerVerifier struct {
 	// MetricsAddress is the host:port of the plugin's Prometheus endpoint;
 	// empty (the default) serves none.
 	MetricsAddress string
+	// AllowIMAViolations lets a node whose IMA list has violation entries
+	// (ToMToU, open-writers: files the kernel did not measure) still get
+	// ima:verified:true. Off by default: such a list replays, yet it does
+	// not say what those files held.
+	AllowIMAViolations bool
 }
 
 // TDXVerifier configures TDX quote verification.
@@ -121,13 +128,63 @@ type SimVerifier struct {
 	TrustedRootFile string
 }
 
-// AgentPathData is what the agent path template sees.
+// AgentPathData is what the agent path template sees: .TEE, .ID and, on
+// TDX and sim nodes, .MRConfigID, .MROwner and .MROwnerConfig.
 type AgentPathData struct {
 	// TEE is "tdx", "tpm" or "sim".
 	TEE string
 	// ID is the node's identifier: SHA-256 of the EK public key on TPM,
 	// the instance ID on TDX (hex).
 	ID string
+	// Quote holds the VMM-set fields of the node's verified quote; nil on
+	// a TPM node. Fill it only from a quote whose signature chain verified.
+	Quote *AgentPathQuote
+}
+
+// AgentPathQuote holds the quote body fields a TD cannot choose: the VMM
+// sets them at TD creation and the quote signs them. Clouds that put an
+// instance identity there give a TD an agent ID it cannot change by
+// choosing another instance ID.
+type AgentPathQuote struct {
+	MRConfigID, MROwner, MROwnerConfig []byte
+}
+
+// AgentPathFieldError says why a template field has no value for a node.
+// Retrying cannot change it: the node's evidence does not carry the field.
+type AgentPathFieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *AgentPathFieldError) Error() string { return "." + e.Field + " " + e.Reason }
+
+// MRConfigID is the lower-case hex MRCONFIGID of the node's quote.
+func (d AgentPathData) MRConfigID() (string, error) {
+	return d.quoteField("MRConfigID", func(q *AgentPathQuote) []byte { return q.MRConfigID })
+}
+
+// MROwner is the lower-case hex MROWNER of the node's quote.
+func (d AgentPathData) MROwner() (string, error) {
+	return d.quoteField("MROwner", func(q *AgentPathQuote) []byte { return q.MROwner })
+}
+
+// MROwnerConfig is the lower-case hex MROWNERCONFIG of the node's quote.
+func (d AgentPathData) MROwnerConfig() (string, error) {
+	return d.quoteField("MROwnerConfig", func(q *AgentPathQuote) []byte { return q.MROwnerConfig })
+}
+
+// quoteField refuses rather than renders an empty or all-zero field: a
+// VMM that sets nothing leaves zeros, and every such TD would share one
+// agent ID.
+func (d AgentPathData) quoteField(name string, get func(*AgentPathQuote) []byte) (string, error) {
+	if d.Quote == nil {
+		return "", &AgentPathFieldError{Field: name, Reason: fmt.Sprintf("is set only for tdx and sim nodes, from their signed quote; this node is %s", d.TEE)}
+	}
+	v := get(d.Quote)
+	if len(v) == 0 || !slices.ContainsFunc(v, func(b byte) bool { return b != 0 }) {
+		return "", &AgentPathFieldError{Field: name, Reason: "is all zero in this node's quote: the VMM set no identity there, and every such TD would share one agent ID"}
+	}
+	return hex.EncodeToString(v), nil
 }
 
 // Defaults of the server.
@@ -247,6 +304,7 @@ type rawServer struct {
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
 	CheckpointTTL             string `hcl:"checkpoint_ttl"`
 	MetricsAddress            string `hcl:"metrics_address"`
+	AllowIMAViolations        bool   `hcl:"allow_ima_violations"`
 
 	// An int like max_payload_bytes: HCL integers are 64-bit on the
 	// platforms SPIRE supports.
@@ -294,11 +352,12 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 		return nil, errs.err()
 	}
 	c := &ServerVerifier{
-		NonceTTL:          duration(d, "nonce_ttl", r.NonceTTL, DefaultNonceTTL, time.Second, time.Hour),
-		MaxPayloadBytes:   DefaultMaxPayloadBytes,
-		ChallengeTimeout:  duration(d, "challenge_timeout", r.ChallengeTimeout, 0, time.Second, time.Hour),
-		AgentPathTemplate: DefaultAgentPathTemplate,
-		RequirePolicy:     r.RequirePolicy,
+		NonceTTL:           duration(d, "nonce_ttl", r.NonceTTL, DefaultNonceTTL, time.Second, time.Hour),
+		MaxPayloadBytes:    DefaultMaxPayloadBytes,
+		ChallengeTimeout:   duration(d, "challenge_timeout", r.ChallengeTimeout, 0, time.Second, time.Hour),
+		AgentPathTemplate:  DefaultAgentPathTemplate,
+		RequirePolicy:      r.RequirePolicy,
+		AllowIMAViolations: r.AllowIMAViolations,
 	}
 	if d.has("tdx") {
 		c.TDX = serverTDX(d, r.TDX)
@@ -397,15 +456,38 @@ func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 	}
 }
 
-// checkTemplate renders the template on sample data so a reference to an
-// unknown field or a path SPIRE would refuse fails at configure time, not at
-// the first attestation.
+// checkTemplate renders the template on sample data of every TEE kind the
+// server accepts, so a reference to an unknown field, a quote field on TPM
+// nodes, or a path SPIRE would refuse fails at configure time, not at the
+// first attestation. With a sim block it also checks that a simulated node
+// never renders the agent ID of a TDX node with the same fields: the
+// template must tell them apart (with .TEE).
 func (c *ServerVerifier) checkTemplate(d *doc) {
+	sample := func(tee TEE) AgentPathData {
+		s := AgentPathData{TEE: string(tee), ID: strings.Repeat("0f", 32)}
+		if tee != TEETPM {
+			f := slices.Repeat([]byte{0x5a}, 48)
+			s.Quote = &AgentPathQuote{MRConfigID: f, MROwner: f, MROwnerConfig: f}
+		}
+		return s
+	}
+	accepted := map[TEE]bool{TEETDX: c.TDX != nil, TEETPM: c.TPM != nil, TEESim: c.Sim != nil}
+	paths := map[TEE]string{}
 	for _, tee := range []TEE{TEETDX, TEETPM, TEESim} {
-		sample := AgentPathData{TEE: string(tee), ID: strings.Repeat("0f", 32)}
-		if _, err := c.AgentPath(sample); err != nil {
-			d.errf("agent_path_template", "%v", unwrapTemplateErr(err))
+		if !accepted[tee] {
+			continue
+		}
+		p, err := c.AgentPath(sample(tee))
+		if err != nil {
+			d.errf("agent_path_template", "for %s nodes: %v", tee, unwrapTemplateErr(err))
 			return
+		}
+		paths[tee] = p
+	}
+	if accepted[TEESim] {
+		tdx, err := c.AgentPath(sample(TEETDX))
+		if err == nil && tdx == paths[TEESim] {
+			d.errf("agent_path_template", "renders %q for a sim node and for a tdx node alike: include {{ .TEE }} so a simulation never takes a hardware node's agent ID", tdx)
 		}
 	}
 }

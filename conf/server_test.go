@@ -1,6 +1,8 @@
 package conf_test
 
 import (
+	"bytes"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,6 +32,7 @@ func TestServerDefaults(t *testing.T) {
 		{"max_evidence_bytes_in_flight", c.MaxEvidenceBytesInFlight, int64(256 * 1024 * 1024)},
 		{"agent_path_template", c.AgentPathTemplate, "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"},
 		{"require_policy", c.RequirePolicy, false},
+		{"allow_ima_violations", c.AllowIMAViolations, false},
 		{"policies", len(c.Policies), 0},
 		{"tpm", c.TPM == nil, true},
 		{"sim", c.Sim == nil, true},
@@ -125,9 +128,21 @@ agent_path_template = "/spire/agent/ccnp/{{ .ID }}"`, func(c *conf.ServerVerifie
 			p, err := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1"})
 			return err == nil && p == "/spire/agent/ccnp/x1"
 		}},
+		{"agent_path_template with quote fields", `tdx {}
+tpm { ek_hash_allow_list = ["` + strings.Repeat("ab", 32) + `"] }
+agent_path_template = "/spire/agent/ccnp/{{ .TEE }}/{{ if eq .TEE \"tpm\" }}{{ .ID }}{{ else }}{{ .MRConfigID }}{{ end }}"`, func(c *conf.ServerVerifier) bool {
+			id := bytes.Repeat([]byte{0xab}, 48)
+			tdx, err1 := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1", Quote: &conf.AgentPathQuote{MRConfigID: id}})
+			tpm, err2 := c.AgentPath(conf.AgentPathData{TEE: "tpm", ID: "e1"})
+			_, err3 := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1", Quote: &conf.AgentPathQuote{MRConfigID: make([]byte, 48)}})
+			var fe *conf.AgentPathFieldError
+			return err1 == nil && tdx == "/spire/agent/ccnp/tdx/"+strings.Repeat("ab", 48) && err2 == nil && tpm == "/spire/agent/ccnp/tpm/e1" &&
+				errors.As(err3, &fe) && fe.Field == "MRConfigID"
+		}},
 		{"require_policy", `tdx {}
 require_policy = true
 policy "p" { secure_boot = true }`, func(c *conf.ServerVerifier) bool { return c.RequirePolicy && len(c.Policies) == 1 }},
+		{"allow_ima_violations", "tdx {}\nallow_ima_violations = true", func(c *conf.ServerVerifier) bool { return c.AllowIMAViolations }},
 		{"heredoc string", "tdx {\n  trusted_roots_file = <<EOT\n/r.pem\nEOT\n}", func(c *conf.ServerVerifier) bool {
 			return c.TDX.TrustedRootsFile == "/r.pem\n"
 		}},
@@ -222,6 +237,10 @@ func TestServerErrors(t *testing.T) {
 		{"template bad segment", "tdx {}\nagent_path_template = \"/spire/agent//{{ .ID }}\"", 2, []string{"agent_path_template", "empty"}},
 		{"template bad char", "tdx {}\nagent_path_template = \"/spire/agent/a b/{{ .ID }}\"", 2, []string{"agent_path_template", "not allowed"}},
 		{"require_policy without policies", "tdx {}\nrequire_policy = true", 2, []string{"require_policy", "no policy"}},
+		{"quote field on tpm nodes", "tpm { ek_hash_allow_list = [\"" + strings.Repeat("ab", 32) + "\"] }\nagent_path_template = \"/spire/agent/ccnp/{{ .MRConfigID }}\"", 2,
+			[]string{"agent_path_template", "for tpm nodes", ".MRConfigID is set only for tdx and sim nodes"}},
+		{"sim renders a tdx agent ID", "tdx {}\nsim { trusted_root_file = \"/r\" }\nagent_path_template = \"/spire/agent/ccnp/{{ .ID }}\"", 3,
+			[]string{"agent_path_template", "for a sim node and for a tdx node alike", "{{ .TEE }}"}},
 		{"policy_file without reader", "tdx {}\npolicy_file = \"/p.hcl\"", 2, []string{"policy_file", "no file reader"}},
 		{"syntax error", "tdx {\n  allow_debug = \n}", 3, nil},
 		{"unterminated string", "tdx {\n  trusted_roots_file = \"/a\n}", 2, []string{"literal not terminated"}},

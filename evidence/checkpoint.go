@@ -27,8 +27,10 @@ const (
 	// HMAC-SHA-256 block of security it is meant to give.
 	MinCheckpointKeyBytes = 32
 	// CheckpointFormat is the version of CheckpointClaims this build
-	// writes and reads.
-	CheckpointFormat = 1
+	// writes and reads. 2 added ima_violations: a format-1 token, which did
+	// not record the prefix's IMA violations, is refused (the agent then
+	// re-attests with full logs once).
+	CheckpointFormat = 2
 
 	maxCheckpointOffsets   = 4
 	maxCheckpointRegisters = 32

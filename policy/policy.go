@@ -12,6 +12,9 @@
 //     satisfied by what was proven.
 //   - Allow-lists match when the node's value equals one entry exactly;
 //     hex is compared in lower case.
+//   - A simulated node (tee "sim") matches only a policy whose tee list names
+//     "sim": a policy written without a tee list is written for hardware,
+//     and a simulation has no hardware root to stand on.
 //
 // A node receives the selector "policy:<name>" for every policy it matches,
 // whether enforced or warn-only, and "policy_warn:<name>" for every warn-only
@@ -157,8 +160,11 @@ func EvaluateOne(p *conf.Policy, f *Facts) Result {
 	miss := func(key, format string, args ...any) {
 		r.Mismatches = append(r.Mismatches, key+": "+fmt.Sprintf(format, args...))
 	}
-	if len(p.TEE) > 0 && !slices.Contains(p.TEE, f.TEE) {
+	switch {
+	case len(p.TEE) > 0 && !slices.Contains(p.TEE, f.TEE):
 		miss("tee", "node is %s, the policy allows %s", f.TEE, joinTEE(p.TEE))
+	case len(p.TEE) == 0 && f.TEE == conf.TEESim:
+		miss("tee", "node is simulated; a policy matches a sim node only when its tee list names \"sim\"")
 	}
 	tdxList := func(key string, allow []string, v []byte) {
 		if allow == nil {

@@ -43,6 +43,13 @@ func tdxFacts() *Facts {
 	return f
 }
 
+// simFacts are tdxFacts of a simulated TD: every register the same.
+func simFacts() *Facts {
+	f := tdxFacts()
+	f.TEE = conf.TEESim
+	return f
+}
+
 func tpmFacts() *Facts {
 	r := cctrusted.Registers{}
 	r.Set(cctrusted.PCR(7).IMR(), cctrusted.AlgSHA256, pcr7)
@@ -75,6 +82,9 @@ func TestEvaluateOne(t *testing.T) {
 		{"mrconfigid", `mrconfigid = ["` + hexOf(0, 48) + `"]`, tdxFacts, true, ""},
 		{"tee match", `tee = ["tdx", "sim"]`, tdxFacts, true, ""},
 		{"tee mismatch", `tee = ["tpm"]`, tdxFacts, false, "tee: node is tdx"},
+		{"sim needs tee sim", `mrtd = ["` + hexA48 + `"]`, simFacts, false, `tee: node is simulated; a policy matches a sim node only when its tee list names "sim"`},
+		{"sim not in tee list", `tee = ["tdx"]`, simFacts, false, "tee: node is sim, the policy allows tdx"},
+		{"sim named", `tee = ["sim"]`, simFacts, true, ""},
 		{"pcr match", `pcr "7" { sha256 = ["` + hexOf(0x77, 32) + `"] }`, tpmFacts, true, ""},
 		{"pcr mismatch", `pcr "7" { sha256 = ["` + hexOf(0x78, 32) + `"] }`, tpmFacts, false, "pcr 7 sha256: " + hexOf(0x77, 32)},
 		{"pcr bank not quoted", `pcr "7" { sha384 = ["` + hexOf(0x77, 48) + `"] }`, tpmFacts, false, "pcr 7 sha384: not quoted"},

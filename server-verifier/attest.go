@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,7 +54,10 @@ type attestation struct {
 // verified is what a TEE-specific verification established.
 type verified struct {
 	// id names the node in its agent ID (EK hash on TPM, instance ID on TDX).
-	id        string
+	id string
+	// quote holds the verified quote's VMM-set fields for the agent path
+	// template; nil on TPM.
+	quote     *conf.AgentPathQuote
 	facts     policy.Facts
 	selectors []string
 	// incremental: verified from a checkpoint and log suffixes.
@@ -145,10 +149,13 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, reject(codes.PermissionDenied, CheckPolicy, err)
 	}
 
-	if a.agentID, err = a.agentIDOf(v.id); err != nil {
+	if a.agentID, err = a.agentIDOf(v.id, v.quote); err != nil {
 		return nil, err
 	}
 	sels := append(v.selectors, outcome.Selectors()...)
+	if conf.TEE(a.tee) == conf.TEESim {
+		sels = simNamespace(sels)
+	}
 	slices.Sort(sels)
 	sels = slices.Compact(sels)
 	a.selectors = len(sels)
@@ -159,6 +166,28 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, err
 	}
 	return &nodeattestorv1.AgentAttributes{SpiffeId: a.agentID, SelectorValues: sels, CanReattest: true}, nil
+}
+
+// simNamespace moves every selector of a simulated node except "tee:sim"
+// under "sim:" so that no registration entry written for hardware
+// ("ccnp:policy:golden", "ccnp:boot:secure_boot:true",
+// "ccnp:runtime:exe:sha256:...") can ever be satisfied by a simulation. A
+// simulator is verified as a TD, so its register selectors arrive as "tdx:"
+// and become "sim:" ("sim:mrtd:<hex>"), not "sim:tdx:". Done once, here, on
+// the final list, so that no selector added later can escape it.
+func simNamespace(sels []string) []string {
+	out := make([]string, 0, len(sels))
+	for _, s := range sels {
+		switch {
+		case s == "tee:"+string(conf.TEESim):
+			out = append(out, s)
+		case strings.HasPrefix(s, "tdx:"):
+			out = append(out, "sim:"+strings.TrimPrefix(s, "tdx:"))
+		default:
+			out = append(out, "sim:"+s)
+		}
+	}
+	return out
 }
 
 // round is one nonce challenge and the verification of the evidence that

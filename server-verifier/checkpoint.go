@@ -88,13 +88,29 @@ func (p *Plugin) loadCheckpointKey(cfg *conf.ServerVerifier) (*evidence.Checkpoi
 	return evidence.NewCheckpointKey(primary, previous...)
 }
 
-// agentIDOf renders the agent ID of node id under this configuration.
-func (a *attestation) agentIDOf(id string) (string, error) {
-	path, err := a.st.cfg.AgentPath(conf.AgentPathData{TEE: a.tee, ID: id})
+// agentIDOf renders the agent ID of node id, whose verified quote has the
+// fields q (nil on TPM, and before a quote is verified), under this
+// configuration. A field the node's quote cannot give is PermissionDenied:
+// the agent cannot fix it by retrying.
+func (a *attestation) agentIDOf(id string, q *conf.AgentPathQuote) (string, error) {
+	path, err := a.st.cfg.AgentPath(conf.AgentPathData{TEE: a.tee, ID: id, Quote: q})
 	if err != nil {
-		return "", reject(codes.InvalidArgument, CheckAgentID, err)
+		code := codes.InvalidArgument
+		var fe *conf.AgentPathFieldError
+		if errors.As(err, &fe) {
+			code = codes.PermissionDenied
+		}
+		return "", reject(code, CheckAgentID, err)
 	}
 	return "spiffe://" + a.st.trustDomain + path, nil
+}
+
+// needsQuote reports whether the agent path template reads a quote field,
+// so the agent ID is known only once the quote verified.
+func (a *attestation) needsQuote(id string) bool {
+	_, err := a.agentIDOf(id, nil)
+	var fe *conf.AgentPathFieldError
+	return errors.As(err, &fe)
 }
 
 // openCheckpoint returns the hello's checkpoint when this server can use
@@ -141,8 +157,12 @@ func (a *attestation) openCheckpoint(hello *evidencepb.Hello) *incremental {
 	if conf.TEE(a.tee) != conf.TEETPM {
 		// TDX and the simulator name themselves in the hello, so a token
 		// of another node is told before any evidence is asked for; a TPM
-		// node's ID (its EK) is checked in verifyTPM.
-		if err := inc.checkAgent(a, hello.GetInstanceId()); err != nil {
+		// node's ID (its EK) is checked in verifyTPM. An agent ID built from
+		// quote fields is checked in verifyTDX, once the quote verified.
+		if a.needsQuote(hello.GetInstanceId()) {
+			return inc
+		}
+		if err := inc.checkAgent(a, hello.GetInstanceId(), nil); err != nil {
 			a.fellBack = err.(*fallbackError).reason
 			return nil
 		}
@@ -150,9 +170,10 @@ func (a *attestation) openCheckpoint(hello *evidencepb.Hello) *incremental {
 	return inc
 }
 
-// checkAgent falls back unless the token was issued to node id.
-func (inc *incremental) checkAgent(a *attestation, id string) error {
-	got, err := a.agentIDOf(id)
+// checkAgent falls back unless the token was issued to node id with the
+// verified quote fields q.
+func (inc *incremental) checkAgent(a *attestation, id string, q *conf.AgentPathQuote) error {
+	got, err := a.agentIDOf(id, q)
 	if err != nil {
 		return fallback("%v", err)
 	}
@@ -227,59 +248,72 @@ func (inc *incremental) firmware() *eventlog.Facts {
 // verifyTDX checks incremental TDX evidence against the quote body: RTMR0
 // and RTMR1 unchanged, RTMR2 = the recorded value extended with the IMA
 // suffix, RTMR3 = the recorded value extended with the runtime suffix.
-func (inc *incremental) verifyTDX(body *tdxquote.Body, logs *evidence.Logs, next *checkpointState) (*eventlog.Facts, bool, *runtimeResult, error) {
+func (inc *incremental) verifyTDX(body *tdxquote.Body, logs *evidence.Logs, next *checkpointState) (*eventlog.Facts, imaResult, *runtimeResult, error) {
 	for i := range 2 {
 		rec := inc.register(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384)
 		if !bytes.Equal(rec, body.RTMR[i][:]) {
-			return nil, false, nil, fallback("rtmr%d is %x, the checkpoint recorded %x (rebooted?)", i, body.RTMR[i], rec)
+			return nil, imaResult{}, nil, fallback("rtmr%d is %x, the checkpoint recorded %x (rebooted?)", i, body.RTMR[i], rec)
 		}
 	}
-	n, err := inc.ima(logs.IMA, cctrusted.RTMR(2).IMR(), cctrusted.AlgSHA384, body.RTMR[2][:], next)
+	suffix, err := inc.ima(logs.IMA, cctrusted.RTMR(2).IMR(), cctrusted.AlgSHA384, body.RTMR[2][:], next)
 	if err != nil {
-		return nil, false, nil, err
+		return nil, imaResult{}, nil, err
 	}
 	rt, err := inc.runtime(logs.Runtime, cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384, body.RTMR[3][:], next)
 	if err != nil {
-		return nil, false, nil, err
+		return nil, imaResult{}, nil, err
 	}
 	for i := range body.RTMR {
 		next.register(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384, body.RTMR[i][:])
 	}
-	return inc.firmware(), inc.claims.GetImaVerified() || n > 0, rt, nil
+	return inc.firmware(), inc.imaWith(suffix), rt, nil
 }
+
+// imaWith is the IMA result of the whole list: what the checkpoint
+// recorded for the prefix and what the suffix added. Violations add up, so a
+// suffix without any cannot clear those of the prefix.
+func (inc *incremental) imaWith(suffix imaSuffix) imaResult {
+	return imaResult{
+		verified:   inc.claims.GetImaVerified() || suffix.entries > 0,
+		violations: int(inc.claims.GetImaViolations()) + suffix.violations,
+	}
+}
+
+// imaSuffix is what an IMA suffix added to the checkpoint's list.
+type imaSuffix struct{ entries, violations int }
 
 // verifyTPM checks incremental TPM evidence: PCR10 = the recorded value
 // extended with the IMA suffix, the runtime PCR likewise with the runtime
 // suffix. reserved is the server's tpm.runtime_pcr (zero: unset); what the
 // runtime record proves is decided after, as for a full replay.
-func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs, next *checkpointState, reserved cctrusted.PCR) (bool, *runtimeResult, error) {
-	n := 0
+func (inc *incremental) verifyTPM(pcrs cctrusted.Registers, logs *evidence.Logs, next *checkpointState, reserved cctrusted.PCR) (imaResult, *runtimeResult, error) {
+	var suffix imaSuffix
 	if evidence.OffsetOf(inc.claims.GetOffsets(), evidencepb.LogKind_LOG_KIND_IMA) != nil {
 		signed, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256)
 		if !ok {
-			return false, nil, fallback("the quote does not cover pcr10 in the sha256 bank")
+			return imaResult{}, nil, fallback("the quote does not cover pcr10 in the sha256 bank")
 		}
 		var err error
-		if n, err = inc.ima(logs.IMA, imaPCR.IMR(), cctrusted.AlgSHA256, signed, next); err != nil {
-			return false, nil, err
+		if suffix, err = inc.ima(logs.IMA, imaPCR.IMR(), cctrusted.AlgSHA256, signed, next); err != nil {
+			return imaResult{}, nil, err
 		}
 		next.register(imaPCR.IMR(), cctrusted.AlgSHA256, signed)
 	}
 	imr, alg := inc.runtimePCR(reserved)
 	if p := cctrusted.PCR(imr.Index); conf.RuntimePCRProtected(p) && p != reserved {
 		// tpm.runtime_pcr changed since the token was issued.
-		return false, nil, fallback("the checkpoint recorded the runtime log on %v, this server's tpm.runtime_pcr is %d", imr, reserved)
+		return imaResult{}, nil, fallback("the checkpoint recorded the runtime log on %v, this server's tpm.runtime_pcr is %d", imr, reserved)
 	}
 	signed, ok := pcrs.Get(imr, alg)
 	if !ok {
-		return false, nil, fallback("the quote does not cover the runtime register %v in the %v bank", imr, alg)
+		return imaResult{}, nil, fallback("the quote does not cover the runtime register %v in the %v bank", imr, alg)
 	}
 	rt, err := inc.runtime(logs.Runtime, imr, alg, signed, next)
 	if err != nil {
-		return false, nil, err
+		return imaResult{}, nil, err
 	}
 	next.register(imr, alg, signed)
-	return inc.claims.GetImaVerified() || n > 0, rt, nil
+	return inc.imaWith(suffix), rt, nil
 }
 
 // runtimePCR is the PCR (11..23) the checkpoint recorded for the runtime
@@ -305,37 +339,37 @@ func noLogRuntimePCR(reserved cctrusted.PCR) cctrusted.PCR {
 }
 
 // ima replays an IMA suffix from the recorded value of imr to signed and
-// returns its number of entries.
-func (inc *incremental) ima(raw []byte, imr cctrusted.IMR, alg cctrusted.Algorithm, signed []byte, next *checkpointState) (int, error) {
+// returns its number of entries and of violations.
+func (inc *incremental) ima(raw []byte, imr cctrusted.IMR, alg cctrusted.Algorithm, signed []byte, next *checkpointState) (imaSuffix, error) {
 	off := evidence.OffsetOf(inc.claims.GetOffsets(), evidencepb.LogKind_LOG_KIND_IMA)
 	start := inc.register(imr, alg)
 	if start == nil {
-		return 0, fallback("the checkpoint records no %v value in the %v bank", imr, alg)
+		return imaSuffix{}, fallback("the checkpoint records no %v value in the %v bank", imr, alg)
 	}
 	if off == nil {
 		// IMA is not sent: the register must not have moved.
 		if !bytes.Equal(start, signed) {
-			return 0, fallback("%v moved since the checkpoint, and no IMA log is sent", imr)
+			return imaSuffix{}, fallback("%v moved since the checkpoint, and no IMA log is sent", imr)
 		}
-		return 0, nil
+		return imaSuffix{}, nil
 	}
-	n := 0
+	var suffix imaSuffix
 	if len(raw) == 0 {
 		if !bytes.Equal(start, signed) {
-			return 0, fallback("%v moved since the checkpoint, but the IMA suffix is empty", imr)
+			return imaSuffix{}, fallback("%v moved since the checkpoint, but the IMA suffix is empty", imr)
 		}
 	} else {
 		l, err := ima.Parse(raw, ima.Options{})
 		if err != nil {
-			return 0, fallback("the IMA suffix does not parse: %v", err)
+			return imaSuffix{}, fallback("the IMA suffix does not parse: %v", err)
 		}
 		if err := l.Verify(alg, imr, signed, start); err != nil {
-			return 0, fallback("the checkpoint's %v and the IMA suffix (%d entries from entry %d) do not replay to the signed value: %v", imr, len(l.Entries), off.GetEvents(), err)
+			return imaSuffix{}, fallback("the checkpoint's %v and the IMA suffix (%d entries from entry %d) do not replay to the signed value: %v", imr, len(l.Entries), off.GetEvents(), err)
 		}
-		n = len(l.Entries)
+		suffix = imaSuffix{entries: len(l.Entries), violations: l.Violations()}
 	}
-	next.offset(evidencepb.LogKind_LOG_KIND_IMA, off.GetEvents()+uint64(n), off.GetBytes()+uint64(len(raw)))
-	return n, nil
+	next.offset(evidencepb.LogKind_LOG_KIND_IMA, off.GetEvents()+uint64(suffix.entries), off.GetBytes()+uint64(len(raw)))
+	return suffix, nil
 }
 
 // runtime replays a runtime log suffix from the recorded value of imr to
@@ -522,7 +556,7 @@ type checkpointState struct {
 	registers      []*evidencepb.RegisterValue
 	offsets        []*evidencepb.LogOffset
 	firmware       *evidencepb.FirmwareFacts
-	imaVerified    bool
+	ima            imaResult
 	workloads      []*evidencepb.WorkloadFact
 	workloadsKnown bool
 	// unusable says why no checkpoint can be issued (too many workloads,
@@ -614,7 +648,7 @@ func (s *checkpointState) fullTPM(pcrs cctrusted.Registers, logs *evidence.Logs,
 }
 
 // facts records the firmware facts, IMA and the workloads.
-func (s *checkpointState) facts(fw *eventlog.Facts, imaVerified bool, rt *runtimeResult) {
+func (s *checkpointState) facts(fw *eventlog.Facts, ir imaResult, rt *runtimeResult) {
 	if s == nil {
 		return
 	}
@@ -625,7 +659,7 @@ func (s *checkpointState) facts(fw *eventlog.Facts, imaVerified bool, rt *runtim
 			Bootloader: fw.Bootloader,
 		}
 	}
-	s.imaVerified = imaVerified
+	s.ima = ir
 	s.workloadsKnown = rt.known
 	if rt.incomplete != nil {
 		// A checkpoint carries no notices: without one, every later
@@ -676,9 +710,10 @@ func (a *attestation) issueCheckpoint(ctx context.Context, hello *evidencepb.Hel
 		Registers:      s.registers,
 		Offsets:        s.offsets,
 		Firmware:       s.firmware,
-		ImaVerified:    s.imaVerified,
+		ImaVerified:    s.ima.verified,
 		Workloads:      s.workloads,
 		WorkloadsKnown: s.workloadsKnown,
+		ImaViolations:  uint32(s.ima.violations),
 	}
 	tok, err := a.st.ckpt.Seal(claims)
 	if err != nil {

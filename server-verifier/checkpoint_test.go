@@ -294,7 +294,7 @@ func TestCheckpointSuffixAccepted(t *testing.T) {
 	if !slices.Equal(second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues()) {
 		t.Fatalf("incremental selectors\n%v\ndiffer from a full replay's\n%v", second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues())
 	}
-	for _, s := range []string{"runtime:exe:sha256:" + strings.Repeat("01", 32), "runtime:exe:sha256:" + strings.Repeat("02", 32), "ima:verified:true"} {
+	for _, s := range []string{"sim:runtime:exe:sha256:" + strings.Repeat("01", 32), "sim:runtime:exe:sha256:" + strings.Repeat("02", 32), "sim:ima:verified:true"} {
 		if !hasSelector(second.attrs, s) {
 			t.Errorf("incremental attestation lacks %s (a fact of the prefix or the suffix)", s)
 		}
@@ -730,9 +730,14 @@ func TestCheckpointTPM(t *testing.T) {
 	if !slices.Equal(second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues()) {
 		t.Fatalf("incremental selectors\n%v\ndiffer from a full replay's\n%v", second.attrs.GetSelectorValues(), ref.attrs.GetSelectorValues())
 	}
-	for _, s := range []string{"runtime:exe:sha256:" + hex.EncodeToString(n.exe), "runtime:exe:sha256:" + hex.EncodeToString(exe2[:]), "ima:verified:true"} {
+	// The node's first IMA list has a violation; the suffix has none: the
+	// checkpoint must carry the prefix's count, or the suffix would clear it.
+	for _, s := range []string{"runtime:exe:sha256:" + hex.EncodeToString(n.exe), "runtime:exe:sha256:" + hex.EncodeToString(exe2[:]), "ima:violations:1"} {
 		if !hasSelector(second.attrs, s) {
 			t.Errorf("selector %s missing", s)
 		}
+	}
+	if hasSelector(second.attrs, "ima:verified:true") {
+		t.Error("ima:verified:true for a list with a violation")
 	}
 }

@@ -173,6 +173,7 @@ policy "node" {
 }
 policy "workloads" {
   enforce = %v
+  tee     = ["sim"]
   runtime {
     allowed_exe_sha256 = ["%x"]
     allowed_containers = ["c1"]
@@ -187,7 +188,7 @@ policy "workloads" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"policy:workloads", "policy:unused", "runtime:exe:sha256:" + hex.EncodeToString(allowed)} {
+	for _, s := range []string{"sim:policy:workloads", "sim:policy:unused", "sim:runtime:exe:sha256:" + hex.EncodeToString(allowed)} {
 		if !hasSelector(attrs, s) {
 			t.Errorf("selector %s missing from %v", s, attrs.GetSelectorValues())
 		}
@@ -208,7 +209,7 @@ policy "workloads" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hasSelector(attrs, "policy_warn:workloads") || !hasSelector(attrs, "policy:node") || hasSelector(attrs, "policy:workloads") {
+	if !hasSelector(attrs, "sim:policy_warn:workloads") || !hasSelector(attrs, "sim:policy:node") || hasSelector(attrs, "sim:policy:workloads") {
 		t.Errorf("selectors %v", attrs.GetSelectorValues())
 	}
 	warn := h3.logs.Lines(t, "warn-only policy not met")

@@ -39,11 +39,6 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		return nil, rejectf(codes.InvalidArgument, CheckPayload, "hello.instance_id: a %s node must name itself with its instance ID", a.tee)
 	}
 
-	if inc != nil {
-		if err := inc.checkAgent(a, hello.GetInstanceId()); err != nil {
-			return nil, err
-		}
-	}
 	opts := a.tdxOptions(sim)
 	in := appraisal.TDXEvidence{
 		Quote:      quote,
@@ -76,8 +71,18 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		return nil, rejectf(codes.PermissionDenied, CheckSimulatedQuote, "the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", simQEVendorID)
 	}
 	body := &res.Quote.Body
+	// The agent path template may read these; they come from the verified
+	// body only, never from anything the agent says.
+	quoteFields := &conf.AgentPathQuote{
+		MRConfigID: body.MRConfigID[:], MROwner: body.MROwner[:], MROwnerConfig: body.MROwnerConfig[:],
+	}
+	if inc != nil {
+		if err := inc.checkAgent(a, hello.GetInstanceId(), quoteFields); err != nil {
+			return nil, err
+		}
+	}
 
-	v := &verified{id: hello.GetInstanceId()}
+	v := &verified{id: hello.GetInstanceId(), quote: quoteFields}
 	f := &v.facts
 	f.TEE = conf.TEE(a.tee)
 	f.MRTD, f.MRConfigID = body.MRTD[:], body.MRConfigID[:]
@@ -89,12 +94,12 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	f.AdvisoryIDs = res.AdvisoryIDs
 	debug := res.Debug
 	f.Debug = &debug
-	fw, imaVerified := res.Facts, len(logs.IMA) > 0
+	fw, ir := res.Facts, imaResult{verified: len(logs.IMA) > 0, violations: res.IMAViolations}
 	phase = a.st.metrics.start(phaseReplay)
 	next := a.newCheckpointState()
 	var rt *runtimeResult
 	if inc != nil {
-		if fw, imaVerified, rt, err = inc.verifyTDX(body, logs, next); err != nil {
+		if fw, ir, rt, err = inc.verifyTDX(body, logs, next); err != nil {
 			return nil, err
 		}
 	} else {
@@ -111,15 +116,12 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	factsFromFirmware(f, fw)
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
 	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
-	next.facts(fw, imaVerified, rt)
+	next.facts(fw, ir, rt)
 	v.next = next
 
-	// The simulator's selectors live under "sim:" so that no entry written
-	// for real TDX ever matches a simulation.
+	// A simulator's selectors are moved under "sim:" at the end of the
+	// attestation (simNamespace), with every other selector it gets.
 	pre := "tdx:"
-	if sim {
-		pre = "sim:"
-	}
 	s := []string{
 		"tee:" + a.tee,
 		pre + "mrtd:" + hex.EncodeToString(body.MRTD[:]),
@@ -143,9 +145,7 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 		}
 	}
 	s = append(s, bootSelectors(f, fw)...)
-	if imaVerified {
-		s = append(s, "ima:verified:true")
-	}
+	s = append(s, a.imaSelectors(ir)...)
 	v.selectors = append(s, rt.selectors()...)
 	return v, nil
 }

@@ -51,7 +51,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 		return nil, reject(codes.InvalidArgument, CheckEKTrust, fmt.Errorf("evidence.tpm.ek_public: %w", err))
 	}
 	if inc != nil {
-		if err := inc.checkAgent(a, ekHash); err != nil {
+		if err := inc.checkAgent(a, ekHash, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -112,16 +112,16 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 		factsFromFirmware(f, fw)
 	}
 	next := a.newCheckpointState()
-	imaVerified := len(logs.IMA) > 0
+	ir := imaResult{verified: len(logs.IMA) > 0}
 	var rt *runtimeResult
 	if inc != nil {
-		if imaVerified, rt, err = inc.verifyTPM(pcrs, logs, next, reserved); err != nil {
+		if ir, rt, err = inc.verifyTPM(pcrs, logs, next, reserved); err != nil {
 			return nil, err
 		}
 	} else {
 		imaEntries := 0
 		if len(logs.IMA) > 0 {
-			if imaEntries, err = verifyIMAOnPCR(logs.IMA, pcrs); err != nil {
+			if imaEntries, ir.violations, err = verifyIMAOnPCR(logs.IMA, pcrs); err != nil {
 				return nil, err
 			}
 		}
@@ -137,7 +137,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	phase.done()
 	f.Workloads, f.WorkloadsKnown, f.WorkloadsUnknown = rt.workloads, rt.known, protected.why
 	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
-	next.facts(fw, imaVerified, rt)
+	next.facts(fw, ir, rt)
 	v.next = next
 
 	// The activation round trip waits for the agent: it must not hold a
@@ -152,9 +152,7 @@ func (a *attestation) verifyTPM(ctx context.Context, ev *evidencepb.Evidence, lo
 	s := []string{"tee:tpm", "tpm:ek_hash:" + ekHash, "tpm:ek_trust:" + ekTrust}
 	s = append(s, pcrSelectors(pcrs)...)
 	s = append(s, bootSelectors(f, fw)...)
-	if imaVerified {
-		s = append(s, "ima:verified:true")
-	}
+	s = append(s, a.imaSelectors(ir)...)
 	s = append(s, "tpm:runtime_rollback_protected:"+boolString(protected.ok))
 	v.selectors = append(s, rt.selectors()...)
 	return v, nil
@@ -277,20 +275,20 @@ func (a *attestation) akCertificate(chain [][]byte, akPub []byte) error {
 }
 
 // verifyIMAOnPCR replays an IMA list against PCR10 in the SHA-256 bank and
-// returns how many entries it has.
-func verifyIMAOnPCR(raw []byte, pcrs cctrusted.Registers) (int, error) {
+// returns how many entries it has and how many of them are violations.
+func verifyIMAOnPCR(raw []byte, pcrs cctrusted.Registers) (entries, violations int, err error) {
 	l, err := ima.Parse(raw, ima.Options{})
 	if err != nil {
-		return 0, reject(codes.InvalidArgument, CheckIMAReplay, fmt.Errorf("IMA log: %w", err))
+		return 0, 0, reject(codes.InvalidArgument, CheckIMAReplay, fmt.Errorf("IMA log: %w", err))
 	}
 	signed, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256)
 	if !ok {
-		return 0, rejectf(codes.PermissionDenied, CheckIMAReplay, "the node sent an IMA log but did not quote pcr10 in the sha256 bank")
+		return 0, 0, rejectf(codes.PermissionDenied, CheckIMAReplay, "the node sent an IMA log but did not quote pcr10 in the sha256 bank")
 	}
 	if err := l.Verify(cctrusted.AlgSHA256, imaPCR.IMR(), signed, nil); err != nil {
-		return 0, replayRejection(CheckIMAReplay, "IMA log", err)
+		return 0, 0, replayRejection(CheckIMAReplay, "IMA log", err)
 	}
-	return len(l.Entries), nil
+	return len(l.Entries), l.Violations(), nil
 }
 
 // checkTPMRuntimePCR refuses a runtime log (nil: none) on a register a TPM

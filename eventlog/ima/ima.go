@@ -208,6 +208,20 @@ type Log struct {
 	ByteOrder binary.ByteOrder
 }
 
+// Violations counts the ToMToU and open-writers entries: the kernel
+// measured nothing for them (the template hash is zero and 0xFF is
+// extended), so whatever their template data names was not hashed, and a
+// replaying list says nothing about that file's content.
+func (l *Log) Violations() int {
+	n := 0
+	for i := range l.Entries {
+		if l.Entries[i].Violation {
+			n++
+		}
+	}
+	return n
+}
+
 // Errors that ParseError wraps, for errors.Is.
 var (
 	// ErrTemplateHash: the template data does not hash to the template hash.

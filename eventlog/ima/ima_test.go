@@ -319,6 +319,9 @@ func TestViolationExtendsFF(t *testing.T) {
 	if v != 7 {
 		t.Fatalf("violation at entry %d, want 7", v)
 	}
+	if n := log.Violations(); n != 1 {
+		t.Errorf("Violations() = %d, want 1", n)
+	}
 	before, _ := log.Replay(cctrusted.AlgSHA256)
 	log.Entries[v].TemplateData = []byte("anything")
 	after, _ := log.Replay(cctrusted.AlgSHA256)

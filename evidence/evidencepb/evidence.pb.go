@@ -1126,7 +1126,7 @@ func (x *SignedCheckpoint) GetMac() []byte {
 // attestation, for the next one to start from.
 type CheckpointClaims struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// format is 1.
+	// format is 2 (format 1 had no ima_violations).
 	Format uint32 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
 	// agent_id is the SPIFFE ID the attestation produced; a token is used only
 	// by the node with that ID.
@@ -1152,8 +1152,13 @@ type CheckpointClaims struct {
 	// workloads_known: a runtime log was verified, or none existed and the
 	// register was at its reset value.
 	WorkloadsKnown bool `protobuf:"varint,11,opt,name=workloads_known,json=workloadsKnown,proto3" json:"workloads_known,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ima_violations counts the violation entries (ToMToU, open-writers: all-zero
+	// template hash, nothing measured) of the verified IMA list, so that a suffix
+	// cannot hide those of the prefix (selector ima:violations:<n>). Added in
+	// format 2: a format-1 token did not record them and is not used.
+	ImaViolations uint32 `protobuf:"varint,12,opt,name=ima_violations,json=imaViolations,proto3" json:"ima_violations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointClaims) Reset() {
@@ -1261,6 +1266,13 @@ func (x *CheckpointClaims) GetWorkloadsKnown() bool {
 		return x.WorkloadsKnown
 	}
 	return false
+}
+
+func (x *CheckpointClaims) GetImaViolations() uint32 {
+	if x != nil {
+		return x.ImaViolations
+	}
+	return 0
 }
 
 // RegisterValue is one register in one bank.
@@ -1544,7 +1556,7 @@ const file_evidence_proto_rawDesc = "" +
 	"\x03Ack\"<\n" +
 	"\x10SignedCheckpoint\x12\x16\n" +
 	"\x06claims\x18\x01 \x01(\fR\x06claims\x12\x10\n" +
-	"\x03mac\x18\x02 \x01(\fR\x03mac\"\xd0\x03\n" +
+	"\x03mac\x18\x02 \x01(\fR\x03mac\"\xf7\x03\n" +
 	"\x10CheckpointClaims\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -1558,7 +1570,8 @@ const file_evidence_proto_rawDesc = "" +
 	"\fima_verified\x18\t \x01(\bR\vimaVerified\x12<\n" +
 	"\tworkloads\x18\n" +
 	" \x03(\v2\x1e.ccnp.evidence.v1.WorkloadFactR\tworkloads\x12'\n" +
-	"\x0fworkloads_known\x18\v \x01(\bR\x0eworkloadsKnown\"c\n" +
+	"\x0fworkloads_known\x18\v \x01(\bR\x0eworkloadsKnown\x12%\n" +
+	"\x0eima_violations\x18\f \x01(\rR\rimaViolations\"c\n" +
 	"\rRegisterValue\x12\x14\n" +
 	"\x05space\x18\x01 \x01(\rR\x05space\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x10\n" +

@@ -43,8 +43,8 @@ func RunDemo(ctx context.Context, l *Lab, out io.Writer) (*DemoResult, error) {
 		return nil, err
 	}
 	td := l.TrustDomain
-	l.say("registration entries: node alias spiffe://%s/nodes/demo on ccnp:policy:demo; workload on ccnp:exe:sha256:%s", td, sum)
-	if err := srv.CreateEntry(ctx, "-node", "-spiffeID", "spiffe://"+td+"/nodes/demo", "-selector", "ccnp:policy:demo"); err != nil {
+	l.say("registration entries: node alias spiffe://%s/nodes/demo on ccnp:sim:policy:demo (a simulated node's selectors are all under sim:); workload on ccnp:exe:sha256:%s", td, sum)
+	if err := srv.CreateEntry(ctx, "-node", "-spiffeID", "spiffe://"+td+"/nodes/demo", "-selector", "ccnp:sim:policy:demo"); err != nil {
 		return nil, err
 	}
 	if err := srv.CreateEntry(ctx, "-parentID", "spiffe://"+td+"/nodes/demo", "-spiffeID", "spiffe://"+td+"/demo/workload",

@@ -70,6 +70,9 @@ type InitOptions struct {
 	Debug bool
 	// MRTD is the build-time measurement (48 bytes); nil means DefaultMRTD().
 	MRTD []byte
+	// MRConfigID, MROwner and MROwnerConfig are what a VMM would set at TD
+	// creation (48 bytes each); nil means zeros, as when the VMM sets none.
+	MRConfigID, MROwner, MROwnerConfig []byte
 	// Platform is the simulated machine; nil means pki.DefaultPlatform().
 	Platform *pki.Platform
 	// Now is when certificates start being valid; zero means time.Now().
@@ -122,6 +125,16 @@ func Init(dir string, opts InitOptions) error {
 	if len(mrtd) != pki.MRSize {
 		return fmt.Errorf("sim: MRTD is %d bytes, want %d", len(mrtd), pki.MRSize)
 	}
+	vmm := [3][]byte{make(pki.Hex, pki.MRSize), make(pki.Hex, pki.MRSize), make(pki.Hex, pki.MRSize)}
+	for i, v := range [3][]byte{opts.MRConfigID, opts.MROwner, opts.MROwnerConfig} {
+		if v == nil {
+			continue
+		}
+		if len(v) != pki.MRSize {
+			return fmt.Errorf("sim: %s is %d bytes, want %d", [3]string{"MRConfigID", "MROwner", "MROwnerConfig"}[i], len(v), pki.MRSize)
+		}
+		copy(vmm[i], v)
+	}
 	log, table := opts.CCEL, opts.CCELTable
 	switch {
 	case log == nil && table != nil:
@@ -172,9 +185,9 @@ func Init(dir string, opts InitOptions) error {
 		MRTD:          append(pki.Hex(nil), mrtd...),
 		TDAttributes:  append(pki.Hex(nil), defaultTDAttributes...),
 		XFAM:          append(pki.Hex(nil), defaultXFAM...),
-		MRConfigID:    make(pki.Hex, pki.MRSize),
-		MROwner:       make(pki.Hex, pki.MRSize),
-		MROwnerConfig: make(pki.Hex, pki.MRSize),
+		MRConfigID:    vmm[0],
+		MROwner:       vmm[1],
+		MROwnerConfig: vmm[2],
 	}
 	if opts.Debug {
 		s.TDAttributes[0] |= 1

@@ -67,8 +67,8 @@ func TestIMABaseline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("well-formed IMA list rejected: %v", err)
 	}
-	if !slices.Contains(attrs.GetSelectorValues(), "ima:verified:true") {
-		t.Fatalf("no ima:verified:true among %v", attrs.GetSelectorValues())
+	if !slices.Contains(attrs.GetSelectorValues(), "sim:ima:verified:true") {
+		t.Fatalf("no sim:ima:verified:true among %v", attrs.GetSelectorValues())
 	}
 }
 

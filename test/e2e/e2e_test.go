@@ -127,7 +127,7 @@ func TestSimHappyPath(t *testing.T) {
 		t.Errorf("agent ID %q", res.AgentID)
 	}
 	joined := strings.Join(res.AgentSelectors, " ")
-	for _, want := range []string{"ccnp:tee:sim", "ccnp:policy:demo"} {
+	for _, want := range []string{"ccnp:tee:sim", "ccnp:sim:policy:demo"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("agent selectors lack %s: %v", want, res.AgentSelectors)
 		}
@@ -148,7 +148,7 @@ func TestRejectNodeOffPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	workload := filepath.Join(bin, "ccnp-demo-workload")
-	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	entries(t, ctx, lab, srv, "ccnp:sim:policy:demo", workload)
 	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +179,7 @@ func TestRejectOtherBinary(t *testing.T) {
 	lab, ctx := newLab(t)
 	sim, srv := simServer(t, lab, ctx, spirelab.ServerConfig{})
 	workload := filepath.Join(bin, "ccnp-demo-workload")
-	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	entries(t, ctx, lab, srv, "ccnp:sim:policy:demo", workload)
 	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestReattestationRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	workload := filepath.Join(bin, "ccnp-demo-workload")
-	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	entries(t, ctx, lab, srv, "ccnp:sim:policy:demo", workload)
 	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
 	if err != nil {
 		t.Fatal(err)
@@ -250,19 +250,19 @@ func TestReattestationRuntime(t *testing.T) {
 		t.Fatalf("agents %v, %v", ids, err)
 	}
 	sel, _ := srv.AgentSelectors(ctx, ids[0])
-	if !strings.Contains(strings.Join(sel, " "), "ccnp:policy:strict") {
+	if !strings.Contains(strings.Join(sel, " "), "ccnp:sim:policy:strict") {
 		t.Fatalf("before the workload ran the node should match strict: %v", sel)
 	}
 	if _, err := agent.FetchSVID(ctx, workload, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	want := "ccnp:runtime:exe:sha256:" + sum(t, workload)
+	want := "ccnp:sim:runtime:exe:sha256:" + sum(t, workload)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		sel, _ = srv.AgentSelectors(ctx, ids[0])
 		joined := strings.Join(sel, " ")
 		if strings.Contains(joined, want) {
-			if strings.Contains(joined, "ccnp:policy:strict") {
+			if strings.Contains(joined, "ccnp:sim:policy:strict") {
 				t.Fatalf("the node still matches the strict runtime policy after running an excluded workload: %v", sel)
 			}
 			break
@@ -325,7 +325,7 @@ func TestWorkloadAttestorCrash(t *testing.T) {
 	lab, ctx := newLab(t)
 	sim, srv := simServer(t, lab, ctx, spirelab.ServerConfig{})
 	workload := filepath.Join(bin, "ccnp-demo-workload")
-	entries(t, ctx, lab, srv, "ccnp:policy:demo", workload)
+	entries(t, ctx, lab, srv, "ccnp:sim:policy:demo", workload)
 	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
 	if err != nil {
 		t.Fatal(err)
@@ -423,4 +423,163 @@ func timeToSVID(t *testing.T, mode string) time.Duration {
 		t.Fatalf("%s: %s", mode, out)
 	}
 	return time.Since(start)
+}
+
+// agentRecord is what `spire-server agent show` says about one agent.
+type agentRecord struct {
+	expires   time.Time
+	serial    string
+	selectors []string
+}
+
+func showAgent(t *testing.T, ctx context.Context, srv *spirelab.Server, id string) agentRecord {
+	t.Helper()
+	out, err := srv.Exec(ctx, "agent show", "-spiffeID", id)
+	if err != nil {
+		t.Fatalf("agent show: %v: %s", err, out)
+	}
+	var r agentRecord
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch k {
+		case "Expiration time":
+			if r.expires, err = time.Parse("2006-01-02 15:04:05 -0700 MST", v); err != nil {
+				t.Fatalf("expiration time %q: %v", v, err)
+			}
+		case "Serial number":
+			r.serial = v
+		}
+	}
+	if r.selectors, err = srv.AgentSelectors(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if r.serial == "" || r.expires.IsZero() {
+		t.Fatalf("unexpected agent show output:\n%s", out)
+	}
+	return r
+}
+
+// A node stops matching its only enforced policy (it ran a workload the
+// policy's runtime allow-list excludes) while require_policy is set. At its
+// next re-attestation the server rejects it, and what the operator then
+// sees is SPIRE's behaviour, documented in operations.md: the agent keeps
+// its previous SVID and selectors until that SVID expires, its workloads
+// still get SVIDs, and only eviction removes it at once.
+func TestReattestationRejectedKeepsPreviousSVID(t *testing.T) {
+	lab, ctx := newLab(t)
+	sim, err := lab.InitSim(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := lab.GeneratePolicy(ctx, sim, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(lab.Dir, "policy-runtime.hcl")
+	src := strings.Replace(string(b), `policy "demo" {`, `policy "demo" {
+  runtime {
+    allowed_exe_sha256 = ["`+strings.Repeat("ab", 32)+`"]
+  }`, 1)
+	if err := os.WriteFile(policy, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 40 * time.Second
+	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{SimRoot: filepath.Join(sim.Dir, "root.pem"), PCSURL: sim.PCSURL,
+		PolicyFile: policy, RequirePolicy: true, AgentTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:sim:policy:demo", workload)
+	start := time.Now()
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{TEE: "sim", SimDir: sim.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := srv.Agents(ctx)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("agents %v, %v", ids, err)
+	}
+	id := ids[0]
+	before := showAgent(t, ctx, srv, id)
+	t.Logf("attested at +%.1fs: serial %s, SVID expires %s (agent_ttl %s)", time.Since(start).Seconds(), before.serial, before.expires.Format(time.TimeOnly), ttl)
+	if !slices.Contains(before.selectors, "ccnp:sim:policy:demo") {
+		t.Fatalf("the node does not match its policy before the workload ran: %v", before.selectors)
+	}
+	// The workload runs (and is measured into RTMR3): the node no longer
+	// matches "demo", its only enforced policy.
+	if out, err := agent.FetchSVID(ctx, workload, 60*time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("workload SVID before the rejection: %s", out)
+	}
+
+	// The agent re-attests at about half of agent_ttl; the server rejects it.
+	var rejectedAt time.Duration
+	deadline := time.Now().Add(ttl + 30*time.Second)
+	for {
+		logb, _ := os.ReadFile(srv.Log)
+		if i := bytes.Index(logb, []byte("require_policy: the node matches no enforced policy")); i >= 0 {
+			rejectedAt = time.Since(start)
+			line := logb[bytes.LastIndexByte(logb[:i], '\n')+1:]
+			if j := bytes.IndexByte(line, '\n'); j >= 0 {
+				line = line[:j]
+			}
+			t.Logf("server at +%.1fs: %s", rejectedAt.Seconds(), line)
+			if !bytes.Contains(line, []byte("PermissionDenied")) || !bytes.Contains(line, []byte("runtime.allowed_exe_sha256")) {
+				t.Errorf("the rejection line does not name the code and the failed constraint")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rejected re-attestation within %s", ttl+30*time.Second)
+		}
+		time.Sleep(time.Second)
+	}
+
+	// What the operator sees: the node is still attested with its previous
+	// SVID and selectors, until that SVID expires.
+	after := showAgent(t, ctx, srv, id)
+	t.Logf("after the rejection (+%.1fs): serial %s, expires %s, %d selectors, policy selector kept: %v", time.Since(start).Seconds(),
+		after.serial, after.expires.Format(time.TimeOnly), len(after.selectors), slices.Contains(after.selectors, "ccnp:sim:policy:demo"))
+	if after.serial != before.serial || !after.expires.Equal(before.expires) {
+		t.Errorf("the rejected re-attestation changed the agent's SVID: serial %s -> %s, expiry %s -> %s", before.serial, after.serial, before.expires, after.expires)
+	}
+	if !time.Now().Before(after.expires) {
+		t.Errorf("the previous SVID already expired at %s", after.expires)
+	}
+	if !slices.Equal(after.selectors, before.selectors) {
+		t.Errorf("the node's selectors changed:\n%v\n->\n%v", before.selectors, after.selectors)
+	}
+	if out, err := agent.FetchSVID(ctx, workload, 30*time.Second); err != nil {
+		t.Errorf("after the rejection the workload got no SVID (SPIRE's documented behaviour is that it still does): %v", err)
+	} else {
+		t.Logf("workload SVID after the rejection, %.0fs before the agent SVID expires: %s", time.Until(after.expires).Seconds(), out)
+	}
+	if entry, err := srv.Exec(ctx, "entry show", "-spiffeID", "spiffe://"+lab.TrustDomain+"/nodes/demo"); err == nil {
+		t.Logf("node alias entry:\n%s", entry)
+	}
+
+	// Eviction takes effect at once, and the node cannot come back: its
+	// attestation is rejected as its re-attestation was.
+	if out, err := srv.Exec(ctx, "agent evict", "-spiffeID", id); err != nil {
+		t.Fatalf("agent evict: %v: %s", err, out)
+	}
+	evicted := time.Now()
+	time.Sleep(10 * time.Second)
+	if ids, _ := srv.Agents(ctx); len(ids) != 0 {
+		t.Errorf("agents after eviction: %v", ids)
+	}
+	t.Logf("evicted at +%.1fs; %.0fs later no agent is listed", evicted.Sub(start).Seconds(), time.Since(evicted).Seconds())
 }
