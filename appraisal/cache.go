@@ -269,9 +269,9 @@ func (c *Cache) pckChain(q *tdxquote.Quote, l *chainLookup, roots *x509.CertPool
 // everything else carries over to any quote whose key is the same.
 func libraryKey(raw []byte, q *tdxquote.Quote, collateralDigest []byte) [32]byte {
 	h := sha256.New()
-	writeBytes(h, raw[:tdxquote.BodyOffset+120])
-	writeBytes(h, raw[tdxquote.SignedDataLenOff:tdxquote.SignedDataOffset])
-	writeBytes(h, raw[tdxquote.SignedDataOffset+tdxquote.SignatureSize:])
+	writeBytes(h, raw[:q.BodyOffset+120])
+	writeBytes(h, raw[q.SignedDataOffset-4:q.SignedDataOffset])
+	writeBytes(h, raw[q.SignedDataOffset+tdxquote.SignatureSize:])
 	writeBytes(h, collateralDigest)
 	var k [32]byte
 	h.Sum(k[:0])

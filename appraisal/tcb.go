@@ -65,15 +65,20 @@ func (t *tcbEvaluation) describe() string {
 //
 //  1. TCB info's tdxModule: MRSIGNERSEAM must equal its mrsigner and
 //     SEAMATTRIBUTES & attributesMask its attributes.
-//  2. The platform level is the first TCB level (Intel lists them newest
-//     first) whose 16 SGX component SVNs and PCESVN are <= the PCK
+//  2. The platform level is the first TCB level (in the order of
+//     sortedLevels, highest first) whose 16 SGX component SVNs and PCESVN are <= the PCK
 //     certificate's and whose 16 TDX component SVNs are <= TEE_TCB_SVN. When
 //     TEE_TCB_SVN[1] (the TDX module's major version) is non-zero, indices 0
 //     and 1 are the module's own SVNs and are skipped: step 3 evaluates them.
 //  3. If TEE_TCB_SVN[1] > 0, the tdxModuleIdentities entry "TDX_<hex of
 //     TEE_TCB_SVN[1]>" must exist, match MRSIGNERSEAM and the attributes as
-//     in 1, and its first level with isvsvn <= TEE_TCB_SVN[0] gives the
-//     module status.
+//     in 1, and its first level (highest isvsvn first) with isvsvn <=
+//     TEE_TCB_SVN[0] gives the module status.
+//
+// Both steps read TEE_TCB_SVN, also in TDX 1.5 bodies: TEE_TCB_SVN2 (the
+// module after a TD-preserving update) only feeds Intel's "TD relaunch
+// advised" refinement of an OutOfDate result, which this code does not
+// make, so such a TD is reported OutOfDate, the stricter of the two.
 //  4. QE identity: MRSIGNER, ISVPRODID equal; MISCSELECT and ATTRIBUTES
 //     under their masks equal; first level with isvsvn <= the QE's ISVSVN
 //     gives the QE status.
@@ -100,8 +105,7 @@ func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*
 		start = 2
 	}
 	var level *pcs.TcbLevel
-	for i := range ti.TcbLevels {
-		l := &ti.TcbLevels[i]
+	for _, l := range sortedLevels(ti.TcbLevels) {
 		if componentsAtLeast(q.PCK.SGXTCBComponents[:], l.Tcb.SgxTcbcomponents, 0) &&
 			q.PCK.PCESVN >= l.Tcb.Pcesvn &&
 			componentsAtLeast(svn[:], l.Tcb.TdxTcbcomponents, start) {
@@ -134,9 +138,9 @@ func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*
 			return nil, err
 		}
 		var ml *pcs.TcbLevel
-		for i := range mod.TcbLevels {
-			if uint32(svn[0]) >= mod.TcbLevels[i].Tcb.Isvsvn {
-				ml = &mod.TcbLevels[i]
+		for _, l := range sortedByISVSVN(mod.TcbLevels) {
+			if uint32(svn[0]) >= l.Tcb.Isvsvn {
+				ml = l
 				break
 			}
 		}
@@ -160,6 +164,64 @@ func evaluateTCB(q *tdxquote.Quote, ti *pcs.TcbInfo, qi *pcs.EnclaveIdentity) (*
 		return nil, err
 	}
 	return ev, nil
+}
+
+// sortedLevels orders TCB levels highest first as Intel's quote
+// verification library does (it keeps them in a set ordered by SGX
+// component SVNs, then PCESVN, then TDX component SVNs, each compared
+// lexicographically), rather than trusting the JSON order: the first match
+// is then the highest level the platform reaches whatever order the
+// document lists them in. It sorts pointers, never the levels themselves,
+// which may be shared with other appraisals through a Cache.
+func sortedLevels(levels []pcs.TcbLevel) []*pcs.TcbLevel {
+	out := make([]*pcs.TcbLevel, len(levels))
+	for i := range levels {
+		out[i] = &levels[i]
+	}
+	slices.SortStableFunc(out, func(a, b *pcs.TcbLevel) int {
+		if c := compareComponents(b.Tcb.SgxTcbcomponents, a.Tcb.SgxTcbcomponents); c != 0 {
+			return c
+		}
+		if a.Tcb.Pcesvn != b.Tcb.Pcesvn {
+			if a.Tcb.Pcesvn > b.Tcb.Pcesvn {
+				return -1
+			}
+			return 1
+		}
+		return compareComponents(b.Tcb.TdxTcbcomponents, a.Tcb.TdxTcbcomponents)
+	})
+	return out
+}
+
+func compareComponents(a, b []pcs.TcbComponent) int {
+	for i := range min(len(a), len(b)) {
+		if a[i].Svn != b[i].Svn {
+			if a[i].Svn < b[i].Svn {
+				return -1
+			}
+			return 1
+		}
+	}
+	return len(a) - len(b)
+}
+
+// sortedByISVSVN orders TDX module (or QE) identity levels highest ISVSVN
+// first, for the same reason as sortedLevels.
+func sortedByISVSVN(levels []pcs.TcbLevel) []*pcs.TcbLevel {
+	out := make([]*pcs.TcbLevel, len(levels))
+	for i := range levels {
+		out[i] = &levels[i]
+	}
+	slices.SortStableFunc(out, func(a, b *pcs.TcbLevel) int {
+		switch {
+		case a.Tcb.Isvsvn > b.Tcb.Isvsvn:
+			return -1
+		case a.Tcb.Isvsvn < b.Tcb.Isvsvn:
+			return 1
+		}
+		return 0
+	})
+	return out
 }
 
 func matchModule(what string, mrsigner, attrs, mask []byte, b *tdxquote.Body) error {
@@ -214,8 +276,8 @@ func evaluateQE(q *tdxquote.Quote, qi *pcs.EnclaveIdentity) (*pcs.TcbLevel, erro
 			return nil, fmt.Errorf("QE identity: QE ATTRIBUTES %x under mask %x are not %x", r.Attributes, qi.AttributesMask.Bytes, qi.Attributes.Bytes)
 		}
 	}
-	for i := range qi.TcbLevels {
-		if l := &qi.TcbLevels[i]; l.Tcb.Isvsvn <= uint32(r.ISVSVN) {
+	for _, l := range sortedByISVSVN(qi.TcbLevels) {
+		if l.Tcb.Isvsvn <= uint32(r.ISVSVN) {
 			return l, nil
 		}
 	}

@@ -214,3 +214,26 @@ func TestBadInputOneLineError(t *testing.T) {
 		}
 	}
 }
+
+// TestQuoteInspectV5 shows the TDX 1.5 fields of the real v5 quote, in JSON
+// and text, and names an SGX quote in one line.
+func TestQuoteInspectV5(t *testing.T) {
+	const v5 = "../testdata/tdx/quote_v5_sample.dat"
+	code, out, errs := run(t, "quote", "inspect", "-o", "json", v5)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var q map[string]any
+	readJSON(t, out, &q)
+	if q["version"] != float64(5) || q["body_type"] != float64(3) || q["tee_tcb_svn2"] != "0d010400000000000000000000000000" || q["mrservicetd"] != strings.Repeat("0", 96) {
+		t.Errorf("version %v body type %v tee_tcb_svn2 %v mrservicetd %v", q["version"], q["body_type"], q["tee_tcb_svn2"], q["mrservicetd"])
+	}
+	code, out, errs = run(t, "quote", "inspect", v5)
+	if code != 0 || !strings.Contains(out, "TDX quote v5") || !strings.Contains(out, "tee_tcb_svn2:") || !strings.Contains(out, "mrservicetd:") {
+		t.Errorf("exit %d: %s%s", code, out, errs)
+	}
+	code, _, errs = run(t, "quote", "inspect", "../testdata/dcap-qvl/sgx_quote")
+	if code == 0 || !strings.Contains(errs, "SGX quote, not TDX") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Errorf("SGX quote: exit %d: %q", code, errs)
+	}
+}

@@ -62,7 +62,7 @@ the simulator, JSON for a TPM report. Otherwise it is printed.`,
 
 func (g *globals) printInspection(in *tdxquote.Inspection) {
 	row := func(k, v string) { g.printf("%-22s %s\n", k+":", v) }
-	g.printf("TDX quote v%d, attestation key type %d, TEE type 0x%x\n", in.Version, in.AttestationKeyType, in.TEEType)
+	g.printf("TDX quote v%d, attestation key type %d, TEE type 0x%x, body type %d\n", in.Version, in.AttestationKeyType, in.TEEType, in.BodyType)
 	row("qe_vendor_id", in.QEVendorID)
 	row("tee_tcb_svn", in.TEETCBSVN)
 	row("mrseam", in.MRSEAM)
@@ -88,6 +88,10 @@ func (g *globals) printInspection(in *tdxquote.Inspection) {
 	row("rtmr2", in.RTMR2)
 	row("rtmr3", in.RTMR3)
 	row("report_data", in.ReportData)
+	if in.TEETCBSVN2 != "" {
+		row("tee_tcb_svn2", in.TEETCBSVN2)
+		row("mrservicetd", in.MRServiceTD)
+	}
 	row("qe_mrenclave", in.QEMRENCLAVE)
 	row("qe_mrsigner", in.QEMRSIGNER)
 	row("fmspc", in.FMSPC)

@@ -386,7 +386,13 @@ func (c *Cache) fetch(ctx context.Context, rawURL string) (*entry, error) {
 		return nil, fmt.Errorf("response has no readable nextUpdate: %w", err)
 	}
 	if !now.Before(next) {
-		return nil, fmt.Errorf("response expired: its nextUpdate %s is not after %s",
+		// Named by kind, so the operator reads "TCB info expired" and
+		// knows which document the source must renew.
+		what := "response"
+		if r, err := ParseIntelURL(rawURL); err == nil {
+			what = r.Kind.String() + " response"
+		}
+		return nil, fmt.Errorf("%s expired: its nextUpdate %s is not after %s", what,
 			next.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if err := c.belowMinimum(body); err != nil {

@@ -1,6 +1,7 @@
 package collateral_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
@@ -149,5 +150,52 @@ func TestOfflineLayoutNames(t *testing.T) {
 		if got != want {
 			t.Errorf("%q, want %q", got, want)
 		}
+	}
+}
+
+// TestDirBundle reads the dcap-qvl layout: each document as Intel's PCS
+// serves it, split files winning over the bundle, and a broken bundle
+// named in the error.
+func TestDirBundle(t *testing.T) {
+	dir := dcapQVLDir(t)
+	d := &collateral.Dir{Path: dir}
+	ctx := context.Background()
+	for _, u := range []string{
+		tdxpcs.TcbInfoURL(dcapQVLFMSPC), tdxpcs.QeIdentityURL(), tdxpcs.PckCrlURL("platform"),
+		"https://certificates.trustedservices.intel.com/IntelSGXRootCA.der",
+	} {
+		if _, body, err := d.GetContext(ctx, u); err != nil || len(body) == 0 {
+			t.Errorf("%s: %v", u, err)
+		} else if _, err := collateral.NextUpdate(body); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	// The bundle's PCK CRL is the platform CA's: the processor CA's is missing.
+	if _, _, err := d.GetContext(ctx, tdxpcs.PckCrlURL("processor")); err == nil || !strings.Contains(err.Error(), collateral.OfflinePCKCRL("processor")) {
+		t.Errorf("processor CA CRL: %v", err)
+	}
+	// Another FMSPC's TCB info is not this bundle's.
+	if _, _, err := d.GetContext(ctx, tdxpcs.TcbInfoURL("00806f050000")); err == nil {
+		t.Error("TCB info of another FMSPC served")
+	}
+	// A split file wins.
+	for name, body := range map[string]string{collateral.OfflineQEIdentity: `{"enclaveIdentity":{}}`, collateral.OfflineQEIdentityChain: "chain"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, body, err := d.GetContext(ctx, tdxpcs.QeIdentityURL()); err != nil || string(body) != `{"enclaveIdentity":{}}` {
+		t.Errorf("split QE identity: %q, %v", body, err)
+	}
+	// A signature that is not hex cannot be spliced into the body.
+	bad := bytes.Replace(readDcapQVL(t, "tdx_quote_collateral.json"), []byte(`"tcb_info_signature": "`), []byte(`"tcb_info_signature": "\"x`), 1)
+	if bytes.Equal(bad, readDcapQVL(t, "tdx_quote_collateral.json")) {
+		t.Fatal("the test did not change the bundle")
+	}
+	if err := os.WriteFile(filepath.Join(dir, collateral.OfflineBundle(dcapQVLFMSPC)), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.GetContext(ctx, tdxpcs.TcbInfoURL(dcapQVLFMSPC)); err == nil || !strings.Contains(err.Error(), "tcb_info_signature") {
+		t.Errorf("non-hex signature: %v", err)
 	}
 }

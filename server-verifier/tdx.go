@@ -134,6 +134,12 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	for i := range body.RTMR {
 		s = append(s, pre+"rtmr"+string(rune('0'+i))+":"+hex.EncodeToString(body.RTMR[i][:]))
 	}
+	if res.Quote.TDX15() {
+		// Only TDX 1.5 bodies carry them: absent on older quotes, rather
+		// than zeros that would read as "no service TD bound".
+		s = append(s, pre+"mrservicetd:"+hex.EncodeToString(body.MRServiceTD[:]),
+			pre+"tee_tcb_svn2:"+hex.EncodeToString(body.TEETCBSVN2[:]))
+	}
 	if res.TCBStatus != "" {
 		s = append(s, pre+"tcb_status:"+res.TCBStatus)
 		// The lower of the two documents' numbers: the node's collateral

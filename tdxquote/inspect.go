@@ -93,6 +93,9 @@ type Inspection struct {
 	QEVendorID         string `json:"qe_vendor_id"`
 	UserData           string `json:"user_data"`
 
+	// BodyType is the v5 body type (2 TDX 1.0, 3 TDX 1.5); v4 shows 2.
+	BodyType uint16 `json:"body_type"`
+
 	TEETCBSVN        string   `json:"tee_tcb_svn"`
 	MRSEAM           string   `json:"mrseam"`
 	MRSignerSEAM     string   `json:"mrsignerseam"`
@@ -110,6 +113,9 @@ type Inspection struct {
 	RTMR2            string   `json:"rtmr2"`
 	RTMR3            string   `json:"rtmr3"`
 	ReportData       string   `json:"report_data"`
+	// TEETCBSVN2 and MRServiceTD exist only in TDX 1.5 bodies (body type 3).
+	TEETCBSVN2  string `json:"tee_tcb_svn2,omitempty"`
+	MRServiceTD string `json:"mrservicetd,omitempty"`
 
 	SignedDataSize    uint32 `json:"signed_data_size"`
 	Signature         string `json:"signature"`
@@ -143,6 +149,7 @@ func (q *Quote) Inspect() Inspection {
 		HeaderReserved:     h(q.Header.Reserved[:]),
 		QEVendorID:         h(q.Header.QEVendorID[:]),
 		UserData:           h(q.Header.UserData[:]),
+		BodyType:           q.BodyType,
 
 		TEETCBSVN:        h(b.TEETCBSVN[:]),
 		MRSEAM:           h(b.MRSEAM[:]),
@@ -174,6 +181,9 @@ func (q *Quote) Inspect() Inspection {
 		QEAuthData:        h(q.QEAuthData),
 
 		TrailingBytes: q.TrailingBytes,
+	}
+	if q.TDX15() {
+		in.TEETCBSVN2, in.MRServiceTD = h(b.TEETCBSVN2[:]), h(b.MRServiceTD[:])
 	}
 	if q.PCK != nil {
 		in.FMSPC = h(q.PCK.FMSPC[:])

@@ -1,6 +1,10 @@
-// Package tdxquote parses Intel TDX quotes (version 4, ECDSA P-256
-// attestation key, QE report certification data with a PCK certificate
-// chain) into typed fields.
+// Package tdxquote parses Intel TDX quotes (version 4, and version 5 with a
+// TDX 1.0 or TDX 1.5 body; ECDSA P-256 attestation key, QE report
+// certification data with a PCK certificate chain) into typed fields.
+//
+// Input that is some other kind of evidence (an SGX quote, a TDREPORT, a TPM
+// quote, an Azure HCL report) is refused with an error that says what it
+// looks like, so an operator who passed the wrong file learns which.
 //
 // The parser is the project's own and checks every length before it slices,
 // so that hostile input is rejected with an error naming the field and its
@@ -19,12 +23,21 @@ import (
 )
 
 // Sizes and offsets of the quote v4 layout (Intel TDX DCAP quote format).
+// In a v5 quote a body descriptor (u16 body type, u32 body size) sits
+// between header and body, so its offsets after the header are larger: use
+// Quote.BodyOffset and Quote.SignedDataOffset there.
 const (
 	HeaderSize       = 48
 	BodySize         = 584
 	BodyOffset       = HeaderSize
 	SignedDataLenOff = HeaderSize + BodySize // u32 length of the signature data
 	SignedDataOffset = SignedDataLenOff + 4
+
+	// BodyDescriptorSize is the v5 body descriptor: u16 type, u32 size.
+	BodyDescriptorSize = 6
+	// BodySizeTDX15 is the TDX 1.5 body (body type 3): the TDX 1.0 body,
+	// then TEE_TCB_SVN2 (16 bytes) and MRSERVICETD (48 bytes).
+	BodySizeTDX15 = BodySize + 16 + MeasurementSize
 
 	// SignatureSize is an ECDSA P-256 signature as r||s.
 	SignatureSize = 64
@@ -45,7 +58,15 @@ const (
 
 // Values the header and the certification data must carry.
 const (
-	Version4                = 4
+	Version4 = 4
+	Version5 = 5
+	// BodyTypeTDX10 and BodyTypeTDX15 are the v5 body types of a TD
+	// report: TDX 1.0 (584 bytes, the v4 body) and TDX 1.5 (648 bytes).
+	// Body type 1 is an SGX enclave report, never a TD's.
+	BodyTypeTDX10 = 2
+	BodyTypeTDX15 = 3
+	// TEETypeSGX is the TEE type of SGX quotes.
+	TEETypeSGX              = 0x00000000
 	AttestationKeyECDSAP256 = 2
 	TEETypeTDX              = 0x00000081
 	// CertDataQEReport is certification data type 6: QE report certification data.
@@ -65,6 +86,10 @@ var (
 	ErrLength         = errors.New("length field inconsistent with the data")
 	ErrCertDataType   = errors.New("unexpected certification data type")
 	ErrPCKChain       = errors.New("malformed PCK certificate chain")
+	ErrBodyType       = errors.New("unsupported quote body type")
+	// ErrWrongEvidence is other evidence given where a TDX quote belongs
+	// (a TDREPORT, a TPM quote, an Azure HCL report, text).
+	ErrWrongEvidence = errors.New("not a TDX quote")
 )
 
 // FormatError says which field of a quote is malformed and where it starts.
@@ -99,7 +124,9 @@ type Header struct {
 	UserData   [20]byte
 }
 
-// Body is the 584-byte TD quote body (the TD report the quote signs).
+// Body is the TD quote body (the TD report the quote signs): 584 bytes in
+// v4 and in v5 body type 2, 648 bytes in v5 body type 3, whose two extra
+// fields are zero in the other layouts.
 type Body struct {
 	TEETCBSVN      [16]byte
 	MRSEAM         [MeasurementSize]byte
@@ -113,6 +140,14 @@ type Body struct {
 	MROwnerConfig  [MeasurementSize]byte
 	RTMR           [4][MeasurementSize]byte
 	ReportData     [ReportDataSize]byte
+
+	// TEETCBSVN2 (TDX 1.5) is the TEE TCB SVN of the TDX module running
+	// now, which a TD-preserving module update can raise above TEETCBSVN
+	// (the module the TD was built on).
+	TEETCBSVN2 [16]byte
+	// MRServiceTD (TDX 1.5) measures the service TDs bound to this TD
+	// (e.g. a migration TD); zero when none is bound.
+	MRServiceTD [MeasurementSize]byte
 }
 
 // EnclaveReport is the SGX report of the quoting enclave.
@@ -129,15 +164,21 @@ type EnclaveReport struct {
 	Raw [EnclaveReportSize]byte
 }
 
-// Quote is a parsed TDX quote v4.
+// Quote is a parsed TDX quote v4 or v5.
 type Quote struct {
 	Header Header
-	Body   Body
+	// BodyType is the v5 body descriptor's type; a v4 quote's body is the
+	// TDX 1.0 layout and gets BodyTypeTDX10.
+	BodyType uint16
+	Body     Body
+	// BodyOffset and SignedDataOffset are where the body and the signature
+	// data start in the input (they move with the v5 body descriptor).
+	BodyOffset, SignedDataOffset int
 
-	// SignedDataSize is the u32 at offset 632.
+	// SignedDataSize is the u32 just before the signature data.
 	SignedDataSize uint32
 	// Signature is the attestation key's ECDSA signature (r||s) over
-	// header||body.
+	// header||body (v4) or header||body descriptor||body (v5).
 	Signature [SignatureSize]byte
 	// AttestationKey is the QE's P-256 attestation public key (x||y).
 	AttestationKey [AttestationKeySize]byte
@@ -161,16 +202,17 @@ type Quote struct {
 	// reported rather than rejected.
 	TrailingBytes int
 
-	signed [HeaderSize + BodySize]byte
+	signed []byte
 }
 
-// SignedBytes returns header||body exactly as they appeared in the input:
-// the message the attestation key signed.
-func (q *Quote) SignedBytes() []byte {
-	out := make([]byte, len(q.signed))
-	copy(out, q.signed[:])
-	return out
-}
+// SignedBytes returns what the attestation key signed, exactly as it
+// appeared in the input: header||body in v4, header||body descriptor||body
+// in v5.
+func (q *Quote) SignedBytes() []byte { return bytes.Clone(q.signed) }
+
+// TDX15 reports whether the body is the TDX 1.5 layout (v5 body type 3), the
+// only one that carries TEETCBSVN2 and MRServiceTD.
+func (q *Quote) TDX15() bool { return q.BodyType == BodyTypeTDX15 }
 
 // reader walks a byte slice and fails, naming the field and its absolute
 // offset, when a read would run past the end.
@@ -215,7 +257,7 @@ func (r *reader) abs() int { return r.off + r.pos }
 
 func (r *reader) rest() int { return len(r.b) - r.pos }
 
-// Parse parses a raw TDX quote v4. It never panics and never allocates more
+// Parse parses a raw TDX quote (v4 or v5). It never panics and never allocates more
 // than a small multiple of len(raw).
 func Parse(raw []byte) (*Quote, error) {
 	return ParseWithOptions(raw, ParseOptions{})
@@ -270,41 +312,86 @@ func ParseWithOptions(raw []byte, opts ParseOptions) (*Quote, error) {
 	if err := parseHeader(r, &q.Header); err != nil {
 		return nil, err
 	}
-	parseBody(r, &q.Body)
+	q.BodyType = BodyTypeTDX10
+	if q.Header.Version == Version5 {
+		if err := parseBodyDescriptor(r, q); err != nil {
+			return nil, err
+		}
+	}
+	q.BodyOffset = r.abs()
+	parseBody(r, &q.Body, q.BodyType)
 	if r.err != nil {
 		return nil, r.err
 	}
-	copy(q.signed[:], raw[:HeaderSize+BodySize])
+	q.signed = bytes.Clone(raw[:r.abs()])
 
+	lenOff := r.abs()
 	q.SignedDataSize = r.u32("signature data length")
 	if r.err != nil {
 		return nil, r.err
 	}
 	if int64(q.SignedDataSize) > int64(r.rest()) {
-		return nil, formatErr("signature data length", SignedDataLenOff, ErrLength,
+		return nil, formatErr("signature data length", lenOff, ErrLength,
 			"says %d bytes, %d follow", q.SignedDataSize, r.rest())
 	}
-	sd := &reader{b: raw[SignedDataOffset : SignedDataOffset+int(q.SignedDataSize)], off: SignedDataOffset, zone: "the signature data"}
+	q.SignedDataOffset = r.abs()
+	end := q.SignedDataOffset + int(q.SignedDataSize)
+	sd := &reader{b: raw[q.SignedDataOffset:end], off: q.SignedDataOffset, zone: "the signature data"}
 	if err := parseSignedData(sd, q, opts.PCKChains); err != nil {
 		return nil, err
 	}
-	q.TrailingBytes = len(raw) - SignedDataOffset - int(q.SignedDataSize)
+	q.TrailingBytes = len(raw) - end
 	return q, nil
 }
 
+// parseBodyDescriptor reads the v5 body type and size. Only TD report
+// bodies are accepted, each with exactly its specified size: a size that
+// disagrees with the type would shift every field after it.
+func parseBodyDescriptor(r *reader, q *Quote) error {
+	off := r.abs()
+	q.BodyType = r.u16("body_descriptor.type")
+	size := r.u32("body_descriptor.size")
+	if r.err != nil {
+		return r.err
+	}
+	var want uint32
+	switch q.BodyType {
+	case BodyTypeTDX10:
+		want = BodySize
+	case BodyTypeTDX15:
+		want = BodySizeTDX15
+	case 1:
+		return formatErr("body_descriptor.type", off, ErrBodyType, "type 1 is an SGX enclave report body, not a TD report (want %d, TDX 1.0, or %d, TDX 1.5)", BodyTypeTDX10, BodyTypeTDX15)
+	default:
+		return formatErr("body_descriptor.type", off, ErrBodyType, "type %d, want %d (TDX 1.0) or %d (TDX 1.5)", q.BodyType, BodyTypeTDX10, BodyTypeTDX15)
+	}
+	if size != want {
+		return formatErr("body_descriptor.size", off+2, ErrLength, "body type %d is %d bytes, the descriptor says %d", q.BodyType, want, size)
+	}
+	return nil
+}
+
 func parseHeader(r *reader, h *Header) error {
+	// Other evidence is named before any field of it is read as a quote's,
+	// so the error says what was given rather than which byte is off.
+	if err := wrongEvidence(r.b); err != nil {
+		return err
+	}
 	if len(r.b) < HeaderSize {
 		return formatErr("header", 0, ErrTruncated, "need %d bytes, have %d", HeaderSize, len(r.b))
 	}
 	h.Version = r.u16("header.version")
-	if h.Version != Version4 {
-		return formatErr("header.version", 0, ErrVersion, "version %d, want %d", h.Version, Version4)
-	}
 	h.AttestationKeyType = r.u16("header.attestation_key_type")
+	h.TEEType = r.u32("header.tee_type")
+	if h.TEEType == TEETypeSGX && h.Version >= 3 && h.Version <= Version5 {
+		return formatErr("header.tee_type", 4, ErrTEEType, "SGX quote, not TDX (version %d, TEE type 0): an SGX enclave's quote cannot attest a TD; a TDX quote (TEE type 0x81) is needed", h.Version)
+	}
+	if h.Version != Version4 && h.Version != Version5 {
+		return formatErr("header.version", 0, ErrVersion, "version %d, want %d or %d", h.Version, Version4, Version5)
+	}
 	if h.AttestationKeyType != AttestationKeyECDSAP256 {
 		return formatErr("header.attestation_key_type", 2, ErrAttestationKey, "type %d, want %d (ECDSA P-256)", h.AttestationKeyType, AttestationKeyECDSAP256)
 	}
-	h.TEEType = r.u32("header.tee_type")
 	if h.TEEType != TEETypeTDX {
 		return formatErr("header.tee_type", 4, ErrTEEType, "tee type 0x%x, want 0x%x", h.TEEType, TEETypeTDX)
 	}
@@ -314,9 +401,13 @@ func parseHeader(r *reader, h *Header) error {
 	return r.err
 }
 
-func parseBody(r *reader, b *Body) {
-	if r.rest() < BodySize && r.err == nil {
-		r.err = formatErr("body", BodyOffset, ErrTruncated, "need %d bytes, have %d", BodySize, r.rest())
+func parseBody(r *reader, b *Body, typ uint16) {
+	size := BodySize
+	if typ == BodyTypeTDX15 {
+		size = BodySizeTDX15
+	}
+	if r.rest() < size && r.err == nil {
+		r.err = formatErr("body", r.abs(), ErrTruncated, "need %d bytes, have %d", size, r.rest())
 		return
 	}
 	copy(b.TEETCBSVN[:], r.take("body.tee_tcb_svn", 16))
@@ -333,6 +424,10 @@ func parseBody(r *reader, b *Body) {
 		copy(b.RTMR[i][:], r.take(fmt.Sprintf("body.rtmr%d", i), MeasurementSize))
 	}
 	copy(b.ReportData[:], r.take("body.report_data", ReportDataSize))
+	if typ == BodyTypeTDX15 {
+		copy(b.TEETCBSVN2[:], r.take("body.tee_tcb_svn2", 16))
+		copy(b.MRServiceTD[:], r.take("body.mrservicetd", MeasurementSize))
+	}
 }
 
 func parseSignedData(r *reader, q *Quote, cache PCKChainCache) error {

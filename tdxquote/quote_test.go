@@ -271,7 +271,7 @@ func TestParseRejects(t *testing.T) {
 		{"body cut", raw[:300], ErrTruncated, "body", 48},
 		{"no length", raw[:633], ErrTruncated, "signature data length", 632},
 		{"too large", make([]byte, MaxQuoteSize+1), ErrTooLarge, "quote", 0},
-		{"version 5", put16(raw, 0, 5), ErrVersion, "header.version", 0},
+		{"version 6", put16(raw, 0, 6), ErrVersion, "header.version", 0},
 		{"version 3", put16(raw, 0, 3), ErrVersion, "header.version", 0},
 		{"key type", put16(raw, 2, 3), ErrAttestationKey, "header.attestation_key_type", 2},
 		{"sgx tee", put32(raw, 4, 0), ErrTEEType, "header.tee_type", 4},
@@ -348,6 +348,18 @@ func FuzzParse(f *testing.F) {
 		f.Add(readQuote(f, name))
 	}
 	f.Add(readQuote(f, realQuotes[0])[:700])
+	// TDX 1.5 (v5, body type 3), the same quote as v5 body type 2, and the
+	// other kinds of evidence the parser names.
+	v5 := readQuote(f, v5Sample)
+	f.Add(v5)
+	f.Add(v5[:800])
+	f.Add(asV5TDX10(readQuote(f, realQuotes[0])))
+	f.Add(readFile(f, "dcap-qvl", "sgx_quote"))
+	f.Add(readFile(f, "dcap-qvl", "tdx_quote"))
+	az := readAzure(f)
+	f.Add(az.hcl)
+	f.Add(az.hcl[hclTDReportOffset : hclTDReportOffset+TDReportSize])
+	f.Add(az.tpmQuote)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		q, err := Parse(raw)
 		// A chain cache, missing and then hitting, changes nothing.
@@ -368,14 +380,25 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !bytes.Equal(q.SignedBytes(), raw[:HeaderSize+BodySize]) {
+		if !bytes.Equal(q.SignedBytes(), raw[:q.SignedDataOffset-4]) {
 			t.Fatal("signed bytes differ from the input")
+		}
+		wantBody := q.BodyOffset + BodySize
+		if q.TDX15() {
+			wantBody = q.BodyOffset + BodySizeTDX15
+		}
+		if q.SignedDataOffset != wantBody+4 || (q.Header.Version == Version5) != (q.BodyOffset == HeaderSize+BodyDescriptorSize) {
+			t.Fatalf("v%d body type %d: body at %d, signature data at %d", q.Header.Version, q.BodyType, q.BodyOffset, q.SignedDataOffset)
 		}
 		if _, err := json.Marshal(q.Inspect()); err != nil {
 			t.Fatal(err)
 		}
 		// Whatever this parser accepts, the library the appraisal hands it to
-		// must parse without panicking.
+		// must parse without panicking. The pinned library reads v4 only, and
+		// the appraisal hands it nothing else.
+		if q.Header.Version != Version4 {
+			return
+		}
 		if _, err := abi.QuoteToProto(raw); err != nil {
 			t.Fatalf("accepted a quote go-tdx-guest rejects: %v", err)
 		}

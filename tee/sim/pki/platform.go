@@ -45,6 +45,18 @@ type Platform struct {
 	// SeamAttributes are the TDX module attributes (8 bytes).
 	SeamAttributes Hex `json:"seam_attributes"`
 
+	// QuoteVersion is the quote format the simulated QE mints: 4 (also when
+	// zero), or 5 with the TDX 1.5 body (body type 3), as a TDX 1.5 module's
+	// quotes are.
+	QuoteVersion uint16 `json:"quote_version,omitempty"`
+	// TeeTCBSVN2 (v5 only, 16 bytes) is the TEE TCB SVN of the module running
+	// now; empty means TeeTCBSVN (no TD-preserving update happened).
+	TeeTCBSVN2 Hex `json:"tee_tcb_svn2,omitempty"`
+	// MRServiceTD (v5 only, 48 bytes) measures the service TDs bound to the
+	// TD; empty means none (zeros). The simulator binds the same ones to
+	// every TD of the platform.
+	MRServiceTD Hex `json:"mrservicetd,omitempty"`
+
 	// QESVN is the quoting enclave's ISV SVN; the QE identity's TCB levels match on it.
 	QESVN uint16 `json:"qe_svn"`
 	// QEProdID is the quoting enclave's ISV product ID.
@@ -120,6 +132,20 @@ func (p *Platform) Validate() error {
 	} {
 		if len(f.v) != f.size {
 			return fmt.Errorf("platform field %s: %d bytes, want %d", f.name, len(f.v), f.size)
+		}
+	}
+	switch p.QuoteVersion {
+	case 0, QuoteVersion, QuoteVersion5:
+	default:
+		return fmt.Errorf("platform field quote_version: %d, want %d or %d", p.QuoteVersion, QuoteVersion, QuoteVersion5)
+	}
+	for _, f := range []struct {
+		name string
+		v    Hex
+		size int
+	}{{"tee_tcb_svn2", p.TeeTCBSVN2, TeeTCBSVNSize}, {"mrservicetd", p.MRServiceTD, MRSize}} {
+		if len(f.v) != 0 && (len(f.v) != f.size || p.QuoteVersion != QuoteVersion5) {
+			return fmt.Errorf("platform field %s: %d bytes, want %d, and only with quote_version %d", f.name, len(f.v), f.size, QuoteVersion5)
 		}
 	}
 	return nil

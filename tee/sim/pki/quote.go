@@ -22,6 +22,9 @@ type TDQuoteBody struct {
 // Layout of a v4 quote (Intel TDX DCAP Quote Generation Library, "Quote Format").
 const (
 	QuoteVersion       = 4
+	QuoteVersion5      = 5
+	bodyTypeTDX15      = 3
+	quoteBodySizeTDX15 = QuoteBodySize + 16 + 48
 	AttestationKeyType = 2 // ECDSA-256 with P-256
 	TEETypeTDX         = 0x81
 	QuoteHeaderSize    = 48
@@ -32,8 +35,9 @@ const (
 	qeAuthDataSize     = 32
 )
 
-// SignQuote mints a TDX v4 quote for body and reportData as the simulated quoting
-// enclave would: header || body signed by the attestation key, then the QE report
+// SignQuote mints a TDX quote (v4, or v5 with a TDX 1.5 body when the platform's
+// QuoteVersion is 5) for body and reportData as the simulated quoting
+// enclave would: header || body (v5: header || body descriptor || body) signed by the attestation key, then the QE report
 // (whose report data is SHA-256(attestation key || QE auth data) || 32 zero bytes)
 // signed by the PCK key, then the PCK chain as certification data type 5 inside type 6.
 func (a *Authority) SignQuote(body TDQuoteBody, reportData [64]byte) ([]byte, error) {
@@ -46,9 +50,16 @@ func (a *Authority) SignQuote(body TDQuoteBody, reportData [64]byte) ([]byte, er
 		return nil, err
 	}
 
-	hb := make([]byte, QuoteHeaderSize+QuoteBodySize)
+	// v5 puts a body descriptor (type, size) between header and body and
+	// signs it with them.
+	v5 := p.QuoteVersion == QuoteVersion5
+	version, bodyOff, bodySize := uint16(QuoteVersion), QuoteHeaderSize, QuoteBodySize
+	if v5 {
+		version, bodyOff, bodySize = QuoteVersion5, QuoteHeaderSize+6, quoteBodySizeTDX15
+	}
+	hb := make([]byte, bodyOff+bodySize)
 	h := hb[:QuoteHeaderSize]
-	binary.LittleEndian.PutUint16(h[0:], QuoteVersion)
+	binary.LittleEndian.PutUint16(h[0:], version)
 	binary.LittleEndian.PutUint16(h[2:], AttestationKeyType)
 	binary.LittleEndian.PutUint32(h[4:], TEETypeTDX)
 	binary.LittleEndian.PutUint16(h[8:], p.QESVN)
@@ -56,7 +67,11 @@ func (a *Authority) SignQuote(body TDQuoteBody, reportData [64]byte) ([]byte, er
 	copy(h[12:28], QEVendorID)
 	// h[28:48] is user data; Intel's QE puts the PCE/QE IDs there, zeros are valid.
 
-	b := hb[QuoteHeaderSize:]
+	if v5 {
+		binary.LittleEndian.PutUint16(hb[QuoteHeaderSize:], bodyTypeTDX15)
+		binary.LittleEndian.PutUint32(hb[QuoteHeaderSize+2:], uint32(bodySize))
+	}
+	b := hb[bodyOff:]
 	copy(b[0:16], p.TeeTCBSVN)
 	copy(b[16:64], p.MRSEAM)
 	copy(b[64:112], p.MRSignerSeam)
@@ -71,6 +86,14 @@ func (a *Authority) SignQuote(body TDQuoteBody, reportData [64]byte) ([]byte, er
 		copy(b[328+48*i:376+48*i], body.RTMR[i][:])
 	}
 	copy(b[520:584], reportData[:])
+	if v5 {
+		svn2 := p.TeeTCBSVN2
+		if len(svn2) == 0 {
+			svn2 = p.TeeTCBSVN
+		}
+		copy(b[584:600], svn2)
+		copy(b[600:648], p.MRServiceTD)
+	}
 
 	quoteSig, err := signRaw(a.attestationKey, hb)
 	if err != nil {
