@@ -173,52 +173,63 @@ func (l *Log) addDecoded(i int, rec cel.Record, lim Limits) error {
 	return nil
 }
 
-func decodeContent(v []byte, alg cctrusted.Algorithm, lim Limits) (Workload, error) {
-	var w Workload
+// eachField walks the TLV fields of a record's content: each at most
+// maxSize bytes, of a type in 1..numTypes, in ascending order and each at
+// most once, so one record has one encoding.
+func eachField(v []byte, numTypes uint8, maxSize int, fn func(typ uint8, val []byte) error) error {
 	last := uint8(0)
 	for len(v) > 0 {
 		if len(v) < tlvHeader {
-			return w, fmt.Errorf("truncated field header")
+			return fmt.Errorf("truncated field header")
 		}
 		typ := v[0]
 		size := binary.BigEndian.Uint32(v[1:])
 		if int64(size) > int64(len(v)-tlvHeader) {
-			return w, fmt.Errorf("field %d of %d bytes runs past the content", typ, size)
+			return fmt.Errorf("field %d of %d bytes runs past the content", typ, size)
 		}
-		if int64(size) > int64(lim.MaxFieldSize) {
-			return w, fmt.Errorf("field %d is %d bytes, over the %d byte limit", typ, size, lim.MaxFieldSize)
+		if int64(size) > int64(maxSize) {
+			return fmt.Errorf("field %d is %d bytes, over the %d byte limit", typ, size, maxSize)
 		}
-		if typ == 0 || typ > numFields {
-			return w, fmt.Errorf("unknown field type %d", typ)
+		if typ == 0 || typ > numTypes {
+			return fmt.Errorf("unknown field type %d", typ)
 		}
 		if typ <= last {
-			return w, fmt.Errorf("field %d out of order or repeated", typ)
+			return fmt.Errorf("field %d out of order or repeated", typ)
 		}
 		last = typ
-		val := v[tlvHeader : tlvHeader+int(size)]
+		if err := fn(typ, v[tlvHeader:tlvHeader+int(size)]); err != nil {
+			return err
+		}
 		v = v[tlvHeader+int(size):]
+	}
+	return nil
+}
+
+func decodeContent(v []byte, alg cctrusted.Algorithm, lim Limits) (Workload, error) {
+	var w Workload
+	err := eachField(v, numFields, lim.MaxFieldSize, func(typ uint8, val []byte) error {
 		switch typ {
 		case fieldExeSHA256:
 			if len(val) != 32 {
-				return w, fmt.Errorf("exe SHA-256 is %d bytes", len(val))
+				return fmt.Errorf("exe SHA-256 is %d bytes", len(val))
 			}
 			w.ExeSHA256 = bytes.Clone(val)
 		case fieldExeSHA384:
 			if len(val) != 48 {
-				return w, fmt.Errorf("exe SHA-384 is %d bytes", len(val))
+				return fmt.Errorf("exe SHA-384 is %d bytes", len(val))
 			}
 			w.ExeSHA384 = bytes.Clone(val)
 		case fieldTime:
 			if len(val) != 8 {
-				return w, fmt.Errorf("time is %d bytes", len(val))
+				return fmt.Errorf("time is %d bytes", len(val))
 			}
 			w.Time = time.Unix(0, int64(binary.BigEndian.Uint64(val))).UTC()
 		default:
 			if len(val) == 0 {
-				return w, fmt.Errorf("field %d is empty (empty fields are omitted)", typ)
+				return fmt.Errorf("field %d is empty (empty fields are omitted)", typ)
 			}
 			if !utf8.Valid(val) {
-				return w, fmt.Errorf("field %d is not UTF-8", typ)
+				return fmt.Errorf("field %d is not UTF-8", typ)
 			}
 			s := string(val)
 			switch typ {
@@ -234,6 +245,10 @@ func decodeContent(v []byte, alg cctrusted.Algorithm, lim Limits) (Workload, err
 				w.Runtime = s
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return w, err
 	}
 	if w.ExeSHA256 == nil {
 		return w, fmt.Errorf("no exe SHA-256")

@@ -109,42 +109,28 @@ func encodeNotice(n Notice) ([]byte, error) {
 
 func decodeNotice(v []byte) (Notice, error) {
 	var n Notice
-	last := uint8(0)
-	for len(v) > 0 {
-		if len(v) < tlvHeader {
-			return n, fmt.Errorf("notice: truncated field header")
-		}
-		typ := v[0]
-		size := binary.BigEndian.Uint32(v[1:])
-		if int64(size) > int64(len(v)-tlvHeader) {
-			return n, fmt.Errorf("notice: field %d of %d bytes runs past the content", typ, size)
-		}
-		if typ == 0 || typ > numNoticeFields {
-			return n, fmt.Errorf("notice: unknown field type %d", typ)
-		}
-		if typ <= last {
-			return n, fmt.Errorf("notice: field %d out of order or repeated", typ)
-		}
-		last = typ
-		val := v[tlvHeader : tlvHeader+int(size)]
-		v = v[tlvHeader+int(size):]
+	err := eachField(v, numNoticeFields, maxNoticeContent, func(typ uint8, val []byte) error {
 		switch typ {
 		case noticeKind:
 			if len(val) != 1 {
-				return n, fmt.Errorf("notice: kind is %d bytes", len(val))
+				return fmt.Errorf("kind is %d bytes", len(val))
 			}
 			n.Kind = NoticeKind(val[0])
 		case noticeSubject:
 			if len(val) == 0 || len(val) > MaxNoticeSubject || !utf8.Valid(val) {
-				return n, fmt.Errorf("notice: subject is not UTF-8 of 1..%d bytes", MaxNoticeSubject)
+				return fmt.Errorf("subject is not UTF-8 of 1..%d bytes", MaxNoticeSubject)
 			}
 			n.Subject = string(val)
 		case noticeTime:
 			if len(val) != 8 {
-				return n, fmt.Errorf("notice: time is %d bytes", len(val))
+				return fmt.Errorf("time is %d bytes", len(val))
 			}
 			n.Time = time.Unix(0, int64(binary.BigEndian.Uint64(val))).UTC()
 		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("notice: %w", err)
 	}
 	switch {
 	case n.Kind != NoticeFull && n.Kind != NoticeQuota:
@@ -225,15 +211,7 @@ func (l *Log) AppendNotice(n Notice) (cctrusted.Event, error) {
 // encoding to dst, as AppendEncoded.
 func (l *Log) appendNoticeEncoded(dst []byte, n Notice) ([]byte, cctrusted.Event, error) {
 	ev, err := l.AppendNotice(n)
-	if err != nil {
-		return dst, cctrusted.Event{}, err
-	}
-	out, err := l.appendRecord(dst, len(l.recs)-1)
-	if err != nil {
-		l.recs = l.recs[:len(l.recs)-1]
-		return dst, cctrusted.Event{}, err
-	}
-	return out, ev, nil
+	return l.encodeAppended(dst, ev, err)
 }
 
 // Notices returns the notice records in order, each with its record number.

@@ -228,6 +228,14 @@ func (l *Log) Append(w Workload) (cctrusted.Event, error) {
 // out[len(dst):], fsync, then extend the register with the event's digest.
 func (l *Log) AppendEncoded(dst []byte, w Workload) ([]byte, cctrusted.Event, error) {
 	ev, err := l.Append(w)
+	return l.encodeAppended(dst, ev, err)
+}
+
+// encodeAppended finishes AppendEncoded and appendNoticeEncoded: it
+// appends the encoding of the record just added (ev, unless err), and
+// takes that record back when it cannot be encoded, so the log and the
+// bytes written for it never differ.
+func (l *Log) encodeAppended(dst []byte, ev cctrusted.Event, err error) ([]byte, cctrusted.Event, error) {
 	if err != nil {
 		return dst, cctrusted.Event{}, err
 	}
