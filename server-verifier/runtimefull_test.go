@@ -48,6 +48,7 @@ func TestRuntimeLogIncompleteFact(t *testing.T) {
 	allowed := workload(0xa1, "c1")
 	cfg := n.serverConfig("", fmt.Sprintf(`policy "workloads" {
   enforce = false
+  tee     = ["sim"]
   runtime {
     allowed_exe_sha256 = ["%x"]
     allowed_containers = ["c1"]
@@ -62,13 +63,14 @@ func TestRuntimeLogIncompleteFact(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: the node must attest: %v", step, err)
 		}
+		// A simulated node's selectors all live under sim:.
 		for _, s := range want {
-			if !hasSelector(attrs, s) {
+			if s = "sim:" + s; !hasSelector(attrs, s) {
 				t.Errorf("%s: selector %s missing from %v", step, s, attrs.GetSelectorValues())
 			}
 		}
 		for _, s := range wantNot {
-			if hasSelector(attrs, s) {
+			if s = "sim:" + s; hasSelector(attrs, s) {
 				t.Errorf("%s: selector %s present", step, s)
 			}
 		}
@@ -118,14 +120,14 @@ func TestRuntimeLogIncompleteIncremental(t *testing.T) {
 	if r := second.nonceRounds(); len(r) != 1 || r[0].GetCheckpoint() == nil {
 		t.Fatalf("not incremental: %v", r)
 	}
-	if !hasSelector(second.attrs, "runtime:incomplete:true") {
+	if !hasSelector(second.attrs, "sim:runtime:incomplete:true") {
 		t.Fatalf("incremental attestation lost the quota notice: %v", second.attrs.GetSelectorValues())
 	}
 	if last := second.challenges[len(second.challenges)-1]; len(last.GetCheckpoint().GetToken()) != 0 {
 		t.Fatal("a checkpoint was issued over an incomplete runtime log")
 	}
 	third := h.mustAttestLoop(a, nil)
-	if !hasSelector(third.attrs, "runtime:incomplete:true") {
+	if !hasSelector(third.attrs, "sim:runtime:incomplete:true") {
 		t.Fatalf("the next attestation lost the notice: %v", third.attrs.GetSelectorValues())
 	}
 	full := newHarness(t, nil).mustConfigure(n.serverConfig("", ""))

@@ -89,15 +89,15 @@ func TestPCCSServesPreRecoveryCollateral(t *testing.T) {
 		{
 			name:   "policy requires a later recovery than the collateral",
 			params: pcs.Params{TCBEvaluationDataNumber: 17},
-			top:    "require_policy = true\npolicy \"recovered\" {\n  min_tcb_evaluation_data_number = 18\n}",
+			top:    "require_policy = true\npolicy \"recovered\" {\n  tee = [\"sim\"]\n  min_tcb_evaluation_data_number = 18\n}",
 			want: reject(codes.PermissionDenied, "policy", `policy "recovered": min_tcb_evaluation_data_number: TCB info has evaluation data number 17`,
 				"QE identity has evaluation data number 17"),
 		},
 		{
 			name:      "policy minimum met",
 			params:    pcs.Params{TCBEvaluationDataNumber: 18},
-			top:       "require_policy = true\npolicy \"recovered\" {\n  min_tcb_evaluation_data_number = 18\n}",
-			selectors: []string{"policy:recovered", "sim:tcb_eval_num:18"},
+			top:       "require_policy = true\npolicy \"recovered\" {\n  tee = [\"sim\"]\n  min_tcb_evaluation_data_number = 18\n}",
+			selectors: []string{"sim:policy:recovered", "sim:tcb_eval_num:18"},
 		},
 	})
 }
@@ -111,14 +111,14 @@ func TestAdvisoryNotAcceptedByPolicy(t *testing.T) {
 	const accept = `accepted_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]`
 	swh := pcs.Params{TCBStatus: "SWHardeningNeeded", AdvisoryIDs: []string{"INTEL-SA-00837", "INTEL-SA-00960"}}
 	policy := func(body string) string {
-		return "require_policy = true\npolicy \"hardened\" {\n  " + body + "\n}"
+		return "require_policy = true\npolicy \"hardened\" {\n  tee = [\"sim\"]\n  " + body + "\n}"
 	}
 	runCollateralCases(t, []collateralCase{
 		{
 			name:   "every advisory accepted",
 			params: swh, tdx: accept,
 			top:       policy(`allowed_advisory_ids = ["INTEL-SA-00837", "INTEL-SA-00960"]`),
-			selectors: []string{"policy:hardened", "sim:tcb_status:SWHardeningNeeded", "sim:advisory:INTEL-SA-00837", "sim:advisory:INTEL-SA-00960"},
+			selectors: []string{"sim:policy:hardened", "sim:tcb_status:SWHardeningNeeded", "sim:advisory:INTEL-SA-00837", "sim:advisory:INTEL-SA-00960"},
 		},
 		{
 			name:   "advisory outside the allow-list",
@@ -136,7 +136,7 @@ func TestAdvisoryNotAcceptedByPolicy(t *testing.T) {
 			name:   "no advisory allowed, UpToDate node",
 			params: pcs.Params{}, tdx: accept,
 			top:       policy(`allowed_advisory_ids = []`),
-			selectors: []string{"policy:hardened"},
+			selectors: []string{"sim:policy:hardened"},
 			absent:    []string{"sim:advisory:" + pcs.DefaultAdvisoryID},
 		},
 		{

@@ -37,6 +37,13 @@ type workloadAttestor struct {
 func serveWorkloadAttestor(t *testing.T, root, hcl string) (*workloadAttestor, error) {
 	t.Helper()
 	w := &workloadAttestor{root: root, wa: new(workloadattestorv1.WorkloadAttestorPluginClient)}
+	// The attestor refuses a procfs whose self is not its own process.
+	if err := os.MkdirAll(filepath.Join(root, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(fmt.Sprint(os.Getpid()), filepath.Join(root, "proc", "self")); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
 	cfg := new(configv1.ConfigServiceClient)
 	p := workloadattestor.New()
 	plugintest.ServeInBackground(t, plugintest.Config{
@@ -200,6 +207,7 @@ func TestRuntimeLogFlood(t *testing.T) {
 	s := newServer(t, n.serverConfig(fmt.Sprintf(`policy "node" { tee = ["sim"] }
 policy "workloads" {
   enforce = false
+  tee     = ["sim"]
   runtime { allowed_exe_sha256 = ["%x"] }
 }`, l.Workloads()[0].ExeSHA256)))
 	attrs, err := s.attest(n.agent(t))
@@ -208,13 +216,14 @@ policy "workloads" {
 	}
 	sels := attrs.GetSelectorValues()
 	t.Logf("node attested with %d selectors (%v)", len(sels), time.Since(start))
-	for _, want := range []string{"runtime:incomplete:true", "runtime:log_full:true", "policy:node", "policy_warn:workloads"} {
+	// A simulated node's selectors all live under sim:.
+	for _, want := range []string{"sim:runtime:incomplete:true", "sim:runtime:log_full:true", "sim:policy:node", "sim:policy_warn:workloads"} {
 		if !slices.Contains(sels, want) {
 			t.Errorf("selector %s missing", want)
 		}
 	}
-	if slices.Contains(sels, "policy:workloads") || len(sels) > serververifier.MaxSelectors {
-		t.Errorf("%d selectors, policy:workloads matched: %v", len(sels), slices.Contains(sels, "policy:workloads"))
+	if slices.Contains(sels, "sim:policy:workloads") || len(sels) > serververifier.MaxSelectors {
+		t.Errorf("%d selectors, policy:workloads matched: %v", len(sels), slices.Contains(sels, "sim:policy:workloads"))
 	}
 	if !strings.Contains(s.logs.String(), fmt.Sprintf("the runtime log is full since record %d", fullNotice.Record)) {
 		t.Errorf("no policy mismatch says the log is full:\n%.2000s", s.logs.String())
