@@ -131,7 +131,10 @@ type TDXResult struct {
 	// IMAViolations counts the violation entries (ToMToU, open-writers) of
 	// the replayed IMA list: measurements the kernel could not take.
 	IMAViolations int
-	Checks        []Check
+	// IMAEntries is the number of entries of the replayed IMA list (zero
+	// without one or when it does not replay).
+	IMAEntries int
+	Checks     []Check
 }
 
 func (r *TDXResult) pass(name, detail string) {
@@ -379,7 +382,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		}
 		return res, res.fail(CheckIMAReplay, code, fmt.Errorf("CCEL then IMA (%d entries) do not replay to RTMR2: %w", len(l.Entries), err))
 	}
-	res.IMAViolations = l.Violations()
+	res.IMAEntries, res.IMAViolations = len(l.Entries), l.Violations()
 	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries on register field %d (%d violations) replay to RTMR2", len(l.Entries), uint32(field), res.IMAViolations))
 	return res, nil
 }
