@@ -131,7 +131,10 @@ type TDXResult struct {
 	// IMAViolations counts the violation entries (ToMToU, open-writers) of
 	// the replayed IMA list: measurements the kernel could not take.
 	IMAViolations int
-	Checks        []Check
+	// IMAEntries is the number of entries of the replayed IMA list (zero
+	// without one or when it does not replay).
+	IMAEntries int
+	Checks     []Check
 }
 
 func (r *TDXResult) pass(name, detail string) {
@@ -367,7 +370,11 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	if err != nil {
 		return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, err)
 	}
-	if err := l.Verify(cctrusted.AlgSHA384, cctrusted.RTMR(2).IMR(), signed[2], replayed.rtmr[2]); err != nil {
+	// The list itself says which register field its entries carry (2 on
+	// CCNP's kernels, 10 where PCR10 is mapped onto RTMR2); VerifyRTMR2
+	// refuses a list with any other or with both, so no entry is left out.
+	field, err := l.VerifyRTMR2(signed[2], replayed.rtmr[2])
+	if err != nil {
 		code := CodeInvalidEvidence
 		var me *cctrusted.MismatchError
 		if errors.As(err, &me) {
@@ -375,8 +382,8 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		}
 		return res, res.fail(CheckIMAReplay, code, fmt.Errorf("CCEL then IMA (%d entries) do not replay to RTMR2: %w", len(l.Entries), err))
 	}
-	res.IMAViolations = l.Violations()
-	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries (%d violations) replay to RTMR2", len(l.Entries), res.IMAViolations))
+	res.IMAEntries, res.IMAViolations = len(l.Entries), l.Violations()
+	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries on register field %d (%d violations) replay to RTMR2", len(l.Entries), uint32(field), res.IMAViolations))
 	return res, nil
 }
 

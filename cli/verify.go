@@ -18,6 +18,7 @@ func init() { commands = append(commands, newVerifyCmd) }
 
 type verifyFlags struct {
 	quote, ccel, table string
+	ima                string
 	trustedRoot        string
 	at                 string
 	reportData         string
@@ -39,17 +40,27 @@ type verifyOutput struct {
 	RTMR        []string          `json:"rtmr,omitempty"`
 	ReportData  string            `json:"report_data,omitempty"`
 	Facts       *eventlog.Facts   `json:"facts,omitempty"`
+	// IMA is set when --ima was given and the list replayed.
+	IMA *verifyIMA `json:"ima,omitempty"`
+}
+
+// verifyIMA is what the replayed IMA list holds.
+type verifyIMA struct {
+	Entries    int `json:"entries"`
+	Violations int `json:"violations"`
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify --quote FILE [--ccel FILE --ccel-table FILE] [--trusted-root PEM] [--at RFC3339]",
+		Use:   "verify --quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] [--at RFC3339]",
 		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
 		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
 trusted root (Intel's by default), the quote and QE report signatures, with
 --pcs-url the TCB status and revocation from a PCS-compatible service, the DEBUG
-attribute, and with --ccel the replay of the CCEL against RTMR0..2.
+attribute, and with --ccel the replay of the CCEL against RTMR0..2. With --ima
+(an IMA list, binary or ascii, of a TDX kernel that extends RTMR2: CCNP's
+kernels), RTMR2 must equal the CCEL's RTMR2 replay extended with every entry.
 Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -61,6 +72,9 @@ Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 			out := verifyOutput{Verified: verr == nil}
 			if res != nil {
 				out.Checks, out.TCBStatus, out.FMSPC, out.Debug, out.Facts = res.Checks, res.TCBStatus, res.FMSPC, res.Debug, res.Facts
+				if verr == nil && len(in.IMA) > 0 {
+					out.IMA = &verifyIMA{Entries: res.IMAEntries, Violations: res.IMAViolations}
+				}
 				if q := res.Quote; q != nil {
 					out.MRTD = hex.EncodeToString(q.Body.MRTD[:])
 					for _, r := range q.Body.RTMR {
@@ -88,6 +102,7 @@ Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 	fl.StringVar(&f.quote, "quote", "", "TDX quote v4 file (required)")
 	fl.StringVar(&f.ccel, "ccel", "", "CCEL event log to replay against RTMR0..2")
 	fl.StringVar(&f.table, "ccel-table", "", "CCEL ACPI table")
+	fl.StringVar(&f.ima, "ima", "", "IMA measurement list (binary or ascii) replayed onto RTMR2 after the CCEL; needs --ccel")
 	fl.StringVar(&f.trustedRoot, "trusted-root", "", "PEM file of trusted root CAs (default: the Intel SGX Root CA)")
 	fl.StringVar(&f.at, "at", "", "verify as of this time (RFC 3339; default: now)")
 	fl.StringVar(&f.reportData, "report-data", "", "expected REPORTDATA, 128 hex characters")
@@ -117,6 +132,14 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 			return in, opts, fmt.Errorf("--ccel-table needs --ccel")
 		}
 		if in.CCELTable, err = readInput("--ccel-table", f.table); err != nil {
+			return in, opts, err
+		}
+	}
+	if f.ima != "" {
+		if f.ccel == "" {
+			return in, opts, fmt.Errorf("--ima needs --ccel: RTMR2 starts from the value the CCEL replays to")
+		}
+		if in.IMA, err = readInput("--ima", f.ima); err != nil {
 			return in, opts, err
 		}
 	}
@@ -165,6 +188,9 @@ func (g *globals) printVerify(out *verifyOutput) {
 			state = "FAILED"
 		}
 		g.printf("%-16s %-8s %s\n", c.Name, state, c.Detail)
+	}
+	if out.IMA != nil {
+		g.printf("ima: %d entries, %d violations\n", out.IMA.Entries, out.IMA.Violations)
 	}
 	if out.Verified {
 		g.printf("verified: the quote and every supplied log check out\n")

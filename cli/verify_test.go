@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
 
@@ -27,6 +28,8 @@ func verifyBadCases(p map[string]string) [][]string {
 		{"verify", "--quote", cosQuote, "--ccel", p["truncatedCCEL"], "--at", at},
 		{"verify", "--quote", cosQuote, "--ccel", p["oversized"]},
 		{"verify", "--quote", cosQuote, "--ccel-table", cosTable},
+		{"verify", "--quote", cosQuote, "--ima", ccnpIMA},
+		{"verify", "--quote", cosQuote, "--ccel", cosCCEL, "--ima", p["missing"]},
 		{"verify", "--quote", cosQuote, "--trusted-root", p["garbage"]},
 		{"verify", "--quote", cosQuote, "--at", "yesterday"},
 		{"verify", "--quote", cosQuote, "--report-data", "00"},
@@ -193,5 +196,53 @@ func TestVerifySimulated(t *testing.T) {
 	srv.Close()
 	if r = verify(t, "--quote", q, "--trusted-root", root, "--pcs-url", srv.URL); r.code == 0 || r.out.FailedCheck != "collateral" {
 		t.Fatalf("PCS down: exit %d, check %q", r.code, r.out.FailedCheck)
+	}
+}
+
+// ccnpIMA is the IMA list of a CCNP-patched TDX kernel (one entry on
+// register field 2 with a SHA-384 template hash).
+const ccnpIMA = "../testdata/ima/cc-trusted-api/ima_log.ascii"
+
+// TestVerifyIMA: a simulated TD whose RTMR2 the kernel extended with the
+// CCNP list's template hash after the CCEL, as a CCNP kernel does, verifies
+// with --ima; the checks and the entry count are in both outputs, and an
+// altered or incomplete list is refused as ima_replay.
+func TestVerifyIMA(t *testing.T) {
+	list := mustReadFile(t, ccnpIMA)
+	th := strings.Fields(string(list))[1] // the template hash column
+	dir := newSim(t)
+	if code, _, errs := run(t, "sim", "extend", "--dir", dir, "--rtmr", "2", "--digest", th); code != 0 {
+		t.Fatalf("sim extend: %s", errs)
+	}
+	q := filepath.Join(t.TempDir(), "q.bin")
+	if code, _, errs := run(t, "--tee", "sim", "--sim-dir", dir, "quote", "get", "--nonce", strings.Repeat("00", 32), "-o", q); code != 0 {
+		t.Fatalf("quote get: %s", errs)
+	}
+	ccel, table := sim.DefaultCCEL()
+	base := []string{"--quote", q, "--trusted-root", filepath.Join(dir, "root.pem"), "--ccel", writeTemp(t, ccel), "--ccel-table", writeTemp(t, table)}
+
+	r := verify(t, append(base, "--ima", ccnpIMA)...)
+	if r.code != 0 || r.out.IMA == nil || r.out.IMA.Entries != 1 || r.out.IMA.Violations != 0 {
+		t.Fatalf("exit %d, ima %+v: %s", r.code, r.out.IMA, r.errs)
+	}
+	if c := r.out.Checks[len(r.out.Checks)-1]; c.Name != "ima_replay" || !c.OK {
+		t.Fatalf("last check %+v", c)
+	}
+	code, text, errs := run(t, append([]string{"verify"}, append(base, "--ima", ccnpIMA)...)...)
+	if code != 0 || !strings.Contains(text, "ima: 1 entries, 0 violations") || !strings.Contains(text, "ima_replay") {
+		t.Fatalf("text output (exit %d):\n%s%s", code, text, errs)
+	}
+
+	// Without the list, RTMR2 is not what the CCEL replays to.
+	if r := verify(t, base...); r.code != 2 || r.out.FailedCheck != "ccel_replay" {
+		t.Fatalf("without --ima: exit %d, check %q", r.code, r.out.FailedCheck)
+	}
+	// One byte of the file digest changed: the entry is named.
+	altered := bytes.Clone(list)
+	i := bytes.Index(altered, []byte("sha384:")) + len("sha384:")
+	altered[i] ^= 1
+	r = verify(t, append(base, "--ima", writeTemp(t, altered))...)
+	if r.code != 2 || r.out.FailedCheck != "ima_replay" || r.out.IMA != nil || !strings.Contains(r.errs, "entry 0") {
+		t.Fatalf("altered list: exit %d, check %q, ima %+v: %s", r.code, r.out.FailedCheck, r.out.IMA, r.errs)
 	}
 }

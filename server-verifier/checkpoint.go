@@ -363,13 +363,24 @@ func (inc *incremental) ima(raw []byte, imr cctrusted.IMR, alg cctrusted.Algorit
 		if err != nil {
 			return imaSuffix{}, fallback("the IMA suffix does not parse: %v", err)
 		}
-		if err := l.Verify(alg, imr, signed, start); err != nil {
+		if err := verifyIMASuffix(l, imr, alg, signed, start); err != nil {
 			return imaSuffix{}, fallback("the checkpoint's %v and the IMA suffix (%d entries from entry %d) do not replay to the signed value: %v", imr, len(l.Entries), off.GetEvents(), err)
 		}
 		suffix = imaSuffix{entries: len(l.Entries), violations: l.Violations()}
 	}
 	next.offset(evidencepb.LogKind_LOG_KIND_IMA, off.GetEvents()+uint64(suffix.entries), off.GetBytes()+uint64(len(raw)))
 	return suffix, nil
+}
+
+// verifyIMASuffix replays an IMA suffix as a full attestation replays the
+// whole list: on RTMR2 through ima.Log.VerifyRTMR2 (every entry, on the one
+// register field the suffix uses), on a PCR through ima.Log.Verify.
+func verifyIMASuffix(l *ima.Log, imr cctrusted.IMR, alg cctrusted.Algorithm, signed, start []byte) error {
+	if imr == cctrusted.RTMR(2).IMR() && alg == cctrusted.AlgSHA384 {
+		_, err := l.VerifyRTMR2(signed, start)
+		return err
+	}
+	return l.Verify(alg, imr, signed, start)
 }
 
 // runtime replays a runtime log suffix from the recorded value of imr to

@@ -40,6 +40,9 @@ type imaSim struct {
 	mu   sync.Mutex
 	list []byte
 	n    int
+	// field is the register field of appended entries: 0 writes 10
+	// (PCR10 mapped onto RTMR2), 2 what CCNP's kernels write.
+	field uint32
 }
 
 // RawIMA is what the agent reads as the IMA list.
@@ -75,6 +78,9 @@ func (p *imaSim) appendIMA(t testing.TB, n int) {
 	for range n {
 		name := fmt.Sprintf("/usr/bin/file-%d", p.n)
 		e, td := imaEntry(name, sha512.Sum512_256([]byte(name)))
+		if p.field != 0 {
+			binary.LittleEndian.PutUint32(e, p.field)
+		}
 		p.list = append(p.list, e...)
 		if err := p.ExtendRTMR(context.Background(), 2, sha512.Sum384(td)); err != nil {
 			t.Fatal(err)

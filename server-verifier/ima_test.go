@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"testing"
+
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
 // appendViolation appends a ToMToU-style violation entry as the kernel
@@ -68,5 +70,36 @@ func TestCheckpointKeepsIMAViolations(t *testing.T) {
 		if !hasSelector(fourth.attrs, s) {
 			t.Errorf("with allow_ima_violations: %s missing from %v", s, fourth.attrs.GetSelectorValues())
 		}
+	}
+}
+
+// TestCheckpointCCNPRegisterField: on a CCNP kernel every IMA entry
+// carries register field 2 (the RTMR index). The incremental path replays
+// the suffix as the full replay does (ima.Log.VerifyRTMR2): read as PCR2
+// the suffix's entries would be skipped, RTMR2 would not match and every
+// re-attestation would fall back to a full one.
+func TestCheckpointCCNPRegisterField(t *testing.T) {
+	n := &ckptNode{simNode: newSimNode(t, sim.InitOptions{})}
+	n.ima = &imaSim{Provider: n.prov, field: 2}
+	n.ima.appendIMA(t, 5)
+	h := newHarness(t, nil).mustConfigure(checkpointConfig(n, writeKey(t, "k1")))
+	a := n.agent(t)
+	first := h.mustAttestLoop(a, nil)
+	wantFull(t, first)
+	wantIssued(t, first)
+	if !hasSelector(first.attrs, "sim:ima:verified:true") {
+		t.Fatalf("full attestation: %v", first.attrs.GetSelectorValues())
+	}
+
+	n.ima.appendIMA(t, 3)
+	second := h.mustAttestLoop(a, nil)
+	if r := second.nonceRounds(); len(r) != 1 || r[0].GetCheckpoint() == nil {
+		t.Fatalf("re-attestation was not incremental: %v", r)
+	}
+	if got := countIMAEntries(rawLog(t, second.evidence[0].GetImaLog())); got != 3 {
+		t.Fatalf("IMA suffix of %d entries, want 3", got)
+	}
+	if !hasSelector(second.attrs, "sim:ima:verified:true") {
+		t.Fatalf("incremental attestation: %v", second.attrs.GetSelectorValues())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
+	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
@@ -159,27 +160,20 @@ func (l *Log) Verify(alg cctrusted.Algorithm, imr cctrusted.IMR, signed, initial
 		t, err := m.TDX()
 		sel[p] = err == nil && t == imr
 	}
-	var cur [maxDigest]byte
-	if initial != nil {
-		if len(initial) != size {
-			return fmt.Errorf("ima: initial %v value of %v is %d bytes, want %d", alg, imr, len(initial), size)
-		}
-		copy(cur[:], initial)
+	if initial != nil && len(initial) != size {
+		return fmt.Errorf("ima: initial %v value of %v is %d bytes, want %d", alg, imr, len(initial), size)
 	}
-	var buf [2 * maxDigest]byte
-	last, n := -1, 0
-	for i := range l.Entries {
-		e := &l.Entries[i]
-		if uint32(e.PCR) >= cctrusted.NumPCRs {
-			return fmt.Errorf("ima: entry %d: PCR %d is outside 0..23", i, uint32(e.PCR))
-		}
-		if !sel[e.PCR] {
-			continue
-		}
-		copy(buf[:size], cur[:size])
-		entryDigest(alg, e, buf[size:2*size])
-		sum(alg, cur[:size], buf[:2*size])
-		last, n = i, n+1
+	return l.compare(alg, imr, &sel, signed, initial)
+}
+
+// compare replays the selected entries from initial and wraps a
+// *cctrusted.MismatchError naming imr when the result is not signed.
+func (l *Log) compare(alg cctrusted.Algorithm, imr cctrusted.IMR, sel *[cctrusted.NumPCRs]bool, signed, initial []byte) error {
+	size := alg.Size()
+	var cur [maxDigest]byte
+	last, n, err := l.fold(alg, sel, initial, &cur)
+	if err != nil {
+		return err
 	}
 	if string(cur[:size]) == string(signed) {
 		return nil
@@ -190,6 +184,32 @@ func (l *Log) Verify(alg cctrusted.Algorithm, imr cctrusted.IMR, signed, initial
 		Replayed:  append([]byte(nil), cur[:size]...),
 		LastEvent: last, Events: n,
 	})
+}
+
+// fold is the one replay of a register that starts from a given value:
+// cur = initial (nil: zero), then cur = H_alg(cur || digest) for every
+// entry whose register field sel marks. It returns the index of the last
+// entry folded (-1 for none) and how many were. initial must be alg.Size()
+// bytes; the callers check that and alg.
+func (l *Log) fold(alg cctrusted.Algorithm, sel *[cctrusted.NumPCRs]bool, initial []byte, cur *[maxDigest]byte) (last, n int, err error) {
+	size := alg.Size()
+	copy(cur[:size], initial)
+	var buf [2 * maxDigest]byte
+	last = -1
+	for i := range l.Entries {
+		e := &l.Entries[i]
+		if uint32(e.PCR) >= cctrusted.NumPCRs {
+			return 0, 0, fmt.Errorf("ima: entry %d: PCR %d is outside 0..23", i, uint32(e.PCR))
+		}
+		if !sel[e.PCR] {
+			continue
+		}
+		copy(buf[:size], cur[:size])
+		entryDigest(alg, e, buf[size:2*size])
+		sum(alg, cur[:size], buf[:2*size])
+		last, n = i, n+1
+	}
+	return last, n, nil
 }
 
 // ReplayFrom replays bank alg over the entries whose register field is reg,
@@ -203,24 +223,17 @@ func (l *Log) ReplayFrom(alg cctrusted.Algorithm, reg cctrusted.PCR, initial []b
 		return nil, 0, err
 	}
 	size := alg.Size()
-	var cur [maxDigest]byte
-	if initial != nil {
-		if len(initial) != size {
-			return nil, 0, fmt.Errorf("ima: initial %v value is %d bytes, want %d", alg, len(initial), size)
-		}
-		copy(cur[:], initial)
+	if initial != nil && len(initial) != size {
+		return nil, 0, fmt.Errorf("ima: initial %v value is %d bytes, want %d", alg, len(initial), size)
 	}
-	var buf [2 * maxDigest]byte
-	n := 0
-	for i := range l.Entries {
-		e := &l.Entries[i]
-		if e.PCR != reg {
-			continue
-		}
-		copy(buf[:size], cur[:size])
-		entryDigest(alg, e, buf[size:2*size])
-		sum(alg, cur[:size], buf[:2*size])
-		n++
+	var sel [cctrusted.NumPCRs]bool
+	if uint32(reg) < cctrusted.NumPCRs {
+		sel[reg] = true
+	}
+	var cur [maxDigest]byte
+	_, n, err := l.fold(alg, &sel, initial, &cur)
+	if err != nil {
+		return nil, 0, err
 	}
 	return append([]byte(nil), cur[:size]...), n, nil
 }
@@ -252,4 +265,94 @@ func (l *Log) Events(alg cctrusted.Algorithm) ([]cctrusted.Event, error) {
 		}
 	}
 	return evs, nil
+}
+
+// Register fields a TDX kernel that extends RTMR2 writes into its list.
+const (
+	// FieldRTMR2 is what CCNP's patched kernels write: the RTMR index.
+	FieldRTMR2 cctrusted.PCR = 2
+	// FieldPCR10 is what a kernel writes that measures to PCR10 and has
+	// the platform map PCR10 onto RTMR2.
+	FieldPCR10 cctrusted.PCR = 10
+)
+
+// FieldError is a list from a TDX kernel whose entries do not all carry
+// the same register field, FieldRTMR2 or FieldPCR10.
+type FieldError struct {
+	// Fields are the register fields seen, ascending; First the index of
+	// the first entry carrying each.
+	Fields []cctrusted.PCR
+	First  []int
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	for i, f := range e.Fields {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d (first at entry %d)", uint32(f), e.First[i])
+	}
+	return fmt.Sprintf("ima: entries carry register fields %s: a TDX kernel's list is all on %d (RTMR2, CCNP kernels) or all on %d (PCR10 mapped onto RTMR2)",
+		b.String(), uint32(FieldRTMR2), uint32(FieldPCR10))
+}
+
+// RTMR2Field decides which convention a list from a TDX kernel follows:
+// FieldRTMR2 or FieldPCR10, whichever every entry carries. Anything else
+// (a mix of the two, or any other field) is a *FieldError naming the
+// fields seen: reading entries on other fields as RTMR2's, or leaving them
+// out of the replay, would both be a guess about what the kernel extended.
+// An empty list has no entries to disagree and gives FieldRTMR2.
+func (l *Log) RTMR2Field() (cctrusted.PCR, error) {
+	var first [cctrusted.NumPCRs]int
+	var seen [cctrusted.NumPCRs]bool
+	kinds := 0
+	for i := range l.Entries {
+		p := l.Entries[i].PCR
+		if uint32(p) >= cctrusted.NumPCRs {
+			return 0, fmt.Errorf("ima: entry %d: PCR %d is outside 0..23", i, uint32(p))
+		}
+		if !seen[p] {
+			seen[p], first[p] = true, i
+			kinds++
+		}
+	}
+	switch {
+	case kinds == 0:
+		return FieldRTMR2, nil
+	case kinds == 1 && seen[FieldRTMR2]:
+		return FieldRTMR2, nil
+	case kinds == 1 && seen[FieldPCR10]:
+		return FieldPCR10, nil
+	}
+	fe := &FieldError{}
+	for p := range seen {
+		if seen[p] {
+			fe.Fields = append(fe.Fields, cctrusted.PCR(p))
+			fe.First = append(fe.First, first[p])
+		}
+	}
+	return 0, fe
+}
+
+// VerifyRTMR2 checks a list from a TDX kernel against RTMR2: initial (the
+// value the CCEL's RTMR2 events replay to, 48 bytes) extended in SHA-384
+// with every entry of the list, in order, must equal signed. Every entry
+// counts: the list must pass RTMR2Field, so none is skipped for carrying
+// another register field. It returns the field the list uses. A mismatch
+// wraps *cctrusted.MismatchError for RTMR2 whose LastEvent is the last
+// entry's index; a list on the wrong fields is a *FieldError.
+func (l *Log) VerifyRTMR2(signed, initial []byte) (cctrusted.PCR, error) {
+	alg := cctrusted.AlgSHA384
+	size := alg.Size()
+	if len(signed) != size || len(initial) != size {
+		return 0, fmt.Errorf("ima: RTMR2 values of %d (signed) and %d (initial) bytes, want %d", len(signed), len(initial), size)
+	}
+	field, err := l.RTMR2Field()
+	if err != nil {
+		return 0, err
+	}
+	var sel [cctrusted.NumPCRs]bool
+	sel[field] = true
+	return field, l.compare(alg, cctrusted.RTMR(2).IMR(), &sel, signed, initial)
 }
