@@ -9,7 +9,9 @@
 // attestor's code maps it to its cgroup and from there to the container key
 // CCNP used (the pod UID on Kubernetes, else the container ID). A request
 // whose container_id names anything else is refused with PermissionDenied,
-// and so is a caller in no container: the service answers containers only.
+// and so is a caller in no container, unless the operator turned on the
+// node view (Options.NodeView). GetDefaultAlgorithm and
+// GetMeasurementCount answer anyone, as CCNP's did.
 //
 // Each container sees, as CCNP's container-isolated mode showed it:
 //
