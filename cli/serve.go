@@ -6,9 +6,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"os"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +29,7 @@ type serveFlags struct {
 	group      string
 	runtimeLog string
 	runtimePCR uint32
+	nodeView   bool
 	limits     workloadsvc.Limits
 }
 
@@ -37,17 +42,19 @@ func newServeCmd(g *globals) *cobra.Command {
 the PID the kernel reports for its connection and answered for its own container
 only: the platform's boot events, its own runtime-log records, its own register
 (index 3 on TDX, the runtime PCR on a TPM) and quotes whose REPORTDATA is
-SHA-512(container register || nonce || user_data). Processes in no container are
-refused. Runs until interrupted.`,
+SHA-512(container register || nonce || user_data) (SHA-512(user_data) without a
+nonce, as CCNP). Processes in no container are refused unless --node-view is
+given. Runs until SIGINT or SIGTERM, then removes its socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return g.serve(cmd, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.socket, "socket", workloadsvc.DefaultSocket, "Unix socket to listen on")
-	fl.StringVar(&f.mode, "socket-mode", "0660", "permissions of the socket (octal)")
+	fl.StringVar(&f.mode, "socket-mode", fmt.Sprintf("%04o", workloadsvc.DefaultSocketMode), "permissions of the socket (octal); callers are identified by the kernel, whatever the mode")
 	fl.StringVar(&f.group, "socket-group", "", "group owning the socket (name or GID; default: the server's)")
 	fl.StringVar(&f.runtimeLog, "runtime-log", conf.DefaultRuntimeLogPath, "the workload attestor's runtime log (its runtime_log_path)")
 	fl.Uint32Var(&f.runtimePCR, "runtime-pcr", 23, "PCR the runtime log extends (TPM only)")
+	fl.BoolVar(&f.nodeView, "node-view", false, "answer processes in no container with the node's registers, whole event log and quotes (CCNP's isolated: false)")
 	d := workloadsvc.DefaultLimits()
 	fl.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "open connections to the socket; more are closed at once")
 	fl.IntVar(&f.limits.MaxCallerConnections, "max-caller-connections", d.MaxCallerConnections, "open connections of one container (or, outside containers, one UID)")
@@ -74,7 +81,10 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	if !filepath.IsAbs(f.runtimeLog) {
 		return fmt.Errorf("--runtime-log %q: not an absolute path", f.runtimeLog)
 	}
-	ctx := cmd.Context()
+	// SIGTERM is how Kubernetes and systemd stop the server; both signals
+	// end it cleanly, with its socket removed.
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	p, err := g.open(ctx)
 	if err != nil {
 		return err
@@ -87,6 +97,7 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 		CgroupRoot:     filepath.Join(g.hostRoot, "sys", "fs", "cgroup"),
 		Logger:         slog.New(slog.NewTextHandler(g.stderr, nil)),
 		Limits:         f.limits,
+		NodeView:       f.nodeView,
 	}
 	if p.TEE() == cctrusted.TEETPM {
 		opts.RuntimeIMR = cctrusted.PCR(f.runtimePCR).IMR()
@@ -102,21 +113,40 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// Whatever ends the server, the socket goes with it, so clients see
+	// no server rather than a dead socket (grpc closes the listener, which
+	// unlinks it; this covers a listener closed some other way).
+	defer removeSocket(f.socket)
 	srv := svc.NewServer()
 	l = svc.Limit(l)
-	// Said before serving: afterwards the request logger writes to stderr
-	// from other goroutines.
-	fmt.Fprintf(g.stderr, "serving %s for containers on %s (%s TEE, container register %d)\n",
-		workloadsvc.ServiceName, f.socket, p.TEE(), svc.ContainerIndex())
+	logger := opts.Logger
+	logger.Info("Serving", "service", workloadsvc.ServiceName, "socket", f.socket, "socket_mode", fmt.Sprintf("%04o", mode),
+		"tee", string(p.TEE()), "container_register", svc.ContainerIndex(), "node_view", f.nodeView)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	select {
 	case <-ctx.Done():
+		logger.Info("Stopping: signal received; finishing requests in flight", "socket", f.socket)
+		// Requests finish within their own deadlines; a client holding a
+		// connection open must not keep the server alive.
+		t := time.AfterFunc(stopGrace, srv.Stop)
 		srv.GracefulStop()
+		t.Stop()
 		<-done
+		logger.Info("Stopped", "socket", f.socket)
 		return nil
 	case err := <-done:
 		return fmt.Errorf("serving on %s: %w", f.socket, err)
+	}
+}
+
+// stopGrace bounds how long a stopping server waits for requests in flight.
+const stopGrace = 5 * time.Second
+
+// removeSocket removes the server's socket if it is still a socket.
+func removeSocket(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		_ = os.Remove(path)
 	}
 }
 

@@ -3,6 +3,7 @@ package workloadsvc
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -22,6 +23,10 @@ type Caller struct {
 	Key string
 	// Identity is what the cgroup file said.
 	Identity cgroup.Identity
+	// Host is set for a process in no container, which only the opt-in
+	// node view (Options.NodeView) answers; Key is then "uid:<uid>", the
+	// key the connection limits count such processes by.
+	Host bool
 }
 
 // key is the container key of an identity, "" when it names no container.
@@ -49,7 +54,7 @@ func checkProcRoot(procRoot string) error {
 // The container or pod the cgroup path names is then checked against the
 // cgroup filesystem (cgroup.Tree.Verify): a name that someone other than
 // root could have chosen identifies no one.
-func identify(procRoot string, cgroups cgroup.Tree, p *Peer) (*Caller, error) {
+func identify(procRoot string, cgroups cgroup.Tree, p *Peer, nodeView bool) (*Caller, error) {
 	if p.PID <= 0 {
 		// A peer in another PID namespace than ours is reported as 0.
 		return nil, status.Errorf(codes.PermissionDenied, "caller has no PID in this server's PID namespace (SO_PEERCRED pid %d): run the server with the host's PID namespace", p.PID)
@@ -93,9 +98,12 @@ func identify(procRoot string, cgroups cgroup.Tree, p *Peer) (*Caller, error) {
 	}
 	k := key(id)
 	if k == "" {
-		// CCNP answered only containers it had found in the IMA log;
-		// a host process gets nothing rather than the whole node's view.
-		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d is in no container (cgroup %q): this service answers containers only", p.PID, id.Path)
+		if nodeView {
+			return &Caller{PID: p.PID, Key: hostKey(p.UID), Identity: id, Host: true}, nil
+		}
+		// CCNP's container-isolated mode answered only containers; a host
+		// process gets the node's view only where the operator asked.
+		return nil, status.Errorf(codes.PermissionDenied, "caller pid %d is in no container (cgroup %q): this service answers containers only (ccnp serve --node-view gives host processes the node's registers and event log)", p.PID, id.Path)
 	}
 	return &Caller{PID: p.PID, Key: k, Identity: id}, nil
 }
@@ -108,6 +116,10 @@ func (c *Caller) checkContainerID(requested string) error {
 	if requested == "" {
 		return nil
 	}
+	if c.Host {
+		return status.Errorf(codes.PermissionDenied, "container_id %q: pid %d is in no container (cgroup %q) and gets the node view, which names no container; send an empty container_id",
+			truncate(requested, 128), c.PID, c.Identity.Path)
+	}
 	norm := requested
 	if c.Identity.PodUID != "" {
 		norm = strings.ReplaceAll(requested, "_", "-")
@@ -118,6 +130,9 @@ func (c *Caller) checkContainerID(requested string) error {
 	}
 	return nil
 }
+
+// hostKey is the limits' key of a process in no container.
+func hostKey(uid uint32) string { return "uid:" + strconv.FormatUint(uint64(uid), 10) }
 
 func (c *Caller) describe() string {
 	if c.Identity.PodUID != "" {

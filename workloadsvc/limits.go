@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -230,13 +229,20 @@ var expensiveMethods = map[string]bool{
 	"/" + ServiceName + "/GetCcReport":      true,
 }
 
+// anyCaller are the methods CCNP answered whoever asked: they say what the
+// TEE is, nothing about a container, and read nothing per request.
+var anyCaller = map[string]bool{
+	"/" + ServiceName + "/GetDefaultAlgorithm": true,
+	"/" + ServiceName + "/GetMeasurementCount": true,
+}
+
 // admit is the unary interceptor in front of the CCNP service: it
 // identifies the caller once, applies the caller's quote rate and request
 // limits and the server-wide one, and hands the caller to the handler
 // through the context. Health checks and reflection pass untouched (they
 // cost nothing, and the kubelet's probes come from no container).
 func (s *Service) admit(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if !strings.HasPrefix(info.FullMethod, "/"+ServiceName+"/") {
+	if !strings.HasPrefix(info.FullMethod, "/"+ServiceName+"/") || anyCaller[info.FullMethod] {
 		return h(ctx, req)
 	}
 	c, err := s.identifyPeer(ctx)
@@ -284,8 +290,8 @@ func (lc limitedCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthIn
 		conn.Close()
 		return nil, nil, fmt.Errorf("workloadsvc: handshake gave %T, not peer credentials", ai)
 	}
-	key := "uid:" + strconv.FormatUint(uint64(p.UID), 10)
-	if id, err := identify(lc.s.procRoot, lc.s.cgroups, p); err == nil {
+	key := hostKey(p.UID)
+	if id, err := identify(lc.s.procRoot, lc.s.cgroups, p, lc.s.nodeView); err == nil {
 		key = id.Key
 	}
 	release, err := lc.s.limits.connection(key)

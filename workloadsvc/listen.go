@@ -12,13 +12,21 @@ import (
 // DefaultSocket is where CCNP's clients look for the service.
 const DefaultSocket = "/run/ccnp/uds/ccnp-server.sock"
 
+// DefaultSocketMode lets any local user connect, as CCNP's server did: a
+// container's processes rarely share the server's user or group, and a
+// client that cannot connect waits out its timeout (60 s in CCNP's Python
+// SDK) before failing. Who a caller is comes from the kernel (SO_PEERCRED)
+// for every request, so the mode grants nothing beyond the caller's own
+// view.
+const DefaultSocketMode fs.FileMode = 0o666
+
 // Listen creates the service's Unix socket at path with the given mode and,
 // when gid >= 0, group. A stale socket left by a previous server is replaced;
 // any other file at path is an error rather than something to delete.
 //
-// The socket's mode is the whole access policy of the service (every
-// container that can reach it gets its own view, nothing more): 0660 with
-// the group of the pods that mount it is the usual setting.
+// The socket's mode decides who may connect at all; what each caller gets
+// is decided per request from its peer credentials (DefaultSocketMode lets
+// everyone connect; 0660 with a group narrows it).
 func Listen(path string, mode fs.FileMode, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("workloadsvc: socket directory: %w", err)

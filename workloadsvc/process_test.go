@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper())
 	}
+	if os.Getenv(algHelperEnv) != "" {
+		os.Exit(runAlgHelper())
+	}
 	os.Exit(m.Run())
 }
 

@@ -9,7 +9,9 @@
 // attestor's code maps it to its cgroup and from there to the container key
 // CCNP used (the pod UID on Kubernetes, else the container ID). A request
 // whose container_id names anything else is refused with PermissionDenied,
-// and so is a caller in no container: the service answers containers only.
+// and so is a caller in no container, unless the operator turned on the
+// node view (Options.NodeView). GetDefaultAlgorithm and
+// GetMeasurementCount answer anyone, as CCNP's did.
 //
 // Each container sees, as CCNP's container-isolated mode showed it:
 //
@@ -40,6 +42,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -95,6 +98,11 @@ type Options struct {
 	// Limits bound connections, requests in flight and quotes (zero
 	// fields: the defaults).
 	Limits Limits
+	// NodeView answers processes in no container with the node's own
+	// registers, its whole event log and quotes binding SHA-512(nonce ||
+	// user_data), as CCNP did with `isolated: false`. Off, they are
+	// refused. Containers get their own view either way.
+	NodeView bool
 }
 
 // Service implements ccnppb.CcnpServer.
@@ -116,8 +124,12 @@ type Service struct {
 
 	// containerIndex is the container register's index on the wire.
 	containerIndex uint32
-	// platform is the boot event log, immutable after boot, read once.
+	// platform is the boot event log without the container register's
+	// events, immutable after boot, read once; boot is all of it (the node
+	// view).
 	platform []*ccnppb.TcgEventlog
+	boot     []*ccnppb.TcgEventlog
+	nodeView bool
 }
 
 // New checks the options, reads the platform's boot event log once (it does
@@ -130,7 +142,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.RuntimeLogPath == "" {
 		return nil, errors.New("workloadsvc: no runtime log path")
 	}
-	s := &Service{provider: p, tee: p.TEE(), rtPath: opts.RuntimeLogPath, procRoot: opts.ProcRoot, log: opts.Logger}
+	s := &Service{provider: p, tee: p.TEE(), rtPath: opts.RuntimeLogPath, procRoot: opts.ProcRoot, log: opts.Logger, nodeView: opts.NodeView}
 	if s.procRoot == "" {
 		s.procRoot = "/proc"
 	}
@@ -192,11 +204,14 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("workloadsvc: boot event log: %w", err)
 	}
-	if s.platform, err = s.platformEvents(events); err != nil {
+	if s.platform, s.boot, err = s.platformEvents(events); err != nil {
 		return nil, fmt.Errorf("workloadsvc: boot event log: %w", err)
 	}
 	if s.rt, err = newRuntimeIndex(s.rtPath, s.rtIMR, s.rtAlg); err != nil {
 		return nil, fmt.Errorf("workloadsvc: %w", err)
+	}
+	if s.nodeView {
+		s.log.Warn("Node view on: processes in no container get the node's registers, its whole event log (every container's records) and quotes over their own nonce")
 	}
 	return s, nil
 }
@@ -254,7 +269,7 @@ func (s *Service) identifyPeer(ctx context.Context) (*Caller, error) {
 	if !ok {
 		return nil, status.Error(codes.PermissionDenied, "no peer credentials on this connection: the service answers only over its Unix socket")
 	}
-	return identify(s.procRoot, s.cgroups, p)
+	return identify(s.procRoot, s.cgroups, p, s.nodeView)
 }
 
 // caller is the caller admit identified (or, called outside the server,
@@ -273,20 +288,16 @@ func (s *Service) caller(ctx context.Context, containerID string) (*Caller, erro
 	return c, nil
 }
 
-// GetDefaultAlgorithm returns the TEE's default bank.
+// GetDefaultAlgorithm returns the TEE's default bank, to any caller (as
+// CCNP did): it says what the TEE is, nothing about a container.
 func (s *Service) GetDefaultAlgorithm(ctx context.Context, _ *ccnppb.GetDefaultAlgorithmRequest) (*ccnppb.GetDefaultAlgorithmResponse, error) {
-	if _, err := s.caller(ctx, ""); err != nil {
-		return nil, err
-	}
 	return &ccnppb.GetDefaultAlgorithmResponse{AlgoId: uint32(s.alg)}, nil
 }
 
 // GetMeasurementCount returns the number of registers GetCcMeasurement
-// indexes: 4 on TDX (RTMR0..3, with 3 the container's), 24 on a TPM.
+// indexes: 4 on TDX (RTMR0..3, with 3 the container's), 24 on a TPM. Any
+// caller gets it, as from CCNP.
 func (s *Service) GetMeasurementCount(ctx context.Context, _ *ccnppb.GetMeasurementCountRequest) (*ccnppb.GetMeasurementCountResponse, error) {
-	if _, err := s.caller(ctx, ""); err != nil {
-		return nil, err
-	}
 	return &ccnppb.GetMeasurementCountResponse{Count: s.count}, nil
 }
 
@@ -305,7 +316,7 @@ func (s *Service) GetCcMeasurement(ctx context.Context, req *ccnppb.GetCcMeasure
 	if idx >= s.count {
 		return nil, status.Errorf(codes.InvalidArgument, "index %d: this %s TEE has registers 0..%d (%s)", idx, s.tee, s.count-1, s.indexHelp())
 	}
-	if idx == s.containerIndex {
+	if idx == s.containerIndex && !c.Host {
 		if alg != s.rtAlg {
 			return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): the container register %d is kept in %v only", uint32(alg), alg, idx, s.rtAlg)
 		}
@@ -321,6 +332,9 @@ func (s *Service) GetCcMeasurement(ctx context.Context, req *ccnppb.GetCcMeasure
 	m := cctrusted.RTMR(idx).IMR()
 	if !s.tdxLike() {
 		m = cctrusted.PCR(idx).IMR()
+	}
+	if idx == s.containerIndex && alg != s.rtAlg {
+		return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): the runtime register %d is read in %v only", uint32(alg), alg, idx, s.rtAlg)
 	}
 	d, err := s.provider.Measurement(ctx, m, alg)
 	if err != nil {
@@ -351,8 +365,9 @@ func (s *Service) algorithm(id uint32) (cctrusted.Algorithm, error) {
 	return alg, nil
 }
 
-// GetCcEventlog returns events [start, start+count) of the container's view:
-// the platform's boot events, then the container's own records. start ==
+// GetCcEventlog returns events [start, start+count) of the caller's view:
+// a container's is the platform's boot events, then its own records; the
+// node view's is the whole boot log, then every runtime record. start ==
 // the number of events gives none; a larger start is InvalidArgument; count
 // 0 (or unset) means all remaining and a larger count is clamped.
 func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRequest) (*ccnppb.GetCcEventlogResponse, error) {
@@ -364,26 +379,53 @@ func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRe
 	if err != nil {
 		return nil, err
 	}
-	// Page over the platform's events and the container's records without
-	// building the events outside the page.
-	total := len(s.platform) + v.count()
+	segs := []segment{fixed(s.platform), {n: v.count(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.events(v, a, b) }}}
+	if c.Host {
+		segs = []segment{fixed(s.boot), {n: v.log.Len(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.nodeRecords(v, a, b) }}}
+	}
+	total := 0
+	for _, g := range segs {
+		total += g.n
+	}
 	start := int(req.GetStart())
 	end, err := pageOf(total, start, int(req.GetCount()))
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "start %d: the container's event log has %d events (start may be at most that)", req.GetStart(), total)
+		return nil, status.Errorf(codes.InvalidArgument, "start %d: the caller's event log has %d events (start may be at most that)", req.GetStart(), total)
 	}
-	page := make([]*ccnppb.TcgEventlog, 0, end-start)
-	if start < len(s.platform) {
-		page = append(page, s.platform[start:min(end, len(s.platform))]...)
-	}
-	if end > len(s.platform) {
-		own, err := s.events(v, max(start, len(s.platform))-len(s.platform), end-len(s.platform))
-		if err != nil {
-			return nil, err
-		}
-		page = append(page, own...)
+	page, err := pageSegments(segs, start, end)
+	if err != nil {
+		return nil, err
 	}
 	return &ccnppb.GetCcEventlogResponse{EventLogs: page}, nil
+}
+
+// segment is a run of a view's events; page builds events [a, b) of it, so
+// the events outside a page are never built.
+type segment struct {
+	n    int
+	page func(a, b int) ([]*ccnppb.TcgEventlog, error)
+}
+
+func fixed(evs []*ccnppb.TcgEventlog) segment {
+	return segment{n: len(evs), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return evs[a:b], nil }}
+}
+
+// pageSegments returns events [start, end) of the segments laid end to end.
+func pageSegments(segs []segment, start, end int) ([]*ccnppb.TcgEventlog, error) {
+	page := make([]*ccnppb.TcgEventlog, 0, end-start)
+	off := 0
+	for _, g := range segs {
+		a, b := max(start-off, 0), min(end-off, g.n)
+		if a < b {
+			evs, err := g.page(a, b)
+			if err != nil {
+				return nil, err
+			}
+			page = append(page, evs...)
+		}
+		off += g.n
+	}
+	return page, nil
 }
 
 // pageOf applies cctrusted.Page's rule to n events: the page is [start,
@@ -399,14 +441,30 @@ func pageOf(n, start, count int) (end int, err error) {
 	return end, nil
 }
 
-// GetCcReport returns a quote whose REPORTDATA is SHA-512(container register
-// || nonce || user_data). The provider computes SHA-512(n || u) over what it
-// is given, so it is given n = the container register and u = nonce ||
-// user_data.
+// GetCcReport returns a quote whose REPORTDATA is, as CCNP's server and
+// cc-api's SDK computed it (nonce and user_data base64-decoded, an absent
+// field hashing as empty):
+//
+//   - a container with a nonce (even an empty one): SHA-512(container
+//     register || nonce || user_data);
+//   - a container without a nonce: SHA-512(user_data), binding no
+//     register: CCNP prefixed the register to the nonce only when there
+//     was one;
+//   - the node view: SHA-512(nonce || user_data).
+//
+// The provider computes SHA-512(n || u) over what it is given.
+//
+// On a TPM, CCNP's SDKs turn anything but a TDX quote into None or an
+// error, so a TPM report is refused unless the client asks for this
+// service's JSON form (ReportFormatHeader, as sdk/ccnp does).
 func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportRequest) (*ccnppb.GetCcReportResponse, error) {
 	c, err := s.caller(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
+	}
+	if s.tee == cctrusted.TEETPM && !wantsJSONReport(ctx) {
+		return nil, status.Errorf(codes.FailedPrecondition, "this node's TEE is a TPM: CCNP's SDKs carry only TDX quotes (cc_type 1) and turn a TPM report into None; "+
+			"get TPM reports with `ccnp client report` (or sdk/ccnp), which asks for them as JSON (gRPC metadata %s: %s)", ReportFormatHeader, ReportFormatJSON)
 	}
 	nonce, err := decodeField("nonce", req.GetNonce(), MaxNonceSize)
 	if err != nil {
@@ -416,19 +474,24 @@ func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportReques
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.view(ctx, c)
-	if err != nil {
-		return nil, err
+	var n, u []byte
+	switch {
+	case c.Host || req.Nonce == nil:
+		n, u = nonce, ud
+	default:
+		v, err := s.view(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		n, u = v.imr(s.rtAlg), append(append([]byte{}, nonce...), ud...)
 	}
-	bound := append(append([]byte{}, nonce...), ud...)
-	imr := v.imr(s.rtAlg)
-	r, err := s.provider.Report(ctx, imr, bound)
+	r, err := s.provider.Report(ctx, n, u)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%s quote: %v", s.tee, err)
 	}
 	// The binding is the point of the call: never hand out a quote that
 	// does not carry it.
-	if err := cctrusted.CheckReportData(r.ReportData, imr, bound); err != nil {
+	if err := cctrusted.CheckReportData(r.ReportData, n, u); err != nil {
 		return nil, status.Errorf(codes.Internal, "%s quote: %v", s.tee, err)
 	}
 	resp := &ccnppb.GetCcReportResponse{CcType: CCTypeTDX, CcReport: r.Quote}
@@ -439,6 +502,23 @@ func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportReques
 		}
 	}
 	return resp, nil
+}
+
+// ReportFormatHeader is the gRPC metadata key with which a client asks for
+// a TPM report as JSON (ReportFormatJSON); CCNP's SDKs never send it.
+const (
+	ReportFormatHeader = "ccnp-report-format"
+	ReportFormatJSON   = "json"
+)
+
+func wantsJSONReport(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get(ReportFormatHeader) {
+		if v == ReportFormatJSON {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeField decodes a base64 request field (standard alphabet, padded or

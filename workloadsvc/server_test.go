@@ -163,7 +163,7 @@ func TestForgedContainerID(t *testing.T) {
 		f.setCgroup(t, os.Getpid(), cgHost)
 		_, err := f.rpc.GetCcEventlog(f.ctx, &ccnppb.GetCcEventlogRequest{})
 		wantCode(t, err, codes.PermissionDenied, "in no container")
-		_, err = f.rpc.GetDefaultAlgorithm(f.ctx, &ccnppb.GetDefaultAlgorithmRequest{})
+		_, err = f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{})
 		wantCode(t, err, codes.PermissionDenied, "in no container")
 	})
 	t.Run("process not in the proc tree", func(t *testing.T) {
@@ -195,7 +195,9 @@ func TestReusedPID(t *testing.T) {
 	if err := os.WriteFile(statPath, []byte(forged), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.rpc.GetDefaultAlgorithm(f.ctx, &ccnppb.GetDefaultAlgorithmRequest{})
+	// GetDefaultAlgorithm answers anyone; the calls about a container do
+	// not answer a reused PID.
+	_, err = f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{})
 	wantCode(t, err, codes.PermissionDenied, "not the process that connected")
 }
 

@@ -227,6 +227,34 @@ func (s *Service) events(v *containerView, start, end int) ([]*ccnppb.TcgEventlo
 	return out, nil
 }
 
+// nodeRecords returns records [start, end) of the whole runtime log, for
+// the node view, numbered as in the log.
+func (s *Service) nodeRecords(v *containerView, start, end int) ([]*ccnppb.TcgEventlog, error) {
+	out := make([]*ccnppb.TcgEventlog, 0, end-start)
+	for i := start; i < end; i++ {
+		e, w := v.log.Record(i)
+		d, ok := e.Digest(s.rtAlg)
+		if !ok {
+			return nil, status.Errorf(codes.Internal, "runtime log record %d has no %v digest", i, s.rtAlg)
+		}
+		info := map[string]string{"source": "runtime_log", "record": strconv.Itoa(i), "register": "runtime"}
+		if _, ok := v.log.Workload(i); ok {
+			info = recordInfo(i, w)
+			info["register"] = "runtime"
+		}
+		out = append(out, &ccnppb.TcgEventlog{
+			RecNum:    uint32(i),
+			ImrIndex:  s.containerIndex,
+			EventType: e.Type,
+			Digests:   []*ccnppb.TcgDigest{{AlgoId: uint32(s.rtAlg), Hash: d}},
+			EventSize: uint32(len(e.Data)),
+			Event:     e.Data,
+			ExtraInfo: info,
+		})
+	}
+	return out, nil
+}
+
 // recordInfo names what a runtime record says, so a client need not parse
 // the record's TLV content to know which workload it is.
 func recordInfo(i int, w runtimelog.Workload) map[string]string {
@@ -251,20 +279,16 @@ func recordInfo(i int, w runtimelog.Workload) map[string]string {
 // uses, numbering records per register from 0 as CCNP's cctrusted_base did.
 // Events of the runtime register are left out: in this view that register
 // is the container's own.
-func (s *Service) platformEvents(events []cctrusted.Event) ([]*ccnppb.TcgEventlog, error) {
+func (s *Service) platformEvents(events []cctrusted.Event) (platform, all []*ccnppb.TcgEventlog, err error) {
 	recs := map[uint32]uint32{}
 	source := "tpm_log"
 	if s.tdxLike() {
 		source = "ccel"
 	}
-	var out []*ccnppb.TcgEventlog
 	for i, e := range events {
 		idx, name, err := s.wireIndex(e.IMR)
 		if err != nil {
-			return nil, fmt.Errorf("event %d: %w", i, err)
-		}
-		if idx == s.containerIndex && e.Type != cctrusted.EventNoAction {
-			continue
+			return nil, nil, fmt.Errorf("event %d: %w", i, err)
 		}
 		w := &ccnppb.TcgEventlog{
 			RecNum:    recs[idx],
@@ -278,9 +302,13 @@ func (s *Service) platformEvents(events []cctrusted.Event) ([]*ccnppb.TcgEventlo
 		for _, d := range e.Digests {
 			w.Digests = append(w.Digests, &ccnppb.TcgDigest{AlgoId: uint32(d.Alg), Hash: d.Value})
 		}
-		out = append(out, w)
+		all = append(all, w)
+		if idx == s.containerIndex && e.Type != cctrusted.EventNoAction {
+			continue
+		}
+		platform = append(platform, w)
 	}
-	return out, nil
+	return platform, all, nil
 }
 
 // wireIndex maps a register to the index space of this TEE's measurement

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
@@ -261,6 +262,9 @@ func (c *Client) Report(ctx context.Context, nonce, userData []byte) (*Report, e
 		u := base64.StdEncoding.EncodeToString(userData)
 		req.UserData = &u
 	}
+	// On a TPM the service sends its JSON form only to clients that ask
+	// (workloadsvc.ReportFormatHeader): CCNP's SDKs cannot carry it.
+	ctx = metadata.AppendToOutgoingContext(ctx, "ccnp-report-format", "json")
 	r, err := c.rpc.GetCcReport(ctx, req)
 	if err != nil {
 		return nil, wrap("GetCcReport", err)
@@ -268,9 +272,15 @@ func (c *Client) Report(ctx context.Context, nonce, userData []byte) (*Report, e
 	return &Report{CCType: r.GetCcType(), Quote: r.GetCcReport()}, nil
 }
 
-// ReportData is what the service binds into a report: SHA-512(container
-// register || nonce || userData).
+// ReportData is what the service binds into a report for a container:
+// SHA-512(container register || nonce || userData) when a nonce is sent
+// (non-nil, even empty), else SHA-512(userData), CCNP's rule: the register
+// is bound only with a nonce. (The node view binds SHA-512(nonce ||
+// userData): pass a nil containerIMR.)
 func ReportData(containerIMR, nonce, userData []byte) [64]byte {
+	if nonce == nil {
+		containerIMR = nil
+	}
 	h := sha512.New()
 	h.Write(containerIMR)
 	h.Write(nonce)

@@ -220,4 +220,11 @@ func TestReportData(t *testing.T) {
 	if ReportData(imr, ud, nonce) == want {
 		t.Fatal("ReportData ignores order")
 	}
+	// Without a nonce CCNP bound the user data alone.
+	if ReportData(imr, nil, ud) != sha512.Sum512(ud) {
+		t.Fatal("ReportData without a nonce is not SHA-512(user data)")
+	}
+	if ReportData(imr, []byte{}, ud) != sha512.Sum512(append(append([]byte{}, imr...), ud...)) {
+		t.Fatal("ReportData with an empty nonce does not bind the register")
+	}
 }
