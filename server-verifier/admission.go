@@ -18,10 +18,14 @@ import (
 // deadline (conf.ServerVerifier.AnswerTimeout). Only once its evidence has
 // arrived does it reserve the evidence's bytes (evidenceBudget: refused at
 // once with ResourceExhausted when they do not fit) and then wait for a slot
-// (verifySlots) to decode and verify; it gives both back when its
-// verification ends, and before the TPM credential activation round trip.
-// A client that never sends evidence therefore delays no one, and clients
-// that do send junk hold the server for as long as it takes to reject it.
+// (verifySlots) to decode and verify. The slot is given back before the TPM
+// credential activation round trip (waiting costs no CPU); the bytes only
+// when the attestation ends, because what was verified (the decoded logs'
+// workloads, for the policies evaluated after activation) is still held
+// while the agent answers, and a client that never answers must not hold
+// memory the budget does not count. A client that never sends evidence
+// therefore delays no one, and clients that do send junk hold the server for
+// as long as it takes to reject it.
 
 // verifySlots bounds the attestations decoding and verifying evidence at
 // once. Verification is CPU-bound, so many more of them than cores gain
@@ -82,22 +86,23 @@ func (b *evidenceBudget) reserve(n, limit int64) (func(), bool) {
 }
 
 // admit reserves n bytes of evidence in the budget of the current
-// configuration and then waits for a verification slot. The release it
-// returns gives both back; it may be called more than once. The budget is
-// taken first so that evidence waiting for a slot is counted, and a
-// refusal is immediate: ResourceExhausted, which SPIRE agents retry.
-func (a *attestation) admit(ctx context.Context, n int64) (func(), error) {
+// configuration and then waits for a verification slot. It returns the
+// slot's release and the release of both; each may be called more than
+// once. The budget is taken first so that evidence waiting for a slot is
+// counted, and a refusal is immediate: ResourceExhausted, which SPIRE
+// agents retry.
+func (a *attestation) admit(ctx context.Context, n int64) (slot, all func(), err error) {
 	limit := a.st.cfg.MaxEvidenceBytesInFlight
 	give, ok := a.p.budget.reserve(n, limit)
 	if !ok {
-		return nil, rejectf(codes.ResourceExhausted, CheckCapacity,
+		return nil, nil, rejectf(codes.ResourceExhausted, CheckCapacity,
 			"the server already holds its max_evidence_bytes_in_flight (%d) of evidence waiting for or under verification; this evidence of %d bytes does not fit: retry, or raise max_evidence_bytes_in_flight",
 			limit, n)
 	}
 	release, err := a.p.slots.acquire(ctx)
 	if err != nil {
 		give()
-		return nil, rejectf(status.FromContextError(err).Code(), CheckProtocol, "waiting to verify: %v", err)
+		return nil, nil, rejectf(status.FromContextError(err).Code(), CheckProtocol, "waiting to verify: %v", err)
 	}
-	return func() { release(); give() }, nil
+	return release, func() { release(); give() }, nil
 }

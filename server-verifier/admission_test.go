@@ -107,8 +107,10 @@ func TestLimitEvidenceBytesInFlight(t *testing.T) {
 }
 
 // TestActivationHoldsNoSlot: during the TPM credential activation round
-// trip the attestation holds neither a verification slot nor evidence
-// bytes, so an agent slow to activate delays no one.
+// trip the attestation holds no verification slot, so an agent slow to
+// activate delays no one's verification; it keeps its evidence bytes in the
+// budget, because what it verified is held until the agent answers, so
+// clients that never answer cannot hold memory the budget does not count.
 func TestActivationHoldsNoSlot(t *testing.T) {
 	n := startTPMNode(t)
 	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, n.ekHash(t, "ecc")))
@@ -131,9 +133,10 @@ func TestActivationHoldsNoSlot(t *testing.T) {
 	if _, err := h.attest(a); err != nil {
 		t.Fatal(err)
 	}
-	if slots != 0 || held != 0 {
-		t.Fatalf("during activation: %d slots taken, %d evidence bytes held", slots, held)
+	if slots != 0 || held <= 0 {
+		t.Fatalf("during activation: %d slots taken (want 0), %d evidence bytes held (want the evidence's)", slots, held)
 	}
+	waitHeld(t, h.plugin, 0)
 }
 
 // TestFloodJunkExchanges: 70,000 hello + evidence exchanges from eight

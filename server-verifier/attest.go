@@ -46,8 +46,9 @@ type attestation struct {
 	want []evidencepb.LogKind
 	// checkpointCap: the agent stores checkpoints.
 	checkpointCap bool
-	// release gives back the current round's verification slot and its
-	// share of the evidence budget (see admit); safe to call more than once.
+	// release gives back the current round's verification slot, not its
+	// share of the evidence budget, which the round keeps to its end (see
+	// admit); safe to call more than once.
 	release func()
 }
 
@@ -224,15 +225,18 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	}
 	// Freshness is when the answer arrived, not when a slot freed up.
 	if err := rn.fresh(a.p.now()); err != nil {
-		return nil, reject(codes.PermissionDenied, CheckNonce, err)
+		// Retryable: an agent that was slow (nonce_ttl shorter than its
+		// answer deadline, a busy TPM) must try again, not give up as it
+		// does on PermissionDenied; a replay fails the binding anyway.
+		return nil, reject(codes.DeadlineExceeded, CheckNonce, err)
 	}
 	// Only now, with the evidence here, does this attestation take a share
 	// of the server (see admission.go).
-	release, err := a.admit(ctx, int64(len(evBytes)))
+	slot, release, err := a.admit(ctx, int64(len(evBytes)))
 	if err != nil {
 		return nil, err
 	}
-	a.release = release
+	a.release = slot
 	defer release()
 	phase := a.st.metrics.start(phaseParse)
 	ev, err := evidence.DecodeEvidence(evBytes, a.limits)

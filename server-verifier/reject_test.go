@@ -167,7 +167,7 @@ func TestRejectNonceExpired(t *testing.T) {
 	n, h, a := simSetup(t, sim.InitOptions{}, "", `nonce_ttl = "10s"`)
 	a.BeforeEvidence = func() { h.clock.Advance(11 * time.Second) }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckNonce, "expired")
+	h.wantReject(err, codes.DeadlineExceeded, CheckNonce, "expired")
 	_ = n
 }
 

@@ -80,7 +80,7 @@ func TestReplayedQuotes(t *testing.T) {
 			setup: func(t *testing.T, n *simNode, a *agent) {
 				a.BeforeEvidence = func() { time.Sleep(1200 * time.Millisecond) }
 			},
-			want: reject(codes.PermissionDenied, "nonce", "expired"),
+			want: reject(codes.DeadlineExceeded, "nonce", "expired"),
 		},
 	})
 }
