@@ -262,7 +262,21 @@ func (c *ServerVerifier) AgentPath(data AgentPathData) (string, error) {
 	if err := checkAgentPath(p); err != nil {
 		return "", fmt.Errorf("agent_path_template rendered %q: %w", p, err)
 	}
+	// Whatever the template, a simulated node's agent ID has a path
+	// segment that is or starts with "sim" (then a separator), and a
+	// hardware node's has none, so no simulated node can be given (or take
+	// over the entries of) a hardware node's ID.
+	if sim := slices.ContainsFunc(strings.Split(p, "/"), simSegment); sim != (data.TEE == string(TEESim)) {
+		return "", fmt.Errorf("agent_path_template rendered %q for a %s node: a sim node's agent ID must have a path segment %q (or starting with \"sim-\") and a hardware node's none (start a segment with {{ .TEE }})", p, data.TEE, TEESim)
+	}
 	return p, nil
+}
+
+// simSegment reports whether an agent path segment names a simulated node:
+// "sim", or "sim" followed by a separator ("sim-<id>").
+func simSegment(seg string) bool {
+	rest, ok := strings.CutPrefix(seg, string(TEESim))
+	return ok && (rest == "" || strings.ContainsRune("-_.:", rune(rest[0])))
 }
 
 func parseAgentPath(s string) (*template.Template, error) {
@@ -459,9 +473,8 @@ func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 // checkTemplate renders the template on sample data of every TEE kind the
 // server accepts, so a reference to an unknown field, a quote field on TPM
 // nodes, or a path SPIRE would refuse fails at configure time, not at the
-// first attestation. With a sim block it also checks that a simulated node
-// never renders the agent ID of a TDX node with the same fields: the
-// template must tell them apart (with .TEE).
+// first attestation (including a template that gives a sim node no "sim"
+// segment, or a hardware node one).
 func (c *ServerVerifier) checkTemplate(d *doc) {
 	sample := func(tee TEE) AgentPathData {
 		s := AgentPathData{TEE: string(tee), ID: strings.Repeat("0f", 32)}
@@ -471,23 +484,17 @@ func (c *ServerVerifier) checkTemplate(d *doc) {
 		}
 		return s
 	}
+	// AgentPath itself keeps sim and hardware agent IDs apart (a "sim"
+	// segment for sim nodes only), at every attestation: this sample only
+	// reports a template that can never work as early as possible.
 	accepted := map[TEE]bool{TEETDX: c.TDX != nil, TEETPM: c.TPM != nil, TEESim: c.Sim != nil}
-	paths := map[TEE]string{}
 	for _, tee := range []TEE{TEETDX, TEETPM, TEESim} {
 		if !accepted[tee] {
 			continue
 		}
-		p, err := c.AgentPath(sample(tee))
-		if err != nil {
+		if _, err := c.AgentPath(sample(tee)); err != nil {
 			d.errf("agent_path_template", "for %s nodes: %v", tee, unwrapTemplateErr(err))
 			return
-		}
-		paths[tee] = p
-	}
-	if accepted[TEESim] {
-		tdx, err := c.AgentPath(sample(TEETDX))
-		if err == nil && tdx == paths[TEESim] {
-			d.errf("agent_path_template", "renders %q for a sim node and for a tdx node alike: include {{ .TEE }} so a simulation never takes a hardware node's agent ID", tdx)
 		}
 	}
 }

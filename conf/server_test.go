@@ -240,7 +240,7 @@ func TestServerErrors(t *testing.T) {
 		{"quote field on tpm nodes", "tpm { ek_hash_allow_list = [\"" + strings.Repeat("ab", 32) + "\"] }\nagent_path_template = \"/spire/agent/ccnp/{{ .MRConfigID }}\"", 2,
 			[]string{"agent_path_template", "for tpm nodes", ".MRConfigID is set only for tdx and sim nodes"}},
 		{"sim renders a tdx agent ID", "tdx {}\nsim { trusted_root_file = \"/r\" }\nagent_path_template = \"/spire/agent/ccnp/{{ .ID }}\"", 3,
-			[]string{"agent_path_template", "for a sim node and for a tdx node alike", "{{ .TEE }}"}},
+			[]string{"agent_path_template", "for sim nodes", `path segment "sim"`, "{{ .TEE }}"}},
 		{"policy_file without reader", "tdx {}\npolicy_file = \"/p.hcl\"", 2, []string{"policy_file", "no file reader"}},
 		{"syntax error", "tdx {\n  allow_debug = \n}", 3, nil},
 		{"unterminated string", "tdx {\n  trusted_roots_file = \"/a\n}", 2, []string{"literal not terminated"}},
@@ -357,5 +357,36 @@ func TestAgentPathRender(t *testing.T) {
 	var zero conf.ServerVerifier
 	if got, err := zero.AgentPath(conf.AgentPathData{TEE: "sim", ID: "1"}); err != nil || got != "/spire/agent/ccnp/sim/1" {
 		t.Errorf("zero value: %q %v", got, err)
+	}
+}
+
+// TestAgentPathSimSegment: a template that renders a sim node's agent ID
+// without a "sim" segment (here by branching on the TEE, which the
+// configure-time sample cannot see) is refused at render time, so a
+// simulated node with a chosen instance ID never gets a hardware node's ID.
+func TestAgentPathSimSegment(t *testing.T) {
+	c, err := conf.ParseServerVerifier(`tdx {}
+agent_path_template = "/spire/agent/ccnp/{{ if eq .TEE \"sim\" }}{{ .ID }}{{ else }}x{{ .ID }}{{ end }}"`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "1"}); err != nil || p != "/spire/agent/ccnp/x1" {
+		t.Fatalf("tdx: %q, %v", p, err)
+	}
+	if p, err := c.AgentPath(conf.AgentPathData{TEE: "sim", ID: "x1"}); err == nil || !strings.Contains(err.Error(), `path segment "sim"`) {
+		t.Fatalf("a sim node rendered the tdx node's %q (err %v)", p, err)
+	}
+	def, err := conf.ParseServerVerifier("tdx {}", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := def.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "sim"}); err == nil {
+		t.Fatalf("a tdx node rendered %q, with a sim segment", p)
+	}
+	d, err := conf.ParseServerVerifier("tdx {}\nsim { trusted_root_file = \"/dev/null\" }", nil)
+	if err == nil {
+		if p, err := d.AgentPath(conf.AgentPathData{TEE: "sim", ID: "ab"}); err != nil || p != "/spire/agent/ccnp/sim/ab" {
+			t.Fatalf("default template for sim: %q, %v", p, err)
+		}
 	}
 }

@@ -37,11 +37,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -222,6 +224,11 @@ func (s *Service) tdxLike() bool { return s.tee == cctrusted.TEETDX || s.tee == 
 // ContainerIndex is the wire index of the container's own register.
 func (s *Service) ContainerIndex() uint32 { return s.containerIndex }
 
+// MaxConnectionIdle is how long a connection with no request in flight
+// stays open; gRPC clients reconnect on their next call, so closing it
+// costs an idle client one handshake.
+const MaxConnectionIdle = 2 * time.Minute
+
 // NewServer returns a gRPC server with the service, the standard health
 // service (reporting ServiceName and "" as serving) and reflection, whose
 // connections carry the peer credentials the service needs, within the
@@ -232,6 +239,10 @@ func (s *Service) NewServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.Creds(limitedCreds{TransportCredentials: PeerCredentials(s.procRoot), s: s}),
 		grpc.MaxRecvMsgSize(MaxRequestSize),
 		grpc.MaxConcurrentStreams(s.limits.lim.MaxStreams),
+		// Idle connections count against max_connections and the caller's
+		// max_caller_connections: close them, so a tenant cannot keep the
+		// slots of the others by connecting and doing nothing.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: MaxConnectionIdle}),
 		grpc.ChainUnaryInterceptor(s.logRefusals, s.admit),
 	}, opts...)
 	g := grpc.NewServer(all...)
