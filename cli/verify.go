@@ -24,6 +24,8 @@ type verifyFlags struct {
 	pcsURL             string
 	acceptTCB          string
 	allowDebug         bool
+	// --evidence mode (verify_evidence.go).
+	recorded evidenceFlags
 }
 
 // verifyOutput is the JSON shape of `ccnp verify`.
@@ -44,7 +46,7 @@ type verifyOutput struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify --quote FILE [--ccel FILE --ccel-table FILE] [--trusted-root PEM] [--at RFC3339]",
+		Use:   "verify (--quote FILE [--ccel FILE --ccel-table FILE] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL]) [--at RFC3339]",
 		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
 		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
 trusted root (Intel's by default), the quote and QE report signatures, with
@@ -53,6 +55,9 @@ attribute, and with --ccel the replay of the CCEL against RTMR0..2.
 Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.recorded.file != "" {
+				return g.verifyEvidence(cmd, &f)
+			}
 			in, opts, err := f.load()
 			if err != nil {
 				return err
@@ -94,7 +99,7 @@ Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 	fl.StringVar(&f.pcsURL, "pcs-url", "", "PCS-compatible base URL for collateral and revocation (Intel's URL paths under it)")
 	fl.StringVar(&f.acceptTCB, "accept-tcb-status", "UpToDate", "comma-separated TCB statuses to accept (with --pcs-url)")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept DEBUG TDs")
-	_ = cmd.MarkFlagRequired("quote")
+	f.recorded.register(cmd)
 	return cmd
 }
 
@@ -104,6 +109,9 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 		opts appraisal.TDXOptions
 		err  error
 	)
+	if f.quote == "" {
+		return in, opts, fmt.Errorf("--quote FILE or --evidence FILE is required")
+	}
 	if in.Quote, err = readInput("--quote", f.quote); err != nil {
 		return in, opts, err
 	}
