@@ -11,7 +11,7 @@ BENCHTIME   ?= 1s
 help:
 	@echo "make demo        real SPIRE server + agent with the ccnp plugins on the simulated TDX; an SVID for a workload"
 	@echo "make spire       build spire-server and spire-agent v1.13.3 into $(BIN)/"
-	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/"
+	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/ (sim-capable agent plugins: $(BIN)/sim/)"
 	@echo "make test        vet, staticcheck, gofmt check and go test -race ./... (what CI runs)"
 	@echo "make test-e2e    end-to-end tests with real SPIRE binaries (part of make test)"
 	@echo "make lint        vet, staticcheck and gofmt check only"
@@ -31,9 +31,13 @@ $(BIN)/spire-server $(BIN)/spire-agent: tools/spire/go.mod tools/spire/go.sum
 demo: build spire
 	$(BIN)/ccnp-demo -dir .demo -bin $(BIN)
 
+# Production binaries in $(BIN)/ link no simulator. The demo and the e2e
+# tests run agents on a simulated TD with the plugins built -tags ccnp_sim
+# into $(BIN)/sim/ (cmd/deps_test.go checks what each build links).
 build:
-	@mkdir -p $(BIN)
+	@mkdir -p $(BIN)/sim
 	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -tags ccnp_sim -o $(BIN)/sim/ ./cmd/ccnp-agent-nodeattestor ./cmd/ccnp-agent-workloadattestor
 
 test: lint unit test-e2e
 

@@ -25,6 +25,8 @@ type verifyFlags struct {
 	pcsURL             string
 	acceptTCB          string
 	allowDebug         bool
+	// --evidence mode (verify_evidence.go).
+	recorded evidenceFlags
 }
 
 // verifyOutput is the JSON shape of `ccnp verify`.
@@ -53,7 +55,7 @@ type verifyIMA struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify --quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] [--at RFC3339]",
+		Use:   "verify (--quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL]) [--at RFC3339]",
 		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
 		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
 trusted root (Intel's by default), the quote and QE report signatures, with
@@ -64,6 +66,9 @@ kernels), RTMR2 must equal the CCEL's RTMR2 replay extended with every entry.
 Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.recorded.file != "" {
+				return g.verifyEvidence(cmd, &f)
+			}
 			in, opts, err := f.load()
 			if err != nil {
 				return err
@@ -109,7 +114,7 @@ Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 	fl.StringVar(&f.pcsURL, "pcs-url", "", "PCS-compatible base URL for collateral and revocation (Intel's URL paths under it)")
 	fl.StringVar(&f.acceptTCB, "accept-tcb-status", "UpToDate", "comma-separated TCB statuses to accept (with --pcs-url)")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept DEBUG TDs")
-	_ = cmd.MarkFlagRequired("quote")
+	f.recorded.register(cmd)
 	return cmd
 }
 
@@ -119,6 +124,9 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 		opts appraisal.TDXOptions
 		err  error
 	)
+	if f.quote == "" {
+		return in, opts, fmt.Errorf("--quote FILE or --evidence FILE is required")
+	}
 	if in.Quote, err = readInput("--quote", f.quote); err != nil {
 		return in, opts, err
 	}

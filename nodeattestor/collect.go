@@ -85,6 +85,11 @@ func concrete(p cctrusted.Provider) cctrusted.Provider {
 // instance ID at cfg.InstanceIDPath; a TPM node is named by its EK and sends
 // none.
 func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttestor) ([]byte, error) {
+	return hello(ctx, p, cfg, true)
+}
+
+// hello builds the hello, offering the stored checkpoint when withCheckpoint.
+func hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, withCheckpoint bool) ([]byte, error) {
 	if cfg == nil {
 		return nil, failf(codes.FailedPrecondition, "hello", "no configuration")
 	}
@@ -101,7 +106,7 @@ func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttesto
 		h.InstanceId = id
 	}
 	h.Caps = capabilities(p, cfg)
-	if ck := loadCheckpoint(ctx, CheckpointPath(cfg)); ck != nil {
+	if ck := loadCheckpoint(ctx, CheckpointPath(cfg)); withCheckpoint && ck != nil {
 		h.Checkpoint = ck
 		if b, err := evidence.Encode(evidence.NewHello(h)); err == nil {
 			return b, nil
@@ -120,6 +125,53 @@ func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttesto
 	return b, nil
 }
 
+// Record runs this agent's side of one attestation for a server that is not
+// there (`ccnp evidence collect`): the hello, without any stored checkpoint
+// so that the evidence holds whole logs, and the evidence for nonce with
+// every log the hello offers, which is what a server asks such an agent for.
+// The bytes are those AidAttestation would send. Credential activation (TPM)
+// needs the server's live challenge, so a recording cannot hold it.
+func Record(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttestor, nonce []byte) (*evidence.Recording, error) {
+	helloBytes, err := hello(ctx, p, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	h, err := evidence.DecodeHello(helloBytes, evidence.DefaultLimits())
+	if err != nil {
+		return nil, fail(codes.Internal, "hello", err)
+	}
+	ch := &evidencepb.Challenge{Nonce: nonce}
+	for _, k := range []conf.LogKind{conf.LogCCEL, conf.LogTPM, conf.LogIMA, conf.LogRuntime} {
+		if slices.Contains(h.GetCaps(), logCap(k)) {
+			ch.Want = append(ch.Want, wireLog(k))
+		}
+	}
+	payload, err := Collect(ctx, p, cfg, helloBytes, ch)
+	if err != nil {
+		return nil, err
+	}
+	evBytes, err := evidence.Encode(payload)
+	if err != nil {
+		return nil, fail(codes.Internal, "encode evidence", err)
+	}
+	return &evidence.Recording{Hello: helloBytes, Evidence: evBytes}, nil
+}
+
+// logCap is the hello capability that offers log k.
+func logCap(k conf.LogKind) string {
+	switch k {
+	case conf.LogCCEL:
+		return evidence.CapLogCCEL
+	case conf.LogTPM:
+		return evidence.CapLogTPM
+	case conf.LogIMA:
+		return evidence.CapLogIMA
+	case conf.LogRuntime:
+		return evidence.CapLogRuntime
+	}
+	return ""
+}
+
 // capabilities lists what this agent can send, so the server asks only for
 // logs that exist here.
 func capabilities(p cctrusted.Provider, cfg *conf.AgentNodeAttestor) []string {
@@ -129,15 +181,8 @@ func capabilities(p cctrusted.Provider, cfg *conf.AgentNodeAttestor) []string {
 		if !logSupported(c, p.TEE(), k) {
 			continue
 		}
-		switch k {
-		case conf.LogCCEL:
-			caps = append(caps, evidence.CapLogCCEL)
-		case conf.LogTPM:
-			caps = append(caps, evidence.CapLogTPM)
-		case conf.LogIMA:
-			caps = append(caps, evidence.CapLogIMA)
-		case conf.LogRuntime:
-			caps = append(caps, evidence.CapLogRuntime)
+		if c := logCap(k); c != "" {
+			caps = append(caps, c)
 		}
 	}
 	if _, ok := c.(activator); ok && p.TEE() == cctrusted.TEETPM {

@@ -22,6 +22,9 @@ const (
 // checkSupported refuses config values that parse but that this build
 // cannot honour, naming the key.
 func checkSupported(c *conf.AgentNodeAttestor) error {
+	if c.TEE == conf.TEESim && !simAvailable() {
+		return fmt.Errorf("plugin_data: tee: %q: %w", c.TEE, tee.ErrSimNotLinked)
+	}
 	if c.TDX.ConfigfsTSMPath != tdxConfigfsTSMPath {
 		return fmt.Errorf("plugin_data: tdx.configfs_tsm_path: %q is not supported: the TDX provider uses %s under host_root", c.TDX.ConfigfsTSMPath, tdxConfigfsTSMPath)
 	}
@@ -30,6 +33,10 @@ func checkSupported(c *conf.AgentNodeAttestor) error {
 	}
 	return nil
 }
+
+// simAvailable says whether this binary links the simulated TEE; a variable
+// so that tests, which always link it, can check the production refusal.
+var simAvailable = tee.SimAvailable
 
 // TEEConfig translates the plugin's configuration into what tee.Open takes.
 // Paths in plugin_data are absolute host paths; the TDX provider wants them

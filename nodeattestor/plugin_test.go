@@ -18,6 +18,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 )
 
@@ -387,4 +388,18 @@ func TestServerMisbehaves(t *testing.T) {
 			wantStatus(t, err, tt.code, tt.parts...)
 		})
 	}
+}
+
+// TestProductionBuildRefusesSim: an agent plugin built without the simulator
+// (the production binary) refuses tee = "sim" at Configure, naming the key,
+// instead of failing at every attestation. Tests always link the simulator,
+// so the production build is stood in for by simAvailable.
+func TestProductionBuildRefusesSim(t *testing.T) {
+	simDir, base := newSim(t), t.TempDir()
+	l := load(t)
+	l.configure(t, simConfig(simDir, base, "")) // linked: accepted
+	t.Cleanup(nodeattestor.SetSimAvailable(func() bool { return false }))
+	l2 := load(t)
+	_, err := l2.cfg.Configure(context.Background(), &configv1.ConfigureRequest{HclConfiguration: simConfig(simDir, base, "")})
+	wantStatus(t, err, codes.InvalidArgument, `plugin_data: tee: "sim"`, "without the simulated TEE", "ccnp_sim")
 }

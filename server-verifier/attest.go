@@ -50,6 +50,8 @@ type attestation struct {
 	// share of the evidence budget, which the round keeps to its end (see
 	// admit); safe to call more than once.
 	release func()
+	// offline is set only by VerifyOffline (recorded evidence, no agent).
+	offline *offlineRun
 }
 
 // verified is what a TEE-specific verification established.
@@ -196,7 +198,7 @@ func simNamespace(sels []string) []string {
 // otherwise.
 func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloBytes []byte, inc *incremental) (*verified, error) {
 	cfg := a.st.cfg
-	rn, err := newRoundNonce(a.p.newNonce, a.p.now(), cfg.NonceTTL)
+	rn, err := newRoundNonce(a.nonceSource(), a.p.now(), cfg.NonceTTL)
 	if err != nil {
 		return nil, reject(codes.Internal, CheckNonce, err)
 	}

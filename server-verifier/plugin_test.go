@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -20,7 +19,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
-	"github.com/ccnp-spire/ccnp-spire/cli"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
@@ -81,82 +79,6 @@ func TestConcurrentAttestations(t *testing.T) {
 	if busy := len(h.plugin.slots); busy != 0 {
 		t.Errorf("%d verification slots still taken after every attestation ended", busy)
 	}
-}
-
-// TestVerifyAgreesWithPlugin runs `ccnp verify` (package cli, which calls
-// appraisal.TDX) on evidence the plugin accepted and on evidence it
-// rejected: both must reach the same verdict and name the same check.
-func TestVerifyAgreesWithPlugin(t *testing.T) {
-	n, h, a := simSetup(t, sim.InitOptions{}, "", "")
-	var (
-		helloBytes, nonce []byte
-		ev                *evidencepb.Evidence
-	)
-	a.Hello = func(b []byte) []byte { helloBytes = bytes.Clone(b); return b }
-	a.Challenge = func(c *evidencepb.Challenge) { nonce = bytes.Clone(c.Nonce) }
-	flip := false
-	a.Mutate = func(e *evidencepb.Evidence) {
-		if flip {
-			e.Quote[48+400] ^= 1 // RTMR0
-		}
-		ev = e
-	}
-	for _, tc := range []struct {
-		name  string
-		flip  bool
-		check string
-	}{{"accepted", false, ""}, {"rejected", true, "quote_signature"}} {
-		t.Run(tc.name, func(t *testing.T) {
-			flip = tc.flip
-			_, err := h.attest(a)
-			pluginCheck := ""
-			if err != nil {
-				pluginCheck = asRejectionFromStatus(err)
-			}
-			if pluginCheck != tc.check {
-				t.Fatalf("plugin: %v", err)
-			}
-			dir := t.TempDir()
-			logs, err := evidence.DecompressLogs(ev, evidence.DefaultLimits())
-			if err != nil {
-				t.Fatal(err)
-			}
-			files := map[string][]byte{"quote": ev.Quote, "ccel": logs.CCEL, "table": ev.CcelTable}
-			for name, b := range files {
-				if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			binding := evidence.Binding(nonce, helloBytes)
-			var stdout, stderr bytes.Buffer
-			code := cli.Main([]string{"verify", "-o", "json",
-				"--quote", filepath.Join(dir, "quote"), "--ccel", filepath.Join(dir, "ccel"), "--ccel-table", filepath.Join(dir, "table"),
-				"--trusted-root", filepath.Join(n.dir, sim.RootFile), "--report-data", hex.EncodeToString(binding[:]),
-				"--pcs-url", n.pcs.URL,
-			}, &stdout, &stderr)
-			var out struct {
-				Verified    bool   `json:"verified"`
-				FailedCheck string `json:"failed_check"`
-				TCBStatus   string `json:"tcb_status"`
-			}
-			if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
-				t.Fatalf("ccnp verify (exit %d): %v\n%s\n%s", code, err, stdout.String(), stderr.String())
-			}
-			if out.Verified != (tc.check == "") || out.FailedCheck != tc.check {
-				t.Fatalf("ccnp verify: verified %v, failed check %q; the plugin said %q", out.Verified, out.FailedCheck, pluginCheck)
-			}
-			if tc.check == "" && out.TCBStatus != "UpToDate" {
-				t.Errorf("ccnp verify TCB status %q", out.TCBStatus)
-			}
-		})
-	}
-}
-
-func asRejectionFromStatus(err error) string {
-	msg := status.Convert(err).Message()
-	msg = strings.TrimPrefix(msg, "ccnp: ")
-	check, _, _ := strings.Cut(msg, ":")
-	return check
 }
 
 // TestRejectRuntimeOutsidePolicy is issue 5 item 6: the node's runtime log is replayed

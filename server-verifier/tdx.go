@@ -60,6 +60,9 @@ func (a *attestation) verifyTDX(ctx context.Context, hello *evidencepb.Hello, ev
 	}
 	res, err := appraisal.TDX(actx, in, opts)
 	phase.done(clock.elapsed())
+	if res != nil && a.offline != nil {
+		a.offline.checks = res.Checks
+	}
 	a.st.metrics.observe(phaseCollateral, clock.elapsed())
 	if err != nil {
 		return nil, appraisalRejection(err)

@@ -1,6 +1,9 @@
 // Package tee opens the TEE a node runs in, by name or by probing: Intel TDX
 // first, then a TPM. The simulated TEE is opened only when asked for by name,
-// so a misconfigured node can never fall back to a simulation.
+// so a misconfigured node can never fall back to a simulation, and only in
+// binaries that link package tee/sim (it registers itself with RegisterSim):
+// the production agent plugins do not, so on a production node a simulation
+// cannot be opened at all.
 package tee
 
 import (
@@ -12,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
@@ -71,10 +73,13 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 		}
 		return p, nil
 	case Sim:
+		if simOpener == nil {
+			return nil, ErrSimNotLinked
+		}
 		if cfg.SimDir == "" {
 			return nil, errors.New("tee sim: no simulator directory given (sim dir)")
 		}
-		p, err := sim.Open(ctx, cfg.SimDir)
+		p, err := simOpener(ctx, cfg.SimDir)
 		if err != nil {
 			return nil, fmt.Errorf("tee sim: %w", err)
 		}
@@ -84,6 +89,26 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 	}
 	return nil, fmt.Errorf("tee %q: want auto, tdx, tpm or sim", cfg.TEE)
 }
+
+// ErrSimNotLinked is Open's answer to tee = sim in a binary built without
+// the simulator.
+var ErrSimNotLinked = errors.New("tee sim: this binary is built without the simulated TEE (production build); the demo and tests use binaries built with -tags ccnp_sim (make build puts them in .bin/sim/)")
+
+// simOpener opens a simulated TEE; nil unless package tee/sim is linked in.
+// Set only from init functions, before anything calls Open.
+var simOpener func(ctx context.Context, dir string) (cctrusted.Provider, error)
+
+// RegisterSim is called by package tee/sim's init so that Open can open the
+// simulator without this package importing it: which binaries can run a
+// simulation is then decided by what they import (see the agent plugins'
+// ccnp_sim build tag), not by configuration alone.
+func RegisterSim(open func(ctx context.Context, dir string) (cctrusted.Provider, error)) {
+	simOpener = open
+}
+
+// SimAvailable reports whether this binary links the simulated TEE, so that
+// a plugin can refuse tee = "sim" when it is configured, naming the key.
+func SimAvailable() bool { return simOpener != nil }
 
 // detect tries TDX, then TPM, and says what it probed when neither is there.
 // The simulator is never a candidate.

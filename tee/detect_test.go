@@ -1,4 +1,4 @@
-package tee
+package tee_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
@@ -21,9 +22,9 @@ func TestDetectNothing(t *testing.T) {
 	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(context.Background(), Config{HostRoot: root, SimDir: simDir,
+	_, err := tee.Open(context.Background(), tee.Config{HostRoot: root, SimDir: simDir,
 		TPM: tpm.Options{Device: filepath.Join(root, "dev/tpmrm0")}})
-	var de *DetectError
+	var de *tee.DetectError
 	if !errors.As(err, &de) || len(de.Probes) != 2 {
 		t.Fatalf("Open(auto) = %v, want a DetectError with two probes", err)
 	}
@@ -40,7 +41,7 @@ func TestOpenByName(t *testing.T) {
 	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(ctx, Config{TEE: "sim", SimDir: simDir})
+	p, err := tee.Open(ctx, tee.Config{TEE: "sim", SimDir: simDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,11 +49,11 @@ func TestOpenByName(t *testing.T) {
 	if p.TEE() != cctrusted.TEESim {
 		t.Fatalf("sim opened as %q", p.TEE())
 	}
-	if _, ok := Unwrap(p).(*sim.Provider); !ok {
-		t.Fatalf("Unwrap gave %T", Unwrap(p))
+	if _, ok := tee.Unwrap(p).(*sim.Provider); !ok {
+		t.Fatalf("Unwrap gave %T", tee.Unwrap(p))
 	}
-	for _, c := range []Config{{TEE: "sim"}, {TEE: "sgx"}, {TEE: "tdx", HostRoot: t.TempDir()}} {
-		if _, err := Open(ctx, c); err == nil {
+	for _, c := range []tee.Config{{TEE: "sim"}, {TEE: "sgx"}, {TEE: "tdx", HostRoot: t.TempDir()}} {
+		if _, err := tee.Open(ctx, c); err == nil {
 			t.Errorf("Open(%+v) succeeded", c)
 		}
 	}
@@ -69,7 +70,7 @@ func TestDetectTPM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	p, err := Open(ctx, Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: s.Addr()}})
+	p, err := tee.Open(ctx, tee.Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: s.Addr()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,10 +39,16 @@ type Lab struct {
 	procs []*Proc
 }
 
+// SimBinDir is where, under the lab's bin, make build puts the agent plugins
+// built with -tags ccnp_sim: the production ones in bin cannot open a
+// simulated TEE, so agents with TEE "sim" run these.
+const SimBinDir = "sim"
+
 // New returns a lab in dir using the binaries in bin.
 func New(dir, bin string) (*Lab, error) {
 	for _, name := range []string{"ccnp", "spire-server", "spire-agent",
-		"ccnp-server-nodeattestor", "ccnp-agent-nodeattestor", "ccnp-agent-workloadattestor"} {
+		"ccnp-server-nodeattestor", "ccnp-agent-nodeattestor", "ccnp-agent-workloadattestor",
+		filepath.Join(SimBinDir, "ccnp-agent-nodeattestor"), filepath.Join(SimBinDir, "ccnp-agent-workloadattestor")} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
 			return nil, fmt.Errorf("spirelab: %s is missing in %s (run make build spire): %w", name, bin, err)
 		}

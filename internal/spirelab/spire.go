@@ -319,7 +319,11 @@ func (l *Lab) StartAgent(ctx context.Context, s *Server, cfg AgentConfig) (*Agen
 	if cfg.Measure == "" {
 		cfg.Measure = "first_seen"
 	}
-	na, wa := filepath.Join(l.Bin, "ccnp-agent-nodeattestor"), filepath.Join(l.Bin, "ccnp-agent-workloadattestor")
+	agentBin := l.Bin
+	if cfg.TEE == "sim" {
+		agentBin = filepath.Join(l.Bin, SimBinDir)
+	}
+	na, wa := filepath.Join(agentBin, "ccnp-agent-nodeattestor"), filepath.Join(agentBin, "ccnp-agent-workloadattestor")
 	naSum, err := Checksum(na)
 	if err != nil {
 		return nil, err

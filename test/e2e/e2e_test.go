@@ -333,7 +333,7 @@ func TestWorkloadAttestorCrash(t *testing.T) {
 	if err := agent.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("pkill", "-KILL", "-f", filepath.Join(lab.Bin, "ccnp-agent-workloadattestor")).CombinedOutput()
+	out, err := exec.Command("pkill", "-KILL", "-f", filepath.Join(lab.Bin, spirelab.SimBinDir, "ccnp-agent-workloadattestor")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pkill: %v %s", err, out)
 	}
