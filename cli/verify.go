@@ -186,16 +186,22 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 	return in, opts, nil
 }
 
+// printCheck prints one verification check as a line of the human output
+// of every verify mode.
+func (g *globals) printCheck(name string, ok, skipped bool, detail string) {
+	state := "ok"
+	switch {
+	case skipped:
+		state = "skipped"
+	case !ok:
+		state = "FAILED"
+	}
+	g.printf("%-16s %-8s %s\n", name, state, detail)
+}
+
 func (g *globals) printVerify(out *verifyOutput) {
 	for _, c := range out.Checks {
-		state := "ok"
-		switch {
-		case c.Skipped:
-			state = "skipped"
-		case !c.OK:
-			state = "FAILED"
-		}
-		g.printf("%-16s %-8s %s\n", c.Name, state, c.Detail)
+		g.printCheck(c.Name, c.OK, c.Skipped, c.Detail)
 	}
 	if out.IMA != nil {
 		g.printf("ima: %d entries, %d violations\n", out.IMA.Entries, out.IMA.Violations)

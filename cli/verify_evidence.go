@@ -118,14 +118,7 @@ func (g *globals) serverConfig(f *verifyFlags, rec *evidence.Recording) (string,
 
 func (g *globals) printOffline(r *serververifier.OfflineResult) {
 	for _, c := range r.Checks {
-		state := "ok"
-		switch {
-		case c.Skipped:
-			state = "skipped"
-		case !c.OK:
-			state = "FAILED"
-		}
-		g.printf("%-16s %-8s %s\n", c.Name, state, c.Detail)
+		g.printCheck(c.Name, c.OK, c.Skipped, c.Detail)
 	}
 	for _, p := range r.Policies {
 		res := "match"
