@@ -27,6 +27,23 @@ const (
 	CapCheckpoint = "checkpoint"
 )
 
+// LogCap is the Hello capability with which an agent offers log kind k
+// ("" for a kind no capability offers): one table for the agent that lists
+// its capabilities and the server that asks for logs.
+func LogCap(k evidencepb.LogKind) string {
+	switch k {
+	case evidencepb.LogKind_LOG_KIND_CCEL:
+		return CapLogCCEL
+	case evidencepb.LogKind_LOG_KIND_TPM:
+		return CapLogTPM
+	case evidencepb.LogKind_LOG_KIND_IMA:
+		return CapLogIMA
+	case evidencepb.LogKind_LOG_KIND_RUNTIME:
+		return CapLogRuntime
+	}
+	return ""
+}
+
 // Field bounds. They are far above what a real peer sends and exist so a
 // hostile one cannot make a plugin log, hash or store unbounded strings.
 const (

@@ -142,7 +142,7 @@ func Record(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttest
 	}
 	ch := &evidencepb.Challenge{Nonce: nonce}
 	for _, k := range []conf.LogKind{conf.LogCCEL, conf.LogTPM, conf.LogIMA, conf.LogRuntime} {
-		if slices.Contains(h.GetCaps(), logCap(k)) {
+		if slices.Contains(h.GetCaps(), evidence.LogCap(wireLog(k))) {
 			ch.Want = append(ch.Want, wireLog(k))
 		}
 	}
@@ -157,21 +157,6 @@ func Record(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttest
 	return &evidence.Recording{Hello: helloBytes, Evidence: evBytes}, nil
 }
 
-// logCap is the hello capability that offers log k.
-func logCap(k conf.LogKind) string {
-	switch k {
-	case conf.LogCCEL:
-		return evidence.CapLogCCEL
-	case conf.LogTPM:
-		return evidence.CapLogTPM
-	case conf.LogIMA:
-		return evidence.CapLogIMA
-	case conf.LogRuntime:
-		return evidence.CapLogRuntime
-	}
-	return ""
-}
-
 // capabilities lists what this agent can send, so the server asks only for
 // logs that exist here.
 func capabilities(p cctrusted.Provider, cfg *conf.AgentNodeAttestor) []string {
@@ -181,7 +166,7 @@ func capabilities(p cctrusted.Provider, cfg *conf.AgentNodeAttestor) []string {
 		if !logSupported(c, p.TEE(), k) {
 			continue
 		}
-		if c := logCap(k); c != "" {
+		if c := evidence.LogCap(wireLog(k)); c != "" {
 			caps = append(caps, c)
 		}
 	}

@@ -297,14 +297,13 @@ func (a *attestation) accepted(tee conf.TEE) error {
 func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
 	all := []struct {
 		kind evidencepb.LogKind
-		cap  string
 		tpm  bool
 		tdx  bool
 	}{
-		{evidencepb.LogKind_LOG_KIND_CCEL, evidence.CapLogCCEL, false, true},
-		{evidencepb.LogKind_LOG_KIND_TPM, evidence.CapLogTPM, true, false},
-		{evidencepb.LogKind_LOG_KIND_IMA, evidence.CapLogIMA, true, true},
-		{evidencepb.LogKind_LOG_KIND_RUNTIME, evidence.CapLogRuntime, true, true},
+		{evidencepb.LogKind_LOG_KIND_CCEL, false, true},
+		{evidencepb.LogKind_LOG_KIND_TPM, true, false},
+		{evidencepb.LogKind_LOG_KIND_IMA, true, true},
+		{evidencepb.LogKind_LOG_KIND_RUNTIME, true, true},
 	}
 	var want []evidencepb.LogKind
 	for _, l := range all {
@@ -312,7 +311,7 @@ func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
 		if tee == conf.TEETPM {
 			applies = l.tpm
 		}
-		if applies && slices.Contains(caps, l.cap) {
+		if applies && slices.Contains(caps, evidence.LogCap(l.kind)) {
 			want = append(want, l.kind)
 		}
 	}
