@@ -3,13 +3,12 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // emit writes v as indented JSON when -o json was given, else calls text.
@@ -33,20 +32,9 @@ const maxInputFile = 64 << 20
 
 // readInput reads a file given on the command line, bounded.
 func readInput(what, path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, maxInputFile)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.IsDir() {
-		return nil, fmt.Errorf("%s: %s is a directory", what, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxInputFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if len(b) > maxInputFile {
-		return nil, fmt.Errorf("%s: %s is larger than %d bytes", what, path, maxInputFile)
 	}
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%s: %s is empty", what, path)

@@ -11,12 +11,13 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/google/go-tdx-guest/pcs"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // Offline collateral directory layout. Bodies are stored as Intel serves
@@ -141,24 +142,9 @@ func (d *Dir) GetContext(ctx context.Context, rawURL string) (map[string][]strin
 
 // readBounded reads a regular file of at most limit bytes.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, limit)
 	if err != nil {
 		return nil, fmt.Errorf("collateral: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("collateral: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("collateral: %s is not a regular file", path)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("collateral: %s is %d bytes, limit %d", path, st.Size(), limit)
-	}
-	b := make([]byte, st.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
-		return nil, fmt.Errorf("collateral: read %s: %w", path, err)
 	}
 	return b, nil
 }

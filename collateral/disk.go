@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // diskRecord is one cached response on disk. Only what came from the
@@ -102,35 +104,5 @@ func (c *Cache) saveDisk(rawURL string, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	path := c.diskFile(rawURL)
-	f, err := os.CreateTemp(c.cfg.Dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(c.cfg.Dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return smallfile.Write(c.diskFile(rawURL), b, 0o600)
 }

@@ -5,13 +5,13 @@ import (
 	"crypto/sha512"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/gofrs/flock"
 
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 )
 
@@ -165,14 +165,9 @@ func (st store) read(ctx context.Context) (*State, error) {
 }
 
 func (st store) readLocked() (*State, error) {
-	f, err := os.Open(st.path())
+	b, err := smallfile.Read(st.path(), maxStateFile)
 	if err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("sim: read %s: %w", st.path(), err)
 	}
 	s, err := ParseState(b)
 	if err != nil {
@@ -226,40 +221,10 @@ func (st store) extend(ctx context.Context, index int, digest [48]byte) error {
 }
 
 // writeAtomic replaces path with b: readers see the old or the new file, never a
-// torn one, and the rename survives a crash once the directory is synced.
+// torn one, and the rename survives a crash.
 func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := smallfile.Write(path, b, mode); err != nil {
 		return fmt.Errorf("sim: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sim: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("sim: close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sim: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sim: sync %s: %w", dir, err)
 	}
 	return nil
 }

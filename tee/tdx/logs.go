@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // Read bounds. sysfs and securityfs report a size of 0, so the bound is
@@ -69,17 +68,5 @@ func readBounded(ctx context.Context, path string, limit int64) ([]byte, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than the %d-byte limit", path, limit)
-	}
-	return b, nil
+	return smallfile.Read(path, limit)
 }

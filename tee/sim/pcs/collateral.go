@@ -14,10 +14,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 )
 
@@ -405,21 +405,9 @@ func qeIdentity(p *pki.Platform, evalNum uint32, issue, next time.Time) *qeIdent
 }
 
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pcs: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("pcs: %w", err)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("pcs: %s is %d bytes, limit %d", path, st.Size(), limit)
-	}
-	b := make([]byte, st.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
-		return nil, fmt.Errorf("pcs: read %s: %w", path, err)
 	}
 	return b, nil
 }
@@ -427,37 +415,8 @@ func readBounded(path string, limit int64) ([]byte, error) {
 // writeAtomic replaces path with b so that readers see either the old or the new
 // file, never a torn one, even across a crash.
 func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := smallfile.Write(path, b, 0o644); err != nil {
 		return fmt.Errorf("pcs: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("pcs: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("pcs: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("pcs: close %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("pcs: chmod %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("pcs: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("pcs: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("pcs: sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -25,11 +25,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // Common names that go-tdx-guest requires, letter for letter.
@@ -441,17 +442,9 @@ func Load(dir string) (*Authority, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, maxPEMFile)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("pki: read %s: %w", path, err)
-	}
-	if len(b) > maxPEMFile {
-		return nil, fmt.Errorf("pki: %s is larger than %d bytes", path, maxPEMFile)
 	}
 	return b, nil
 }
