@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/ccnpimr"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
@@ -350,5 +352,99 @@ func TestCCNPContainerRegisterFollowsTheList(t *testing.T) {
 	}
 	if n != 4 || !bytes.Equal(m.GetMeasurement().GetHash(), want) {
 		t.Fatalf("register 3 = %x after the append, want %x (%d entries)", m.GetMeasurement().GetHash(), want, n)
+	}
+}
+
+// TestAttackSeedSpoofedByArgv0: argv[0] is whatever a process writes
+// there. A process in a container, or a host process of another user, that
+// calls itself /usr/bin/kubelet (with a higher PID, which CCNP would have
+// kept) does not become the seed.
+func TestAttackSeedSpoofedByArgv0(t *testing.T) {
+	f := newIMAFixture(t)
+	honest := refSeed(append([]refHost{}, f.hosts...), hostPolicy.Processes, hostPolicy.WithParameter)
+	f.addHostProc(t, 4000010, "/usr/bin/kubelet\x00--evil\x00", 0, cgA)
+	f.addHostProc(t, 4000011, "/usr/bin/containerd\x00--evil\x00", 1000, "0::/system.slice/evil.service\n")
+	f.start(t, Options{IMALogPath: f.imaPath})
+	want, _ := refRegister(honest, f.entries, podUID)
+	m, err := f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{Index: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.GetMeasurement().GetHash(), want) {
+		t.Fatalf("register 3 = %x: the spoofing processes changed the seed (honest: %x)", m.GetMeasurement().GetHash(), want)
+	}
+}
+
+// TestAttackIMAListNotOnRTMR2: a list with an entry RTMR2 never had (an
+// edited list, or a file that is not the kernel's) is served to no one:
+// FailedPrecondition naming RTMR2, for the register, the event log and
+// quotes alike.
+func TestAttackIMAListNotOnRTMR2(t *testing.T) {
+	f := newIMAFixture(t)
+	b, _ := cgEntry(t, cgpathP, "/forged")
+	l, err := os.OpenFile(f.imaPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replace the list by one whose first entry differs.
+	if err := l.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	_, err = f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{Index: 3})
+	wantCode(t, err, codes.FailedPrecondition, "does not replay to RTMR2")
+	_, err = f.rpc.GetCcEventlog(f.ctx, &ccnppb.GetCcEventlogRequest{})
+	wantCode(t, err, codes.FailedPrecondition, "does not replay to RTMR2")
+	n := b64(randomBytes(t, 8))
+	_, err = f.rpc.GetCcReport(f.ctx, &ccnppb.GetCcReportRequest{Nonce: &n})
+	wantCode(t, err, codes.FailedPrecondition, "does not replay to RTMR2")
+}
+
+// TestAttackIMAEntryUnextended: an entry appended to the list but not (yet)
+// in RTMR2 is not served: register 3 stays at what RTMR2 vouches for.
+func TestAttackIMAEntryUnextended(t *testing.T) {
+	f := newIMAFixture(t)
+	seed := refSeed(append([]refHost{}, f.hosts...), hostPolicy.Processes, hostPolicy.WithParameter)
+	want, _ := refRegister(seed, f.entries, podUID)
+	b, _ := cgEntry(t, cgpathP, "/not-extended")
+	l, err := os.OpenFile(f.imaPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	m, err := f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{Index: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.GetMeasurement().GetHash(), want) {
+		t.Fatalf("register 3 = %x includes an entry RTMR2 lacks; want %x", m.GetMeasurement().GetHash(), want)
+	}
+}
+
+// TestAttackIMAMimickedContainerCgroup: a process in a delegated cgroup
+// below a user's session names a cgroup like the victim pod's; CCNP's
+// pattern, which looks anywhere after "kubepods.slice", filed its entries
+// under the pod. Here they count for no container.
+func TestAttackIMAMimickedContainerCgroup(t *testing.T) {
+	f := newIMAFixture(t)
+	seed := refSeed(append([]refHost{}, f.hosts...), hostPolicy.Processes, hostPolicy.WithParameter)
+	want, _ := refRegister(seed, f.entries, podUID)
+	mimic := "/user.slice/user-1000.slice/user@1000.service/app.slice" + cgpathP
+	if refKey(mimic) != podUID {
+		t.Fatalf("CCNP's pattern files %q under %q, not the victim", mimic, refKey(mimic))
+	}
+	f.appendIMA(t, [2]string{mimic, "/tmp/evil"})
+	m, err := f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{Index: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.GetMeasurement().GetHash(), want) {
+		t.Fatalf("register 3 = %x: the mimicking entry was filed under the pod (want %x)", m.GetMeasurement().GetHash(), want)
 	}
 }
