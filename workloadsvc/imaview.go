@@ -310,3 +310,19 @@ func (s *Service) marker(host bool) *ccnppb.TcgEventlog {
 		ExtraInfo: map[string]string{"source": "ccnp-spire", "container_register": kind},
 	}
 }
+
+// HasCgpathEntries reports whether the IMA list at path exists and records
+// cgroup paths (has an ima-cgpath entry): a node whose container register
+// can be CCNP's.
+func HasCgpathEntries(ctx context.Context, path string) (bool, error) {
+	snap, err := ccnpimr.NewIndex(path, 0).Snapshot(ctx, "")
+	if err != nil {
+		return false, err
+	}
+	for i := range snap.Entries {
+		if snap.Entries[i].Template == ccnpimr.Template {
+			return true, nil
+		}
+	}
+	return false, nil
+}
