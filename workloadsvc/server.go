@@ -22,7 +22,13 @@
 //     as events of its own register: index 3 on TDX (where CCNP put the
 //     container IMR), the runtime PCR (23 by default) on a TPM.
 //
-// The container's register is the replay of its own records from zero. The
+// With Options.IMALogPath, the container's register is CCNP's instead
+// (package ccnpimr: a host seed, then the container's ima-cgpath entries),
+// resting on RTMR2, and RTMR2's IMA entries join the event log (other
+// containers' by digest only). An informational event (EV_NO_ACTION, which
+// replay skips) opens the register's events and says which one it is.
+//
+// The runtime-log register is the replay of its own records from zero. The
 // runtime log is checked against the real register (RTMR3 or the runtime
 // PCR) on every read, so what a container is told rests on a value the TEE
 // signs. GetCcReport returns a real quote whose REPORTDATA is
