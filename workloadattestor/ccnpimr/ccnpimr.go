@@ -232,10 +232,6 @@ type Snapshot struct {
 	Entries []Entry
 	// Own are the indexes in Entries of the key's entries.
 	Own []int
-	// Log is the parsed list of the last read (for VerifyRTMR2): its
-	// entries are Entries' last ones, Base the index of its first.
-	Log  *ima.Log
-	Base int
 	// Logs are every parsed part, in order, so the whole list can be
 	// checked.
 	Logs []*ima.Log
@@ -307,10 +303,6 @@ func (x *Index) Snapshot(ctx context.Context, key string) (*Snapshot, error) {
 	if key != "" {
 		own := x.byKey[key]
 		s.Own = own[:len(own):len(own)]
-	}
-	if n := len(x.logs); n > 0 {
-		s.Log = x.logs[n-1]
-		s.Base = len(x.entries) - len(s.Log.Entries)
 	}
 	return s, nil
 }
