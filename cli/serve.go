@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/ccnpimr"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc"
 )
 
@@ -31,6 +35,11 @@ type serveFlags struct {
 	runtimePCR uint32
 	nodeView   bool
 	limits     workloadsvc.Limits
+	// CCNP's container register (issue 17.1).
+	containerRegister string
+	imaLog            string
+	hostProcesses     []string
+	hostCmdline       bool
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -55,6 +64,11 @@ given. Runs until SIGINT or SIGTERM, then removes its socket.`,
 	fl.StringVar(&f.runtimeLog, "runtime-log", conf.DefaultRuntimeLogPath, "the workload attestor's runtime log (its runtime_log_path)")
 	fl.Uint32Var(&f.runtimePCR, "runtime-pcr", 23, "PCR the runtime log extends (TPM only)")
 	fl.BoolVar(&f.nodeView, "node-view", false, "answer processes in no container with the node's registers, whole event log and quotes (CCNP's isolated: false)")
+	pol := ccnpimr.DefaultPolicy()
+	fl.StringVar(&f.containerRegister, "container-register", "auto", "register 3 of a container: ima-cgpath (CCNP's: host seed, then the container's IMA entries), runtime-log (its runtime-log records), or auto (ima-cgpath when the node's IMA list has ima-cgpath entries, on TDX)")
+	fl.StringVar(&f.imaLog, "ima-log", "", "the IMA list for ima-cgpath (default: the kernel's binary list under --host-root)")
+	fl.StringSliceVar(&f.hostProcesses, "host-processes", pol.Processes, "host processes (argv[0], in order) whose measurement seeds every container's ima-cgpath register (CCNP's measure.system.processes)")
+	fl.BoolVar(&f.hostCmdline, "host-processes-with-cmdline", pol.WithParameter, "measure the host processes' whole command lines, not only argv[0] (CCNP's withParameter)")
 	d := workloadsvc.DefaultLimits()
 	fl.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "open connections to the socket; more are closed at once")
 	fl.IntVar(&f.limits.MaxCallerConnections, "max-caller-connections", d.MaxCallerConnections, "open connections of one container (or, outside containers, one UID)")
@@ -105,6 +119,10 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 			return fmt.Errorf("--runtime-pcr %d: not a PCR", f.runtimePCR)
 		}
 	}
+	if opts.IMALogPath, err = g.imaLogFor(ctx, p.TEE(), f); err != nil {
+		return err
+	}
+	opts.HostPolicy = &ccnpimr.Policy{Processes: f.hostProcesses, WithParameter: f.hostCmdline}
 	svc, err := workloadsvc.New(ctx, opts)
 	if err != nil {
 		return err
@@ -121,7 +139,7 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	l = svc.Limit(l)
 	logger := opts.Logger
 	logger.Info("Serving", "service", workloadsvc.ServiceName, "socket", f.socket, "socket_mode", fmt.Sprintf("%04o", mode),
-		"tee", string(p.TEE()), "container_register", svc.ContainerIndex(), "node_view", f.nodeView)
+		"tee", string(p.TEE()), "container_register", svc.ContainerIndex(), "container_register_kind", svc.ContainerRegister(), "node_view", f.nodeView)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	select {
@@ -138,6 +156,44 @@ func (g *globals) serve(cmd *cobra.Command, f serveFlags) error {
 	case err := <-done:
 		return fmt.Errorf("serving on %s: %w", f.socket, err)
 	}
+}
+
+// imaLogFor decides where the container register comes from: the IMA list
+// to read for CCNP's register, or "" for the runtime-log register. auto
+// takes the IMA list only where it exists and records cgroup paths; an
+// explicit ima-cgpath fails rather than serve another register than asked.
+func (g *globals) imaLogFor(ctx context.Context, tee cctrusted.TEE, f serveFlags) (string, error) {
+	paths := []string{f.imaLog}
+	if f.imaLog == "" {
+		paths = []string{filepath.Join(g.hostRoot, tdx.DefaultIMAPath), filepath.Join(g.hostRoot, tdx.AltIMAPath)}
+	} else if !filepath.IsAbs(f.imaLog) {
+		return "", fmt.Errorf("--ima-log %q: not an absolute path", f.imaLog)
+	}
+	switch f.containerRegister {
+	case workloadsvc.RegisterRuntimeLog:
+		return "", nil
+	case workloadsvc.RegisterIMA:
+		if tee == cctrusted.TEETPM {
+			return "", fmt.Errorf("--container-register %s: CCNP's register is a TDX one; this node's TEE is a TPM", workloadsvc.RegisterIMA)
+		}
+		for _, p := range paths {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+		return "", fmt.Errorf("--container-register %s: no IMA list at %s", workloadsvc.RegisterIMA, strings.Join(paths, " or "))
+	case "auto":
+		if tee == cctrusted.TEETPM {
+			return "", nil
+		}
+		for _, p := range paths {
+			if ok, err := workloadsvc.HasCgpathEntries(ctx, p); err == nil && ok {
+				return p, nil
+			}
+		}
+		return "", nil
+	}
+	return "", fmt.Errorf("--container-register %q: want auto, %s or %s", f.containerRegister, workloadsvc.RegisterIMA, workloadsvc.RegisterRuntimeLog)
 }
 
 // stopGrace bounds how long a stopping server waits for requests in flight.

@@ -239,3 +239,23 @@ func TestServeFlagErrors(t *testing.T) {
 		t.Fatalf("no server: %d %q after %v", code, errs, time.Since(start))
 	}
 }
+
+// TestServeContainerRegisterFlags: an explicit ima-cgpath register with no
+// IMA list, or an unknown kind, stops ccnp serve with the flag named.
+func TestServeContainerRegisterFlags(t *testing.T) {
+	simDir := newSim(t)
+	host := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--container-register", "ima"}, `--container-register "ima": want auto, ima-cgpath or runtime-log`},
+		{[]string{"--container-register", "ima-cgpath"}, "--container-register ima-cgpath: no IMA list at " + filepath.Join(host, "sys/kernel/security/ima/binary_runtime_measurements")},
+		{[]string{"--container-register", "ima-cgpath", "--ima-log", "relative"}, `--ima-log "relative": not an absolute path`},
+	} {
+		args := append([]string{"--tee", "sim", "--sim-dir", simDir, "--host-root", host, "serve", "--socket", filepath.Join(host, "s.sock")}, tt.args...)
+		if code, _, errs := run(t, args...); code == 0 || !strings.Contains(errs, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", tt.args, code, errs, tt.want)
+		}
+	}
+}

@@ -22,7 +22,13 @@
 //     as events of its own register: index 3 on TDX (where CCNP put the
 //     container IMR), the runtime PCR (23 by default) on a TPM.
 //
-// The container's register is the replay of its own records from zero. The
+// With Options.IMALogPath, the container's register is CCNP's instead
+// (package ccnpimr: a host seed, then the container's ima-cgpath entries),
+// resting on RTMR2, and RTMR2's IMA entries join the event log (other
+// containers' by digest only). An informational event (EV_NO_ACTION, which
+// replay skips) opens the register's events and says which one it is.
+//
+// The runtime-log register is the replay of its own records from zero. The
 // runtime log is checked against the real register (RTMR3 or the runtime
 // PCR) on every read, so what a container is told rests on a value the TEE
 // signs. GetCcReport returns a real quote whose REPORTDATA is
@@ -49,6 +55,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/ccnpimr"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
 )
@@ -105,6 +112,15 @@ type Options struct {
 	// user_data), as CCNP did with `isolated: false`. Off, they are
 	// refused. Containers get their own view either way.
 	NodeView bool
+	// IMALogPath, when set, makes the container register CCNP's (TDX and
+	// the simulator only): the host seed (HostPolicy), then the
+	// container's entries of this ima-cgpath IMA list, which must replay
+	// to RTMR2 after the boot events. New fails if the list has no
+	// ima-cgpath entry. Empty: the runtime-log register.
+	IMALogPath string
+	// HostPolicy names the host processes of the seed; nil means
+	// ccnpimr.DefaultPolicy (CCNP's shipped policy).
+	HostPolicy *ccnpimr.Policy
 }
 
 // Service implements ccnppb.CcnpServer.
@@ -132,6 +148,8 @@ type Service struct {
 	platform []*ccnppb.TcgEventlog
 	boot     []*ccnppb.TcgEventlog
 	nodeView bool
+	// ima is set when the container register is CCNP's.
+	ima *imaMode
 }
 
 // New checks the options, reads the platform's boot event log once (it does
@@ -212,6 +230,24 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if s.rt, err = newRuntimeIndex(s.rtPath, s.rtIMR, s.rtAlg); err != nil {
 		return nil, fmt.Errorf("workloadsvc: %w", err)
 	}
+	if opts.IMALogPath != "" {
+		if !s.tdxLike() {
+			return nil, fmt.Errorf("workloadsvc: IMA container register: CCNP's register is built on TDX (RTMR3, SHA-384); this TEE is %s", s.tee)
+		}
+		pol := ccnpimr.DefaultPolicy()
+		if opts.HostPolicy != nil {
+			pol = *opts.HostPolicy
+		}
+		if s.ima, err = newIMAMode(ctx, opts.IMALogPath, pol, s.procRoot, events); err != nil {
+			return nil, fmt.Errorf("workloadsvc: IMA container register: %w", err)
+		}
+		names := make([]string, len(s.ima.hosts))
+		for i, h := range s.ima.hosts {
+			names[i] = fmt.Sprintf("%s (pid %d)", h.Name, h.PID)
+		}
+		s.log.Info("Container register: CCNP's, from the IMA list", "ima_log", opts.IMALogPath, "host_processes", strings.Join(names, ", "),
+			"host_processes_missing", len(pol.Processes)-len(s.ima.hosts), "with_parameter", pol.WithParameter, "seed", fmt.Sprintf("%x", s.ima.seed))
+	}
 	if s.nodeView {
 		s.log.Warn("Node view on: processes in no container get the node's registers, its whole event log (every container's records) and quotes over their own nonce")
 	}
@@ -223,6 +259,31 @@ func (s *Service) tdxLike() bool { return s.tee == cctrusted.TEETDX || s.tee == 
 
 // ContainerIndex is the wire index of the container's own register.
 func (s *Service) ContainerIndex() uint32 { return s.containerIndex }
+
+// ContainerRegister says which register containers get at ContainerIndex:
+// RegisterIMA or RegisterRuntimeLog.
+func (s *Service) ContainerRegister() string {
+	if s.ima != nil {
+		return RegisterIMA
+	}
+	return RegisterRuntimeLog
+}
+
+// containerRegister is the caller's register at the container index.
+func (s *Service) containerRegister(ctx context.Context, c *Caller) ([]byte, error) {
+	if s.ima != nil {
+		v, err := s.ima.view(ctx, s.provider, c.Key)
+		if err != nil {
+			return nil, err
+		}
+		return s.ima.register(v)
+	}
+	v, err := s.view(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return v.imr(s.rtAlg), nil
+}
 
 // MaxConnectionIdle is how long a connection with no request in flight
 // stays open; gRPC clients reconnect on their next call, so closing it
@@ -331,11 +392,11 @@ func (s *Service) GetCcMeasurement(ctx context.Context, req *ccnppb.GetCcMeasure
 		if alg != s.rtAlg {
 			return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): the container register %d is kept in %v only", uint32(alg), alg, idx, s.rtAlg)
 		}
-		v, err := s.view(ctx, c)
+		v, err := s.containerRegister(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(alg), Hash: v.imr(s.rtAlg)}}, nil
+		return &ccnppb.GetCcMeasurementResponse{Measurement: &ccnppb.TcgDigest{AlgoId: uint32(alg), Hash: v}}, nil
 	}
 	if s.tdxLike() && alg != cctrusted.AlgSHA384 {
 		return nil, status.Errorf(codes.InvalidArgument, "algo_id 0x%04x (%v): TDX registers are SHA-384 (0x000c) only", uint32(alg), alg)
@@ -386,13 +447,9 @@ func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRe
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.view(ctx, c)
+	segs, err := s.segments(ctx, c)
 	if err != nil {
 		return nil, err
-	}
-	segs := []segment{fixed(s.platform), {n: v.count(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.events(v, a, b) }}}
-	if c.Host {
-		segs = []segment{fixed(s.boot), {n: v.log.Len(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.nodeRecords(v, a, b) }}}
 	}
 	total := 0
 	for _, g := range segs {
@@ -408,6 +465,48 @@ func (s *Service) GetCcEventlog(ctx context.Context, req *ccnppb.GetCcEventlogRe
 		return nil, err
 	}
 	return &ccnppb.GetCcEventlogResponse{EventLogs: page}, nil
+}
+
+// segments lays out the caller's view: a container's is the platform's
+// boot events, with the RTMR2 extends of the IMA list when the service reads
+// one, then the container register's events: the marker saying which
+// register it is, then its events (the host seed and the container's IMA
+// entries, or its runtime-log records). The node view's is the whole boot
+// log, the whole IMA list, the marker and every runtime-log record.
+func (s *Service) segments(ctx context.Context, c *Caller) ([]segment, error) {
+	var iv *imaView
+	if s.ima != nil {
+		var err error
+		if iv, err = s.ima.view(ctx, s.provider, c.Key); err != nil {
+			return nil, err
+		}
+	}
+	var v *containerView
+	if s.ima == nil || c.Host {
+		var err error
+		if v, err = s.view(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	segs := []segment{fixed(s.platform)}
+	if c.Host {
+		segs[0] = fixed(s.boot)
+	}
+	if iv != nil {
+		segs = append(segs, segment{n: iv.n, page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.ima.rtmr2Events(iv, a, b, c.Host), nil }})
+	}
+	segs = append(segs, fixed([]*ccnppb.TcgEventlog{s.marker(c.Host)}))
+	switch {
+	case c.Host:
+		segs = append(segs, segment{n: v.log.Len(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.nodeRecords(v, a, b) }})
+	case iv != nil:
+		segs = append(segs, segment{n: len(s.ima.hosts) + len(iv.own), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) {
+			return s.ima.containerEvents(iv, s.containerIndex, a, b), nil
+		}})
+	default:
+		segs = append(segs, segment{n: v.count(), page: func(a, b int) ([]*ccnppb.TcgEventlog, error) { return s.events(v, a, b) }})
+	}
+	return segs, nil
 }
 
 // segment is a run of a view's events; page builds events [a, b) of it, so
@@ -490,11 +589,11 @@ func (s *Service) GetCcReport(ctx context.Context, req *ccnppb.GetCcReportReques
 	case c.Host || req.Nonce == nil:
 		n, u = nonce, ud
 	default:
-		v, err := s.view(ctx, c)
+		v, err := s.containerRegister(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		n, u = v.imr(s.rtAlg), append(append([]byte{}, nonce...), ud...)
+		n, u = v, append(append([]byte{}, nonce...), ud...)
 	}
 	r, err := s.provider.Report(ctx, n, u)
 	if err != nil {

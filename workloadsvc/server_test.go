@@ -47,12 +47,18 @@ func TestContainerViews(t *testing.T) {
 			}
 			wantIMR, n := f.wantIMR(tt.key)
 			evs := resp.GetEventLogs()
-			if len(evs) != len(platform)+n {
-				t.Fatalf("%d events, want %d platform + %d own", len(evs), len(platform), n)
+			if len(evs) != len(platform)+1+n {
+				t.Fatalf("%d events, want %d platform + the marker + %d own", len(evs), len(platform), n)
+			}
+			// The marker says which register this is, and replay skips it.
+			mk := evs[len(platform)]
+			if mk.GetImrIndex() != 3 || mk.GetEventType() != cctrusted.EventNoAction || string(mk.GetEvent()) != MarkerPrefix+RegisterRuntimeLog+" (the replay from zero of the container's records in the workload attestor's runtime log)" ||
+				mk.GetExtraInfo()["container_register"] != RegisterRuntimeLog || len(mk.GetDigests()) != 1 {
+				t.Errorf("marker: %v", mk)
 			}
 			var own [][]byte
-			for i, e := range evs[len(platform):] {
-				if e.GetImrIndex() != 3 || e.GetRecNum() != uint32(i) || e.GetExtraInfo()["source"] != "runtime_log" {
+			for i, e := range evs[len(platform)+1:] {
+				if e.GetImrIndex() != 3 || e.GetRecNum() != uint32(i+1) || e.GetExtraInfo()["source"] != "runtime_log" {
 					t.Errorf("own event %d: index %d rec %d info %v", i, e.GetImrIndex(), e.GetRecNum(), e.GetExtraInfo())
 				}
 				cid := e.GetExtraInfo()["container_id"]

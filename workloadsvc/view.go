@@ -215,7 +215,7 @@ func (s *Service) events(v *containerView, start, end int) ([]*ccnppb.TcgEventlo
 			return nil, status.Errorf(codes.Internal, "runtime log record %d has no %v digest", i, s.rtAlg)
 		}
 		out = append(out, &ccnppb.TcgEventlog{
-			RecNum:    uint32(n),
+			RecNum:    uint32(n + 1), // after the marker
 			ImrIndex:  s.containerIndex,
 			EventType: e.Type,
 			Digests:   []*ccnppb.TcgDigest{{AlgoId: uint32(s.rtAlg), Hash: d}},
@@ -243,7 +243,7 @@ func (s *Service) nodeRecords(v *containerView, start, end int) ([]*ccnppb.TcgEv
 			info["register"] = "runtime"
 		}
 		out = append(out, &ccnppb.TcgEventlog{
-			RecNum:    uint32(i),
+			RecNum:    uint32(i + 1), // after the marker
 			ImrIndex:  s.containerIndex,
 			EventType: e.Type,
 			Digests:   []*ccnppb.TcgDigest{{AlgoId: uint32(s.rtAlg), Hash: d}},
