@@ -96,15 +96,15 @@ func (f Finding) String() string {
 // Counts counts appraised entries by result. Every appraised entry lands in
 // exactly one count.
 type Counts struct {
-	Digest     int `json:"digest"`      // digest listed for the path, or for any path
-	Signature  int `json:"signature"`   // ima-sig signature verified
-	Excluded   int `json:"excluded"`    // path excluded
-	Boot       int `json:"boot"`        // boot_aggregate matched Options.BootAggregates
-	Keyring    int `json:"keyring"`     // key measurement allowed (or its keyring ignored)
-	Buffer     int `json:"buffer"`      // other ima-buf measurement allowed
-	Violation  int `json:"violation"`   // violation entries accepted (violations = "allow")
+	Digest     int `json:"digest"`       // digest listed for the path, or for any path
+	Signature  int `json:"signature"`    // ima-sig signature verified
+	Excluded   int `json:"excluded"`     // path excluded
+	Boot       int `json:"boot"`         // boot_aggregate matched Options.BootAggregates
+	Keyring    int `json:"keyring"`      // key measurement allowed (or its keyring ignored)
+	Buffer     int `json:"buffer"`       // other ima-buf measurement allowed
+	Violation  int `json:"violation"`    // violation entries accepted (violations = "allow")
 	OutOfScope int `json:"out_of_scope"` // another pod's or container's entry, or none's
-	Failed     int `json:"failed"`      // offending entries
+	Failed     int `json:"failed"`       // offending entries
 }
 
 // Verdict is the appraisal of a list so far, and the whole state an
