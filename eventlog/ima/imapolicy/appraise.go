@@ -209,13 +209,13 @@ var ErrResume = errors.New("cannot resume the ima appraisal")
 //     allowed key is learned for later signatures. Another buffer must be
 //     excluded or have its digest listed under its name.
 //  4. Files (ima, ima-ng, ima-ngv2, ima-sig, ima-sigv2, ima-cgpath,
-//     ima-dep-cgn): a signature whose header is malformed fails; an
+//     ima-dep-cgn): a signature whose header is malformed fails; a digest
+//     listed for the path (of an allowed algorithm) is allowed; an
 //     excluded path is allowed; a digest of an algorithm the policy does
 //     not allow fails; a signature that verifies with a configured or
 //     learned key is allowed; boot_aggregate is allowed with a digest of
-//     Options.BootAggregates; a digest listed for the path or for any path
-//     is allowed; anything else fails, naming the signature's problem when
-//     it had one.
+//     Options.BootAggregates; a digest listed for any path is allowed;
+//     anything else fails, naming the signature's problem when it had one.
 func (p *Policy) Appraise(prev Verdict, start int, entries []ima.Entry, opts Options) (Verdict, error) {
 	if prev.Policy != p.fingerprint {
 		return Verdict{}, fmt.Errorf("%w: the verdict is of policy %.12s, this is %.12s", ErrResume, prev.Policy, p.fingerprint)
@@ -378,11 +378,22 @@ func (a *appraisal) file(i int, e *ima.Entry) {
 			return
 		}
 	}
+	// Excluded, verified and listed are alternatives (Keylime tries them
+	// in that order; any one allows the entry), so the cheapest, a map
+	// lookup, goes first: most entries of a good list are listed, and
+	// exclusions are regular expressions.
+	d := e.FileDigest.Value
+	listed, allowed := a.p.files.has(e.FileName, d)
+	algOK := a.algAllowed(e)
+	if algOK && allowed {
+		a.v.Counts.Digest++
+		return
+	}
 	if a.p.excl.match(e.FileName) {
 		a.v.Counts.Excluded++
 		return
 	}
-	if !a.algAllowed(e) {
+	if !algOK {
 		a.fail(i, e, ReasonHashAlgorithm, "algorithm "+cut(e.DigestAlgo)+" is not in hash_algorithms")
 		return
 	}
@@ -395,14 +406,8 @@ func (a *appraisal) file(i int, e *ima.Entry) {
 		}
 		sigReason, sigDetail = r, d
 	}
-	d := e.FileDigest.Value
 	if e.FileName == "boot_aggregate" && containsDigest(a.opts.BootAggregates, d) {
 		a.v.Counts.Boot++
-		return
-	}
-	allowed, listed := a.p.files[e.FileName]
-	if containsDigest(allowed, d) {
-		a.v.Counts.Digest++
 		return
 	}
 	if _, ok := a.p.anyPath[string(d)]; ok {
@@ -471,7 +476,7 @@ func (a *appraisal) buffer(i int, e *ima.Entry) {
 		a.fail(i, e, ReasonHashAlgorithm, "algorithm "+cut(e.DigestAlgo)+" is not in hash_algorithms")
 		return
 	}
-	if containsDigest(a.p.buffers[e.FileName], e.FileDigest.Value) {
+	if a.p.buffers.allows(e.FileName, e.FileDigest.Value) {
 		a.v.Counts.Buffer++
 		return
 	}
@@ -491,7 +496,7 @@ func (a *appraisal) keyring(i int, e *ima.Entry, k *Key) {
 	case !a.algAllowed(e):
 		a.fail(i, e, ReasonHashAlgorithm, "algorithm "+cut(e.DigestAlgo)+" is not in hash_algorithms")
 		return
-	case !containsDigest(a.p.keyrings[e.FileName], e.FileDigest.Value):
+	case !a.p.keyrings.allows(e.FileName, e.FileDigest.Value):
 		a.fail(i, e, ReasonKeyring, fmt.Sprintf("key %08x measured into keyring %q", k.ID, cut(e.FileName)))
 		return
 	}
