@@ -132,20 +132,20 @@ func BenchmarkIncremental500k(b *testing.B) {
 	}
 }
 
-// TestIncrementalCostIsTheSuffix: resuming a 200k-entry Verdict with 100
+// TestIncrementalCostIsTheSuffix: resuming a 50k-entry Verdict with 100
 // entries costs what 100 entries cost, not what 200k do. The bound is
 // loose (a loaded 2-core machine under -race): a tenth of the full pass.
 func TestIncrementalCostIsTheSuffix(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds a 200k-entry list")
+		t.Skip("builds a 50k-entry list")
 	}
-	p, bin := benchPolicyAndList(t, 200_100, 20_000)
+	p, bin := benchPolicyAndList(t, 50_100, 10_000)
 	l, err := ima.ParseBinary(bin, ima.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	v, err := p.Appraise(p.Start(), 0, l.Entries[:200_000], bootOpts(bin))
+	v, err := p.Appraise(p.Start(), 0, l.Entries[:50_000], bootOpts(bin))
 	full := time.Since(t0)
 	if err != nil || !v.OK() {
 		t.Fatal(err, v.First)
@@ -156,12 +156,12 @@ func TestIncrementalCostIsTheSuffix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := p.Appraise(prev, 200_000, l.Entries[200_000:], Options{})
+	next, err := p.Appraise(prev, 50_000, l.Entries[50_000:], Options{})
 	inc := time.Since(t0)
-	if err != nil || next.Next != 200_100 {
+	if err != nil || next.Next != 50_100 {
 		t.Fatal(err)
 	}
-	t.Logf("full appraisal of 200k entries %v, resume with 100 entries %v (%d-byte verdict)", full, inc, len(stored))
+	t.Logf("full appraisal of 50k entries %v, resume with 100 entries %v (%d-byte verdict)", full, inc, len(stored))
 	if inc > full/10 {
 		t.Fatalf("resuming with 100 entries took %v, the full pass %v", inc, full)
 	}
