@@ -348,6 +348,11 @@ func TestMeasureHost(t *testing.T) {
 	if want := refChain(zero(), d[:], d[:]); !bytes.Equal(seed, want) {
 		t.Errorf("seed %x, want %x", seed, want)
 	}
+	// A kernel thread has no command line: it is no process of any name,
+	// not even an empty one.
+	if hs, err := MeasureHost(t.Context(), p.root, Policy{Processes: []string{""}}); err != nil || len(hs) != 0 {
+		t.Errorf("empty name: %+v, %v", hs, err)
+	}
 	if s, err := Seed(nil); err != nil || !bytes.Equal(s, zero()) {
 		t.Errorf("empty seed %x, %v", s, err)
 	}
@@ -461,16 +466,25 @@ func TestIndexFollowsTheList(t *testing.T) {
 	if got := register(t, NewIndex(path, 0), podA, nil); !bytes.Equal(got, want) {
 		t.Fatalf("fresh %x, want %x", got, want)
 	}
-	// An earlier snapshot is what it was, even if its holder appends to it.
-	early := snaps[1]
-	_ = append(early.Entries, Entry{Key: podA, Digest: zero()})
-	_ = append(early.Own, 0)
-	if r, _ := early.Register(nil); len(early.Entries) != 2 || !bytes.Equal(r, refChain(zero(), es[1].digest)) {
-		t.Fatalf("snapshot of 2 entries changed: %d entries, register %x", len(early.Entries), r)
+	// Snapshots are what they were, whatever their holders do with them:
+	// the list grows, then the holder of the last snapshot appends to its
+	// slices (where the index has spare capacity).
+	last := snaps[len(snaps)-1]
+	more := cgpathEntry(cgA, "/more")
+	writeList(t, path, append(es, more)...)
+	want = refChain(want, more.digest)
+	if got := register(t, x, podA, nil); !bytes.Equal(got, want) {
+		t.Fatalf("after another entry: %x, want %x", got, want)
 	}
+	_ = append(last.Entries, Entry{Key: podA, Digest: ff()})
+	_ = append(last.Own, 0)
 	if got := register(t, x, podA, nil); !bytes.Equal(got, want) {
 		t.Fatalf("after appends to a snapshot: %x, want %x", got, want)
 	}
+	if r, _ := snaps[1].Register(nil); len(snaps[1].Entries) != 2 || !bytes.Equal(r, refChain(zero(), es[1].digest)) {
+		t.Fatalf("snapshot of 2 entries changed: %d entries, register %x", len(snaps[1].Entries), r)
+	}
+	es = append(es, more)
 
 	// A reboot: another list. The old entries are gone.
 	writeList(t, path, es[0], es[2], es[4])
