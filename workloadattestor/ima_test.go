@@ -1,12 +1,16 @@
 package workloadattestor
 
 import (
+	"bytes"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor/ccnpimr"
 )
 
 // Expected per-container IMRs of testdata/ima/cgpath.{ascii,bin}, computed
@@ -93,5 +97,50 @@ func TestContainerIMRGrowingList(t *testing.T) {
 	v, _ := x.containerIMR(t.Context(), "11111111-2222-3333-4444-555555555555")
 	if fmt.Sprintf("%x", v) != pod1IMR {
 		t.Fatalf("incremental %x, want %s", v, pod1IMR)
+	}
+}
+
+// TestContainerIMRIsCCNPRegisterFromZero: the selector is ccnpimr's
+// register (the one `ccnp serve` serves at index 3) started from zero, not
+// from a host seed: one chain for both, and a selector that does not change
+// with the node's daemons' command lines.
+func TestContainerIMRIsCCNPRegisterFromZero(t *testing.T) {
+	list := filepath.Join("..", "testdata", "ima", "cgpath.bin")
+	b, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := newFakeProc(t, 4300, "/bin/sleep")
+	fp.setCgroup(t, "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod11111111_2222_3333_4444_555555555555.slice/cri-containerd-"+strings.Repeat("ab", 32)+".scope")
+	const rel = "ima/binary_runtime_measurements"
+	if err := os.MkdirAll(filepath.Join(fp.root, "ima"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fp.root, rel), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := serve(t, New())
+	c.configure(t, fmt.Sprintf("host_root = %q\nmeasure = \"off\"\nima_log_path = \"/%s\"\n", fp.root, rel))
+	got, err := c.attest(4300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := ccnpimr.NewIndex(list, 0).Snapshot(t.Context(), "11111111-2222-3333-4444-555555555555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero, err := snap.Register(make([]byte, ccnpimr.Alg.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeded, err := snap.Register(bytes.Repeat([]byte{1}, ccnpimr.Alg.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got, "ima:container_imr:"+hex.EncodeToString(zero)) || hex.EncodeToString(zero) != pod1IMR {
+		t.Fatalf("selectors %q; ccnpimr's register from zero is %x (Python: %s)", got, zero, pod1IMR)
+	}
+	if slices.Contains(got, "ima:container_imr:"+hex.EncodeToString(seeded)) {
+		t.Fatalf("the selector is a seeded register")
 	}
 }

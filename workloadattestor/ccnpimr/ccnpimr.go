@@ -240,10 +240,17 @@ type Snapshot struct {
 	Gen uint64
 }
 
-// Register is the container register: start (Seed's value, or zero for a
-// register of the container's entries alone) extended with the key's
-// entries.
+// Register is the container register: start (Seed's value; nil for zero,
+// the register of the container's entries alone) extended with the key's
+// entries. A start of another length is refused: extending from it would
+// give a value that no register ever held.
 func (s *Snapshot) Register(start []byte) ([]byte, error) {
+	if start == nil {
+		start = make([]byte, Alg.Size())
+	}
+	if len(start) != Alg.Size() {
+		return nil, fmt.Errorf("ccnpimr: start value of %d bytes, want %d (%v)", len(start), Alg.Size(), Alg)
+	}
 	r := cctrusted.NewReplayer(nil)
 	m := cctrusted.RTMR(3).IMR()
 	r.Registers().Set(m, Alg, start)
