@@ -3,10 +3,8 @@ package conf
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -52,9 +50,6 @@ type ServerVerifier struct {
 	CheckpointPreviousKeyFile string
 	// CheckpointTTL is how long a checkpoint token is accepted.
 	CheckpointTTL time.Duration
-	// MetricsAddress is the host:port of the plugin's Prometheus endpoint;
-	// empty (the default) serves none.
-	MetricsAddress string
 	// AllowIMAViolations lets a node whose IMA list has violation entries
 	// (ToMToU, open-writers: files the kernel did not measure) still get
 	// ima:verified:true. Off by default: such a list replays, yet it does
@@ -317,8 +312,9 @@ type rawServer struct {
 	CheckpointKeyFile         string `hcl:"checkpoint_key_file"`
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
 	CheckpointTTL             string `hcl:"checkpoint_ttl"`
-	MetricsAddress            string `hcl:"metrics_address"`
-	AllowIMAViolations        bool   `hcl:"allow_ima_violations"`
+	// MetricsAddress is parsed only to refuse it with its replacement.
+	MetricsAddress     string `hcl:"metrics_address"`
+	AllowIMAViolations bool   `hcl:"allow_ima_violations"`
 
 	// An int like max_payload_bytes: HCL integers are 64-bit on the
 	// platforms SPIRE supports.
@@ -443,7 +439,8 @@ func (c *ServerVerifier) evidenceInFlight(d *doc, r rawServer) {
 	}
 }
 
-// checkpointAndMetrics reads the incremental re-attestation and metrics keys.
+// checkpointAndMetrics reads the incremental re-attestation keys and
+// refuses the removed metrics_address.
 func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 	c.CheckpointKeyFile = absPath(d, "checkpoint_key_file", r.CheckpointKeyFile)
 	c.CheckpointPreviousKeyFile = absPath(d, "checkpoint_previous_key_file", r.CheckpointPreviousKeyFile)
@@ -455,18 +452,10 @@ func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 		d.errf("checkpoint_ttl", "has no effect without checkpoint_key_file")
 	}
 	if d.has("metrics_address") {
-		host, port, err := net.SplitHostPort(r.MetricsAddress)
-		n, perr := strconv.Atoi(port)
-		switch {
-		case err != nil:
-			d.errf("metrics_address", "%q is not host:port: %v", r.MetricsAddress, err)
-		case perr != nil || n < 0 || n > 65535:
-			d.errf("metrics_address", "%q: port %q is not a number in 0..65535", r.MetricsAddress, port)
-		case strings.ContainsAny(host, "/ "):
-			d.errf("metrics_address", "%q: host %q is not a host name or address", r.MetricsAddress, host)
-		default:
-			c.MetricsAddress = r.MetricsAddress
-		}
+		// Removed, not ignored: a server that silently stopped serving the
+		// endpoint an operator's scraper and alerts rely on would look
+		// healthy while its monitoring went blind.
+		d.errf("metrics_address", "was removed: the plugin's metrics now go to the SPIRE server's own telemetry (the server config's telemetry block, e.g. Prometheus { host = \"127.0.0.1\" port = 9988 }), under names starting spire_server_ccnp_ (docs/operations.md, \"Metrics\"); delete this key")
 	}
 }
 

@@ -47,7 +47,6 @@ func TestServerDefaults(t *testing.T) {
 		{"checkpoint_key_file", c.CheckpointKeyFile, ""},
 		{"checkpoint_previous_key_file", c.CheckpointPreviousKeyFile, ""},
 		{"checkpoint_ttl", c.CheckpointTTL, 24 * time.Hour},
-		{"metrics_address", c.MetricsAddress, ""},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -90,8 +89,6 @@ func TestServerKeys(t *testing.T) {
 		{"checkpoint keys", "tdx {}\ncheckpoint_key_file = \"/etc/k\"\ncheckpoint_previous_key_file = \"/etc/old\"\ncheckpoint_ttl = \"2h\"", func(c *conf.ServerVerifier) bool {
 			return c.CheckpointKeyFile == "/etc/k" && c.CheckpointPreviousKeyFile == "/etc/old" && c.CheckpointTTL == 2*time.Hour
 		}},
-		{"metrics_address", "tdx {}\nmetrics_address = \"127.0.0.1:9988\"", func(c *conf.ServerVerifier) bool { return c.MetricsAddress == "127.0.0.1:9988" }},
-		{"metrics_address ipv6", "tdx {}\nmetrics_address = \"[::1]:0\"", func(c *conf.ServerVerifier) bool { return c.MetricsAddress == "[::1]:0" }},
 		{"tdx object assignment", `tdx = { allow_debug = true }`, func(c *conf.ServerVerifier) bool { return c.TDX.AllowDebug }},
 		{"ek_ca_files", `tpm { ek_ca_files = ["/a.pem", "/b.pem"] }`, func(c *conf.ServerVerifier) bool {
 			return slices.Equal(c.TPM.EKCAFiles, []string{"/a.pem", "/b.pem"}) && c.TDX == nil
@@ -175,9 +172,7 @@ func TestServerErrors(t *testing.T) {
 		{"checkpoint previous alone", "tdx {}\ncheckpoint_previous_key_file = \"/k\"", 2, []string{"checkpoint_previous_key_file", "needs checkpoint_key_file"}},
 		{"checkpoint ttl alone", "tdx {}\ncheckpoint_ttl = \"1h\"", 2, []string{"checkpoint_ttl", "without checkpoint_key_file"}},
 		{"checkpoint ttl short", "tdx {}\ncheckpoint_key_file = \"/k\"\ncheckpoint_ttl = \"5s\"", 3, []string{"checkpoint_ttl", "outside"}},
-		{"metrics no port", "tdx {}\nmetrics_address = \"localhost\"", 2, []string{"metrics_address", "not host:port"}},
-		{"metrics bad port", "tdx {}\nmetrics_address = \"127.0.0.1:http\"", 2, []string{"metrics_address", "not a number"}},
-		{"metrics big port", "tdx {}\nmetrics_address = \"127.0.0.1:70000\"", 2, []string{"metrics_address", "not a number"}},
+		{"metrics_address removed", "tdx {}\nmetrics_address = \"127.0.0.1:9988\"", 2, []string{"metrics_address", "was removed", "telemetry block", "spire_server_ccnp_"}},
 		{"empty config", ``, 0, []string{"no TEE is accepted"}},
 		{"unknown top", "tdx {}\nnonce_tll = \"1s\"", 2, []string{`unknown key "nonce_tll" at top level`, `did you mean "nonce_ttl"`}},
 		{"unknown in tdx", "tdx {\n  alow_debug = true\n}", 2, []string{`unknown key "alow_debug" in tdx`}},

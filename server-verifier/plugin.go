@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"google.golang.org/grpc/codes"
@@ -45,6 +46,7 @@ const PluginName = "ccnp"
 
 var (
 	_ pluginsdk.NeedsLogger             = (*Plugin)(nil)
+	_ pluginsdk.NeedsHostServices       = (*Plugin)(nil)
 	_ nodeattestorv1.NodeAttestorServer = (*Plugin)(nil)
 	_ configv1.ConfigServer             = (*Plugin)(nil)
 )
@@ -71,11 +73,9 @@ type Plugin struct {
 	// once, and budget the evidence bytes held meanwhile (admission.go).
 	slots  verifySlots
 	budget evidenceBudget
-	// metrics is created at the first configuration with a
-	// metrics_address and kept (with its endpoint) across reconfiguration;
-	// a state without the address carries a nil *metrics.
-	metricsOnce sync.Once
-	metrics     *metrics
+	// metrics sends to SPIRE's Metrics host service; nil when SPIRE
+	// offered none (and in VerifyOffline). Set once, before Configure.
+	metrics *metrics
 
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
@@ -98,8 +98,8 @@ type state struct {
 	akRoots *x509.CertPool
 	// ckpt signs and verifies checkpoint tokens; nil: no checkpoints.
 	ckpt *evidence.CheckpointKey
-	// metrics records this configuration's attestations; nil without a
-	// metrics_address.
+	// metrics records this configuration's attestations; nil without
+	// the Metrics host service.
 	metrics *metrics
 }
 
@@ -129,6 +129,30 @@ func (p *Plugin) SetLogger(l hclog.Logger) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.logger = l
+}
+
+// BrokerHostServices is called by the plugin framework before Configure
+// with the host services SPIRE offers. Metrics go through SPIRE's Metrics
+// host service, so they reach whatever telemetry sinks the SPIRE server is
+// configured with; without it the plugin attests as usual and emits none.
+func (p *Plugin) BrokerHostServices(broker pluginsdk.ServiceBroker) error {
+	client := new(metricsv1.MetricsServiceClient)
+	if !broker.BrokerClient(client) {
+		p.log().Warn("SPIRE offers no Metrics host service: this plugin emits no metrics")
+		return nil
+	}
+	p.brokerMetrics(client, p.log())
+	return nil
+}
+
+// Close is called by the plugin framework when SPIRE unloads the plugin:
+// it stops the metrics emitter.
+func (p *Plugin) Close() error {
+	p.mu.RLock()
+	m := p.metrics
+	p.mu.RUnlock()
+	m.close()
+	return nil
 }
 
 func (p *Plugin) log() hclog.Logger {
@@ -165,14 +189,14 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
 	}
 	p.mu.Lock()
-	old := p.state
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
-	if st.metrics != nil || (old != nil && old.metrics != nil) {
-		if err := p.metricsInstance().serve(cfg.MetricsAddress, logger); err != nil {
-			// The configuration is in force; only the endpoint failed.
-			logger.Error("metrics endpoint not started", "metrics_address", cfg.MetricsAddress, "error", err)
+	if t, ok := st.getter.(timedGetter); ok {
+		// The collateral cache statistics follow the configuration in
+		// force (not one Validate built).
+		if c, ok := t.next.(*collateral.Cache); ok {
+			st.metrics.collateral.Store(c)
 		}
 	}
 
@@ -282,22 +306,15 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 			return nil, err
 		}
 	}
-	if cfg.MetricsAddress != "" {
-		st.metrics = p.metricsInstance()
-		if c, ok := st.getter.(*collateral.Cache); ok {
-			st.metrics.collateral.Store(c)
-		}
+	p.mu.RLock()
+	st.metrics = p.metrics
+	p.mu.RUnlock()
+	if st.metrics != nil {
 		if st.getter != nil {
 			st.getter = timedGetter{next: st.getter}
 		}
 	}
 	return st, nil
-}
-
-// metricsInstance returns the plugin's metrics, creating them once.
-func (p *Plugin) metricsInstance() *metrics {
-	p.metricsOnce.Do(func() { p.metrics = newMetrics(p) })
-	return p.metrics
 }
 
 // loadCerts reads PEM certificates from every path into one pool. Every
