@@ -114,7 +114,7 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 	}
 	ctx := WithLogger(stream.Context(), log)
 	start := time.Now()
-	prov, err := tee.Open(ctx, TEEConfig(cfg))
+	prov, err := tee.Open(ctx, tee.ForNodeAttestor(cfg))
 	if err != nil {
 		err = failf(codes.Unavailable, "open tee "+string(cfg.TEE), "%w", err)
 		log.Error("Node attestation failed", "step", "open", "tee", cfg.TEE, telemetryError, err)

@@ -57,7 +57,7 @@ func startTPMNodeOn(t *testing.T, pcr cctrusted.PCR) *tpmNode {
 	defer cancel()
 
 	// An RSA AK first (the TPM serves one connection at a time).
-	rp, err := tee.Open(ctx, nodeattestor.TEEConfig(n.agentConfig(t, "rsa")))
+	rp, err := tee.Open(ctx, tee.ForNodeAttestor(n.agentConfig(t, "rsa")))
 	if err != nil {
 		t.Fatal(err)
 	}
