@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
 	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
@@ -204,6 +205,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
 			"trusted_root_file", cfg.Sim.TrustedRootFile)
 	}
+	if cfg.AgentPathLegacy {
+		logger.Warn("agent_path_template includes /spire/agent: this form is deprecated; write the path after it, as for SPIRE's own attestors (e.g. \"/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}\")",
+			"agent_path_template", cfg.AgentPathTemplate)
+	}
 	warnTPMRuntimePolicies(cfg, logger)
 	if cfg.RequirePolicy {
 		enforced := 0
@@ -243,14 +248,11 @@ func (p *Plugin) Validate(ctx context.Context, req *configv1.ValidateRequest) (*
 	return &configv1.ValidateResponse{Valid: err == nil, Notes: notes}, nil
 }
 
+// checkTrustDomain checks a trust domain name as SPIRE does, through
+// go-spiffe, so every agent ID this plugin renders parses as a SPIFFE ID.
 func checkTrustDomain(td string) error {
-	for i := 0; i < len(td); i++ {
-		c := td[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("character %q is not allowed in a trust domain name", c)
-		}
-	}
-	return nil
+	_, err := spiffeid.TrustDomainFromString(td)
+	return err
 }
 
 // build loads the files a configuration names.
