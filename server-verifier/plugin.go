@@ -166,7 +166,7 @@ func (p *Plugin) current() (*state, hclog.Logger, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.state == nil {
-		return nil, p.logger, status.Error(codes.FailedPrecondition, "ccnp: not configured")
+		return nil, p.logger, status.Error(codes.FailedPrecondition, "not configured")
 	}
 	return p.state, p.logger, nil
 }
@@ -176,18 +176,18 @@ func (p *Plugin) current() (*state, hclog.Logger, error) {
 func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	td := req.GetCoreConfiguration().GetTrustDomain()
 	if td == "" {
-		return nil, status.Error(codes.InvalidArgument, "ccnp: core configuration has no trust domain")
+		return nil, status.Error(codes.InvalidArgument, "core configuration has no trust domain")
 	}
 	if err := checkTrustDomain(td); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: trust domain %q: %v", td, err)
+		return nil, status.Errorf(codes.InvalidArgument, "trust domain %q: %v", td, err)
 	}
 	cfg, err := conf.ParseServerVerifier(req.GetHclConfiguration(), p.readFile)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	st, err := p.build(cfg, td)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	p.mu.Lock()
 	p.state = st
@@ -202,7 +202,7 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	}
 
 	if cfg.Sim != nil {
-		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
+		logger.Warn("Simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
 			"trusted_root_file", cfg.Sim.TrustedRootFile)
 	}
 	if cfg.AgentPathLegacy {
@@ -218,10 +218,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 			}
 		}
 		if enforced == 0 {
-			logger.Warn("require_policy is true but every policy is warn-only: every node will be rejected")
+			logger.Warn("Policy requirement cannot be met: require_policy is true but every policy is warn-only: every node will be rejected")
 		}
 	}
-	logger.Info("configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
+	logger.Info("Configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
 		"policies", len(cfg.Policies), "require_policy", cfg.RequirePolicy)
 	return &configv1.ConfigureResponse{}, nil
 }
@@ -392,10 +392,10 @@ func warnTPMRuntimePolicies(cfg *conf.ServerVerifier, logger hclog.Logger) {
 		return
 	}
 	if cfg.TPM.RuntimePCR == 0 {
-		logger.Warn("runtime policy constraints never match on TPM nodes: the tpm block sets no runtime_pcr, and a runtime log on PCR 16..23 (the agents' default is 23) can be reset without a reboot; set tpm.runtime_pcr here and the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr to one PCR in 11..15 that nothing else on the nodes extends (e.g. 15)",
+		logger.Warn("Runtime policy constraints never match on TPM nodes: the tpm block sets no runtime_pcr, and a runtime log on PCR 16..23 (the agents' default is 23) can be reset without a reboot; set tpm.runtime_pcr here and the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr to one PCR in 11..15 that nothing else on the nodes extends (e.g. 15)",
 			"policies", names)
 		return
 	}
-	logger.Warn(fmt.Sprintf("runtime policy constraints match on TPM nodes only when their runtime log is on PCR %d (tpm.runtime_pcr): they never match on nodes whose runtime PCR is resettable (16..23; the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr default to 23)", cfg.TPM.RuntimePCR),
+	logger.Warn(fmt.Sprintf("Runtime policy constraints match on TPM nodes only when their runtime log is on PCR %d (tpm.runtime_pcr): they never match on nodes whose runtime PCR is resettable (16..23; the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr default to 23)", cfg.TPM.RuntimePCR),
 		"policies", names, "runtime_pcr", cfg.TPM.RuntimePCR)
 }

@@ -202,7 +202,7 @@ policy "w" {
   enforce = false
   tee = ["sim"]
 }`))
-	if len(h.logs.Lines(t, "require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
+	if len(h.logs.Lines(t, "Policy requirement cannot be met: require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
 		t.Error("no warning about warn-only policies under require_policy")
 	}
 	_, err = h.attest(n.agent(t, ""))

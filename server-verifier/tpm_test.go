@@ -439,7 +439,7 @@ policy "clean" {
 	})
 	t.Run("node on pcr23, no runtime_pcr on the server", func(t *testing.T) {
 		h := newHarness(t, nil).mustConfigure(n23.serverTPM("") + policy)
-		if !strings.Contains(h.logs.String(), "runtime policy constraints never match on TPM nodes") {
+		if !strings.Contains(h.logs.String(), "Runtime policy constraints never match on TPM nodes") {
 			t.Errorf("no configure WARN about runtime constraints on TPM nodes:\n%s", h.logs.String())
 		}
 		_, err := h.attest(n23.agent())
