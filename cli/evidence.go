@@ -55,7 +55,7 @@ credential activation round needs the live server, so it is not recorded.`,
 				return err
 			}
 			ctx := cmd.Context()
-			p, err := tee.Open(ctx, nodeattestor.TEEConfig(cfg))
+			p, err := tee.Open(ctx, tee.ForNodeAttestor(cfg))
 			if err != nil {
 				return err
 			}

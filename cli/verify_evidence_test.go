@@ -21,7 +21,6 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
-	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
@@ -196,7 +195,7 @@ func TestVerifyEvidenceTPM(t *testing.T) {
 		cfg:       cfg,
 	}
 	c.open = func(t *testing.T) (cctrusted.Provider, func()) {
-		p, err := tee.Open(context.Background(), nodeattestor.TEEConfig(cfg))
+		p, err := tee.Open(context.Background(), tee.ForNodeAttestor(cfg))
 		if err != nil {
 			t.Fatal(err)
 		}

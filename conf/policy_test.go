@@ -430,7 +430,7 @@ func TestBounds(t *testing.T) {
 	_, err = conf.ParseAgentNodeAttestor("tdx " + strings.Repeat("{", 17) + strings.Repeat("}", 17))
 	wantErr(t, err, "plugin_data", 1, "nesting deeper than 16")
 	// Braces inside strings do not count towards nesting.
-	if _, err := conf.ParseServerVerifier("tdx {}\nagent_path_template = \"/spire/agent/"+strings.Repeat("{{ .ID }}", 20)+"\"", nil); err != nil {
+	if _, err := conf.ParseServerVerifier("tdx {}\nagent_path_template = \"/ccnp/"+strings.Repeat("{{ .ID }}", 20)+"\"", nil); err != nil {
 		t.Errorf("braces in a string: %v", err)
 	}
 	_, err = conf.ParseWorkloadAttestor("exe_digest_algs = [" + strings.Repeat("\"sha256\",", conf.MaxListLen+1) + "]")

@@ -3,13 +3,13 @@ package conf
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
@@ -33,9 +33,14 @@ type ServerVerifier struct {
 	// at once: received and waiting for, or under, verification.
 	MaxEvidenceBytesInFlight int64
 	// AgentPathTemplate is the source of the agent ID path template; use
-	// AgentPath to render it.
+	// AgentPath to render it. Like SPIRE's own attestors' templates it
+	// renders the path after /spire/agent; a source that starts with
+	// /spire/agent/ is the deprecated full-path form (AgentPathLegacy).
 	AgentPathTemplate string
 	agentPath         *template.Template
+	// AgentPathLegacy says the template is of the deprecated form that
+	// includes /spire/agent; the plugin warns about it.
+	AgentPathLegacy bool
 	// Policies are the inline policy blocks followed by those of
 	// PolicyFile; names are unique across both.
 	Policies   []Policy
@@ -52,9 +57,6 @@ type ServerVerifier struct {
 	CheckpointPreviousKeyFile string
 	// CheckpointTTL is how long a checkpoint token is accepted.
 	CheckpointTTL time.Duration
-	// MetricsAddress is the host:port of the plugin's Prometheus endpoint;
-	// empty (the default) serves none.
-	MetricsAddress string
 	// AllowIMAViolations lets a node whose IMA list has violation entries
 	// (ToMToU, open-writers: files the kernel did not measure) still get
 	// ima:verified:true. Off by default: such a list replays, yet it does
@@ -128,8 +130,8 @@ type SimVerifier struct {
 	TrustedRootFile string
 }
 
-// AgentPathData is what the agent path template sees: .TEE, .ID and, on
-// TDX and sim nodes, .MRConfigID, .MROwner and .MROwnerConfig.
+// AgentPathData is what the agent path template sees: .PluginName, .TEE,
+// .ID and, on TDX and sim nodes, .MRConfigID, .MROwner and .MROwnerConfig.
 type AgentPathData struct {
 	// TEE is "tdx", "tpm" or "sim".
 	TEE string
@@ -157,6 +159,19 @@ type AgentPathFieldError struct {
 }
 
 func (e *AgentPathFieldError) Error() string { return "." + e.Field + " " + e.Reason }
+
+// PluginName is the plugin's name, "ccnp", as SPIRE's own attestors offer
+// theirs to templates. SPIRE never tells a plugin the name it is configured
+// under, and agent IDs must sit under /spire/agent/<name>/, so it is fixed.
+func (AgentPathData) PluginName() string { return AgentPluginName }
+
+// AgentPluginName is the plugin name agent IDs are under:
+// /spire/agent/ccnp/.
+const AgentPluginName = "ccnp"
+
+// agentIDPrefix is where SPIRE puts every agent ID; templates render what
+// follows it.
+const agentIDPrefix = "/spire/agent"
 
 // MRConfigID is the lower-case hex MRCONFIGID of the node's quote.
 func (d AgentPathData) MRConfigID() (string, error) {
@@ -191,7 +206,7 @@ func (d AgentPathData) quoteField(name string, get func(*AgentPathQuote) []byte)
 const (
 	DefaultNonceTTL          = 60 * time.Second
 	DefaultMaxPayloadBytes   = 16 << 20
-	DefaultAgentPathTemplate = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
+	DefaultAgentPathTemplate = "/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}"
 	DefaultCollateralRefresh = 24 * time.Hour
 	// DefaultCollateralFetchTimeout bounds one request to the PCS or PCCS.
 	DefaultCollateralFetchTimeout = 30 * time.Second
@@ -244,21 +259,30 @@ func (c *ServerVerifier) AnswerTimeout(tee TEE) time.Duration {
 	return DefaultSimAnswerTimeout
 }
 
-// AgentPath renders the agent ID path for a node and checks that it is a
-// valid SPIRE agent path.
+// AgentPath renders the agent ID path for a node: /spire/agent followed
+// by what the template renders (or, for a legacy template, what it
+// renders), checked to be a valid SPIFFE ID path (go-spiffe's
+// spiffeid.ValidatePath) under /spire/agent/ccnp/.
 func (c *ServerVerifier) AgentPath(data AgentPathData) (string, error) {
-	t := c.agentPath
+	t, legacy := c.agentPath, c.AgentPathLegacy
 	if t == nil {
 		var err error
 		if t, err = parseAgentPath(DefaultAgentPathTemplate); err != nil {
 			return "", err
 		}
+		legacy = false
 	}
 	var b strings.Builder
 	if err := t.Execute(&b, data); err != nil {
 		return "", fmt.Errorf("agent_path_template: %w", err)
 	}
 	p := b.String()
+	if !legacy {
+		if !strings.HasPrefix(p, "/") {
+			return "", fmt.Errorf("agent_path_template rendered %q: the path after %s must start with \"/\" (e.g. \"/{{ .PluginName }}/...\")", p, agentIDPrefix)
+		}
+		p = agentIDPrefix + p
+	}
 	if err := checkAgentPath(p); err != nil {
 		return "", fmt.Errorf("agent_path_template rendered %q: %w", p, err)
 	}
@@ -283,21 +307,18 @@ func parseAgentPath(s string) (*template.Template, error) {
 	return template.New("agent_path_template").Option("missingkey=error").Parse(s)
 }
 
-// checkAgentPath enforces SPIRE's rule that agent IDs live under
-// /spire/agent/ and SPIFFE's path character set.
+// checkAgentPath enforces SPIFFE's path rules (through go-spiffe, as SPIRE
+// does) and SPIRE's rule that a node attestor's agent IDs live in its own
+// namespace, /spire/agent/<plugin name>/. SPIRE 1.13 only warns about an ID
+// outside it; this plugin refuses one, so no template can give its nodes
+// another attestor's agent IDs (or an ID with no node part at all).
 func checkAgentPath(p string) error {
-	if !strings.HasPrefix(p, "/spire/agent/") {
-		return fmt.Errorf("agent paths must start with /spire/agent/")
+	if err := spiffeid.ValidatePath(p); err != nil {
+		return err
 	}
-	for _, seg := range strings.Split(p[1:], "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("empty, \".\" or \"..\" path segment")
-		}
-		for _, ch := range seg {
-			if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '.' || ch == '_') {
-				return fmt.Errorf("character %q is not allowed in a SPIFFE ID path", ch)
-			}
-		}
+	ns := agentIDPrefix + "/" + AgentPluginName + "/"
+	if !strings.HasPrefix(p, ns) {
+		return fmt.Errorf("agent IDs of this plugin must be under %s (SPIRE's namespace for the %q node attestor)", ns, AgentPluginName)
 	}
 	return nil
 }
@@ -317,8 +338,9 @@ type rawServer struct {
 	CheckpointKeyFile         string `hcl:"checkpoint_key_file"`
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
 	CheckpointTTL             string `hcl:"checkpoint_ttl"`
-	MetricsAddress            string `hcl:"metrics_address"`
-	AllowIMAViolations        bool   `hcl:"allow_ima_violations"`
+	// MetricsAddress is parsed only to refuse it with its replacement.
+	MetricsAddress     string `hcl:"metrics_address"`
+	AllowIMAViolations bool   `hcl:"allow_ima_violations"`
 
 	// An int like max_payload_bytes: HCL integers are 64-bit on the
 	// platforms SPIRE supports.
@@ -398,6 +420,7 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 	c.evidenceInFlight(d, r)
 	if d.has("agent_path_template") {
 		c.AgentPathTemplate = r.AgentPathTemplate
+		c.AgentPathLegacy = strings.HasPrefix(r.AgentPathTemplate, agentIDPrefix+"/")
 	}
 	t, err := parseAgentPath(c.AgentPathTemplate)
 	if err != nil {
@@ -443,7 +466,8 @@ func (c *ServerVerifier) evidenceInFlight(d *doc, r rawServer) {
 	}
 }
 
-// checkpointAndMetrics reads the incremental re-attestation and metrics keys.
+// checkpointAndMetrics reads the incremental re-attestation keys and
+// refuses the removed metrics_address.
 func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 	c.CheckpointKeyFile = absPath(d, "checkpoint_key_file", r.CheckpointKeyFile)
 	c.CheckpointPreviousKeyFile = absPath(d, "checkpoint_previous_key_file", r.CheckpointPreviousKeyFile)
@@ -455,18 +479,10 @@ func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 		d.errf("checkpoint_ttl", "has no effect without checkpoint_key_file")
 	}
 	if d.has("metrics_address") {
-		host, port, err := net.SplitHostPort(r.MetricsAddress)
-		n, perr := strconv.Atoi(port)
-		switch {
-		case err != nil:
-			d.errf("metrics_address", "%q is not host:port: %v", r.MetricsAddress, err)
-		case perr != nil || n < 0 || n > 65535:
-			d.errf("metrics_address", "%q: port %q is not a number in 0..65535", r.MetricsAddress, port)
-		case strings.ContainsAny(host, "/ "):
-			d.errf("metrics_address", "%q: host %q is not a host name or address", r.MetricsAddress, host)
-		default:
-			c.MetricsAddress = r.MetricsAddress
-		}
+		// Removed, not ignored: a server that silently stopped serving the
+		// endpoint an operator's scraper and alerts rely on would look
+		// healthy while its monitoring went blind.
+		d.errf("metrics_address", "was removed: the plugin's metrics now go to the SPIRE server's own telemetry (the server config's telemetry block, e.g. Prometheus { host = \"127.0.0.1\" port = 9988 }), under names starting spire_server_ccnp_ (docs/operations.md, \"Metrics\"); delete this key")
 	}
 }
 

@@ -30,7 +30,8 @@ func TestServerDefaults(t *testing.T) {
 		{"answer timeout sim", c.AnswerTimeout(conf.TEESim), 30 * time.Second},
 		{"answer timeout before the hello", c.AnswerTimeout(""), 30 * time.Second},
 		{"max_evidence_bytes_in_flight", c.MaxEvidenceBytesInFlight, int64(256 * 1024 * 1024)},
-		{"agent_path_template", c.AgentPathTemplate, "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"},
+		{"agent_path_template", c.AgentPathTemplate, "/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}"},
+		{"agent_path_template legacy", c.AgentPathLegacy, false},
 		{"require_policy", c.RequirePolicy, false},
 		{"allow_ima_violations", c.AllowIMAViolations, false},
 		{"policies", len(c.Policies), 0},
@@ -47,7 +48,6 @@ func TestServerDefaults(t *testing.T) {
 		{"checkpoint_key_file", c.CheckpointKeyFile, ""},
 		{"checkpoint_previous_key_file", c.CheckpointPreviousKeyFile, ""},
 		{"checkpoint_ttl", c.CheckpointTTL, 24 * time.Hour},
-		{"metrics_address", c.MetricsAddress, ""},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -90,8 +90,6 @@ func TestServerKeys(t *testing.T) {
 		{"checkpoint keys", "tdx {}\ncheckpoint_key_file = \"/etc/k\"\ncheckpoint_previous_key_file = \"/etc/old\"\ncheckpoint_ttl = \"2h\"", func(c *conf.ServerVerifier) bool {
 			return c.CheckpointKeyFile == "/etc/k" && c.CheckpointPreviousKeyFile == "/etc/old" && c.CheckpointTTL == 2*time.Hour
 		}},
-		{"metrics_address", "tdx {}\nmetrics_address = \"127.0.0.1:9988\"", func(c *conf.ServerVerifier) bool { return c.MetricsAddress == "127.0.0.1:9988" }},
-		{"metrics_address ipv6", "tdx {}\nmetrics_address = \"[::1]:0\"", func(c *conf.ServerVerifier) bool { return c.MetricsAddress == "[::1]:0" }},
 		{"tdx object assignment", `tdx = { allow_debug = true }`, func(c *conf.ServerVerifier) bool { return c.TDX.AllowDebug }},
 		{"ek_ca_files", `tpm { ek_ca_files = ["/a.pem", "/b.pem"] }`, func(c *conf.ServerVerifier) bool {
 			return slices.Equal(c.TPM.EKCAFiles, []string{"/a.pem", "/b.pem"}) && c.TDX == nil
@@ -124,13 +122,18 @@ max_evidence_bytes_in_flight = 33554432`, func(c *conf.ServerVerifier) bool { re
 		{"max_evidence_bytes_in_flight default follows a larger max_payload_bytes", `tdx {}
 max_payload_bytes = 536870912`, func(c *conf.ServerVerifier) bool { return c.MaxEvidenceBytesInFlight == 512<<20 }},
 		{"agent_path_template", `tdx {}
+agent_path_template = "/{{ .PluginName }}/vm-{{ .ID }}"`, func(c *conf.ServerVerifier) bool {
+			p, err := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1"})
+			return err == nil && p == "/spire/agent/ccnp/vm-x1" && !c.AgentPathLegacy
+		}},
+		{"agent_path_template legacy form", `tdx {}
 agent_path_template = "/spire/agent/ccnp/{{ .ID }}"`, func(c *conf.ServerVerifier) bool {
 			p, err := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1"})
-			return err == nil && p == "/spire/agent/ccnp/x1"
+			return err == nil && p == "/spire/agent/ccnp/x1" && c.AgentPathLegacy
 		}},
 		{"agent_path_template with quote fields", `tdx {}
 tpm { ek_hash_allow_list = ["` + strings.Repeat("ab", 32) + `"] }
-agent_path_template = "/spire/agent/ccnp/{{ .TEE }}/{{ if eq .TEE \"tpm\" }}{{ .ID }}{{ else }}{{ .MRConfigID }}{{ end }}"`, func(c *conf.ServerVerifier) bool {
+agent_path_template = "/ccnp/{{ .TEE }}/{{ if eq .TEE \"tpm\" }}{{ .ID }}{{ else }}{{ .MRConfigID }}{{ end }}"`, func(c *conf.ServerVerifier) bool {
 			id := bytes.Repeat([]byte{0xab}, 48)
 			tdx, err1 := c.AgentPath(conf.AgentPathData{TEE: "tdx", ID: "x1", Quote: &conf.AgentPathQuote{MRConfigID: id}})
 			tpm, err2 := c.AgentPath(conf.AgentPathData{TEE: "tpm", ID: "e1"})
@@ -175,9 +178,7 @@ func TestServerErrors(t *testing.T) {
 		{"checkpoint previous alone", "tdx {}\ncheckpoint_previous_key_file = \"/k\"", 2, []string{"checkpoint_previous_key_file", "needs checkpoint_key_file"}},
 		{"checkpoint ttl alone", "tdx {}\ncheckpoint_ttl = \"1h\"", 2, []string{"checkpoint_ttl", "without checkpoint_key_file"}},
 		{"checkpoint ttl short", "tdx {}\ncheckpoint_key_file = \"/k\"\ncheckpoint_ttl = \"5s\"", 3, []string{"checkpoint_ttl", "outside"}},
-		{"metrics no port", "tdx {}\nmetrics_address = \"localhost\"", 2, []string{"metrics_address", "not host:port"}},
-		{"metrics bad port", "tdx {}\nmetrics_address = \"127.0.0.1:http\"", 2, []string{"metrics_address", "not a number"}},
-		{"metrics big port", "tdx {}\nmetrics_address = \"127.0.0.1:70000\"", 2, []string{"metrics_address", "not a number"}},
+		{"metrics_address removed", "tdx {}\nmetrics_address = \"127.0.0.1:9988\"", 2, []string{"metrics_address", "was removed", "telemetry block", "spire_server_ccnp_"}},
 		{"empty config", ``, 0, []string{"no TEE is accepted"}},
 		{"unknown top", "tdx {}\nnonce_tll = \"1s\"", 2, []string{`unknown key "nonce_tll" at top level`, `did you mean "nonce_ttl"`}},
 		{"unknown in tdx", "tdx {\n  alow_debug = true\n}", 2, []string{`unknown key "alow_debug" in tdx`}},
@@ -233,9 +234,18 @@ func TestServerErrors(t *testing.T) {
 		{"max_payload_bytes huge", "tdx {}\nmax_payload_bytes = 4294967296", 2, []string{"max_payload_bytes", "outside"}},
 		{"template syntax", "tdx {}\nagent_path_template = \"/spire/agent/{{ .TEE \"", 2, []string{"agent_path_template", "unclosed action"}},
 		{"template unknown field", "tdx {}\nagent_path_template = \"/spire/agent/{{ .Host }}\"", 2, []string{"agent_path_template", "Host"}},
-		{"template outside agent path", "tdx {}\nagent_path_template = \"/nodes/{{ .ID }}\"", 2, []string{"agent_path_template", "/spire/agent/"}},
-		{"template bad segment", "tdx {}\nagent_path_template = \"/spire/agent//{{ .ID }}\"", 2, []string{"agent_path_template", "empty"}},
-		{"template bad char", "tdx {}\nagent_path_template = \"/spire/agent/a b/{{ .ID }}\"", 2, []string{"agent_path_template", "not allowed"}},
+		{"template outside agent path", "tdx {}\nagent_path_template = \"/nodes/{{ .ID }}\"", 2, []string{"agent_path_template", `"/spire/agent/nodes/0f`, "must be under /spire/agent/ccnp/"}},
+		{"template bad segment", "tdx {}\nagent_path_template = \"/spire/agent//{{ .ID }}\"", 2, []string{"agent_path_template", "empty segments"}},
+		{"template bad char", "tdx {}\nagent_path_template = \"/spire/agent/a b/{{ .ID }}\"", 2, []string{"agent_path_template", "path segment characters are limited"}},
+		{"template not absolute", "tdx {}\nagent_path_template = \"ccnp/{{ .ID }}\"", 2, []string{"agent_path_template", `rendered "ccnp/0f`, `must start with "/"`}},
+		{"template another attestor", "tdx {}\nagent_path_template = \"/x509pop/{{ .ID }}\"", 2, []string{"agent_path_template", `"/spire/agent/x509pop/0f`, "must be under /spire/agent/ccnp/"}},
+		{"template prefix of ccnp", "tdx {}\nagent_path_template = \"/ccnp-{{ .TEE }}/{{ .ID }}\"", 2, []string{"agent_path_template", "must be under /spire/agent/ccnp/"}},
+		{"template plugin only", "tdx {}\nagent_path_template = \"/{{ .PluginName }}\"", 2, []string{"agent_path_template", `rendered "/spire/agent/ccnp"`, "must be under /spire/agent/ccnp/"}},
+		{"template dot dot", "tdx {}\nagent_path_template = \"/ccnp/../x509pop/{{ .ID }}\"", 2, []string{"agent_path_template", "dot segments"}},
+		{"template double slash", "tdx {}\nagent_path_template = \"/ccnp//{{ .ID }}\"", 2, []string{"agent_path_template", "empty segments"}},
+		{"template trailing slash", "tdx {}\nagent_path_template = \"/ccnp/{{ .ID }}/\"", 2, []string{"agent_path_template", "trailing slash"}},
+		{"legacy template escaping", "tdx {}\nagent_path_template = \"/spire/agent/ccnp/../../server\"", 2, []string{"agent_path_template", "dot segments"}},
+		{"legacy template other attestor", "tdx {}\nagent_path_template = \"/spire/agent/ccnp-nodes/{{ .ID }}\"", 2, []string{"agent_path_template", "must be under /spire/agent/ccnp/"}},
 		{"require_policy without policies", "tdx {}\nrequire_policy = true", 2, []string{"require_policy", "no policy"}},
 		{"quote field on tpm nodes", "tpm { ek_hash_allow_list = [\"" + strings.Repeat("ab", 32) + "\"] }\nagent_path_template = \"/spire/agent/ccnp/{{ .MRConfigID }}\"", 2,
 			[]string{"agent_path_template", "for tpm nodes", ".MRConfigID is set only for tdx and sim nodes"}},
@@ -337,10 +347,12 @@ func TestAgentPathRender(t *testing.T) {
 		wantErr string
 	}{
 		{conf.AgentPathData{TEE: "tdx", ID: "0a1b"}, "/spire/agent/ccnp/tdx/0a1b", ""},
-		{conf.AgentPathData{TEE: "tdx", ID: "../x"}, "", `".."`},
-		{conf.AgentPathData{TEE: "tdx", ID: ""}, "", "empty"},
+		{conf.AgentPathData{TEE: "tdx", ID: "../x"}, "", "dot segments"},
+		{conf.AgentPathData{TEE: "tdx", ID: "../../../server"}, "", "dot segments"},
+		{conf.AgentPathData{TEE: "tdx", ID: ""}, "", "trailing slash"},
 		{conf.AgentPathData{TEE: "tdx", ID: "a/b"}, "/spire/agent/ccnp/tdx/a/b", ""},
-		{conf.AgentPathData{TEE: "tdx", ID: "a?b"}, "", "not allowed"},
+		{conf.AgentPathData{TEE: "tdx", ID: "a//b"}, "", "empty segments"},
+		{conf.AgentPathData{TEE: "tdx", ID: "a?b"}, "", "path segment characters are limited"},
 	} {
 		got, err := c.AgentPath(tt.data)
 		if tt.wantErr != "" {

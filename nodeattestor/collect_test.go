@@ -126,11 +126,11 @@ func TestCollectTDXErrors(t *testing.T) {
 		code  codes.Code
 		parts []string
 	}{
-		{"report fails", &fakeTDX{reportErr: configfsErr}, codes.Unavailable, []string{"ccnp: tdx report: configfs-tsm: write inblob"}},
-		{"report data wrong", &fakeTDX{badData: true}, codes.Internal, []string{"ccnp: tdx report:", "is not the binding"}},
-		{"no quote", &fakeTDX{noQuote: true}, codes.Internal, []string{"ccnp: tdx report:", "no quote"}},
-		{"ccel unreadable", &fakeTDX{ccelErr: errors.New("tdx: CCEL table: permission denied")}, codes.Internal, []string{"ccnp: tdx ccel: tdx: CCEL table: permission denied"}},
-		{"ima unreadable", &fakeTDX{imaErr: errors.New("tdx: IMA log: read: i/o error")}, codes.Internal, []string{"ccnp: tdx ima log:", "i/o error"}},
+		{"report fails", &fakeTDX{reportErr: configfsErr}, codes.Unavailable, []string{"tdx report: configfs-tsm: write inblob"}},
+		{"report data wrong", &fakeTDX{badData: true}, codes.Internal, []string{"tdx report:", "is not the binding"}},
+		{"no quote", &fakeTDX{noQuote: true}, codes.Internal, []string{"tdx report:", "no quote"}},
+		{"ccel unreadable", &fakeTDX{ccelErr: errors.New("tdx: CCEL table: permission denied")}, codes.Internal, []string{"tdx ccel: tdx: CCEL table: permission denied"}},
+		{"ima unreadable", &fakeTDX{imaErr: errors.New("tdx: IMA log: read: i/o error")}, codes.Internal, []string{"tdx ima log:", "i/o error"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,7 +211,7 @@ func TestCollectBadInput(t *testing.T) {
 	}
 	for _, ch := range []*evidencepb.Challenge{nil, {}, {Nonce: make([]byte, 31)}, {Nonce: make([]byte, 33)}} {
 		_, err := nodeattestor.Collect(ctx, f, cfg, []byte("hello"), ch)
-		wantStatus(t, err, codes.InvalidArgument, "ccnp: challenge: nonce")
+		wantStatus(t, err, codes.InvalidArgument, "challenge: nonce")
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()

@@ -21,10 +21,10 @@ type Error struct {
 	Err error
 }
 
-// Error renders "ccnp: <op>: <cause>", the form every message of this
-// plugin takes in SPIRE's logs.
+// Error renders "<op>: <cause>"; SPIRE prefixes it with the plugin's
+// configured name (nodeattestor(ccnp): ...) in its logs and errors.
 func (e *Error) Error() string {
-	return "ccnp: " + e.Op + ": " + e.Err.Error()
+	return e.Op + ": " + e.Err.Error()
 }
 
 // Unwrap returns the cause.

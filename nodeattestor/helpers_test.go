@@ -178,6 +178,10 @@ func wantStatus(t *testing.T, err error, code codes.Code, parts ...string) {
 			t.Errorf("message %q lacks %q", st.Message(), p)
 		}
 	}
+	// SPIRE prefixes plugin errors with the plugin's name itself.
+	if strings.HasPrefix(st.Message(), "ccnp") {
+		t.Errorf("message %q repeats the plugin name SPIRE adds", st.Message())
+	}
 }
 
 // newSim makes a simulated TD in a temporary directory.

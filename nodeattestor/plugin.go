@@ -83,7 +83,7 @@ func parseConfig(hcl string) (*conf.AgentNodeAttestor, error) {
 func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	c, err := parseConfig(req.GetHclConfiguration())
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, "ccnp: "+err.Error())
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	p.mu.Lock()
 	p.cfg = c
@@ -110,11 +110,11 @@ func (p *Plugin) Validate(_ context.Context, req *configv1.ValidateRequest) (*co
 func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestationServer) error {
 	cfg, log := p.state()
 	if cfg == nil {
-		return status.Error(codes.FailedPrecondition, "ccnp: not configured")
+		return status.Error(codes.FailedPrecondition, "not configured")
 	}
 	ctx := WithLogger(stream.Context(), log)
 	start := time.Now()
-	prov, err := tee.Open(ctx, TEEConfig(cfg))
+	prov, err := tee.Open(ctx, tee.ForNodeAttestor(cfg))
 	if err != nil {
 		err = failf(codes.Unavailable, "open tee "+string(cfg.TEE), "%w", err)
 		log.Error("Node attestation failed", "step", "open", "tee", cfg.TEE, telemetryError, err)
@@ -124,10 +124,10 @@ func (p *Plugin) AidAttestation(stream nodeattestorv1.NodeAttestor_AidAttestatio
 	log = log.With("tee", prov.TEE())
 	ctx = WithLogger(ctx, log)
 	if err := attest(ctx, stream, prov, cfg); err != nil {
-		log.Error("Node attestation failed", telemetryError, err, "elapsed", time.Since(start))
+		log.Error("Node attestation failed", telemetryError, err, "elapsed_time", time.Since(start))
 		return status.Convert(err).Err()
 	}
-	log.Info("Node attestation evidence delivered", "elapsed", time.Since(start))
+	log.Info("Node attestation evidence delivered", "elapsed_time", time.Since(start))
 	return nil
 }
 

@@ -226,7 +226,7 @@ func TestInstanceIDPersisted(t *testing.T) {
 	l := load(t)
 	l.configure(t, simConfig(simDir, base, ""))
 	s := l.begin(t)
-	wantStatus(t, s.recvHello(), codes.Internal, "ccnp: instance id", idPath)
+	wantStatus(t, s.recvHello(), codes.Internal, "instance id", idPath)
 	if got := string(readFile(t, idPath)); got != "not-an-id\n" {
 		t.Errorf("corrupt instance id file was rewritten to %q", got)
 	}
@@ -242,13 +242,13 @@ func TestPayloadLimit(t *testing.T) {
 	}
 	s.challenge(allLogs, 1024)
 	_, err := s.recvResponse()
-	wantStatus(t, err, codes.ResourceExhausted, "ccnp: evidence", "at most 1024")
+	wantStatus(t, err, codes.ResourceExhausted, "evidence", "at most 1024")
 }
 
 func TestNotConfigured(t *testing.T) {
 	l := load(t)
 	s := l.begin(t)
-	wantStatus(t, s.recvHello(), codes.FailedPrecondition, "ccnp: not configured")
+	wantStatus(t, s.recvHello(), codes.FailedPrecondition, "not configured")
 }
 
 func TestConfigureErrors(t *testing.T) {
@@ -316,10 +316,10 @@ func TestOpenFailure(t *testing.T) {
 		hcl   string
 		parts []string
 	}{
-		{"tdx", `tee = "tdx"` + "\nhost_root = \"" + root + "\"", []string{"ccnp: open tee tdx", "configfs-tsm", "TDREPORT device", root}},
-		{"tpm", `tee = "tpm"` + "\ntpm { device = \"" + filepath.Join(root, "tpm0") + "\" }", []string{"ccnp: open tee tpm", filepath.Join(root, "tpm0")}},
-		{"auto", "host_root = \"" + root + "\"\ntpm { device = \"/dev/ccnp-no-such-tpm\" }", []string{"ccnp: open tee auto", "tdx:", "tpm:", "no-such-tpm", "simulator is only used with tee = sim"}},
-		{"sim", "tee = \"sim\"\nsim { dir = \"" + root + "\" }", []string{"ccnp: open tee sim", root}},
+		{"tdx", `tee = "tdx"` + "\nhost_root = \"" + root + "\"", []string{"open tee tdx", "configfs-tsm", "TDREPORT device", root}},
+		{"tpm", `tee = "tpm"` + "\ntpm { device = \"" + filepath.Join(root, "tpm0") + "\" }", []string{"open tee tpm", filepath.Join(root, "tpm0")}},
+		{"auto", "host_root = \"" + root + "\"\ntpm { device = \"/dev/ccnp-no-such-tpm\" }", []string{"open tee auto", "tdx:", "tpm:", "no-such-tpm", "simulator is only used with tee = sim"}},
+		{"sim", "tee = \"sim\"\nsim { dir = \"" + root + "\" }", []string{"open tee sim", root}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

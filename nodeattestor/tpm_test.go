@@ -173,7 +173,7 @@ func TestAttestTPMActivationOtherKey(t *testing.T) {
 	}
 	s.send(evidence.NewChallenge(&evidencepb.Challenge{CredentialBlob: blob, EncryptedSecret: encSecret}))
 	_, err = s.recvResponse()
-	wantStatus(t, err, codes.Internal, "ccnp: tpm activate credential")
+	wantStatus(t, err, codes.Internal, "tpm activate credential")
 }
 
 // TestAttestTPMNoActivation: a server that trusts the AK otherwise ends the

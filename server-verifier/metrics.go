@@ -2,17 +2,14 @@ package serververifier
 
 import (
 	"context"
-	"errors"
-	"net"
-	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 
 	"github.com/ccnp-spire/ccnp-spire/collateral"
 )
@@ -30,118 +27,159 @@ const (
 	phasePolicy     = "policy"
 )
 
-// metrics records per-phase durations, attestation outcomes and cache
-// counters. A nil *metrics records nothing (no metrics_address): every
-// method is nil-safe, so the attestation path needs no conditionals.
-type metrics struct {
-	reg     *prometheus.Registry
-	phases  *prometheus.HistogramVec
-	results *prometheus.CounterVec
+// Metric keys, as SPIRE's Metrics host service takes them: SPIRE joins the
+// parts with "_" under its own prefix (spire_server_ on Prometheus) and
+// sends them to every telemetry sink the server's telemetry block
+// configures. Timers end in elapsed_time and are in milliseconds, as
+// SPIRE's own are. docs/operations.md lists every metric.
+var (
+	keyAttestation      = []string{"ccnp", "attestation"}
+	keyPhase            = []string{"ccnp", "attestation", "phase", "elapsed_time"}
+	keyFirmwareLogCache = []string{"ccnp", "firmware_log_cache"}
+	keyCollateralCache  = []string{"ccnp", "collateral_cache"}
+	keyAppraisalCache   = []string{"ccnp", "appraisal_cache", "entries"}
+)
 
-	// The collateral cache of the current configuration, read at scrape
-	// time.
-	collateral atomic.Pointer[collateral.Cache]
-
-	mu   sync.Mutex
-	srv  *http.Server
-	addr string
-	// bound is the address the endpoint listens on (addr with its port
-	// resolved).
-	bound string
+// subKey is base with one more part, never sharing base's array.
+func subKey(base []string, part string) []string {
+	return append(slices.Clip(base), part)
 }
 
-func newMetrics(p *Plugin) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: "ccnp", Subsystem: "attestation", Name: "phase_seconds",
-		Help: "Time spent in each phase of a node attestation (parse, quote, collateral, replay, policy).",
-		// 50 µs .. ~6.5 s: a cached quote check to a million-entry replay.
-		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 18),
-	}, []string{"phase"})
-	m.results = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "ccnp", Subsystem: "attestation", Name: "total",
-		Help: "Node attestations by result (accepted, rejected) and mode (full, incremental).",
-	}, []string{"result", "mode"})
-	m.reg.MustRegister(m.phases, m.results)
-	m.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "ccnp", Subsystem: "firmware_log_cache", Name: "hits_total",
-			Help: "Compressed firmware logs (CCEL, TPM log) found decompressed in the cache."}, func() float64 { return float64(p.logs.hits.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "ccnp", Subsystem: "firmware_log_cache", Name: "misses_total",
-			Help: "Compressed firmware logs decompressed and added to the cache."}, func() float64 { return float64(p.logs.misses.Load()) }),
-	)
-	stat := func(name, help string, f func(collateral.CacheStats) float64) {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "ccnp", Subsystem: "collateral_cache", Name: name, Help: help},
-			func() float64 {
-				c := m.collateral.Load()
-				if c == nil {
-					return 0
-				}
-				return f(c.Stats())
-			}))
+// Label names and values.
+const (
+	labelResult = "result"
+	labelMode   = "mode"
+	labelPhase  = "phase"
+	labelTable  = "table"
+)
+
+// Bounds of the emitter. Emitting is a gRPC call to the SPIRE server per
+// metric, so it runs on its own goroutine behind a queue: an attestation
+// never waits for telemetry, and a stalled host service costs dropped
+// samples, not attestations. The queue holds what a burst of a few
+// hundred attestations emits; cache statistics are sent at most once per
+// cacheInterval, with counters as the increase since the last send.
+const (
+	metricsQueue       = 4096
+	metricsCallTimeout = 5 * time.Second
+	cacheInterval      = 10 * time.Second
+)
+
+// metrics sends per-phase durations, attestation outcomes and cache
+// statistics to SPIRE's Metrics host service. A nil *metrics records
+// nothing (SPIRE offered no Metrics host service): every method is
+// nil-safe, so the attestation path needs no conditionals.
+type metrics struct {
+	p      *Plugin
+	client metricsv1.MetricsClient
+	queue  chan func(context.Context, metricsv1.MetricsClient) error
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	// dropped counts samples the full queue turned away.
+	dropped atomic.Uint64
+
+	// The collateral cache of the current configuration.
+	collateral atomic.Pointer[collateral.Cache]
+
+	// cacheMu guards what the cache statistics were at the last send, so
+	// counters go out as increases.
+	cacheMu       sync.Mutex
+	cacheInterval time.Duration
+	cacheSent     time.Time
+	logHits       uint64
+	logMisses     uint64
+	colSent       *collateral.Cache
+	colLast       collateral.CacheStats
+}
+
+// newMetrics starts the emitter on client.
+func newMetrics(p *Plugin, client metricsv1.MetricsClient) *metrics {
+	m := &metrics{
+		p: p, client: client, cacheInterval: cacheInterval,
+		queue: make(chan func(context.Context, metricsv1.MetricsClient) error, metricsQueue),
+		stop:  make(chan struct{}), done: make(chan struct{}),
 	}
-	stat("hits_total", "Collateral requests answered from memory.", func(s collateral.CacheStats) float64 { return float64(s.Hits) })
-	stat("misses_total", "Collateral requests that needed a refill.", func(s collateral.CacheStats) float64 { return float64(s.Misses) })
-	stat("upstream_requests_total", "Requests to the PCS, PCCS or offline directory.", func(s collateral.CacheStats) float64 { return float64(s.UpstreamRequests) })
-	stat("upstream_errors_total", "Failed upstream requests.", func(s collateral.CacheStats) float64 { return float64(s.UpstreamErrors) })
-	stat("stale_served_total", "Refills answered with stale collateral because the upstream failed.", func(s collateral.CacheStats) float64 { return float64(s.StaleServed) })
-	stat("revalidated_total", "Misses answered at once from collateral past its refresh while it was refetched.", func(s collateral.CacheStats) float64 { return float64(s.Revalidated) })
-	stat("failed_fast_total", "Misses refused at once with the upstream's last failure while a retry ran.", func(s collateral.CacheStats) float64 { return float64(s.FailedFast) })
-	entries := func(name, help string, f func(chains, col, lib, ccel int) int) {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ccnp", Subsystem: "appraisal_cache", Name: name, Help: help},
-			func() float64 { a, b, c, d := p.cache.Len(); return float64(f(a, b, c, d)) }))
-	}
-	entries("pck_chains", "Verified PCK chains held.", func(a, _, _, _ int) int { return a })
-	entries("collateral", "Verified collateral sets held.", func(_, b, _, _ int) int { return b })
-	entries("library_verdicts", "go-tdx-guest verdicts held.", func(_, _, c, _ int) int { return c })
-	entries("ccel_replays", "CCEL replays held.", func(_, _, _, d int) int { return d })
+	go m.run()
 	return m
 }
 
-// serve (re)starts the endpoint on addr; "" stops it. The listener is
-// opened here so that a bad address fails Configure.
-func (m *metrics) serve(addr string, log hclog.Logger) error {
-	if m == nil {
-		return nil
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if addr == m.addr && m.srv != nil {
-		return nil
-	}
-	if m.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = m.srv.Shutdown(ctx)
-		cancel()
-		m.srv, m.addr, m.bound = nil, "", ""
-	}
-	if addr == "" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	m.srv, m.addr, m.bound = srv, addr, ln.Addr().String()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics endpoint stopped", "address", addr, "error", err)
+// run sends queued metrics until close. A failing host service is logged
+// once per burst of failures, at the first failure after a success.
+func (m *metrics) run() {
+	defer close(m.done)
+	failing := false
+	for {
+		select {
+		case <-m.stop:
+			return
+		case send := <-m.queue:
+			ctx, cancel := context.WithTimeout(context.Background(), metricsCallTimeout)
+			err := send(ctx, m.client)
+			cancel()
+			switch {
+			case err != nil && !failing:
+				failing = true
+				m.p.log().Warn("Metrics host service call failed: metrics are lost until it answers again", "error", err)
+			case err == nil:
+				failing = false
+			}
 		}
-	}()
-	log.Info("metrics endpoint listening", "address", ln.Addr().String())
-	return nil
+	}
 }
 
-// listening returns the endpoint's address, "" when it serves none.
-func (m *metrics) listening() string {
+// close stops the emitter; what is still queued is dropped.
+func (m *metrics) close() {
 	if m == nil {
-		return ""
+		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.bound
+	m.once.Do(func() { close(m.stop) })
+	<-m.done
+}
+
+func (m *metrics) enqueue(send func(context.Context, metricsv1.MetricsClient) error) {
+	select {
+	case m.queue <- send:
+	default:
+		if m.dropped.Add(1) == 1 {
+			m.p.log().Warn("Metrics queue full: samples dropped (the Metrics host service is slower than the attestations)", "queue", metricsQueue)
+		}
+	}
+}
+
+func labels(kv ...string) []*metricsv1.Label {
+	out := make([]*metricsv1.Label, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, &metricsv1.Label{Name: kv[i], Value: kv[i+1]})
+	}
+	return out
+}
+
+func (m *metrics) incr(key []string, val float32, l []*metricsv1.Label) {
+	if val == 0 {
+		return
+	}
+	m.enqueue(func(ctx context.Context, c metricsv1.MetricsClient) error {
+		_, err := c.IncrCounter(ctx, &metricsv1.IncrCounterRequest{Key: key, Val: val, Labels: l})
+		return err
+	})
+}
+
+func (m *metrics) gauge(key []string, val float32, l []*metricsv1.Label) {
+	m.enqueue(func(ctx context.Context, c metricsv1.MetricsClient) error {
+		_, err := c.SetGauge(ctx, &metricsv1.SetGaugeRequest{Key: key, Val: val, Labels: l})
+		return err
+	})
+}
+
+// sample sends a duration in milliseconds, the unit of SPIRE's timers
+// (MeasureSince), computed here so the host call's latency is not in it.
+func (m *metrics) sample(key []string, d time.Duration, l []*metricsv1.Label) {
+	ms := float32(d) / float32(time.Millisecond)
+	m.enqueue(func(ctx context.Context, c metricsv1.MetricsClient) error {
+		_, err := c.AddSample(ctx, &metricsv1.AddSampleRequest{Key: key, Val: ms, Labels: l})
+		return err
+	})
 }
 
 // phaseTimer is one running phase.
@@ -168,15 +206,17 @@ func (t phaseTimer) done(minus ...time.Duration) {
 	for _, x := range minus {
 		d -= x
 	}
-	t.m.phases.WithLabelValues(t.name).Observe(max(d, 0).Seconds())
+	t.m.observe(t.name, max(d, 0))
 }
 
 func (m *metrics) observe(name string, d time.Duration) {
 	if m != nil {
-		m.phases.WithLabelValues(name).Observe(d.Seconds())
+		m.sample(keyPhase, d, labels(labelPhase, name))
 	}
 }
 
+// result counts one finished attestation and, at most once per
+// cacheInterval, sends the caches' statistics.
 func (m *metrics) result(accepted, incremental bool) {
 	if m == nil {
 		return
@@ -188,11 +228,63 @@ func (m *metrics) result(accepted, incremental bool) {
 	if incremental {
 		mode = "incremental"
 	}
-	m.results.WithLabelValues(r, mode).Inc()
+	m.incr(keyAttestation, 1, labels(labelResult, r, labelMode, mode))
+	m.caches()
+}
+
+// caches sends the cache statistics when cacheInterval has passed since
+// the last send: lookups as counter increases, sizes as gauges.
+func (m *metrics) caches() {
+	m.cacheMu.Lock()
+	defer m.cacheMu.Unlock()
+	now := time.Now()
+	if !m.cacheSent.IsZero() && now.Sub(m.cacheSent) < m.cacheInterval {
+		return
+	}
+	m.cacheSent = now
+
+	hits, misses := m.p.logs.hits.Load(), m.p.logs.misses.Load()
+	m.incr(subKey(keyFirmwareLogCache, "hits"), float32(hits-m.logHits), nil)
+	m.incr(subKey(keyFirmwareLogCache, "misses"), float32(misses-m.logMisses), nil)
+	m.logHits, m.logMisses = hits, misses
+
+	chains, col, lib, ccel := m.p.cache.Len()
+	for _, e := range []struct {
+		table string
+		n     int
+	}{{"pck_chains", chains}, {"collateral", col}, {"library_verdicts", lib}, {"ccel_replays", ccel}} {
+		m.gauge(keyAppraisalCache, float32(e.n), labels(labelTable, e.table))
+	}
+
+	c := m.collateral.Load()
+	if c == nil {
+		return
+	}
+	if c != m.colSent {
+		// A new configuration's cache counts from zero.
+		m.colSent, m.colLast = c, collateral.CacheStats{}
+	}
+	s := c.Stats()
+	for _, x := range []struct {
+		name      string
+		now, last uint64
+	}{
+		{"hits", s.Hits, m.colLast.Hits},
+		{"misses", s.Misses, m.colLast.Misses},
+		{"upstream_requests", s.UpstreamRequests, m.colLast.UpstreamRequests},
+		{"upstream_errors", s.UpstreamErrors, m.colLast.UpstreamErrors},
+		{"stale_served", s.StaleServed, m.colLast.StaleServed},
+		{"revalidated", s.Revalidated, m.colLast.Revalidated},
+		{"failed_fast", s.FailedFast, m.colLast.FailedFast},
+	} {
+		m.incr(subKey(keyCollateralCache, x.name), float32(x.now-x.last), nil)
+	}
+	m.gauge(subKey(keyCollateralCache, "entries"), float32(s.Entries), nil)
+	m.colLast = s
 }
 
 // logCaches writes the bounded caches' counters at debug level, so an
-// operator without a metrics endpoint can still see whether they work.
+// operator can see whether they work from the server log alone.
 func (a *attestation) logCaches() {
 	chains, col, lib, ccel := a.p.cache.Len()
 	kv := []any{
@@ -208,7 +300,7 @@ func (a *attestation) logCaches() {
 		kv = append(kv, "collateral_hits", s.Hits, "collateral_misses", s.Misses, "collateral_upstream_requests", s.UpstreamRequests,
 			"collateral_upstream_errors", s.UpstreamErrors, "collateral_entries", s.Entries)
 	}
-	a.log.Debug("caches", kv...)
+	a.log.Debug("Caches", kv...)
 }
 
 // collateralClock accumulates the time one attestation spends in the
@@ -253,4 +345,16 @@ func (g timedGetter) GetContext(ctx context.Context, url string) (map[string][]s
 		return cg.GetContext(ctx, url)
 	}
 	return g.next.Get(url)
+}
+
+// brokerMetrics starts the metrics on SPIRE's Metrics host service when
+// SPIRE offers it (every SPIRE server since 1.0 does).
+func (p *Plugin) brokerMetrics(client metricsv1.MetricsClient, logger hclog.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.metrics != nil {
+		return
+	}
+	p.metrics = newMetrics(p, client)
+	logger.Debug("Metrics go to the SPIRE server's telemetry through the Metrics host service")
 }

@@ -121,7 +121,7 @@ func VerifyOffline(ctx context.Context, hcl, td string, rec *evidence.Recording,
 		return nil, err
 	}
 	// Checkpoints need the live agent to keep them; metrics a running server.
-	cfg.CheckpointKeyFile, cfg.CheckpointPreviousKeyFile, cfg.MetricsAddress = "", "", ""
+	cfg.CheckpointKeyFile, cfg.CheckpointPreviousKeyFile = "", ""
 	st, err := p.build(cfg, td)
 	if err != nil {
 		return nil, err

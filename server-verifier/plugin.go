@@ -27,7 +27,9 @@ import (
 
 	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/spire-plugin-sdk/pluginsdk"
+	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"google.golang.org/grpc/codes"
@@ -45,6 +47,7 @@ const PluginName = "ccnp"
 
 var (
 	_ pluginsdk.NeedsLogger             = (*Plugin)(nil)
+	_ pluginsdk.NeedsHostServices       = (*Plugin)(nil)
 	_ nodeattestorv1.NodeAttestorServer = (*Plugin)(nil)
 	_ configv1.ConfigServer             = (*Plugin)(nil)
 )
@@ -71,11 +74,9 @@ type Plugin struct {
 	// once, and budget the evidence bytes held meanwhile (admission.go).
 	slots  verifySlots
 	budget evidenceBudget
-	// metrics is created at the first configuration with a
-	// metrics_address and kept (with its endpoint) across reconfiguration;
-	// a state without the address carries a nil *metrics.
-	metricsOnce sync.Once
-	metrics     *metrics
+	// metrics sends to SPIRE's Metrics host service; nil when SPIRE
+	// offered none (and in VerifyOffline). Set once, before Configure.
+	metrics *metrics
 
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
@@ -98,8 +99,8 @@ type state struct {
 	akRoots *x509.CertPool
 	// ckpt signs and verifies checkpoint tokens; nil: no checkpoints.
 	ckpt *evidence.CheckpointKey
-	// metrics records this configuration's attestations; nil without a
-	// metrics_address.
+	// metrics records this configuration's attestations; nil without
+	// the Metrics host service.
 	metrics *metrics
 }
 
@@ -131,6 +132,30 @@ func (p *Plugin) SetLogger(l hclog.Logger) {
 	p.logger = l
 }
 
+// BrokerHostServices is called by the plugin framework before Configure
+// with the host services SPIRE offers. Metrics go through SPIRE's Metrics
+// host service, so they reach whatever telemetry sinks the SPIRE server is
+// configured with; without it the plugin attests as usual and emits none.
+func (p *Plugin) BrokerHostServices(broker pluginsdk.ServiceBroker) error {
+	client := new(metricsv1.MetricsServiceClient)
+	if !broker.BrokerClient(client) {
+		p.log().Warn("SPIRE offers no Metrics host service: this plugin emits no metrics")
+		return nil
+	}
+	p.brokerMetrics(client, p.log())
+	return nil
+}
+
+// Close is called by the plugin framework when SPIRE unloads the plugin:
+// it stops the metrics emitter.
+func (p *Plugin) Close() error {
+	p.mu.RLock()
+	m := p.metrics
+	p.mu.RUnlock()
+	m.close()
+	return nil
+}
+
 func (p *Plugin) log() hclog.Logger {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -141,7 +166,7 @@ func (p *Plugin) current() (*state, hclog.Logger, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.state == nil {
-		return nil, p.logger, status.Error(codes.FailedPrecondition, "ccnp: not configured")
+		return nil, p.logger, status.Error(codes.FailedPrecondition, "not configured")
 	}
 	return p.state, p.logger, nil
 }
@@ -151,34 +176,38 @@ func (p *Plugin) current() (*state, hclog.Logger, error) {
 func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	td := req.GetCoreConfiguration().GetTrustDomain()
 	if td == "" {
-		return nil, status.Error(codes.InvalidArgument, "ccnp: core configuration has no trust domain")
+		return nil, status.Error(codes.InvalidArgument, "core configuration has no trust domain")
 	}
 	if err := checkTrustDomain(td); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: trust domain %q: %v", td, err)
+		return nil, status.Errorf(codes.InvalidArgument, "trust domain %q: %v", td, err)
 	}
 	cfg, err := conf.ParseServerVerifier(req.GetHclConfiguration(), p.readFile)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	st, err := p.build(cfg, td)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	p.mu.Lock()
-	old := p.state
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
-	if st.metrics != nil || (old != nil && old.metrics != nil) {
-		if err := p.metricsInstance().serve(cfg.MetricsAddress, logger); err != nil {
-			// The configuration is in force; only the endpoint failed.
-			logger.Error("metrics endpoint not started", "metrics_address", cfg.MetricsAddress, "error", err)
+	if t, ok := st.getter.(timedGetter); ok {
+		// The collateral cache statistics follow the configuration in
+		// force (not one Validate built).
+		if c, ok := t.next.(*collateral.Cache); ok {
+			st.metrics.collateral.Store(c)
 		}
 	}
 
 	if cfg.Sim != nil {
-		logger.Warn("simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
+		logger.Warn("Simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production",
 			"trusted_root_file", cfg.Sim.TrustedRootFile)
+	}
+	if cfg.AgentPathLegacy {
+		logger.Warn("agent_path_template includes /spire/agent: this form is deprecated; write the path after it, as for SPIRE's own attestors (e.g. \"/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}\")",
+			"agent_path_template", cfg.AgentPathTemplate)
 	}
 	warnTPMRuntimePolicies(cfg, logger)
 	if cfg.RequirePolicy {
@@ -189,10 +218,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 			}
 		}
 		if enforced == 0 {
-			logger.Warn("require_policy is true but every policy is warn-only: every node will be rejected")
+			logger.Warn("Policy requirement cannot be met: require_policy is true but every policy is warn-only: every node will be rejected")
 		}
 	}
-	logger.Info("configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
+	logger.Info("Configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
 		"policies", len(cfg.Policies), "require_policy", cfg.RequirePolicy)
 	return &configv1.ConfigureResponse{}, nil
 }
@@ -219,14 +248,11 @@ func (p *Plugin) Validate(ctx context.Context, req *configv1.ValidateRequest) (*
 	return &configv1.ValidateResponse{Valid: err == nil, Notes: notes}, nil
 }
 
+// checkTrustDomain checks a trust domain name as SPIRE does, through
+// go-spiffe, so every agent ID this plugin renders parses as a SPIFFE ID.
 func checkTrustDomain(td string) error {
-	for i := 0; i < len(td); i++ {
-		c := td[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("character %q is not allowed in a trust domain name", c)
-		}
-	}
-	return nil
+	_, err := spiffeid.TrustDomainFromString(td)
+	return err
 }
 
 // build loads the files a configuration names.
@@ -282,22 +308,15 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 			return nil, err
 		}
 	}
-	if cfg.MetricsAddress != "" {
-		st.metrics = p.metricsInstance()
-		if c, ok := st.getter.(*collateral.Cache); ok {
-			st.metrics.collateral.Store(c)
-		}
+	p.mu.RLock()
+	st.metrics = p.metrics
+	p.mu.RUnlock()
+	if st.metrics != nil {
 		if st.getter != nil {
 			st.getter = timedGetter{next: st.getter}
 		}
 	}
 	return st, nil
-}
-
-// metricsInstance returns the plugin's metrics, creating them once.
-func (p *Plugin) metricsInstance() *metrics {
-	p.metricsOnce.Do(func() { p.metrics = newMetrics(p) })
-	return p.metrics
 }
 
 // loadCerts reads PEM certificates from every path into one pool. Every
@@ -373,10 +392,10 @@ func warnTPMRuntimePolicies(cfg *conf.ServerVerifier, logger hclog.Logger) {
 		return
 	}
 	if cfg.TPM.RuntimePCR == 0 {
-		logger.Warn("runtime policy constraints never match on TPM nodes: the tpm block sets no runtime_pcr, and a runtime log on PCR 16..23 (the agents' default is 23) can be reset without a reboot; set tpm.runtime_pcr here and the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr to one PCR in 11..15 that nothing else on the nodes extends (e.g. 15)",
+		logger.Warn("Runtime policy constraints never match on TPM nodes: the tpm block sets no runtime_pcr, and a runtime log on PCR 16..23 (the agents' default is 23) can be reset without a reboot; set tpm.runtime_pcr here and the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr to one PCR in 11..15 that nothing else on the nodes extends (e.g. 15)",
 			"policies", names)
 		return
 	}
-	logger.Warn(fmt.Sprintf("runtime policy constraints match on TPM nodes only when their runtime log is on PCR %d (tpm.runtime_pcr): they never match on nodes whose runtime PCR is resettable (16..23; the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr default to 23)", cfg.TPM.RuntimePCR),
+	logger.Warn(fmt.Sprintf("Runtime policy constraints match on TPM nodes only when their runtime log is on PCR %d (tpm.runtime_pcr): they never match on nodes whose runtime PCR is resettable (16..23; the agents' tpm.runtime_pcr and the workload attestors' runtime_pcr default to 23)", cfg.TPM.RuntimePCR),
 		"policies", names, "runtime_pcr", cfg.TPM.RuntimePCR)
 }

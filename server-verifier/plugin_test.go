@@ -202,7 +202,7 @@ policy "w" {
   enforce = false
   tee = ["sim"]
 }`))
-	if len(h.logs.Lines(t, "require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
+	if len(h.logs.Lines(t, "Policy requirement cannot be met: require_policy is true but every policy is warn-only: every node will be rejected")) != 1 {
 		t.Error("no warning about warn-only policies under require_policy")
 	}
 	_, err = h.attest(n.agent(t, ""))
@@ -216,14 +216,35 @@ policy "w" {
 
 func TestAgentPathTemplate(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
-	h := newHarness(t, nil).mustConfigure(n.serverConfig("", `agent_path_template = "/spire/agent/ccnp-nodes/{{ .TEE }}-{{ .ID }}"`))
-	attrs, err := h.attest(n.agent(t, ""))
-	if err != nil {
-		t.Fatal(err)
+	const deprecated = "agent_path_template includes /spire/agent: this form is deprecated; write the path after it, as for SPIRE's own attestors (e.g. \"/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}\")"
+	for _, tt := range []struct {
+		template string
+		legacy   bool
+	}{
+		// SPIRE's form: the path after /spire/agent, .PluginName offered.
+		{"/{{ .PluginName }}/nodes/{{ .TEE }}-{{ .ID }}", false},
+		// The deprecated full path: accepted, with a warning.
+		{"/spire/agent/ccnp/nodes/{{ .TEE }}-{{ .ID }}", true},
+	} {
+		h := newHarness(t, nil).mustConfigure(n.serverConfig("", `agent_path_template = "`+tt.template+`"`))
+		attrs, err := h.attest(n.agent(t, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := nodeattestorInstanceID(n)
+		if want := "spiffe://" + trustDomain + "/spire/agent/ccnp/nodes/sim-" + id; attrs.GetSpiffeId() != want {
+			t.Errorf("%s: SPIFFE ID %s, want %s", tt.template, attrs.GetSpiffeId(), want)
+		}
+		if got := len(h.logs.Lines(t, deprecated)); got != map[bool]int{true: 1}[tt.legacy] {
+			t.Errorf("%s: %d deprecation warnings", tt.template, got)
+		}
 	}
-	id, _ := nodeattestorInstanceID(n)
-	if want := "spiffe://" + trustDomain + "/spire/agent/ccnp-nodes/sim-" + id; attrs.GetSpiffeId() != want {
-		t.Errorf("SPIFFE ID %s, want %s", attrs.GetSpiffeId(), want)
+	// Outside SPIRE's namespace for this attestor: refused at Configure,
+	// naming the key.
+	h := newHarness(t, nil)
+	err := h.configure(n.serverConfig("", `agent_path_template = "/spire/agent/ccnp-nodes/{{ .TEE }}-{{ .ID }}"`))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "agent_path_template") || !strings.Contains(err.Error(), "under /spire/agent/ccnp/") {
+		t.Errorf("template outside /spire/agent/ccnp/: %v", err)
 	}
 }
 

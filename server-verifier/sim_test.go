@@ -83,7 +83,7 @@ func TestAttestSimHappyPath(t *testing.T) {
 	if q, _ := audit[0]["quote_sha256"].(string); len(q) != 64 {
 		t.Errorf("audit quote_sha256 %q", q)
 	}
-	if len(h.logs.Lines(t, "simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production")) != 1 {
+	if len(h.logs.Lines(t, "Simulated TEE accepted: the sim block makes this server trust quotes signed under a simulated root; never configure it in production")) != 1 {
 		t.Error("no WARN line about the sim block at configure time")
 	}
 	if n.tcbFetches.Load() != 1 {

@@ -57,7 +57,7 @@ func startTPMNodeOn(t *testing.T, pcr cctrusted.PCR) *tpmNode {
 	defer cancel()
 
 	// An RSA AK first (the TPM serves one connection at a time).
-	rp, err := tee.Open(ctx, nodeattestor.TEEConfig(n.agentConfig(t, "rsa")))
+	rp, err := tee.Open(ctx, tee.ForNodeAttestor(n.agentConfig(t, "rsa")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +439,7 @@ policy "clean" {
 	})
 	t.Run("node on pcr23, no runtime_pcr on the server", func(t *testing.T) {
 		h := newHarness(t, nil).mustConfigure(n23.serverTPM("") + policy)
-		if !strings.Contains(h.logs.String(), "runtime policy constraints never match on TPM nodes") {
+		if !strings.Contains(h.logs.String(), "Runtime policy constraints never match on TPM nodes") {
 			t.Errorf("no configure WARN about runtime constraints on TPM nodes:\n%s", h.logs.String())
 		}
 		_, err := h.attest(n23.agent())

@@ -15,7 +15,6 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
 // rtmrExtender is what the TDX provider and the simulator offer.
@@ -84,12 +83,7 @@ const (
 // with an unmeasured selector instead of the measured one, so nothing in the
 // log keeps the agent from starting. The register is never extended then.
 func openMeasurer(ctx context.Context, cfg *conf.WorkloadAttestor, log hclog.Logger) (*measurer, error) {
-	p, err := tee.Open(ctx, tee.Config{
-		TEE:      string(cfg.TEE),
-		HostRoot: cfg.HostRoot,
-		SimDir:   cfg.SimDir,
-		TPM:      tpm.Options{Device: cfg.TPMDevice, RuntimePCR: cfg.RuntimePCR},
-	})
+	p, err := tee.Open(ctx, tee.ForWorkloadAttestor(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("opening the TEE: %w", err)
 	}

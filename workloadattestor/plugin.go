@@ -108,7 +108,7 @@ func (s *state) close() error {
 func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) (*configv1.ConfigureResponse, error) {
 	cfg, err := conf.ParseWorkloadAttestor(req.GetHclConfiguration())
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp workload attestor: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	st, err := p.build(ctx, cfg)
 	if err != nil {
@@ -141,13 +141,13 @@ func (p *Plugin) build(ctx context.Context, cfg *conf.WorkloadAttestor) (*state,
 	// SPIRE hands over PIDs of the agent's PID namespace; in any other
 	// namespace's procfs they name other processes.
 	if err := proc.CheckSelf(st.procRoot); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "ccnp workload attestor: host_root %q: %v", root, err)
+		return nil, status.Errorf(codes.FailedPrecondition, "host_root %q: %v", root, err)
 	}
 	hashAlgs := cfg.DigestAlgs(cfg.TEE)
 	var err error
 	if cfg.Measure != conf.MeasureOff {
 		if st.measure, err = openMeasurer(ctx, cfg, p.logger()); err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "ccnp workload attestor: %v (set measure = \"off\" to attest without measuring)", err)
+			return nil, status.Errorf(codes.FailedPrecondition, "%v (set measure = \"off\" to attest without measuring)", err)
 		}
 		// The runtime log's bank needs its digest even when the selectors
 		// do not show it (a SHA-384 log records the exe's SHA-384).
@@ -171,7 +171,7 @@ func (p *Plugin) build(ctx context.Context, cfg *conf.WorkloadAttestor) (*state,
 	}
 	if st.cache, err = exedigest.NewCache(cfg.DigestCacheSize, 0, hashAlgs); err != nil {
 		_ = st.close()
-		return nil, status.Errorf(codes.InvalidArgument, "ccnp workload attestor: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	if cfg.IMALogPath != "" {
 		st.ima = newIMAIndex(filepath.Join(root, cfg.IMALogPath))
@@ -192,7 +192,7 @@ func (p *Plugin) state() (*state, hclog.Logger, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.st == nil {
-		return nil, p.log, status.Error(codes.FailedPrecondition, "ccnp workload attestor: not configured")
+		return nil, p.log, status.Error(codes.FailedPrecondition, "not configured")
 	}
 	return p.st, p.log, nil
 }

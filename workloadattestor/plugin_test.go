@@ -447,3 +447,31 @@ func TestSelectorLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestTPMDeviceUnderHostRoot: the TPM device is a host path, opened under
+// host_root as the node attestor opens it (tee.ForWorkloadAttestor), so an
+// agent in a container extends the host's TPM the node attestor quotes, not
+// whatever its own /dev holds. A tcp:// TPM is an address and stays as it is.
+func TestTPMDeviceUnderHostRoot(t *testing.T) {
+	fp := newFakeProc(t, 4242, "")
+	for _, tt := range []struct {
+		device string // tpm_device, "" for the default
+		want   string
+	}{
+		{"", filepath.Join(fp.root, "dev", "tpmrm0")},
+		{"/dev/tpm0", filepath.Join(fp.root, "dev", "tpm0")},
+		{"tcp://127.0.0.1:1", "tcp://127.0.0.1:1"},
+	} {
+		hcl := fmt.Sprintf("host_root = %q\ntee = \"tpm\"\n", fp.root)
+		if tt.device != "" {
+			hcl += fmt.Sprintf("tpm_device = %q\n", tt.device)
+		}
+		_, err := serve(t, New()).cfg.Configure(context.Background(), configReq(hcl))
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("tpm_device %q: got %v, want FailedPrecondition naming %s", tt.device, err, tt.want)
+		}
+		if tt.device != "" && !strings.HasPrefix(tt.device, "tcp://") && strings.Contains(strings.ReplaceAll(err.Error(), tt.want, ""), tt.device) {
+			t.Errorf("tpm_device %q: opened outside host_root: %v", tt.device, err)
+		}
+	}
+}

@@ -20,7 +20,7 @@ sim {
 nonce_ttl           = "60s"
 max_payload_bytes   = 16777216
 challenge_timeout   = "30s"
-agent_path_template = "/spire/agent/ccnp/{{ .TEE }}/{{ .ID }}"
+agent_path_template = "/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}"
 require_policy      = true
 policy_file         = "policies.hcl"
 

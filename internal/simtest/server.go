@@ -66,8 +66,9 @@ func (s *LogBuffer) Lines(t testing.TB, msg string) []map[string]any {
 // ServePlugin serves a plugin (server, with its config service config)
 // over the SDK's real plugin transport for the test, so that requests and
 // errors cross the same gRPC boundary as under SPIRE. It connects client
-// to the plugin and returns the config service's client.
-func ServePlugin(t *testing.T, server pluginsdk.PluginServer, client pluginsdk.PluginClient, config configv1.ConfigServer, log hclog.Logger) *configv1.ConfigServiceClient {
+// to the plugin and returns the config service's client. hostServices are
+// offered to the plugin as SPIRE offers its host services (Metrics...).
+func ServePlugin(t *testing.T, server pluginsdk.PluginServer, client pluginsdk.PluginClient, config configv1.ConfigServer, log hclog.Logger, hostServices ...pluginsdk.ServiceServer) *configv1.ConfigServiceClient {
 	t.Helper()
 	cfg := new(configv1.ConfigServiceClient)
 	plugintest.ServeInBackground(t, plugintest.Config{
@@ -76,6 +77,8 @@ func ServePlugin(t *testing.T, server pluginsdk.PluginServer, client pluginsdk.P
 		ServiceServers: []pluginsdk.ServiceServer{configv1.ConfigServiceServer(config)},
 		ServiceClients: []pluginsdk.ServiceClient{cfg},
 		Logger:         log,
+
+		HostServiceServers: hostServices,
 	})
 	return cfg
 }
@@ -108,12 +111,12 @@ type ServerPlugin interface {
 
 // ServeServer serves a server node attestor plugin, logging JSON at level
 // to logs (the audit lines are what tests read), and returns its node
-// attestor and config clients.
-func ServeServer(t *testing.T, p ServerPlugin, logs io.Writer, level hclog.Level) (*nodeattestorv1.NodeAttestorPluginClient, *configv1.ConfigServiceClient) {
+// attestor and config clients. hostServices are offered to the plugin.
+func ServeServer(t *testing.T, p ServerPlugin, logs io.Writer, level hclog.Level, hostServices ...pluginsdk.ServiceServer) (*nodeattestorv1.NodeAttestorPluginClient, *configv1.ConfigServiceClient) {
 	t.Helper()
 	client := new(nodeattestorv1.NodeAttestorPluginClient)
 	cfg := ServePlugin(t, nodeattestorv1.NodeAttestorPluginServer(p), client, p,
-		hclog.New(&hclog.LoggerOptions{Output: logs, Level: level, JSONFormat: true}))
+		hclog.New(&hclog.LoggerOptions{Output: logs, Level: level, JSONFormat: true}), hostServices...)
 	return client, cfg
 }
 

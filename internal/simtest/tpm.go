@@ -16,7 +16,6 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
-	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
@@ -110,7 +109,7 @@ runtime_log_path = %q
 // second one waits for this one to close.
 func OpenAgentTEE(t testing.TB, cfg *conf.AgentNodeAttestor) tee.Provider {
 	t.Helper()
-	p, err := tee.Open(context.Background(), nodeattestor.TEEConfig(cfg))
+	p, err := tee.Open(context.Background(), tee.ForNodeAttestor(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
