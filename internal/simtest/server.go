@@ -138,7 +138,12 @@ func WantRejection(t testing.TB, err error, code codes.Code, check string, parts
 	if st.Code() != code {
 		t.Fatalf("code %v, want %v: %s", st.Code(), code, st.Message())
 	}
-	for _, p := range append([]string{"ccnp: " + check + ":"}, parts...) {
+	// SPIRE puts "nodeattestor(ccnp): " in front; the message starts with
+	// the check.
+	if !strings.HasPrefix(st.Message(), check+": ") {
+		t.Errorf("message %q does not start with %q", st.Message(), check+": ")
+	}
+	for _, p := range parts {
 		if !strings.Contains(st.Message(), p) {
 			t.Errorf("message %q lacks %q", st.Message(), p)
 		}
