@@ -113,7 +113,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		v, err = a.round(ctx, hello, helloBytes, inc)
 		var fb *fallbackError
 		if inc != nil && errors.As(err, &fb) {
-			a.log.Info("incremental re-attestation falls back to a full replay", "agent_id", inc.claims.GetAgentId(), "reason", fb.reason)
+			a.log.Info("Incremental re-attestation falls back to a full replay", "agent_id", inc.claims.GetAgentId(), "reason", fb.reason)
 			a.fellBack = fb.reason
 			inc = nil
 			continue
@@ -131,7 +131,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	a.results = outcome.Results
 	for _, r := range outcome.Results {
 		if !r.Match && !r.Enforce {
-			a.log.Warn("warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
+			a.log.Warn("Warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
 		}
 	}
 	if err := outcome.Rejection(); err != nil {
@@ -365,18 +365,18 @@ func (a *attestation) audit(err error) {
 		"agent_version", a.agentVersion,
 		"quote_sha256", a.quoteSHA256,
 		"policies", policies,
-		"duration", a.p.now().Sub(a.start).String(),
+		"elapsed_time", a.p.now().Sub(a.start).String(),
 		"incremental", a.incremental,
 	}
 	if a.fellBack != "" {
 		kv = append(kv, "checkpoint_fallback", a.fellBack)
 	}
 	if err == nil {
-		a.log.Info("attestation", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)
+		a.log.Info("Attestation accepted", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)
 		return
 	}
 	r := asRejection(err)
-	a.log.Error("attestation", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
+	a.log.Error("Attestation rejected", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
 }
 
 func teeOrUnknown(tee string) string {

@@ -115,7 +115,7 @@ func (a *attestation) openCheckpoint(hello *evidencepb.Hello) *incremental {
 		if errors.As(err, &ce) && ce.Reason == "forged" {
 			// Expiry is routine; a token that does not verify is another
 			// trust domain's key, a rotation gone wrong, or an attack.
-			a.log.Warn("checkpoint token does not verify; full replay", "tee", a.tee, "instance_id", hello.GetInstanceId(), "error", err)
+			a.log.Warn("Checkpoint token does not verify; full replay", "tee", a.tee, "instance_id", hello.GetInstanceId(), "error", err)
 		}
 		return nil
 	}

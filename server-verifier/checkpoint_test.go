@@ -325,7 +325,7 @@ func TestCheckpointSuffixAccepted(t *testing.T) {
 	if len(fourth.nonceRounds()) != 1 || fourth.nonceRounds()[0].GetCheckpoint() == nil || len(rawLog(t, fourth.evidence[0].GetImaLog())) != 0 {
 		t.Fatal("a re-attestation with no new events was not an empty incremental one")
 	}
-	for _, l := range h.logs.Lines(t, "attestation") {
+	for _, l := range h.logs.Audit(t) {
 		if l["result"] != "accepted" {
 			t.Fatalf("audit: %v", l)
 		}
@@ -467,7 +467,7 @@ func TestCheckpointOffsetLie(t *testing.T) {
 	}
 	r := h.mustAttestLoop(a, nil)
 	wantFull(t, r)
-	if !strings.Contains(h.logs.String(), "checkpoint token does not verify") {
+	if !strings.Contains(h.logs.String(), "Checkpoint token does not verify") {
 		t.Fatal("an edited token was not reported")
 	}
 }

@@ -70,7 +70,7 @@ func TestConcurrentAttestations(t *testing.T) {
 	if got := n.tcbFetches.Load(); got != 1 {
 		t.Errorf("TCB info for the one FMSPC fetched %d times, want once", got)
 	}
-	if got := len(h.logs.Lines(t, "attestation")); got != count {
+	if got := len(h.logs.Audit(t)); got != count {
 		t.Errorf("%d audit lines for %d attestations", got, count)
 	}
 	if held := h.plugin.budget.held.Load(); held != 0 {
@@ -134,11 +134,11 @@ policy "workloads" {
 	if !hasSelector(attrs, "sim:policy_warn:workloads") || !hasSelector(attrs, "sim:policy:node") || hasSelector(attrs, "sim:policy:workloads") {
 		t.Errorf("selectors %v", attrs.GetSelectorValues())
 	}
-	warn := h3.logs.Lines(t, "warn-only policy not met")
+	warn := h3.logs.Lines(t, "Warn-only policy not met")
 	if len(warn) != 1 || warn[0]["policy"] != "workloads" {
 		t.Errorf("warn lines %v", warn)
 	}
-	audit := h3.logs.Lines(t, "attestation")
+	audit := h3.logs.Audit(t)
 	if len(audit) != 1 || !strings.Contains(fmt.Sprint(audit[0]["policies"]), "workloads digest=") {
 		t.Errorf("audit %v", audit)
 	}

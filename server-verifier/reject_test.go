@@ -453,7 +453,7 @@ policy "golden" {
 }`, other, other[:32])))
 	_, err := h.attest(n.agent(t, ""))
 	h.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, `policy "golden": mrtd:`)
-	audit := h.logs.Lines(t, "attestation")
+	audit := h.logs.Audit(t)
 	if len(audit) != 1 || fmt.Sprint(audit[0]["policies"]) == "[]" {
 		t.Errorf("audit line does not list the policy: %v", audit)
 	}

@@ -43,6 +43,13 @@ func (s *LogBuffer) String() string {
 	return s.b.String()
 }
 
+// Audit returns the server plugin's audit lines, one per attestation
+// ("Attestation accepted" or "Attestation rejected", with a result field).
+func (s *LogBuffer) Audit(t testing.TB) []map[string]any {
+	t.Helper()
+	return append(s.Lines(t, "Attestation accepted"), s.Lines(t, "Attestation rejected")...)
+}
+
 // Lines returns the JSON log lines whose message is msg, for asserting
 // on the fields of audit lines rather than on their text.
 func (s *LogBuffer) Lines(t testing.TB, msg string) []map[string]any {
