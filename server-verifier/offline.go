@@ -73,8 +73,9 @@ type OfflineResult struct {
 	// credential activation needs the live TPM).
 	AgentID       string `json:"agent_id,omitempty"`
 	AgentIDProven bool   `json:"agent_id_proven"`
-	// Checks are the TDX appraisal's checks when it ran, then the server's
-	// own as far as the run got.
+	// Checks are the server's checks before the appraisal, then the
+	// appraisal's (TDX, TPM or the simulator's) as far as the run got,
+	// then the policies'.
 	Checks    []appraisal.Check `json:"checks"`
 	Policies  []OfflinePolicy   `json:"policies"`
 	Selectors []string          `json:"selectors"`
@@ -186,9 +187,6 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 			res.Checks = append(res.Checks, appraisal.Check{Name: failed, Detail: res.Error})
 		}
 		return res
-	}
-	if off.activationSkipped {
-		res.Checks = append(res.Checks, appraisal.Check{Name: appraisal.CheckActivation, Skipped: true, Detail: "needs the live TPM: the agent ID is unproven"})
 	}
 	if len(a.results) > 0 {
 		res.Checks = append(res.Checks, appraisal.Check{Name: appraisal.CheckPolicy, OK: true, Detail: fmt.Sprintf("%d policies evaluated", len(a.results))})
