@@ -9,10 +9,12 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
+	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -62,6 +65,8 @@ type TDXEvidence struct {
 	// CCEL's RTMR2 replay extended with every IMA entry. It needs CCEL.
 	// Without it, RTMR2 must equal the CCEL replay alone.
 	IMA []byte
+	// Runtime is the runtime log, replayed against RTMR3.
+	Runtime []byte
 }
 
 // TDXOptions configures TDX appraisal. The zero value verifies offline
@@ -97,7 +102,22 @@ type TDXOptions struct {
 	// Cache remembers checks of immutable inputs across calls (see Cache);
 	// nil checks everything every time.
 	Cache *Cache
+	// TEE is what the node says it is, when the quote is a node's
+	// evidence: conf.TEETDX refuses a quote the simulator made (its QE
+	// vendor ID) whatever the roots, conf.TEESim is a simulator verified
+	// as a TD under TrustedRoots (its own). Empty checks a quote on its
+	// own and names no TEE in the selectors' tee:.
+	TEE conf.TEE
+	// NodeOptions: IMA violations and the start of an incremental
+	// appraisal. With a Start, CCEL and CCELTable are not read (RTMR0..1
+	// must be as recorded) and IMA and Runtime are suffixes.
+	NodeOptions
 }
+
+// SimQEVendorID is the QE vendor ID every quote of the simulator (package
+// tee/sim) carries. Production code does not import the simulator, so the
+// value is repeated here; a test checks that the two agree.
+const SimQEVendorID = "CCNP-SIM-NOTINTL"
 
 // TDXResult is what a successful (or, with an error, partial) appraisal
 // established.
@@ -134,16 +154,16 @@ type TDXResult struct {
 	// IMAEntries is the number of entries of the replayed IMA list (zero
 	// without one or when it does not replay).
 	IMAEntries int
-	Checks     []Check
+	// Node is what the evidence established about the node, once every
+	// check passed.
+	Node *Node
+	// LogsTime is the time spent on the logs, for a caller's metrics.
+	LogsTime time.Duration
+	Checks   []Check
 }
 
-func (r *TDXResult) pass(name, detail string) {
-	r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail})
-}
-
-func (r *TDXResult) skip(name, detail string) {
-	r.Checks = append(r.Checks, Check{Name: name, Skipped: true, Detail: detail})
-}
+func (r *TDXResult) pass(name, detail string) { r.Checks = pass(r.Checks, name, detail) }
+func (r *TDXResult) skip(name, detail string) { r.Checks = skip(r.Checks, name, detail) }
 
 func (r *TDXResult) fail(name string, code Code, err error) error {
 	r.Checks = append(r.Checks, Check{Name: name, Detail: err.Error()})
@@ -337,19 +357,114 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		res.pass(CheckReportData, "REPORTDATA equals the expected binding")
 	}
 
-	// 7. CCEL replay against RTMR0..2, RTMR2 through the IMA log when
-	// one is given.
-	if len(in.CCEL) == 0 {
-		if len(in.IMA) > 0 {
-			return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, errors.New("an IMA log needs the CCEL: RTMR2 starts from the value the firmware log replays to"))
+	// 7. A simulator's quote verifies under a simulated root only; that
+	// root among the TDX roots must still not make it a TD's.
+	if opts.TEE == conf.TEETDX && bytes.Equal(q.Header.QEVendorID[:], []byte(SimQEVendorID)) {
+		return res, res.fail(CheckSimulatedQuote, CodeRejected, fmt.Errorf("the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", SimQEVendorID))
+	}
+
+	// 8. The logs: RTMR0..1 (and RTMR2 up to IMA) from the CCEL, or as
+	// the start recorded; RTMR2 through IMA; RTMR3 through the runtime log.
+	logsStart := time.Now()
+	defer func() { res.LogsTime = time.Since(logsStart) }()
+	node := &Node{}
+	start := opts.Start
+	body := &q.Body
+	var rtmr2 []byte // RTMR2 before the first IMA entry sent
+	if start == nil {
+		if len(in.CCEL) == 0 {
+			if len(in.IMA) > 0 {
+				return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, errors.New("an IMA log needs the CCEL: RTMR2 starts from the value the firmware log replays to"))
+			}
+			res.skip(CheckCCELReplay, "no CCEL given")
+		} else if rtmr2, err = ccel(in, q, opts, res); err != nil {
+			return res, err
 		}
-		res.skip(CheckCCELReplay, "no CCEL given")
+	} else {
+		for i := range 2 {
+			rec := start.register(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384)
+			if !bytes.Equal(rec, body.RTMR[i][:]) {
+				return res, startErr("rtmr%d is %x, the checkpoint recorded %x (rebooted?)", i, body.RTMR[i], rec)
+			}
+		}
+		res.skip(CheckCCELReplay, "incremental: RTMR0..1 are as the checkpoint recorded")
+		rtmr2 = start.register(cctrusted.RTMR(2).IMR(), cctrusted.AlgSHA384)
+		if rtmr2 == nil {
+			return res, startErr("the checkpoint records no %v value in the %v bank", cctrusted.RTMR(2).IMR(), cctrusted.AlgSHA384)
+		}
+	}
+	var suffix imaSuffix
+	switch {
+	case start == nil && len(in.IMA) > 0, start != nil && start.IMA != nil:
+		var field cctrusted.PCR
+		if suffix, err = replayIMA(in.IMA, start, &node.Next, "CCEL then IMA", func(l *ima.Log) error {
+			// The list itself says which register field its entries carry
+			// (2 on CCNP's kernels, 10 where PCR10 is mapped onto RTMR2);
+			// VerifyRTMR2 refuses a list with any other or with both, so
+			// no entry is left out.
+			field, err = l.VerifyRTMR2(body.RTMR[2][:], rtmr2)
+			return err
+		}); err != nil {
+			if e, ok := AsError(err); ok {
+				return res, res.fail(e.Check, e.Code, e.Err)
+			}
+			return res, err
+		}
+		res.IMAEntries, res.IMAViolations = suffix.entries, suffix.violations
+		res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries on register field %d (%d violations) replay to RTMR2", suffix.entries, uint32(field), suffix.violations))
+	case start != nil:
+		if !bytes.Equal(rtmr2, body.RTMR[2][:]) {
+			return res, startErr("%v moved since the checkpoint, and no IMA log is sent", cctrusted.RTMR(2).IMR())
+		}
+	default:
+		node.Next.IMA = &Offset{}
+	}
+	if len(in.CCEL) == 0 && start == nil && opts.TEE == "" {
+		// A quote checked on its own: no node to describe.
 		return res, nil
 	}
+	rl, err := decodeRuntime(in.Runtime, start)
+	if err != nil {
+		return res, failed(res, err)
+	}
+	rt, err := replayRuntime(rl, len(in.Runtime), start, cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384, body.RTMR[3][:], &node.Next)
+	if err != nil {
+		return res, failed(res, err)
+	}
+	if opts.TEE != "" {
+		res.pass(CheckRuntimeReplay, fmt.Sprintf("%d runtime records replay to RTMR3", rt.records))
+	}
+	for i := range body.RTMR {
+		node.Next.register(cctrusted.RTMR(i).IMR(), cctrusted.AlgSHA384, body.RTMR[i][:])
+	}
+	fw := res.Facts
+	if start != nil {
+		fw = start.Firmware
+	}
+	ir := suffix.with(start)
+	if start == nil {
+		ir.verified = len(in.IMA) > 0
+	}
+	node.Next.record(fw, ir, rt)
+	res.Node = tdxNode(node, res, fw, ir, rt, opts)
+	return res, nil
+}
+
+// failed records a log check's failure on a TDX result.
+func failed(res *TDXResult, err error) error {
+	if e, ok := AsError(err); ok {
+		return res.fail(e.Check, e.Code, e.Err)
+	}
+	return err
+}
+
+// ccel replays the CCEL against RTMR0..2, or against RTMR0..1 when an IMA
+// list follows, and returns the RTMR2 value IMA starts from.
+func ccel(in TDXEvidence, q *tdxquote.Quote, opts TDXOptions, res *TDXResult) ([]byte, error) {
 	signed := [3][]byte{q.Body.RTMR[0][:], q.Body.RTMR[1][:], q.Body.RTMR[2][:]}
 	replayed, err := opts.Cache.replayCCEL(in.CCELTable, in.CCEL)
 	if err != nil {
-		return res, res.fail(CheckCCELReplay, CodeInvalidEvidence, err)
+		return nil, res.fail(CheckCCELReplay, CodeInvalidEvidence, err)
 	}
 	last := 2
 	if len(in.IMA) > 0 {
@@ -357,34 +472,77 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	}
 	for i := 0; i <= last; i++ {
 		if !bytes.Equal(replayed.rtmr[i], signed[i]) {
-			return res, res.fail(CheckCCELReplay, CodeRejected, ccelMismatch(in, signed, replayed, i))
+			return nil, res.fail(CheckCCELReplay, CodeRejected, ccelMismatch(in, signed, replayed, i))
 		}
 	}
 	res.Facts = replayed.facts
 	if len(in.IMA) == 0 {
 		res.pass(CheckCCELReplay, "CCEL replays to RTMR0..2")
-		return res, nil
+	} else {
+		res.pass(CheckCCELReplay, "CCEL replays to RTMR0..1 and to the RTMR2 value IMA starts from")
 	}
-	res.pass(CheckCCELReplay, "CCEL replays to RTMR0..1 and to the RTMR2 value IMA starts from")
-	l, err := ima.Parse(in.IMA, ima.Options{})
-	if err != nil {
-		return res, res.fail(CheckIMAReplay, CodeInvalidEvidence, err)
+	return replayed.rtmr[2], nil
+}
+
+// tdxNode fills in the facts and selectors of a TD (or simulator) whose
+// evidence passed every check.
+func tdxNode(node *Node, res *TDXResult, fw *eventlog.Facts, ir imaResult, rt *runtimeResult, opts TDXOptions) *Node {
+	body := &res.Quote.Body
+	f := &node.Facts
+	f.TEE = opts.TEE
+	if f.TEE == "" {
+		f.TEE = conf.TEETDX
 	}
-	// The list itself says which register field its entries carry (2 on
-	// CCNP's kernels, 10 where PCR10 is mapped onto RTMR2); VerifyRTMR2
-	// refuses a list with any other or with both, so no entry is left out.
-	field, err := l.VerifyRTMR2(signed[2], replayed.rtmr[2])
-	if err != nil {
-		code := CodeInvalidEvidence
-		var me *cctrusted.MismatchError
-		if errors.As(err, &me) {
-			code = CodeRejected
+	f.MRTD, f.MRConfigID = body.MRTD[:], body.MRConfigID[:]
+	for i := range body.RTMR {
+		f.RTMR[i] = body.RTMR[i][:]
+	}
+	f.TCBStatus = res.TCBStatus
+	f.TCBInfoEvaluationDataNumber, f.QEIdentityEvaluationDataNumber = res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber
+	f.AdvisoryIDs = res.AdvisoryIDs
+	debug := res.Debug
+	f.Debug = &debug
+	factsFromFirmware(f, fw)
+	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
+	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
+
+	// A simulator's register selectors are tdx: too; the server moves
+	// every selector of a simulated node under sim: (never hardware's).
+	pre := "tdx:"
+	s := []string{
+		"tee:" + string(f.TEE),
+		pre + "mrtd:" + hex.EncodeToString(body.MRTD[:]),
+		pre + "mrconfigid:" + hex.EncodeToString(body.MRConfigID[:]),
+		pre + "mrowner:" + hex.EncodeToString(body.MROwner[:]),
+		pre + "mrownerconfig:" + hex.EncodeToString(body.MROwnerConfig[:]),
+		pre + "fmspc:" + strings.ToLower(res.FMSPC),
+		pre + "debug:" + strconv.FormatBool(res.Debug),
+	}
+	for i := range body.RTMR {
+		s = append(s, pre+"rtmr"+string(rune('0'+i))+":"+hex.EncodeToString(body.RTMR[i][:]))
+	}
+	if res.Quote.TDX15() {
+		// Only TDX 1.5 bodies carry them: absent on older quotes, rather
+		// than zeros that would read as "no service TD bound".
+		s = append(s, pre+"mrservicetd:"+hex.EncodeToString(body.MRServiceTD[:]),
+			pre+"tee_tcb_svn2:"+hex.EncodeToString(body.TEETCBSVN2[:]))
+	}
+	if res.TCBStatus != "" {
+		s = append(s, pre+"tcb_status:"+res.TCBStatus)
+		// The lower of the two documents' numbers: the node's collateral
+		// is at least this recent, as min_tcb_evaluation_data_number asks.
+		s = append(s, pre+"tcb_eval_num:"+strconv.FormatUint(uint64(min(res.TCBInfoEvaluationDataNumber, res.QEIdentityEvaluationDataNumber)), 10))
+		// Only IDs in Intel's format are admitted (conf.ValidAdvisoryID).
+		for _, id := range res.AdvisoryIDs {
+			s = append(s, pre+"advisory:"+id)
 		}
-		return res, res.fail(CheckIMAReplay, code, fmt.Errorf("CCEL then IMA (%d entries) do not replay to RTMR2: %w", len(l.Entries), err))
 	}
-	res.IMAEntries, res.IMAViolations = len(l.Entries), l.Violations()
-	res.pass(CheckIMAReplay, fmt.Sprintf("CCEL then %d IMA entries on register field %d (%d violations) replay to RTMR2", len(l.Entries), uint32(field), res.IMAViolations))
-	return res, nil
+	s = append(s, bootSelectors(f, fw)...)
+	is, withheld := imaSelectors(ir, opts.AllowIMAViolations)
+	s = append(s, is...)
+	node.Selectors = append(s, rt.selectors()...)
+	node.IMAWithheld = withheld
+	return node
 }
 
 // replayCCEL parses and replays a CCEL and extracts its facts at the

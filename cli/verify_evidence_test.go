@@ -141,8 +141,8 @@ func checkOffline(t *testing.T, c *offlineCase, tamper func(*evidencepb.Evidence
 	// And with the wrong nonce, the binding names the stale recording.
 	other := append([]byte{}, nonce...)
 	other[0] ^= 1
-	if code, res, _ = verifyRecording(t, recFile, serverFile, other); code != 2 || res.FailedCheck != serververifier.CheckBinding {
-		t.Errorf("wrong nonce: exit %d, failed_check %q, want 2 and %q", code, res.FailedCheck, serververifier.CheckBinding)
+	if code, res, _ = verifyRecording(t, recFile, serverFile, other); code != 2 || res.FailedCheck != appraisal.CheckBinding {
+		t.Errorf("wrong nonce: exit %d, failed_check %q, want 2 and %q", code, res.FailedCheck, appraisal.CheckBinding)
 	}
 
 	// Tampered evidence: the plugin over the transport and verify offline

@@ -97,8 +97,6 @@ func TestVerifyAgreesWithPlugin(t *testing.T) {
 }
 
 func asRejectionFromStatus(err error) string {
-	msg := status.Convert(err).Message()
-	msg = strings.TrimPrefix(msg, "ccnp: ")
-	check, _, _ := strings.Cut(msg, ":")
+	check, _, _ := strings.Cut(status.Convert(err).Message(), ":")
 	return check
 }

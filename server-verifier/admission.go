@@ -2,6 +2,7 @@ package serververifier
 
 import (
 	"context"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -95,14 +96,14 @@ func (a *attestation) admit(ctx context.Context, n int64) (slot, all func(), err
 	limit := a.st.cfg.MaxEvidenceBytesInFlight
 	give, ok := a.p.budget.reserve(n, limit)
 	if !ok {
-		return nil, nil, rejectf(codes.ResourceExhausted, CheckCapacity,
+		return nil, nil, rejectf(codes.ResourceExhausted, appraisal.CheckCapacity,
 			"the server already holds its max_evidence_bytes_in_flight (%d) of evidence waiting for or under verification; this evidence of %d bytes does not fit: retry, or raise max_evidence_bytes_in_flight",
 			limit, n)
 	}
 	release, err := a.p.slots.acquire(ctx)
 	if err != nil {
 		give()
-		return nil, nil, rejectf(status.FromContextError(err).Code(), CheckProtocol, "waiting to verify: %v", err)
+		return nil, nil, rejectf(status.FromContextError(err).Code(), appraisal.CheckProtocol, "waiting to verify: %v", err)
 	}
 	return release, func() { release(); give() }, nil
 }

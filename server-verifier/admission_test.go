@@ -3,6 +3,7 @@ package serververifier
 import (
 	"context"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,14 +92,14 @@ func TestLimitEvidenceBytesInFlight(t *testing.T) {
 	}
 	_, err = over.Recv()
 	t.Logf("refused after %v with %d bytes held", time.Since(start).Round(time.Millisecond), h.plugin.budget.held.Load())
-	h.wantReject(err, codes.ResourceExhausted, CheckCapacity, "max_evidence_bytes_in_flight (1048576)", "409600 bytes")
+	h.wantReject(err, codes.ResourceExhausted, appraisal.CheckCapacity, "max_evidence_bytes_in_flight (1048576)", "409600 bytes")
 
 	for _, rel := range releases {
 		rel()
 	}
 	for _, s := range queued {
 		_, err := s.Recv()
-		h.wantReject(err, codes.InvalidArgument, CheckPayload)
+		h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload)
 	}
 	waitHeld(t, h.plugin, 0)
 	if _, err := h.attest(n.agent(t, "")); err != nil {
@@ -201,7 +202,7 @@ func TestFloodJunkExchanges(t *testing.T) {
 		wg.Go(func() {
 			for next.Add(1) <= exchanges {
 				err := h.plugin.Attest(&memStream{ctx: ctx, in: msgs})
-				if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), "ccnp: "+CheckBinding+":") {
+				if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), appraisal.CheckBinding+": ") {
 					wrong.Add(1)
 					firstBad.CompareAndSwap(nil, fmt.Sprint(err))
 				}
@@ -260,6 +261,6 @@ func TestLimitHelloBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := s.Recv()
-	h.wantReject(err, codes.InvalidArgument, CheckPayload, "above the limit of 65536")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload, "above the limit of 65536")
 	challenged(t, h, pad(maxHelloBytes-64))
 }

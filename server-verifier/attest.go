@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
@@ -54,21 +55,6 @@ type attestation struct {
 	offline *offlineRun
 }
 
-// verified is what a TEE-specific verification established.
-type verified struct {
-	// id names the node in its agent ID (EK hash on TPM, instance ID on TDX).
-	id string
-	// quote holds the verified quote's VMM-set fields for the agent path
-	// template; nil on TPM.
-	quote     *conf.AgentPathQuote
-	facts     policy.Facts
-	selectors []string
-	// incremental: verified from a checkpoint and log suffixes.
-	incremental bool
-	// next is what a checkpoint issued for this attestation records.
-	next *checkpointState
-}
-
 // Attest runs the challenge/response of DESIGN.md §3 and answers with the
 // agent's attributes, or fails with a gRPC status naming the failed check.
 func (p *Plugin) Attest(stream nodeattestorv1.NodeAttestor_AttestServer) error {
@@ -103,7 +89,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	}
 	helloBytes := first.GetPayload()
 	if helloBytes == nil {
-		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "the first message must carry the hello payload, not a challenge response")
+		return nil, rejectf(codes.InvalidArgument, appraisal.CheckProtocol, "the first message must carry the hello payload, not a challenge response")
 	}
 	// The hello is held until the stream ends, while the agent is waited
 	// for: it gets a far smaller bound than evidence.
@@ -127,7 +113,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		v, err = a.round(ctx, hello, helloBytes, inc)
 		var fb *fallbackError
 		if inc != nil && errors.As(err, &fb) {
-			a.log.Info("incremental re-attestation falls back to a full replay", "agent_id", inc.claims.GetAgentId(), "reason", fb.reason)
+			a.log.Info("Incremental re-attestation falls back to a full replay", "agent_id", inc.claims.GetAgentId(), "reason", fb.reason)
 			a.fellBack = fb.reason
 			inc = nil
 			continue
@@ -140,22 +126,22 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	a.incremental = v.incremental
 
 	phase := a.st.metrics.start(phasePolicy)
-	outcome := policy.Evaluate(cfg.Policies, &v.facts, cfg.RequirePolicy)
+	outcome := policy.Evaluate(cfg.Policies, &v.node.Facts, cfg.RequirePolicy)
 	phase.done()
 	a.results = outcome.Results
 	for _, r := range outcome.Results {
 		if !r.Match && !r.Enforce {
-			a.log.Warn("warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
+			a.log.Warn("Warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)
 		}
 	}
 	if err := outcome.Rejection(); err != nil {
-		return nil, reject(codes.PermissionDenied, CheckPolicy, err)
+		return nil, reject(codes.PermissionDenied, appraisal.CheckPolicy, err)
 	}
 
 	if a.agentID, err = a.agentIDOf(v.id, v.quote); err != nil {
 		return nil, err
 	}
-	sels := append(v.selectors, outcome.Selectors()...)
+	sels := append(slices.Clone(v.node.Selectors), outcome.Selectors()...)
 	if conf.TEE(a.tee) == conf.TEESim {
 		sels = simNamespace(sels)
 	}
@@ -200,7 +186,7 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	cfg := a.st.cfg
 	rn, err := newRoundNonce(a.nonceSource(), a.p.now(), cfg.NonceTTL)
 	if err != nil {
-		return nil, reject(codes.Internal, CheckNonce, err)
+		return nil, reject(codes.Internal, appraisal.CheckNonce, err)
 	}
 	nonce := rn.value
 	ch := &evidencepb.Challenge{
@@ -223,14 +209,14 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	}
 	evBytes := resp.GetChallengeResponse()
 	if evBytes == nil {
-		return nil, rejectf(codes.InvalidArgument, CheckProtocol, "expected the evidence as a challenge response")
+		return nil, rejectf(codes.InvalidArgument, appraisal.CheckProtocol, "expected the evidence as a challenge response")
 	}
 	// Freshness is when the answer arrived, not when a slot freed up.
 	if err := rn.fresh(a.p.now()); err != nil {
 		// Retryable: an agent that was slow (nonce_ttl shorter than its
 		// answer deadline, a busy TPM) must try again, not give up as it
 		// does on PermissionDenied; a replay fails the binding anyway.
-		return nil, reject(codes.DeadlineExceeded, CheckNonce, err)
+		return nil, reject(codes.DeadlineExceeded, appraisal.CheckNonce, err)
 	}
 	// Only now, with the evidence here, does this attestation take a share
 	// of the server (see admission.go).
@@ -246,10 +232,10 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 		return nil, payloadRejection("evidence", err)
 	}
 	if ev.GetTee() != a.tee {
-		return nil, rejectf(codes.PermissionDenied, CheckTEE, "evidence is for tee %q but the hello said %q", ev.GetTee(), a.tee)
+		return nil, rejectf(codes.PermissionDenied, appraisal.CheckTEE, "evidence is for tee %q but the hello said %q", ev.GetTee(), a.tee)
 	}
 	if err := evidence.CheckBinding(ev.GetBinding(), nonce, helloBytes); err != nil {
-		return nil, reject(codes.PermissionDenied, CheckBinding, err)
+		return nil, reject(codes.PermissionDenied, appraisal.CheckBinding, err)
 	}
 	if err := checkEcho(ch, ev); err != nil {
 		if inc != nil && ev.GetCheckpoint() == nil {
@@ -266,13 +252,7 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	}
 	phase.done()
 
-	var v *verified
-	switch conf.TEE(a.tee) {
-	case conf.TEETDX, conf.TEESim:
-		v, err = a.verifyTDX(ctx, hello, ev, logs, binding[:], inc)
-	case conf.TEETPM:
-		v, err = a.verifyTPM(ctx, ev, logs, binding[:], inc)
-	}
+	v, err := a.appraise(ctx, hello, ev, logs, binding[:], inc)
 	if err != nil {
 		return nil, err
 	}
@@ -287,9 +267,9 @@ func (a *attestation) accepted(tee conf.TEE) error {
 	case tee == conf.TEETDX && cfg.TDX != nil, tee == conf.TEETPM && cfg.TPM != nil, tee == conf.TEESim && cfg.Sim != nil:
 		return nil
 	case tee == conf.TEESim:
-		return rejectf(codes.PermissionDenied, CheckTEE, "a simulated TEE is not accepted: the server configuration has no sim block")
+		return rejectf(codes.PermissionDenied, appraisal.CheckTEE, "a simulated TEE is not accepted: the server configuration has no sim block")
 	}
-	return rejectf(codes.PermissionDenied, CheckTEE, "tee %q is not accepted: the server configuration has no %s block", tee, tee)
+	return rejectf(codes.PermissionDenied, appraisal.CheckTEE, "tee %q is not accepted: the server configuration has no %s block", tee, tee)
 }
 
 // wantLogs asks for the logs that apply to the TEE and that the agent said
@@ -321,10 +301,10 @@ func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
 func (a *attestation) sendChallenge(c *evidencepb.Challenge) error {
 	b, err := evidence.Encode(evidence.NewChallenge(c))
 	if err != nil {
-		return reject(codes.Internal, CheckProtocol, err)
+		return reject(codes.Internal, appraisal.CheckProtocol, err)
 	}
 	if err := a.stream.Send(&nodeattestorv1.AttestResponse{Response: &nodeattestorv1.AttestResponse_Challenge{Challenge: b}}); err != nil {
-		return reject(codes.Unavailable, CheckProtocol, fmt.Errorf("sending the challenge: %w", err))
+		return reject(codes.Unavailable, appraisal.CheckProtocol, fmt.Errorf("sending the challenge: %w", err))
 	}
 	return nil
 }
@@ -353,16 +333,16 @@ func (a *attestation) recv(ctx context.Context, what string) (*nodeattestorv1.At
 			return r.req, nil
 		}
 		if errors.Is(r.err, io.EOF) {
-			return nil, rejectf(codes.InvalidArgument, CheckProtocol, "the agent closed the stream before sending its %s", what)
+			return nil, rejectf(codes.InvalidArgument, appraisal.CheckProtocol, "the agent closed the stream before sending its %s", what)
 		}
-		return nil, reject(status.Code(r.err), CheckProtocol, fmt.Errorf("receiving the %s: %w", what, r.err))
+		return nil, reject(status.Code(r.err), appraisal.CheckProtocol, fmt.Errorf("receiving the %s: %w", what, r.err))
 	case <-timer.C:
 		if a.st.cfg.ChallengeTimeout > 0 {
-			return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within challenge_timeout (%s)", what, wait)
+			return nil, rejectf(codes.DeadlineExceeded, appraisal.CheckProtocol, "no %s within challenge_timeout (%s)", what, wait)
 		}
-		return nil, rejectf(codes.DeadlineExceeded, CheckProtocol, "no %s within %s, the default deadline for %s (set challenge_timeout to change it)", what, wait, teeOrUnknown(a.tee))
+		return nil, rejectf(codes.DeadlineExceeded, appraisal.CheckProtocol, "no %s within %s, the default deadline for %s (set challenge_timeout to change it)", what, wait, teeOrUnknown(a.tee))
 	case <-ctx.Done():
-		return nil, reject(status.Code(ctx.Err()), CheckProtocol, fmt.Errorf("waiting for the %s: %w", what, ctx.Err()))
+		return nil, reject(status.Code(ctx.Err()), appraisal.CheckProtocol, fmt.Errorf("waiting for the %s: %w", what, ctx.Err()))
 	}
 }
 
@@ -385,18 +365,18 @@ func (a *attestation) audit(err error) {
 		"agent_version", a.agentVersion,
 		"quote_sha256", a.quoteSHA256,
 		"policies", policies,
-		"duration", a.p.now().Sub(a.start).String(),
+		"elapsed_time", a.p.now().Sub(a.start).String(),
 		"incremental", a.incremental,
 	}
 	if a.fellBack != "" {
 		kv = append(kv, "checkpoint_fallback", a.fellBack)
 	}
 	if err == nil {
-		a.log.Info("attestation", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)
+		a.log.Info("Attestation accepted", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)
 		return
 	}
 	r := asRejection(err)
-	a.log.Error("attestation", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
+	a.log.Error("Attestation rejected", append([]any{"result", "rejected", "check", r.check, "code", r.code.String(), "error", r.err.Error()}, kv...)...)
 }
 
 func teeOrUnknown(tee string) string {

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"os"
 	"path/filepath"
 	"slices"
@@ -324,7 +325,7 @@ func TestCheckpointSuffixAccepted(t *testing.T) {
 	if len(fourth.nonceRounds()) != 1 || fourth.nonceRounds()[0].GetCheckpoint() == nil || len(rawLog(t, fourth.evidence[0].GetImaLog())) != 0 {
 		t.Fatal("a re-attestation with no new events was not an empty incremental one")
 	}
-	for _, l := range h.logs.Lines(t, "attestation") {
+	for _, l := range h.logs.Audit(t) {
 		if l["result"] != "accepted" {
 			t.Fatalf("audit: %v", l)
 		}
@@ -376,7 +377,7 @@ func TestCheckpointSkippingSuffix(t *testing.T) {
 		ev.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, raw[len(raw)/2:])
 		ev.Checkpoint = &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{{Kind: evidencepb.LogKind_LOG_KIND_IMA, Events: 1, Bytes: 1}}}
 	})
-	h.wantReject(err, codes.InvalidArgument, CheckCheckpoint, "asked for whole logs")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckCheckpoint, "asked for whole logs")
 
 	// A full log that skips an entry is rejected by the replay.
 	n.ima.appendIMA(t, 2)
@@ -436,7 +437,7 @@ func TestCheckpointOffsetLie(t *testing.T) {
 				tt.edit(c)
 				ev.Checkpoint = c
 			})
-			h.wantReject(err, codes.PermissionDenied, CheckCheckpoint, "but this server asked for")
+			h.wantReject(err, codes.PermissionDenied, appraisal.CheckCheckpoint, "but this server asked for")
 		})
 	}
 	// A token whose offsets were edited in the agent's file no longer
@@ -466,7 +467,7 @@ func TestCheckpointOffsetLie(t *testing.T) {
 	}
 	r := h.mustAttestLoop(a, nil)
 	wantFull(t, r)
-	if !strings.Contains(h.logs.String(), "checkpoint token does not verify") {
+	if !strings.Contains(h.logs.String(), "Checkpoint token does not verify") {
 		t.Fatal("an edited token was not reported")
 	}
 }
@@ -555,113 +556,14 @@ func TestCheckpointHA(t *testing.T) {
 	}
 }
 
-func TestRebaseRuntimeRecords(t *testing.T) {
-	l := runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384)
-	for i := range 3 {
-		if _, err := l.Append(workload(byte(i+1), "")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	full, err := l.Encode()
+// imaEntries is the number of entries of an IMA list.
+func imaEntries(t *testing.T, b []byte) int {
+	t.Helper()
+	l, err := ima.Parse(b, ima.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	one := runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384)
-	if _, err := one.Append(workload(1, "")); err != nil {
-		t.Fatal(err)
-	}
-	first, _ := one.Encode()
-	tail := full[len(first):]
-	got, err := rebaseRuntimeRecords(tail, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := runtimelog.Decode(got, runtimelog.DefaultLimits())
-	if err != nil || dec.Len() != 2 {
-		t.Fatalf("rebased suffix: %v", err)
-	}
-	if !bytes.Equal(full[len(first):], tail) {
-		t.Fatal("rebase changed its input")
-	}
-	for _, tt := range []struct {
-		name  string
-		b     []byte
-		first uint64
-		want  string
-	}{
-		{"wrong start", tail, 2, "want 2"},
-		{"gap", tail, 0, "want 0"},
-		{"truncated", tail[:len(tail)-1], 1, "runs past the end"},
-		{"short header", tail[:3], 1, "truncated header"},
-		{"not a record", append([]byte{9, 0, 0, 0, 8}, make([]byte, 8)...), 0, "record number"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := rebaseRuntimeRecords(tt.b, tt.first); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v, want %q", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestCountIMAEntries(t *testing.T) {
-	for _, f := range []string{"mixed.bin", "mixed.ascii", "cgpath.bin", "cgpath.ascii"} {
-		b := simtest.Testdata(t, "ima", f)
-		l, err := ima.Parse(b, ima.Options{})
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if got := countIMAEntries(b); got != len(l.Entries) {
-			t.Errorf("%s: counted %d entries, the parser found %d", f, got, len(l.Entries))
-		}
-	}
-	e, _ := imaEntry("/x", [32]byte{})
-	if got := countIMAEntries(bytes.Repeat(e, 5)); got != 5 {
-		t.Errorf("5 generated entries counted as %d", got)
-	}
-	if got := countIMAEntries(append(bytes.Repeat(e, 2), e[:10]...)); got != -1 {
-		t.Errorf("a truncated list counted as %d", got)
-	}
-}
-
-// FuzzRebaseRuntimeRecords: never panics, never changes the length, and
-// what it accepts starts at record 0.
-func FuzzRebaseRuntimeRecords(f *testing.F) {
-	l := runtimelog.New(cctrusted.RTMR(3).IMR(), cctrusted.AlgSHA384)
-	_, _ = l.Append(workload(1, "c"))
-	_, _ = l.Append(workload(2, ""))
-	b, _ := l.Encode()
-	f.Add(b, uint64(0))
-	f.Add(b[:20], uint64(3))
-	f.Fuzz(func(t *testing.T, b []byte, first uint64) {
-		out, err := rebaseRuntimeRecords(b, first)
-		if err != nil {
-			return
-		}
-		if len(out) != len(b) {
-			t.Fatalf("length %d -> %d", len(b), len(out))
-		}
-		if len(out) > 0 && binary.BigEndian.Uint64(out[5:13]) != 0 {
-			t.Fatal("first record not renumbered to 0")
-		}
-	})
-}
-
-// FuzzCountIMAEntries: never panics; agrees with the parser on what the
-// parser accepts.
-func FuzzCountIMAEntries(f *testing.F) {
-	for _, name := range []string{"mixed.bin", "mixed.ascii", "cgpath.bin"} {
-		b, err := os.ReadFile(filepath.Join("..", "testdata", "ima", name))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		n := countIMAEntries(b)
-		if l, err := ima.Parse(b, ima.Options{}); err == nil && l.Format == ima.FormatBinary && n != len(l.Entries) {
-			t.Fatalf("counted %d, parser %d", n, len(l.Entries))
-		}
-	})
+	return len(l.Entries)
 }
 
 // TestCheckpointTPM: on a TPM node the checkpoint records PCR10 and the
@@ -728,8 +630,8 @@ func TestCheckpointTPM(t *testing.T) {
 	if !slices.ContainsFunc(second.challenges, func(c *evidencepb.Challenge) bool { return len(c.GetCredentialBlob()) > 0 }) {
 		t.Fatal("no credential activation in the incremental attestation")
 	}
-	if ima := rawLog(t, second.evidence[0].GetImaLog()); countIMAEntries(ima) != 2 {
-		t.Fatalf("IMA suffix of %d entries, want 2", countIMAEntries(ima))
+	if ima := rawLog(t, second.evidence[0].GetImaLog()); imaEntries(t, ima) != 2 {
+		t.Fatalf("IMA suffix of %d entries, want 2", imaEntries(t, ima))
 	}
 	full := newHarness(t, nil).mustConfigure(n.serverTPM("runtime_pcr = 15"))
 	ref := full.mustAttestLoop(a, nil)

@@ -74,7 +74,7 @@ func (h *harness) wantReject(err error, code codes.Code, check string, parts ...
 	h.t.Helper()
 	simtest.WantRejection(h.t, err, code, check, parts...)
 	var found bool
-	for _, l := range h.logs.Lines(h.t, "attestation") {
+	for _, l := range h.logs.Audit(h.t) {
 		if l["result"] == "rejected" && l["check"] == check && l["code"] == code.String() {
 			found = true
 		}

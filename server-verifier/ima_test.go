@@ -46,7 +46,7 @@ func TestCheckpointKeepsIMAViolations(t *testing.T) {
 	if r := second.nonceRounds(); len(r) != 1 || r[0].GetCheckpoint() == nil {
 		t.Fatalf("re-attestation was not incremental: %v", r)
 	}
-	if got := countIMAEntries(rawLog(t, second.evidence[0].GetImaLog())); got != 3 {
+	if got := imaEntries(t, rawLog(t, second.evidence[0].GetImaLog())); got != 3 {
 		t.Fatalf("IMA suffix of %d entries, want the 3 clean ones", got)
 	}
 	if !hasSelector(second.attrs, "sim:ima:violations:1") || hasSelector(second.attrs, "sim:ima:verified:true") {
@@ -96,7 +96,7 @@ func TestCheckpointCCNPRegisterField(t *testing.T) {
 	if r := second.nonceRounds(); len(r) != 1 || r[0].GetCheckpoint() == nil {
 		t.Fatalf("re-attestation was not incremental: %v", r)
 	}
-	if got := countIMAEntries(rawLog(t, second.evidence[0].GetImaLog())); got != 3 {
+	if got := imaEntries(t, rawLog(t, second.evidence[0].GetImaLog())); got != 3 {
 		t.Fatalf("IMA suffix of %d entries, want 3", got)
 	}
 	if !hasSelector(second.attrs, "sim:ima:verified:true") {

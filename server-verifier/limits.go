@@ -1,13 +1,11 @@
 package serververifier
 
 import (
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 )
-
-// CheckSelectors names the bound on the number of selectors one agent gets.
-const CheckSelectors = "selectors"
 
 // MaxSelectors bounds the selectors of one agent. Most of them come from
 // the runtime log (one per distinct executable, and the log may hold
@@ -29,7 +27,7 @@ const maxHelloBytes = 2 * evidence.MaxCheckpointTokenBytes
 // checkSelectorCount refuses more than MaxSelectors selectors.
 func checkSelectorCount(sels []string) error {
 	if len(sels) > MaxSelectors {
-		return rejectf(codes.ResourceExhausted, CheckSelectors, "%d selectors, more than the %d an agent may have (the runtime log names %d or more distinct executables)",
+		return rejectf(codes.ResourceExhausted, appraisal.CheckSelectors, "%d selectors, more than the %d an agent may have (the runtime log names %d or more distinct executables)",
 			len(sels), MaxSelectors, len(sels)-MaxSelectors)
 	}
 	return nil

@@ -3,6 +3,7 @@ package serververifier
 import (
 	"errors"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -21,7 +22,7 @@ func TestCheckSelectorCount(t *testing.T) {
 	}
 	err := checkSelectorCount(sels(MaxSelectors + 1))
 	var r *rejection
-	if !errors.As(err, &r) || r.code != codes.ResourceExhausted || r.check != CheckSelectors {
-		t.Fatalf("%d selectors: %v, want ResourceExhausted from %s", MaxSelectors+1, err, CheckSelectors)
+	if !errors.As(err, &r) || r.code != codes.ResourceExhausted || r.check != appraisal.CheckSelectors {
+		t.Fatalf("%d selectors: %v, want ResourceExhausted from %s", MaxSelectors+1, err, appraisal.CheckSelectors)
 	}
 }

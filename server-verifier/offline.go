@@ -73,8 +73,9 @@ type OfflineResult struct {
 	// credential activation needs the live TPM).
 	AgentID       string `json:"agent_id,omitempty"`
 	AgentIDProven bool   `json:"agent_id_proven"`
-	// Checks are the TDX appraisal's checks when it ran, then the server's
-	// own as far as the run got.
+	// Checks are the server's checks before the appraisal, then the
+	// appraisal's (TDX, TPM or the simulator's) as far as the run got,
+	// then the policies'.
 	Checks    []appraisal.Check `json:"checks"`
 	Policies  []OfflinePolicy   `json:"policies"`
 	Selectors []string          `json:"selectors"`
@@ -145,7 +146,7 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 	res := &OfflineResult{
 		Accepted: err == nil, TEE: a.tee, AgentVersion: a.agentVersion, QuoteSHA256: a.quoteSHA256,
 		Checks: []appraisal.Check{}, Policies: []OfflinePolicy{}, Selectors: []string{},
-		NotChecked: []string{CheckNonce + ": freshness (the nonce is the one given; when the evidence was made is unknown)"},
+		NotChecked: []string{appraisal.CheckNonce + ": freshness (the nonce is the one given; when the evidence was made is unknown)"},
 	}
 	var failed string
 	if err != nil {
@@ -156,7 +157,7 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 	// The server's checks before the TEE's own ran in this order: each one
 	// before the failed one passed; when the run stopped elsewhere before
 	// the evidence was judged (protocol, nonce, capacity), only the hello's.
-	pre := []string{CheckPayload, CheckTEE, CheckBinding}
+	pre := []string{appraisal.CheckPayload, appraisal.CheckTEE, appraisal.CheckBinding}
 	switch {
 	case err == nil || slices.Contains(pre, failed):
 	case len(off.checks) > 0 || a.quoteSHA256 != "":
@@ -179,7 +180,7 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 		res.Policies = append(res.Policies, OfflinePolicy{Name: r.Name, Digest: r.Digest, Enforce: r.Enforce, Match: r.Match, Mismatches: r.Mismatches})
 	}
 	if conf.TEE(a.tee) == conf.TEETPM {
-		res.NotChecked = append(res.NotChecked, CheckActivation+": credential activation needs the node's TPM live, so the EK (tpm:ek_hash, the agent ID) is unproven")
+		res.NotChecked = append(res.NotChecked, appraisal.CheckActivation+": credential activation needs the node's TPM live, so the EK (tpm:ek_hash, the agent ID) is unproven")
 	}
 	if err != nil {
 		if !slices.ContainsFunc(res.Checks, func(c appraisal.Check) bool { return c.Name == failed }) {
@@ -187,11 +188,8 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 		}
 		return res
 	}
-	if off.activationSkipped {
-		res.Checks = append(res.Checks, appraisal.Check{Name: CheckActivation, Skipped: true, Detail: "needs the live TPM: the agent ID is unproven"})
-	}
 	if len(a.results) > 0 {
-		res.Checks = append(res.Checks, appraisal.Check{Name: CheckPolicy, OK: true, Detail: fmt.Sprintf("%d policies evaluated", len(a.results))})
+		res.Checks = append(res.Checks, appraisal.Check{Name: appraisal.CheckPolicy, OK: true, Detail: fmt.Sprintf("%d policies evaluated", len(a.results))})
 	}
 	res.AgentID = attrs.GetSpiffeId()
 	res.AgentIDProven = !off.activationSkipped

@@ -11,28 +11,6 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 )
 
-// Names of the server's own checks (appraisal's TDX checks keep their
-// names: quote_format, pck_chain, ...). Stable: audit lines carry them and
-// log queries match on them.
-const (
-	CheckProtocol       = "protocol"        // message order, kinds, timeouts
-	CheckPayload        = "payload"         // size, version, structure of a payload
-	CheckTEE            = "tee"             // TEE kind accepted by configuration, hello/evidence agree
-	CheckNonce          = "nonce"           // this round's, answered within nonce_ttl
-	CheckBinding        = "binding"         // SHA-512(nonce || SHA-256(hello)) in the evidence
-	CheckEKTrust        = "ek_trust"        // EK certificate chain or EK hash allow-list
-	CheckAKTrust        = "ak_trust"        // AK certificate chain to ak_ca_files, in addition to activation
-	CheckTPMQuote       = "tpm_quote"       // AK signature, extraData, PCR selection and digest
-	CheckActivation     = "activation"      // credential activation ties the AK to the EK
-	CheckTPMLogReplay   = "tpm_log_replay"  // TPM firmware log against the quoted PCRs
-	CheckIMAReplay      = "ima_replay"      // IMA log against RTMR2 / PCR10
-	CheckRuntimeReplay  = "runtime_replay"  // runtime log against RTMR3 / PCR23
-	CheckPolicy         = "policy"          // require_policy
-	CheckAgentID        = "agent_id"        // agent ID rendering
-	CheckSimulatedQuote = "simulated_quote" // a simulator's quote presented as TDX
-	CheckCapacity       = "capacity"        // evidence over max_evidence_bytes_in_flight held at once
-)
-
 // rejection is a failed attestation: the gRPC code the agent sees, the
 // check that failed, and why.
 type rejection struct {
@@ -41,7 +19,9 @@ type rejection struct {
 	err   error
 }
 
-func (r *rejection) Error() string { return fmt.Sprintf("ccnp: %s: %v", r.check, r.err) }
+// Error names the check first: SPIRE puts "nodeattestor(ccnp): " in front
+// of what the agent and the server log, so no prefix of ours.
+func (r *rejection) Error() string { return fmt.Sprintf("%s: %v", r.check, r.err) }
 
 func (r *rejection) Unwrap() error { return r.err }
 
@@ -65,13 +45,18 @@ func payloadRejection(what string, err error) *rejection {
 	case errors.Is(err, evidence.ErrVersion):
 		code = codes.FailedPrecondition
 	case errors.Is(err, evidence.ErrBinding):
-		return reject(codes.PermissionDenied, CheckBinding, err)
+		return reject(codes.PermissionDenied, appraisal.CheckBinding, err)
 	}
-	return reject(code, CheckPayload, fmt.Errorf("%w (in the %s message)", err, what))
+	return reject(code, appraisal.CheckPayload, fmt.Errorf("%w (in the %s message)", err, what))
 }
 
-// appraisalRejection maps an appraisal failure, keeping its check name.
+// appraisalRejection maps an appraisal failure, keeping its check name; a
+// rejection of the server's own (an activation round trip's) is kept.
 func appraisalRejection(err error) *rejection {
+	var r *rejection
+	if errors.As(err, &r) {
+		return r
+	}
 	ae, ok := appraisal.AsError(err)
 	if !ok {
 		return reject(codes.Internal, "appraisal", err)
@@ -96,7 +81,7 @@ func asRejection(err error) *rejection {
 		return r
 	}
 	if s, ok := status.FromError(err); ok {
-		return reject(s.Code(), CheckProtocol, errors.New(s.Message()))
+		return reject(s.Code(), appraisal.CheckProtocol, errors.New(s.Message()))
 	}
-	return reject(codes.Internal, CheckProtocol, err)
+	return reject(codes.Internal, appraisal.CheckProtocol, err)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"path/filepath"
 	"testing"
 	"time"
@@ -63,9 +64,9 @@ func TestRejectSimulatedQuoteAsTDX(t *testing.T) {
 	a := n.agent(t, "")
 	a.p = simtest.AsTDX{Provider: n.prov}
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckSimulatedQuote, pki.QEVendorID)
-	if simQEVendorID != pki.QEVendorID {
-		t.Errorf("simQEVendorID %q, tee/sim says %q", simQEVendorID, pki.QEVendorID)
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckSimulatedQuote, pki.QEVendorID)
+	if appraisal.SimQEVendorID != pki.QEVendorID {
+		t.Errorf("appraisal.SimQEVendorID %q, tee/sim says %q", appraisal.SimQEVendorID, pki.QEVendorID)
 	}
 	// The sim root can never be a TDX root and the sim root at once.
 	err = h.configure(n.serverConfig(fmt.Sprintf("trusted_roots_file = %q", filepath.Join(n.dir, sim.RootFile)), ""))
@@ -78,7 +79,7 @@ func TestRejectSimWithoutSimBlock(t *testing.T) {
 	n := newSimNode(t, sim.InitOptions{})
 	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tdx { collateral { pcs_url = %q } }`, n.pcs.URL))
 	_, err := h.attest(n.agent(t, ""))
-	h.wantReject(err, codes.PermissionDenied, CheckTEE, "no sim block")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckTEE, "no sim block")
 }
 
 func TestRejectRevokedPCK(t *testing.T) {
@@ -160,14 +161,14 @@ func TestRejectNonceReused(t *testing.T) {
 	if rounds := r.nonceRounds(); len(rounds) != 2 || bytes.Equal(rounds[0].GetNonce(), rounds[1].GetNonce()) {
 		t.Fatalf("want two rounds with distinct nonces, got %v", rounds)
 	}
-	h.wantReject(err, codes.PermissionDenied, CheckBinding, "binding")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckBinding, "binding")
 }
 
 func TestRejectNonceExpired(t *testing.T) {
 	n, h, a := simSetup(t, sim.InitOptions{}, "", `nonce_ttl = "10s"`)
 	a.BeforeEvidence = func() { h.clock.Advance(11 * time.Second) }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.DeadlineExceeded, CheckNonce, "expired")
+	h.wantReject(err, codes.DeadlineExceeded, appraisal.CheckNonce, "expired")
 	_ = n
 }
 
@@ -181,7 +182,7 @@ func TestRejectReplayedEvidence(t *testing.T) {
 	// The same evidence answering a fresh challenge: bound to the old nonce.
 	a.Raw = func([]byte) []byte { return captured }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckBinding, "binding")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckBinding, "binding")
 }
 
 func TestRejectReportDataOfAnotherNonce(t *testing.T) {
@@ -360,7 +361,7 @@ func TestRejectRuntimeLogEntryAltered(t *testing.T) {
 		e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, fb)
 	}
 	_, err = h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckRuntimeReplay, "does not replay", "rtmr3")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckRuntimeReplay, "does not replay", "rtmr3")
 
 	// The real log with one byte of a record's content changed: its
 	// digest no longer matches.
@@ -374,7 +375,7 @@ func TestRejectRuntimeLogEntryAltered(t *testing.T) {
 		e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, raw)
 	}
 	_, err = h.attest(a)
-	h.wantReject(err, codes.InvalidArgument, CheckRuntimeReplay, "runtime log")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckRuntimeReplay, "runtime log")
 
 	// Dropping the log while RTMR3 holds workloads leaves them unknown: a
 	// runtime policy then cannot be met.
@@ -385,7 +386,7 @@ policy "rt" {
 }`))
 	a.Mutate = func(e *evidencepb.Evidence) { e.RuntimeLog = nil }
 	_, err = h2.attest(a)
-	h2.wantReject(err, codes.PermissionDenied, CheckPolicy, "no verified runtime log")
+	h2.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, "no verified runtime log")
 }
 
 func TestRejectPayloadOverSizeLimit(t *testing.T) {
@@ -393,7 +394,7 @@ func TestRejectPayloadOverSizeLimit(t *testing.T) {
 	var ch *evidencepb.Challenge
 	a.Challenge = func(c *evidencepb.Challenge) { ch = proto.Clone(c).(*evidencepb.Challenge) }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.InvalidArgument, CheckPayload, "above the limit of 4096 bytes", "evidence message")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload, "above the limit of 4096 bytes", "evidence message")
 	if ch.GetMaxPayloadBytes() != 4096 {
 		t.Errorf("challenge says max_payload_bytes %d", ch.GetMaxPayloadBytes())
 	}
@@ -403,7 +404,7 @@ func TestRejectMalformedPayload(t *testing.T) {
 	_, h, a := simSetup(t, sim.InitOptions{}, "", "")
 	a.Raw = func([]byte) []byte { return []byte("\x0a\xff\xff\xff\xff\x0fgarbage") }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.InvalidArgument, CheckPayload, "malformed")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload, "malformed")
 
 	// A hello where evidence is due is well-formed but the wrong kind.
 	a.Raw = func([]byte) []byte {
@@ -414,13 +415,13 @@ func TestRejectMalformedPayload(t *testing.T) {
 		return b
 	}
 	_, err = h.attest(a)
-	h.wantReject(err, codes.InvalidArgument, CheckPayload, "expected evidence, got hello")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload, "expected evidence, got hello")
 
 	// A malformed hello.
 	a.Raw = nil
 	a.Hello = func([]byte) []byte { return []byte{0xff} }
 	_, err = h.attest(a)
-	h.wantReject(err, codes.InvalidArgument, CheckPayload, "hello message")
+	h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload, "hello message")
 }
 
 func TestRejectUnknownEvidenceVersion(t *testing.T) {
@@ -438,7 +439,7 @@ func TestRejectUnknownEvidenceVersion(t *testing.T) {
 		return out
 	}
 	_, err := h.attest(a)
-	h.wantReject(err, codes.FailedPrecondition, CheckPayload, "version")
+	h.wantReject(err, codes.FailedPrecondition, appraisal.CheckPayload, "version")
 }
 
 func TestRejectPolicyMismatchRequirePolicy(t *testing.T) {
@@ -451,8 +452,8 @@ policy "golden" {
   mrtd    = ["%s%s"]
 }`, other, other[:32])))
 	_, err := h.attest(n.agent(t, ""))
-	h.wantReject(err, codes.PermissionDenied, CheckPolicy, `policy "golden": mrtd:`)
-	audit := h.logs.Lines(t, "attestation")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, `policy "golden": mrtd:`)
+	audit := h.logs.Audit(t)
 	if len(audit) != 1 || fmt.Sprint(audit[0]["policies"]) == "[]" {
 		t.Errorf("audit line does not list the policy: %v", audit)
 	}
@@ -483,7 +484,7 @@ func TestRejectWithWarmCaches(t *testing.T) {
 	t.Run("cached CCEL with a wrong raw size", func(t *testing.T) {
 		a.Mutate = func(e *evidencepb.Evidence) { e.Ccel.RawSize++ }
 		_, err := h.attest(a)
-		h.wantReject(err, codes.InvalidArgument, CheckPayload)
+		h.wantReject(err, codes.InvalidArgument, appraisal.CheckPayload)
 	})
 	t.Run("CCEL edited", func(t *testing.T) {
 		a.Mutate = func(e *evidencepb.Evidence) {

@@ -76,7 +76,7 @@ func TestAttestSimHappyPath(t *testing.T) {
 		t.Errorf("no command line selector in %v", attrs.GetSelectorValues())
 	}
 
-	audit := h.logs.Lines(t, "attestation")
+	audit := h.logs.Audit(t)
 	if len(audit) != 1 || audit[0]["result"] != "accepted" || audit[0]["agent_id"] != attrs.GetSpiffeId() || audit[0]["tee"] != "sim" {
 		t.Fatalf("audit lines %v", audit)
 	}

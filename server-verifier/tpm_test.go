@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -153,7 +154,7 @@ func TestRejectEKNotInAllowList(t *testing.T) {
 	n := startTPMNode(t)
 	h := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_hash_allow_list = [%q] }`, n.ekHash(t, swtpm.RSA)))
 	_, err := h.attest(n.agent())
-	h.wantReject(err, codes.PermissionDenied, CheckEKTrust, n.ekHash(t, swtpm.ECC), "not in ek_hash_allow_list")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckEKTrust, n.ekHash(t, swtpm.ECC), "not in ek_hash_allow_list")
 
 	// A CA that did not issue the EK certificate.
 	other := filepath.Join(t.TempDir(), "other-ca")
@@ -162,7 +163,7 @@ func TestRejectEKNotInAllowList(t *testing.T) {
 	}
 	h2 := newHarness(t, nil).mustConfigure(fmt.Sprintf(`tpm { ek_ca_files = [%q] }`, other))
 	_, err = h2.attest(n.agent())
-	h2.wantReject(err, codes.PermissionDenied, CheckEKTrust, "certificate not trusted")
+	h2.wantReject(err, codes.PermissionDenied, appraisal.CheckEKTrust, "certificate not trusted")
 }
 
 func TestRejectTPMQuoteFromDifferentAK(t *testing.T) {
@@ -171,7 +172,7 @@ func TestRejectTPMQuoteFromDifferentAK(t *testing.T) {
 	a := n.agent()
 	a.Mutate = func(e *evidencepb.Evidence) { e.Tpm.AkPublic = n.otherAK }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckTPMQuote, "signature")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckTPMQuote, "signature")
 }
 
 func TestRejectAKNotTiedToEK(t *testing.T) {
@@ -196,7 +197,7 @@ func TestRejectAKNotTiedToEK(t *testing.T) {
 		return b
 	}
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckActivation, "activated secret is wrong")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckActivation, "activated secret is wrong")
 }
 
 func TestRejectPCRBankMissing(t *testing.T) {
@@ -216,7 +217,7 @@ func TestRejectPCRBankMissing(t *testing.T) {
 		}
 	}
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckTPMQuote, "pcr_selection", "sha256")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckTPMQuote, "pcr_selection", "sha256")
 }
 
 func TestRejectTPMLogNotReplaying(t *testing.T) {
@@ -226,7 +227,7 @@ func TestRejectTPMLogNotReplaying(t *testing.T) {
 	other := simtest.Testdata(t, "tpmlog", "ubuntu-2104-no-secure-boot.bin")
 	a.Mutate = func(e *evidencepb.Evidence) { e.TpmLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_TPM, other) }
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckTPMLogReplay, "does not replay")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckTPMLogReplay, "does not replay")
 }
 
 // swtpmCA writes a self-signed CA certificate (PEM) to path: a CA that
@@ -312,10 +313,10 @@ func TestAKCertificateWithActivation(t *testing.T) {
 		reject   string
 	}{
 		{name: "certified AK, activated"},
-		{name: "certificate of another key", wrongKey: true, check: CheckAKTrust, reject: "certifies another key"},
-		{name: "certificate from an unconfigured CA", otherCA: true, check: CheckAKTrust, reject: "not trusted by ak_ca_files"},
-		{name: "no certificate sent", noChain: true, check: CheckAKTrust, reject: "AK certificate is required"},
-		{name: "certified AK, activation failed", guess: true, check: CheckActivation, reject: "activated secret is wrong"},
+		{name: "certificate of another key", wrongKey: true, check: appraisal.CheckAKTrust, reject: "certifies another key"},
+		{name: "certificate from an unconfigured CA", otherCA: true, check: appraisal.CheckAKTrust, reject: "not trusted by ak_ca_files"},
+		{name: "no certificate sent", noChain: true, check: appraisal.CheckAKTrust, reject: "AK certificate is required"},
+		{name: "certified AK, activation failed", guess: true, check: appraisal.CheckActivation, reject: "activated secret is wrong"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			caPath := filepath.Join(t.TempDir(), "ak-ca.pem")
@@ -387,7 +388,7 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 		if name != "rtmr3" {
 			want = "does not cover"
 		}
-		h.wantReject(err, codes.PermissionDenied, CheckRuntimeReplay, want)
+		h.wantReject(err, codes.PermissionDenied, appraisal.CheckRuntimeReplay, want)
 	}
 	// An IMA list that does not replay to PCR10.
 	a.Mutate = func(e *evidencepb.Evidence) {
@@ -395,7 +396,7 @@ func TestRejectTPMRuntimeLogOnWrongRegister(t *testing.T) {
 		e.ImaLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_IMA, simtest.Testdata(t, "ima", "mixed.bin"))
 	}
 	_, err := h.attest(a)
-	h.wantReject(err, codes.PermissionDenied, CheckIMAReplay, "pcr10")
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckIMAReplay, "pcr10")
 }
 
 // TestTPMRuntimeRollbackProtection: a TPM node's runtime record proves
@@ -443,7 +444,7 @@ policy "clean" {
 			t.Errorf("no configure WARN about runtime constraints on TPM nodes:\n%s", h.logs.String())
 		}
 		_, err := h.attest(n23.agent())
-		h.wantReject(err, codes.PermissionDenied, CheckPolicy, "clean", "runtime log is on pcr23, which can be reset without a reboot")
+		h.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, "clean", "runtime log is on pcr23, which can be reset without a reboot")
 		// Without require_policy the node is accepted, with nothing runtime.
 		h2 := newHarness(t, nil).mustConfigure(n23.serverTPM(""))
 		attrs, err := h2.attest(n23.agent())
@@ -457,7 +458,7 @@ policy "clean" {
 	t.Run("node on pcr23, runtime_pcr 15 on the server", func(t *testing.T) {
 		h := newHarness(t, nil).mustConfigure(n23.serverTPM("runtime_pcr = 15") + policy)
 		_, err := h.attest(n23.agent())
-		h.wantReject(err, codes.PermissionDenied, CheckPolicy, "runtime log is on pcr23, which can be reset without a reboot", "tpm.runtime_pcr")
+		h.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, "runtime log is on pcr23, which can be reset without a reboot", "tpm.runtime_pcr")
 	})
 	for _, c := range []struct {
 		name   string
@@ -471,7 +472,7 @@ policy "clean" {
 		{
 			name: "runtime log deleted on the reserved pcr15", node: n15, tpm: "runtime_pcr = 15",
 			mutate: func(e *evidencepb.Evidence) { e.RuntimeLog = nil },
-			check:  CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "the node sent no runtime log", "nothing accounts for its value"},
+			check:  appraisal.CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "the node sent no runtime log", "nothing accounts for its value"},
 		},
 		{
 			// A fresh log on PCR23 that replays (the attacker extended
@@ -490,7 +491,7 @@ policy "clean" {
 			mutate: func(e *evidencepb.Evidence) {
 				e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, runtimeLog(23, "allowed-only"))
 			},
-			check: CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "runtime log is on pcr23"},
+			check: appraisal.CheckRuntimeReplay, parts: []string{"pcr15 (tpm.runtime_pcr) is ", "runtime log is on pcr23"},
 		},
 		{
 			// A log that replays from anything but zero: the genuine
@@ -499,20 +500,20 @@ policy "clean" {
 			mutate: func(e *evidencepb.Evidence) {
 				e.RuntimeLog = simtest.ZstdLog(t, evidencepb.LogKind_LOG_KIND_RUNTIME, runtimeLog(15, "allowed-only"))
 			},
-			check: CheckRuntimeReplay, parts: []string{"does not replay to the signed pcr15"},
+			check: appraisal.CheckRuntimeReplay, parts: []string{"does not replay to the signed pcr15"},
 		},
 		{
 			name: "runtime log on pcr15, no runtime_pcr on the server", node: n15,
-			check: CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "sets no runtime_pcr"},
+			check: appraisal.CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "sets no runtime_pcr"},
 		},
 		{
 			name: "runtime log on pcr15, runtime_pcr 13 on the server", node: n15, tpm: "runtime_pcr = 13",
-			check: CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "tpm.runtime_pcr is 13"},
+			check: appraisal.CheckRuntimeReplay, parts: []string{"runtime log extends pcr15", "tpm.runtime_pcr is 13"},
 		},
 		{
 			// shim measures its MOK lists into PCR 14.
 			name: "firmware log extends the reserved pcr14", node: n23, tpm: "runtime_pcr = 14",
-			check: CheckTPMLogReplay, parts: []string{"extends pcr14", "tpm.runtime_pcr"},
+			check: appraisal.CheckTPMLogReplay, parts: []string{"extends pcr14", "tpm.runtime_pcr"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {

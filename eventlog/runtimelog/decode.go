@@ -20,13 +20,25 @@ import (
 //
 // The TLV structure is checked here before go-eventlog/cel decodes it,
 // because cel allocates whatever length a TLV header claims.
-func Decode(b []byte, lim Limits) (*Log, error) {
+func Decode(b []byte, lim Limits) (*Log, error) { return DecodeFrom(b, 0, lim) }
+
+// DecodeFrom reads the records of a runtime log from record number first
+// on (a suffix cut at a record boundary, as an agent sends it from a
+// checkpoint's offset), with every check Decode makes: the records must
+// carry the numbers first, first+1, ... without a gap. Record numbers are
+// not measured, so that is what ties the suffix to its place in the log;
+// notices keep their numbers in the whole log. Replay the result from the
+// register value before record first with VerifyFrom.
+func DecodeFrom(b []byte, first int, lim Limits) (*Log, error) {
 	lim = lim.withDefaults()
 	if len(b) > lim.MaxBytes {
 		return nil, fmt.Errorf("runtimelog: log is %d bytes, over the %d byte limit", len(b), lim.MaxBytes)
 	}
 	if len(b) == 0 {
 		return nil, fmt.Errorf("runtimelog: log is empty")
+	}
+	if first < 0 {
+		return nil, fmt.Errorf("runtimelog: first record number %d", first)
 	}
 	if !Sniff(b) {
 		return nil, fmt.Errorf("runtimelog: not a runtime log (no CEL record at the start)")
@@ -43,9 +55,9 @@ func Decode(b []byte, lim Limits) (*Log, error) {
 	if len(recs) != n {
 		return nil, fmt.Errorf("runtimelog: cel decoded %d records, the bounds check saw %d", len(recs), n)
 	}
-	l := &Log{recs: make([]record, 0, len(recs))}
+	l := &Log{first: first, recs: make([]record, 0, len(recs))}
 	for i, rec := range recs {
-		if err := l.addDecoded(i, rec, lim); err != nil {
+		if err := l.addDecoded(first+i, rec, lim); err != nil {
 			return nil, err
 		}
 	}
@@ -106,8 +118,12 @@ func scanDigests(v []byte) error {
 	return nil
 }
 
+// addDecoded appends rec, which must be record number i of the log.
 func (l *Log) addDecoded(i int, rec cel.Record, lim Limits) error {
 	if rec.RecNum != uint64(i) {
+		if l.first > 0 && len(l.recs) == 0 {
+			return fmt.Errorf("runtimelog: the first record carries record number %d, want %d (the suffix does not start where it was asked to)", rec.RecNum, i)
+		}
 		return fmt.Errorf("runtimelog: record %d carries record number %d (records removed or reordered)", i, rec.RecNum)
 	}
 	var imr cctrusted.IMR
@@ -134,10 +150,10 @@ func (l *Log) addDecoded(i int, rec cel.Record, lim Limits) error {
 	if err != nil {
 		return fmt.Errorf("runtimelog: record %d: %w", i, err)
 	}
-	if i == 0 {
+	if len(l.recs) == 0 {
 		l.imr, l.alg = imr, alg
 		if err := l.check(); err != nil {
-			return fmt.Errorf("runtimelog: record 0: %w", err)
+			return fmt.Errorf("runtimelog: record %d: %w", i, err)
 		}
 	} else if imr != l.imr || alg != l.alg {
 		return fmt.Errorf("runtimelog: record %d is for %v/%v, the log for %v/%v", i, imr, alg, l.imr, l.alg)

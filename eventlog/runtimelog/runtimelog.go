@@ -135,9 +135,12 @@ type Workload struct {
 
 // Log is a runtime log for one register and one bank.
 type Log struct {
-	imr  cctrusted.IMR
-	alg  cctrusted.Algorithm
-	recs []record
+	imr cctrusted.IMR
+	alg cctrusted.Algorithm
+	// first is the number of recs[0] in the node's log: 0 but for a
+	// suffix (DecodeFrom).
+	first int
+	recs  []record
 }
 
 type record struct {
@@ -187,6 +190,10 @@ func (l *Log) Algorithm() cctrusted.Algorithm { return l.alg }
 
 // Len is the number of records.
 func (l *Log) Len() int { return len(l.recs) }
+
+// First is the record number of the log's first record: 0 for a whole log,
+// where a suffix starts for one read with DecodeFrom.
+func (l *Log) First() int { return l.first }
 
 // Workloads returns the workloads in record order; notice records (see
 // Notices) are left out, so the i-th workload need not be record i.
@@ -317,21 +324,31 @@ func (l *Log) event(i int) cctrusted.Event {
 
 // Replay extends every record into a zero register.
 func (l *Log) Replay() (cctrusted.Registers, error) {
-	r, err := l.replay(len(l.recs))
+	r, err := l.replay(nil, len(l.recs))
 	if err != nil {
 		return nil, err
 	}
 	return r.Registers(), nil
 }
 
-func (l *Log) replay(n int) (*cctrusted.Replayer, error) {
+// replay extends the first n records into the register, starting from
+// start (nil: zero).
+func (l *Log) replay(start []byte, n int) (*cctrusted.Replayer, error) {
 	if err := l.check(); err != nil {
 		return nil, err
 	}
-	r := cctrusted.NewReplayer(nil)
+	var initial cctrusted.Registers
+	if start != nil {
+		if len(start) != l.alg.Size() {
+			return nil, fmt.Errorf("runtimelog: starting %v value is %d bytes, want %d for %v", l.imr, len(start), l.alg.Size(), l.alg)
+		}
+		initial = cctrusted.Registers{}
+		initial.Set(l.imr, l.alg, start)
+	}
+	r := cctrusted.NewReplayer(initial)
 	for i := range n {
 		if err := r.ExtendDigest(l.imr, l.alg, l.recs[i].digest); err != nil {
-			return nil, fmt.Errorf("runtimelog: record %d: %w", i, err)
+			return nil, fmt.Errorf("runtimelog: record %d: %w", l.first+i, err)
 		}
 	}
 	return r, nil
@@ -342,11 +359,16 @@ func (l *Log) replay(n int) (*cctrusted.Replayer, error) {
 // equals the replay of the first k records, it says that record k is the
 // first the register lacks (a log written but never extended, or records
 // added to the log by someone else).
-func (l *Log) Verify(signed []byte) error {
+func (l *Log) Verify(signed []byte) error { return l.VerifyFrom(nil, signed) }
+
+// VerifyFrom is Verify for a log whose register held start before its first
+// record (nil: zero, a whole log): the value a checkpoint recorded before
+// record First of a suffix. Record numbers in its errors are the node's.
+func (l *Log) VerifyFrom(start, signed []byte) error {
 	if len(signed) != l.alg.Size() {
 		return fmt.Errorf("runtimelog: signed %v is %d bytes, want %d for %v", l.imr, len(signed), l.alg.Size(), l.alg)
 	}
-	r, err := l.replay(len(l.recs))
+	r, err := l.replay(start, len(l.recs))
 	if err != nil {
 		return err
 	}
@@ -356,15 +378,16 @@ func (l *Log) Verify(signed []byte) error {
 	}
 	var me *cctrusted.MismatchError
 	if errors.As(mismatch, &me) {
-		me.LastEvent = len(l.recs) - 1
+		me.LastEvent = l.first + len(l.recs) - 1
 		me.Events = len(l.recs)
 	}
 	// Walk the prefixes once: the register is the replay of records [0, k).
 	cur := make([]byte, l.alg.Size())
+	copy(cur, start)
 	h, _ := l.alg.Hash()
 	for k := 0; k < len(l.recs); k++ {
 		if bytes.Equal(cur, signed) {
-			return fmt.Errorf("runtimelog: %v holds only the first %d of %d records; record %d is the first not extended: %w", l.imr, k, len(l.recs), k, mismatch)
+			return fmt.Errorf("runtimelog: %v holds only the first %d of %d records; record %d is the first not extended: %w", l.imr, k, len(l.recs), l.first+k, mismatch)
 		}
 		hh := h.New()
 		hh.Write(cur)

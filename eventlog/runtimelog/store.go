@@ -346,7 +346,7 @@ func mustReplay(l *Log, n int) []byte {
 
 // replayValue is the register after the first n records.
 func (l *Log) replayValue(n int) ([]byte, error) {
-	r, err := l.replay(n)
+	r, err := l.replay(nil, n)
 	if err != nil {
 		return nil, err
 	}

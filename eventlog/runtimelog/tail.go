@@ -260,9 +260,9 @@ func (l *Log) decodeAfter(b []byte, lim Limits) (*Log, error) {
 	if len(recs) != n {
 		return nil, fmt.Errorf("runtimelog: cel decoded %d records, the bounds check saw %d", len(recs), n)
 	}
-	out := &Log{imr: l.imr, alg: l.alg, recs: l.recs}
+	out := &Log{imr: l.imr, alg: l.alg, first: l.first, recs: l.recs}
 	for i, rec := range recs {
-		if err := out.addDecoded(l.Len()+i, rec, lim); err != nil {
+		if err := out.addDecoded(l.first+l.Len()+i, rec, lim); err != nil {
 			return nil, err
 		}
 	}

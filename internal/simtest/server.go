@@ -43,6 +43,13 @@ func (s *LogBuffer) String() string {
 	return s.b.String()
 }
 
+// Audit returns the server plugin's audit lines, one per attestation
+// ("Attestation accepted" or "Attestation rejected", with a result field).
+func (s *LogBuffer) Audit(t testing.TB) []map[string]any {
+	t.Helper()
+	return append(s.Lines(t, "Attestation accepted"), s.Lines(t, "Attestation rejected")...)
+}
+
 // Lines returns the JSON log lines whose message is msg, for asserting
 // on the fields of audit lines rather than on their text.
 func (s *LogBuffer) Lines(t testing.TB, msg string) []map[string]any {
@@ -141,7 +148,12 @@ func WantRejection(t testing.TB, err error, code codes.Code, check string, parts
 	if st.Code() != code {
 		t.Fatalf("code %v, want %v: %s", st.Code(), code, st.Message())
 	}
-	for _, p := range append([]string{"ccnp: " + check + ":"}, parts...) {
+	// SPIRE puts "nodeattestor(ccnp): " in front; the message starts with
+	// the check.
+	if !strings.HasPrefix(st.Message(), check+": ") {
+		t.Errorf("message %q does not start with %q", st.Message(), check+": ")
+	}
+	for _, p := range parts {
 		if !strings.Contains(st.Message(), p) {
 			t.Errorf("message %q lacks %q", st.Message(), p)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
-	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
@@ -32,7 +32,7 @@ func TestSimNodeVsHardwarePolicy(t *testing.T) {
 	t.Run("require_policy", func(t *testing.T) {
 		s := newServer(t, n.serverConfig("require_policy = true\n"+golden))
 		_, err := s.attest(n.agent(t))
-		s.want(t, err, reject(codes.PermissionDenied, serververifier.CheckPolicy,
+		s.want(t, err, reject(codes.PermissionDenied, appraisal.CheckPolicy,
 			`policy "golden": tee: node is simulated; a policy matches a sim node only when its tee list names "sim"`))
 	})
 
@@ -134,7 +134,7 @@ func TestIMAViolationsWithheld(t *testing.T) {
 		}
 		s := newServer(t, n.serverConfig(""))
 		_, err := s.attest(a)
-		s.want(t, err, reject(codes.InvalidArgument, serververifier.CheckIMAReplay, "template hash"))
+		s.want(t, err, reject(codes.InvalidArgument, appraisal.CheckIMAReplay, "template hash"))
 	})
 }
 
@@ -185,7 +185,7 @@ func TestEvictedTDReturnsUnderNewInstanceID(t *testing.T) {
 		return bytes.Replace(genuine, []byte(readInstanceID(t, n)), []byte(strings.Repeat("e", len(readInstanceID(t, n)))), 1)
 	}
 	_, err := byQuote.attest(a)
-	byQuote.want(t, err, reject(codes.PermissionDenied, serververifier.CheckBinding))
+	byQuote.want(t, err, reject(codes.PermissionDenied, appraisal.CheckBinding))
 
 	other := newSimNode(t, sim.InitOptions{MRConfigID: bytes.Repeat([]byte{0xc2}, 48)})
 	if got := attest(newServer(t, other.serverConfig(template)), other); got == want {
@@ -194,7 +194,7 @@ func TestEvictedTDReturnsUnderNewInstanceID(t *testing.T) {
 	none := newSimNode(t, sim.InitOptions{})
 	s := newServer(t, none.serverConfig(template))
 	_, err = s.attest(none.agent(t))
-	s.want(t, err, reject(codes.PermissionDenied, serververifier.CheckAgentID, ".MRConfigID is all zero"))
+	s.want(t, err, reject(codes.PermissionDenied, appraisal.CheckAgentID, ".MRConfigID is all zero"))
 }
 
 func readInstanceID(t *testing.T, n *simNode) string {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"fmt"
+	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -283,5 +284,5 @@ func TestLimitSelectors(t *testing.T) {
 	n.RunWorkloads(t, distinct(300, serververifier.MaxSelectors)...)
 	s := newServer(t, n.serverConfig(""))
 	_, err = s.attest(n.agent(t))
-	s.want(t, err, reject(codes.ResourceExhausted, serververifier.CheckSelectors, fmt.Sprint(serververifier.MaxSelectors)))
+	s.want(t, err, reject(codes.ResourceExhausted, appraisal.CheckSelectors, fmt.Sprint(serververifier.MaxSelectors)))
 }
