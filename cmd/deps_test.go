@@ -26,8 +26,9 @@ var forbidden = map[string][]string{
 	"ccnp-agent-workloadattestor": {"tee/sim", "collateral", "appraisal", "server-verifier", "internal/simtest", "internal/spirelab", "internal/swtpm"},
 }
 
-// internal/cctrusted is the foundation every binary needs.
-var allowedInternal = []string{"internal/cctrusted"}
+// internal/cctrusted and internal/smallfile are the foundation every binary
+// may need.
+var allowedInternal = []string{"internal/cctrusted", "internal/smallfile"}
 
 func goTool(t *testing.T) string {
 	t.Helper()
