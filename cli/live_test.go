@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 )
 
 // newSim runs `ccnp sim init` into a fresh directory and returns it.

@@ -21,9 +21,9 @@ const module = "github.com/ccnp-spire/ccnp-spire/"
 
 // forbidden lists, per production binary, the packages it must not link.
 var forbidden = map[string][]string{
-	"ccnp-server-nodeattestor":    {"tee/sim", "internal/"},
-	"ccnp-agent-nodeattestor":     {"tee/sim", "collateral", "appraisal", "server-verifier", "internal/simtest", "internal/spirelab", "internal/swtpm"},
-	"ccnp-agent-workloadattestor": {"tee/sim", "collateral", "appraisal", "server-verifier", "internal/simtest", "internal/spirelab", "internal/swtpm"},
+	"ccnp-server-nodeattestor":    {"tee/sim", "internal/", "test/", "bench/"},
+	"ccnp-agent-nodeattestor":     {"tee/sim", "collateral", "appraisal", "server-verifier", "test/", "bench/"},
+	"ccnp-agent-workloadattestor": {"tee/sim", "collateral", "appraisal", "server-verifier", "test/", "bench/"},
 }
 
 // internal/cctrusted and internal/smallfile are the foundation every binary

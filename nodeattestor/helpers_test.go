@@ -18,7 +18,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )

@@ -16,8 +16,8 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 

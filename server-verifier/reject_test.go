@@ -19,7 +19,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 )

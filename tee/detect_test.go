@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/attestbench"
+	"github.com/ccnp-spire/ccnp-spire/bench/attestbench"
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 )
 

@@ -6,7 +6,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
-	"github.com/ccnp-spire/ccnp-spire/internal/cgrouptest"
+	"github.com/ccnp-spire/ccnp-spire/test/cgrouptest"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/sdk/ccnp"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/ccnp-spire/ccnp-spire/internal/cgrouptest"
+	"github.com/ccnp-spire/ccnp-spire/test/cgrouptest"
 	"io"
 	"os"
 	"os/exec"

@@ -1,7 +1,7 @@
 // Package unixattestor benchmarks this project's workload attestor next to
 // SPIRE v1.13.3's built-in unix workload attestor, in one `go test -bench`
 // run, over the same gRPC-on-a-unix-socket transport (package
-// workloadattestor/attestbench). It is a separate module so the main module
+// bench/attestbench). It is a separate module so the main module
 // never depends on SPIRE.
 package unixattestor
 
@@ -16,7 +16,7 @@ import (
 	"github.com/spiffe/spire/pkg/agent/plugin/workloadattestor/unix"
 
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/attestbench"
+	"github.com/ccnp-spire/ccnp-spire/bench/attestbench"
 )
 
 func sleeper(b *testing.B) int {

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ccnp-spire/ccnp-spire/internal/spirelab"
+	"github.com/ccnp-spire/ccnp-spire/test/spirelab"
 )
 
 func main() {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/google/go-tpm/tpm2"
 )
 

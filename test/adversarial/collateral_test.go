@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ccnp-spire/ccnp-spire/internal/spirelab"
-	"github.com/ccnp-spire/ccnp-spire/internal/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/test/spirelab"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 )
 
 // bin is where make builds the plugins, the CLI and SPIRE.

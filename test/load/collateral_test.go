@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/collateral"
-	"github.com/ccnp-spire/ccnp-spire/internal/simtest"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 )
 
