@@ -15,8 +15,8 @@ import (
 	configv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/service/common/config/v1"
 	"github.com/spiffe/spire/pkg/agent/plugin/workloadattestor/unix"
 
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor"
 	"github.com/ccnp-spire/ccnp-spire/bench/attestbench"
+	"github.com/ccnp-spire/ccnp-spire/workloadattestor"
 )
 
 func sleeper(b *testing.B) int {
