@@ -15,16 +15,17 @@ func main() {
 	bin := flag.String("bin", ".bin", "directory with the static binaries (make build)")
 	layoutDir := flag.String("layout", ".bin/oci", "OCI image layout directory to write (empty: none)")
 	tarFile := flag.String("tarball", ".bin/ccnp-plugins.tar", "docker-archive tarball to write (empty: none)")
+	sums := flag.String("checksums", ".bin/ccnp-checksums.yaml", "Helm values file with the plugins' plugin_checksum to write (empty: none)")
 	ref := flag.String("ref", "ghcr.io/ccnp-spire/plugins:dev", "image reference recorded in the layout and the tarball")
 	version := flag.String("version", "dev", "org.opencontainers.image.version label")
 	flag.Parse()
-	if err := run(*bin, *layoutDir, *tarFile, *ref, *version); err != nil {
+	if err := run(*bin, *layoutDir, *tarFile, *sums, *ref, *version); err != nil {
 		fmt.Fprintf(os.Stderr, "ccnp-image: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, layoutDir, tarFile, ref, version string) error {
+func run(bin, layoutDir, tarFile, sums, ref, version string) error {
 	img, err := image.Build(context.Background(), image.Options{BinDir: bin, Version: version})
 	if err != nil {
 		return err
@@ -44,6 +45,16 @@ func run(bin, layoutDir, tarFile, ref, version string) error {
 			return fmt.Errorf("tarball %s: %w", tarFile, err)
 		}
 		fmt.Printf("tarball:    %s\n", tarFile)
+	}
+	if sums != "" {
+		b, err := image.HelmChecksums(bin)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(sums, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("checksums:  %s\n", sums)
 	}
 	fmt.Printf("image:      %s@%s\n", ref, d)
 	return nil

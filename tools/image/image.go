@@ -14,7 +14,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -205,4 +207,35 @@ func WriteTarball(file, ref string, img v1.Image) error {
 		return fmt.Errorf("image reference %q: %w", ref, err)
 	}
 	return tarball.WriteToFile(file, tag, img)
+}
+
+// HelmChecksums returns a values file for the SPIRE Helm chart that sets
+// each plugin's plugin_checksum to the SHA-256 of the binary in binDir: the
+// checksums SPIRE checks before it starts a plugin, taken from the very
+// files the image carries (helm -f deploy/helm/values-ccnp.yaml -f this).
+func HelmChecksums(binDir string) ([]byte, error) {
+	sum := map[string]string{}
+	for _, n := range []string{"ccnp-server-nodeattestor", "ccnp-agent-nodeattestor", "ccnp-agent-workloadattestor"} {
+		b, err := os.ReadFile(filepath.Join(binDir, n))
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.Sum256(b)
+		sum[n] = hex.EncodeToString(h[:])
+	}
+	return fmt.Appendf(nil, `# plugin_checksum of each ccnp plugin in the image (written by ccnp-image)
+spire-server:
+  customPlugins:
+    nodeAttestor:
+      ccnp:
+        plugin_checksum: %q
+spire-agent:
+  customPlugins:
+    nodeAttestor:
+      ccnp:
+        plugin_checksum: %q
+    workloadAttestor:
+      ccnp:
+        plugin_checksum: %q
+`, sum["ccnp-server-nodeattestor"], sum["ccnp-agent-nodeattestor"], sum["ccnp-agent-workloadattestor"]), nil
 }

@@ -83,7 +83,7 @@ func runImageTool(t *testing.T, tool, bin string) (string, string) {
 	t.Helper()
 	out := t.TempDir()
 	start := time.Now()
-	cmd := exec.Command(tool, "-bin", bin, "-layout", filepath.Join(out, "oci"), "-tarball", filepath.Join(out, "image.tar"), "-ref", "ghcr.io/ccnp-spire/plugins:test", "-version", "test")
+	cmd := exec.Command(tool, "-bin", bin, "-layout", filepath.Join(out, "oci"), "-tarball", filepath.Join(out, "image.tar"), "-checksums", filepath.Join(out, "checksums.yaml"), "-ref", "ghcr.io/ccnp-spire/plugins:test", "-version", "test")
 	o, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("ccnp-image: %v\n%s", err, o)
