@@ -5,13 +5,26 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         ?= .bin
 FUZZTIME    ?= 15s
 BENCHTIME   ?= 1s
+# Static binaries: SPIRE's images are FROM scratch (no libc, no loader), so the
+# plugins must not need cgo; -trimpath and no symbol tables keep builds
+# reproducible and the image small. Tests keep cgo (the TPM simulator).
+STATIC      ?= CGO_ENABLED=0
+BUILDFLAGS  ?= -trimpath -ldflags='-s -w'
+IMAGE_REF   ?= ghcr.io/ccnp-spire/plugins:dev
+IMAGE_VERSION ?= dev
+# helm for deploy/'s render test, built from the Go module proxy (the network
+# reaches no chart or binary repositories): ~4-11 min the first time on 2
+# cores, then the Go build cache and the binary in $(TOOLS) serve it.
+HELM_VERSION ?= v3.21.4
+TOOLS       ?= $(BIN)/tools
 
-.PHONY: help demo spire build test test-e2e unit vet lint staticcheck fmt-check fuzz fuzz-smoke bench clean
+.PHONY: help demo spire build image test test-e2e unit vet lint staticcheck fmt-check fuzz fuzz-smoke bench clean
 
 help:
 	@echo "make demo        real SPIRE server + agent with the ccnp plugins on the simulated TDX; an SVID for a workload"
 	@echo "make spire       build spire-server and spire-agent v1.13.3 into $(BIN)/"
-	@echo "make build       build the ccnp CLI and the plugins into $(BIN)/ (sim-capable agent plugins: $(BIN)/sim/)"
+	@echo "make build       build the ccnp CLI and the plugins, static, into $(BIN)/ (sim-capable agent plugins: $(BIN)/sim/)"
+	@echo "make image       the plugins' OCI image, no daemon: $(BIN)/oci (OCI layout) and $(BIN)/ccnp-plugins.tar (docker load)"
 	@echo "make test        vet, staticcheck, gofmt check and go test -race ./... (what CI runs)"
 	@echo "make test-e2e    end-to-end tests with real SPIRE binaries (part of make test)"
 	@echo "make lint        vet, staticcheck and gofmt check only"
@@ -36,8 +49,13 @@ demo: build spire
 # into $(BIN)/sim/ (cmd/deps_test.go checks what each build links).
 build:
 	@mkdir -p $(BIN)/sim
-	$(GO) build -o $(BIN)/ ./cmd/...
-	$(GO) build -tags ccnp_sim -o $(BIN)/sim/ ./cmd/ccnp-agent-nodeattestor ./cmd/ccnp-agent-workloadattestor
+	$(STATIC) $(GO) build $(BUILDFLAGS) -o $(BIN)/ ./cmd/...
+	$(STATIC) $(GO) build $(BUILDFLAGS) -tags ccnp_sim -o $(BIN)/sim/ ./cmd/ccnp-agent-nodeattestor ./cmd/ccnp-agent-workloadattestor
+
+# The image the manifests and Helm values name: the static binaries under
+# /opt/ccnp/bin on an empty base, reproducible (tools/image). Works offline.
+image: build
+	$(BIN)/ccnp-image -bin $(BIN) -layout $(BIN)/oci -tarball $(BIN)/ccnp-plugins.tar -ref $(IMAGE_REF) -version $(IMAGE_VERSION)
 
 test: lint unit test-e2e
 
@@ -47,8 +65,14 @@ test-e2e: build spire
 
 # The load and fault suite runs on its own with -v so that CI prints its
 # figures (attestations, goroutines and heap before/after, outage timings).
-unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test/load$$')
+$(TOOLS)/helm:
+	@mkdir -p $(TOOLS)
+	GOBIN=$(abspath $(TOOLS)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# make build first: tools/image runs those very binaries in an empty root;
+# deploy/ renders the Helm values with $(TOOLS)/helm.
+unit: build $(TOOLS)/helm
+	CCNP_STATIC_BIN=$(abspath $(BIN)) CCNP_HELM=$(abspath $(TOOLS)/helm) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test/load$$')
 	$(GO) test -race -count=1 -v ./test/load
 
 lint: vet staticcheck fmt-check

@@ -100,11 +100,14 @@ func TestKubernetesManifests(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatal("no manifests")
 	}
+	states := map[string]string{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		configMaps := map[string]bool{"spire-bundle": true} // SPIRE's server publishes it
+		var daemonSets []map[string]any
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		docs := 0
 		for {
@@ -122,14 +125,36 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			switch obj["kind"] {
 			case "ConfigMap":
+				configMaps[obj["metadata"].(map[string]any)["name"].(string)] = true
 				data := obj["data"].(map[string]any)
 				if n := checkPluginData(t, f, data["agent.conf"].(string)); n != 2 {
 					t.Errorf("%s: agent.conf has %d ccnp plugins, want 2", f, n)
 				}
 			case "DaemonSet":
 				checkDaemonSet(t, f, obj)
+				daemonSets = append(daemonSets, obj)
 			}
 		}
+		// Every ConfigMap a DaemonSet mounts is defined beside it; every
+		// DaemonSet is pinned to nodes; the agents' state directories differ.
+		for _, ds := range daemonSets {
+			spec := ds["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			if spec["nodeSelector"] == nil && spec["affinity"] == nil {
+				t.Errorf("%s: DaemonSet has no node selector or affinity", f)
+			}
+			for _, v := range spec["volumes"].([]any) {
+				vm := v.(map[string]any)
+				if cm, ok := vm["configMap"].(map[string]any); ok && !configMaps[cm["name"].(string)] {
+					t.Errorf("%s: volume %s mounts ConfigMap %s, defined nowhere", f, vm["name"], cm["name"])
+				}
+				if vm["name"] == "ccnp-state" {
+					states[f] = vm["hostPath"].(map[string]any)["path"].(string)
+				}
+			}
+		}
+	}
+	if a, b := states["k8s/spire-agent-ccnp.yaml"], states["k8s/spire-agent-ccnp-tpm.yaml"]; a == "" || a == b {
+		t.Errorf("TDX agent state %q, TPM agent state %q: want one directory each", a, b)
 	}
 }
 

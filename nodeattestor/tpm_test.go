@@ -16,9 +16,9 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
 // tpmNode is a swtpm-backed node: a provisioned TPM whose PCRs hold a real

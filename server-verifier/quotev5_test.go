@@ -8,9 +8,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // v5Platform is the default simulated platform minting TDX 1.5 quotes (v5,

@@ -19,10 +19,10 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // simSetup is a simulated TD and a server configured to accept it.

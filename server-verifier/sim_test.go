@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 func TestAttestSimHappyPath(t *testing.T) {

@@ -7,9 +7,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // collateralCase is one attestation of a simulated TD whose PCS serves

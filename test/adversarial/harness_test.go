@@ -18,11 +18,11 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // repoRoot is the module root, for the threat model's cross-checks.

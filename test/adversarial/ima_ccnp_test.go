@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // ccnpTD is a simulated TD with the IMA list a CCNP kernel keeps: the

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // imaEntry encodes one binary IMA entry as the kernel does (little endian,

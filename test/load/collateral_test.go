@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/collateral"
-	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // pcsFault is what a failing collateral service does to every request.
