@@ -22,7 +22,6 @@ import (
 	"github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
-	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -103,11 +102,11 @@ type TDXOptions struct {
 	// nil checks everything every time.
 	Cache *Cache
 	// TEE is what the node says it is, when the quote is a node's
-	// evidence: conf.TEETDX refuses a quote the simulator made (its QE
-	// vendor ID) whatever the roots, conf.TEESim is a simulator verified
+	// evidence: cctrusted.TEETDX refuses a quote the simulator made (its QE
+	// vendor ID) whatever the roots, cctrusted.TEESim is a simulator verified
 	// as a TD under TrustedRoots (its own). Empty checks a quote on its
 	// own and names no TEE in the selectors' tee:.
-	TEE conf.TEE
+	TEE cctrusted.TEE
 	// NodeOptions: IMA violations and the start of an incremental
 	// appraisal. With a Start, CCEL and CCELTable are not read (RTMR0..1
 	// must be as recorded) and IMA and Runtime are suffixes.
@@ -359,7 +358,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 
 	// 7. A simulator's quote verifies under a simulated root only; that
 	// root among the TDX roots must still not make it a TD's.
-	if opts.TEE == conf.TEETDX && bytes.Equal(q.Header.QEVendorID[:], []byte(SimQEVendorID)) {
+	if opts.TEE == cctrusted.TEETDX && bytes.Equal(q.Header.QEVendorID[:], []byte(SimQEVendorID)) {
 		return res, res.fail(CheckSimulatedQuote, CodeRejected, fmt.Errorf("the quote's QE vendor ID is the simulator's (%q): a simulated quote is never accepted as tdx", SimQEVendorID))
 	}
 
@@ -491,7 +490,7 @@ func tdxNode(node *Node, res *TDXResult, fw *eventlog.Facts, ir imaResult, rt *r
 	f := &node.Facts
 	f.TEE = opts.TEE
 	if f.TEE == "" {
-		f.TEE = conf.TEETDX
+		f.TEE = cctrusted.TEETDX
 	}
 	f.MRTD, f.MRConfigID = body.MRTD[:], body.MRConfigID[:]
 	for i := range body.RTMR {

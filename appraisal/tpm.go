@@ -172,7 +172,7 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	node := &Node{}
 	n := &node.Next
 	f := &node.Facts
-	f.TEE = conf.TEETPM
+	f.TEE = cctrusted.TEETPM
 	f.PCRs = pcrs
 
 	// 3. The runtime log's register.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 )
@@ -106,10 +107,10 @@ func (g *globals) agentConfig(path string) (*conf.AgentNodeAttestor, error) {
 	} else {
 		var sb strings.Builder
 		fmt.Fprintf(&sb, "tee = %s\nhost_root = %s\n", strconv.Quote(g.tee), strconv.Quote(g.hostRoot))
-		if g.tee == tee.Sim {
+		if g.tee == string(cctrusted.TEESim) {
 			fmt.Fprintf(&sb, "sim {\n  dir = %s\n}\n", strconv.Quote(g.simDir))
 		}
-		if g.tee == tee.TPM || g.tee == tee.Auto {
+		if g.tee == string(cctrusted.TEETPM) || g.tee == string(conf.TEEAuto) {
 			fmt.Fprintf(&sb, "tpm {\n  device = %s\n}\n", strconv.Quote(g.tpm))
 		}
 		src = sb.String()

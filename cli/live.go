@@ -20,7 +20,7 @@ func init() { commands = append(commands, newInfoCmd, newMeasurementsCmd) }
 // open opens the TEE the global flags select.
 func (g *globals) open(ctx context.Context) (tee.Provider, error) {
 	return tee.Open(ctx, tee.Config{
-		TEE:      g.tee,
+		TEE:      cctrusted.TEE(g.tee),
 		HostRoot: g.hostRoot,
 		TPM:      tpm.Options{Device: g.tpm},
 		SimDir:   g.simDir,

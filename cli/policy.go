@@ -111,7 +111,7 @@ func (f *policyFlags) generate(ctx context.Context, g *globals) (*conf.Policy, e
 	if err != nil {
 		return nil, err
 	}
-	p := &conf.Policy{Name: f.name, Enforce: !f.warnOnly, TEE: []conf.TEE{conf.TEE(gd.tee)}, AllowDebug: gd.debug}
+	p := &conf.Policy{Name: f.name, Enforce: !f.warnOnly, TEE: []cctrusted.TEE{cctrusted.TEE(gd.tee)}, AllowDebug: gd.debug}
 	for _, m := range want {
 		v, ok := gd.regs[m]
 		if !ok {

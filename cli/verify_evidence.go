@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
-	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	serververifier "github.com/ccnp-spire/ccnp-spire/server-verifier"
 )
 
@@ -90,8 +90,8 @@ func (g *globals) serverConfig(f *verifyFlags, rec *evidence.Recording) (string,
 	if err != nil {
 		return "", fmt.Errorf("--evidence: the recorded hello: %w (with --server-config the server plugin judges it anyway)", err)
 	}
-	switch conf.TEE(h.GetTee()) {
-	case conf.TEESim:
+	switch cctrusted.TEE(h.GetTee()) {
+	case cctrusted.TEESim:
 		root := f.trustedRoot
 		if root == "" && g.simDir != "" {
 			root = filepath.Join(g.simDir, "root.pem")
@@ -103,7 +103,7 @@ func (g *globals) serverConfig(f *verifyFlags, rec *evidence.Recording) (string,
 			root = abs
 		}
 		return fmt.Sprintf("sim {\n  trusted_root_file = %s\n}\n", strconv.Quote(root)), nil
-	case conf.TEETDX:
+	case cctrusted.TEETDX:
 		if f.trustedRoot == "" {
 			return "tdx {\n}\n", nil
 		}

@@ -12,7 +12,7 @@ import (
 type AgentNodeAttestor struct {
 	// TEE selects the provider; TEEAuto detects TDX, then TPM, and never
 	// selects the simulator.
-	TEE TEE
+	TEE cctrusted.TEE
 	// HostRoot prefixes the device and firmware paths of TDX and TPM, for
 	// agents running in a container with the host's / mounted elsewhere.
 	// Empty means "/".
@@ -134,7 +134,7 @@ func ParseAgentNodeAttestor(src string) (*AgentNodeAttestor, error) {
 	}
 	c := &AgentNodeAttestor{TEE: TEEAuto, Compression: CompressionZstd}
 	if d.has("tee") {
-		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, TEETDX, TEETPM, TEESim)
+		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
 	}
 	c.HostRoot = absPath(d, "host_root", r.HostRoot)
 	c.TDX = AgentTDX{
@@ -145,11 +145,11 @@ func ParseAgentNodeAttestor(src string) (*AgentNodeAttestor, error) {
 		IMAPath:         absPath(d, "tdx.ima_path", r.TDX.IMAPath),
 	}
 	c.TPM = agentTPM(d, r.TPM)
-	if d.has("sim") && c.TEE != TEESim {
+	if d.has("sim") && c.TEE != cctrusted.TEESim {
 		d.errf("sim", "only used with tee = \"sim\" (auto never selects the simulator)")
 	}
 	c.Sim.Dir = absPath(d, "sim.dir", r.Sim.Dir)
-	if c.TEE == TEESim && c.Sim.Dir == "" && !d.has("sim.dir") {
+	if c.TEE == cctrusted.TEESim && c.Sim.Dir == "" && !d.has("sim.dir") {
 		d.errLine(d.line("tee"), "tee = \"sim\" needs sim { dir = \"...\" }")
 	}
 	c.Logs = logs(d, r.Logs, c.TEE)
@@ -223,7 +223,7 @@ func agentTPM(d *doc, r rawAgentTPM) AgentTPM {
 	return t
 }
 
-func logs(d *doc, vals []string, tee TEE) []LogKind {
+func logs(d *doc, vals []string, tee cctrusted.TEE) []LogKind {
 	if !d.has("logs") {
 		return []LogKind{LogCCEL, LogTPM, LogIMA, LogRuntime}
 	}
@@ -239,7 +239,7 @@ func logs(d *doc, vals []string, tee TEE) []LogKind {
 		case !ok:
 		case slices.Contains(out, k):
 			d.errf(key, "%q is listed twice", v)
-		case tee == TEETDX && k == LogTPM, tee == TEETPM && k == LogCCEL:
+		case tee == cctrusted.TEETDX && k == LogTPM, tee == cctrusted.TEETPM && k == LogCCEL:
 			d.errf(key, "%q does not exist on tee %q", v, tee)
 		default:
 			out = append(out, k)

@@ -60,9 +60,9 @@ func TestAgentKeys(t *testing.T) {
 		src   string
 		check func(*conf.AgentNodeAttestor) bool
 	}{
-		{"tee tdx", `tee = "tdx"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == conf.TEETDX }},
-		{"tee tpm", `tee = "tpm"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == conf.TEETPM }},
-		{"tee sim", "tee = \"sim\"\nsim { dir = \"/var/sim/\" }", func(c *conf.AgentNodeAttestor) bool { return c.TEE == conf.TEESim && c.Sim.Dir == "/var/sim" }},
+		{"tee tdx", `tee = "tdx"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEETDX }},
+		{"tee tpm", `tee = "tpm"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEETPM }},
+		{"tee sim", "tee = \"sim\"\nsim { dir = \"/var/sim/\" }", func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEESim && c.Sim.Dir == "/var/sim" }},
 		{"host_root", `host_root = "/host"`, func(c *conf.AgentNodeAttestor) bool {
 			return c.HostRoot == "/host" && c.HostPath(c.TDX.DevicePath) == "/host/dev/tdx_guest"
 		}},
@@ -103,7 +103,7 @@ func TestAgentKeys(t *testing.T) {
 		{"compression none", `compression = "none"`, func(c *conf.AgentNodeAttestor) bool { return c.Compression == conf.CompressionNone }},
 		{"compression gzip", `compression = "gzip"`, func(c *conf.AgentNodeAttestor) bool { return c.Compression == conf.CompressionGzip }},
 		{"runtime_log_path", `runtime_log_path = "/data/rt.cel"`, func(c *conf.AgentNodeAttestor) bool { return c.RuntimeLogPath == "/data/rt.cel" }},
-		{"comments", "# c1\n// c2\n/* c3 */ tee = \"tpm\" # c4", func(c *conf.AgentNodeAttestor) bool { return c.TEE == conf.TEETPM }},
+		{"comments", "# c1\n// c2\n/* c3 */ tee = \"tpm\" # c4", func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEETPM }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,10 +195,10 @@ func TestWorkloadDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}
-	if got := c.DigestAlgs(conf.TEETDX); !slices.Equal(got, []cctrusted.Algorithm{cctrusted.AlgSHA256, cctrusted.AlgSHA384}) {
+	if got := c.DigestAlgs(cctrusted.TEETDX); !slices.Equal(got, []cctrusted.Algorithm{cctrusted.AlgSHA256, cctrusted.AlgSHA384}) {
 		t.Errorf("tdx algs %v", got)
 	}
-	if got := c.DigestAlgs(conf.TEETPM); !slices.Equal(got, []cctrusted.Algorithm{cctrusted.AlgSHA256}) {
+	if got := c.DigestAlgs(cctrusted.TEETPM); !slices.Equal(got, []cctrusted.Algorithm{cctrusted.AlgSHA256}) {
 		t.Errorf("tpm algs %v", got)
 	}
 }
@@ -231,7 +231,7 @@ runtime_log_quota_per_container = 20
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}
-	if got := c.DigestAlgs(conf.TEETDX); !slices.Equal(got, want.ExeDigestAlgs) {
+	if got := c.DigestAlgs(cctrusted.TEETDX); !slices.Equal(got, want.ExeDigestAlgs) {
 		t.Errorf("configured algs not used: %v", got)
 	}
 	for _, m := range []string{"off", "first_seen"} {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // A server's plugin_data: TDX with an on-premises PCCS, TPM nodes trusted
@@ -169,7 +170,7 @@ func ExamplePolicy_HCL() {
 	p := conf.Policy{
 		Name:          "golden",
 		Enforce:       true,
-		TEE:           []conf.TEE{conf.TEETDX},
+		TEE:           []cctrusted.TEE{cctrusted.TEETDX},
 		KernelCmdline: []string{"root=/dev/vda1 ro", "root=/dev/vda1 ro quiet"},
 	}
 	fmt.Print(p.HCL())

@@ -48,8 +48,8 @@ type Policy struct {
 	Enforce bool
 	// TEE restricts the TEE kinds the policy matches. Unset, it matches
 	// every hardware TEE but never a simulated node: a policy matches a sim
-	// node only when TEE names TEESim.
-	TEE []TEE
+	// node only when TEE names cctrusted.TEESim.
+	TEE []cctrusted.TEE
 	// MRTD, RTMR and MRConfigID are TDX allow-lists (48-byte values).
 	MRTD       []string
 	RTMR       [cctrusted.NumRTMRs][]string
@@ -295,16 +295,16 @@ func policy(d *doc, r rawPolicy) (Policy, bool) {
 	return p, c.ok
 }
 
-func (c *policyCheck) tees(vals []string) []TEE {
+func (c *policyCheck) tees(vals []string) []cctrusted.TEE {
 	if len(vals) == 0 {
 		c.errf("tee", "empty list matches nothing; remove the key to allow every TEE")
 		return nil
 	}
-	out := make([]TEE, 0, len(vals))
+	out := make([]cctrusted.TEE, 0, len(vals))
 	for i, v := range vals {
-		t := TEE(v)
+		t := cctrusted.TEE(v)
 		switch {
-		case t != TEETDX && t != TEETPM && t != TEESim:
+		case t != cctrusted.TEETDX && t != cctrusted.TEETPM && t != cctrusted.TEESim:
 			c.errf(fmt.Sprintf("tee[%d]", i), "%q is not one of \"tdx\", \"tpm\", \"sim\"", v)
 		case slices.Contains(out, t):
 			c.errf(fmt.Sprintf("tee[%d]", i), "%q is listed twice", v)
@@ -446,8 +446,8 @@ func (c *policyCheck) consistent(p *Policy) {
 	if p.TEE == nil {
 		return
 	}
-	tdxLike := slices.Contains(p.TEE, TEETDX) || slices.Contains(p.TEE, TEESim)
-	tpmLike := slices.Contains(p.TEE, TEETPM) || slices.Contains(p.TEE, TEESim)
+	tdxLike := slices.Contains(p.TEE, cctrusted.TEETDX) || slices.Contains(p.TEE, cctrusted.TEESim)
+	tpmLike := slices.Contains(p.TEE, cctrusted.TEETPM) || slices.Contains(p.TEE, cctrusted.TEESim)
 	tdxKeys := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "accepted_tcb_statuses", "allow_debug",
 		"min_tcb_evaluation_data_number", "allowed_advisory_ids", "denied_advisory_ids"}
 	if !tdxLike {

@@ -50,7 +50,7 @@ func fullPolicyWant() conf.Policy {
 	return conf.Policy{
 		Name:    "golden.v1_a-b",
 		Enforce: false,
-		TEE:     []conf.TEE{"tdx", "sim", "tpm"},
+		TEE:     []cctrusted.TEE{"tdx", "sim", "tpm"},
 		MRTD:    []string{hex48},
 		RTMR: [4][]string{
 			{strings.Repeat("00", 48), strings.Repeat("01", 48)},

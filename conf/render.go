@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // digestDomain starts every canonical encoding so that a policy digest can
@@ -102,7 +104,7 @@ func appendStr(buf []byte, s string) []byte {
 	return append(buf, s...)
 }
 
-func teeStrings(ts []TEE) []string {
+func teeStrings(ts []cctrusted.TEE) []string {
 	out := make([]string, len(ts))
 	for i, t := range ts {
 		out[i] = string(t)

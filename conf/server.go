@@ -247,13 +247,13 @@ const (
 // attestation of tee: challenge_timeout when configured, else the TEE's
 // default. Before the hello names the TEE (tee == ""), the longest default:
 // SPIRE forwards the hello as it opens the stream, so it is not waited for.
-func (c *ServerVerifier) AnswerTimeout(tee TEE) time.Duration {
+func (c *ServerVerifier) AnswerTimeout(tee cctrusted.TEE) time.Duration {
 	switch {
 	case c.ChallengeTimeout > 0:
 		return c.ChallengeTimeout
-	case tee == TEETDX:
+	case tee == cctrusted.TEETDX:
 		return DefaultTDXAnswerTimeout
-	case tee == TEETPM:
+	case tee == cctrusted.TEETPM:
 		return DefaultTPMAnswerTimeout
 	}
 	return DefaultSimAnswerTimeout
@@ -290,8 +290,8 @@ func (c *ServerVerifier) AgentPath(data AgentPathData) (string, error) {
 	// segment that is or starts with "sim" (then a separator), and a
 	// hardware node's has none, so no simulated node can be given (or take
 	// over the entries of) a hardware node's ID.
-	if sim := slices.ContainsFunc(strings.Split(p, "/"), simSegment); sim != (data.TEE == string(TEESim)) {
-		return "", fmt.Errorf("agent_path_template rendered %q for a %s node: a sim node's agent ID must have a path segment %q (or starting with \"sim-\") and a hardware node's none (start a segment with {{ .TEE }})", p, data.TEE, TEESim)
+	if sim := slices.ContainsFunc(strings.Split(p, "/"), simSegment); sim != (data.TEE == string(cctrusted.TEESim)) {
+		return "", fmt.Errorf("agent_path_template rendered %q for a %s node: a sim node's agent ID must have a path segment %q (or starting with \"sim-\") and a hardware node's none (start a segment with {{ .TEE }})", p, data.TEE, cctrusted.TEESim)
 	}
 	return p, nil
 }
@@ -299,7 +299,7 @@ func (c *ServerVerifier) AgentPath(data AgentPathData) (string, error) {
 // simSegment reports whether an agent path segment names a simulated node:
 // "sim", or "sim" followed by a separator ("sim-<id>").
 func simSegment(seg string) bool {
-	rest, ok := strings.CutPrefix(seg, string(TEESim))
+	rest, ok := strings.CutPrefix(seg, string(cctrusted.TEESim))
 	return ok && (rest == "" || strings.ContainsRune("-_.:", rune(rest[0])))
 }
 
@@ -492,9 +492,9 @@ func (c *ServerVerifier) checkpointAndMetrics(d *doc, r rawServer) {
 // first attestation (including a template that gives a sim node no "sim"
 // segment, or a hardware node one).
 func (c *ServerVerifier) checkTemplate(d *doc) {
-	sample := func(tee TEE) AgentPathData {
+	sample := func(tee cctrusted.TEE) AgentPathData {
 		s := AgentPathData{TEE: string(tee), ID: strings.Repeat("0f", 32)}
-		if tee != TEETPM {
+		if tee != cctrusted.TEETPM {
 			f := slices.Repeat([]byte{0x5a}, 48)
 			s.Quote = &AgentPathQuote{MRConfigID: f, MROwner: f, MROwnerConfig: f}
 		}
@@ -503,8 +503,8 @@ func (c *ServerVerifier) checkTemplate(d *doc) {
 	// AgentPath itself keeps sim and hardware agent IDs apart (a "sim"
 	// segment for sim nodes only), at every attestation: this sample only
 	// reports a template that can never work as early as possible.
-	accepted := map[TEE]bool{TEETDX: c.TDX != nil, TEETPM: c.TPM != nil, TEESim: c.Sim != nil}
-	for _, tee := range []TEE{TEETDX, TEETPM, TEESim} {
+	accepted := map[cctrusted.TEE]bool{cctrusted.TEETDX: c.TDX != nil, cctrusted.TEETPM: c.TPM != nil, cctrusted.TEESim: c.Sim != nil}
+	for _, tee := range []cctrusted.TEE{cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim} {
 		if !accepted[tee] {
 			continue
 		}

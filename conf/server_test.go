@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 func TestServerDefaults(t *testing.T) {
@@ -25,9 +26,9 @@ func TestServerDefaults(t *testing.T) {
 		{"nonce_ttl", c.NonceTTL, 60 * time.Second},
 		{"max_payload_bytes", c.MaxPayloadBytes, int64(16 * 1024 * 1024)},
 		{"challenge_timeout", c.ChallengeTimeout, time.Duration(0)},
-		{"answer timeout tdx", c.AnswerTimeout(conf.TEETDX), 5 * time.Second},
-		{"answer timeout tpm", c.AnswerTimeout(conf.TEETPM), 15 * time.Second},
-		{"answer timeout sim", c.AnswerTimeout(conf.TEESim), 30 * time.Second},
+		{"answer timeout tdx", c.AnswerTimeout(cctrusted.TEETDX), 5 * time.Second},
+		{"answer timeout tpm", c.AnswerTimeout(cctrusted.TEETPM), 15 * time.Second},
+		{"answer timeout sim", c.AnswerTimeout(cctrusted.TEESim), 30 * time.Second},
 		{"answer timeout before the hello", c.AnswerTimeout(""), 30 * time.Second},
 		{"max_evidence_bytes_in_flight", c.MaxEvidenceBytesInFlight, int64(256 * 1024 * 1024)},
 		{"agent_path_template", c.AgentPathTemplate, "/{{ .PluginName }}/{{ .TEE }}/{{ .ID }}"},
@@ -115,7 +116,7 @@ max_payload_bytes = 1048576`, func(c *conf.ServerVerifier) bool { return c.MaxPa
 challenge_timeout = "5s"`, func(c *conf.ServerVerifier) bool { return c.ChallengeTimeout == 5*time.Second }},
 		{"challenge_timeout overrides every TEE's default", `tdx {}
 challenge_timeout = "45s"`, func(c *conf.ServerVerifier) bool {
-			return c.AnswerTimeout(conf.TEETDX) == 45*time.Second && c.AnswerTimeout(conf.TEETPM) == 45*time.Second && c.AnswerTimeout("") == 45*time.Second
+			return c.AnswerTimeout(cctrusted.TEETDX) == 45*time.Second && c.AnswerTimeout(cctrusted.TEETPM) == 45*time.Second && c.AnswerTimeout("") == 45*time.Second
 		}},
 		{"max_evidence_bytes_in_flight", `tdx {}
 max_evidence_bytes_in_flight = 33554432`, func(c *conf.ServerVerifier) bool { return c.MaxEvidenceBytesInFlight == 32<<20 }},
@@ -373,7 +374,7 @@ func TestAgentPathRender(t *testing.T) {
 }
 
 // TestAgentPathSimSegment: a template that renders a sim node's agent ID
-// without a "sim" segment (here by branching on the TEE, which the
+// without a "sim" segment (here by branching on the cctrusted.TEE, which the
 // configure-time sample cannot see) is refused at render time, so a
 // simulated node with a chosen instance ID never gets a hardware node's ID.
 func TestAgentPathSimSegment(t *testing.T) {

@@ -15,18 +15,11 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
-// TEE names a trusted execution environment kind as written in configs,
-// policies and selectors ("tee:tdx").
-type TEE string
-
-// The TEE kinds. TEEAuto is only valid where an agent-side plugin chooses a
-// provider; policies and the server name concrete kinds.
-const (
-	TEEAuto TEE = "auto"
-	TEETDX  TEE = "tdx"
-	TEETPM  TEE = "tpm"
-	TEESim  TEE = "sim"
-)
+// TEEAuto is the agent's choice to detect its TEE (TDX, then TPM, never the
+// simulator). TEE kinds are cctrusted.TEE, the one type that names them in
+// configs, policies, the evidence and selectors ("tee:tdx"); TEEAuto is valid
+// only where an agent-side plugin chooses a provider.
+const TEEAuto cctrusted.TEE = "auto"
 
 // TCBStatus is an Intel TCB status as found in TDX TCB info collateral.
 type TCBStatus string

@@ -13,7 +13,7 @@ type WorkloadAttestor struct {
 	HostRoot string
 	Measure  MeasureMode
 	// TEE is the provider whose runtime register is extended.
-	TEE            TEE
+	TEE            cctrusted.TEE
 	SimDir         string
 	TPMDevice      string
 	RuntimePCR     cctrusted.PCR
@@ -55,11 +55,11 @@ const maxDigestCacheSize = 1 << 20
 
 // DigestAlgs returns the executable digests to compute on tee: the
 // configured list, or SHA-256 plus SHA-384 on TDX (its native bank).
-func (c *WorkloadAttestor) DigestAlgs(tee TEE) []cctrusted.Algorithm {
+func (c *WorkloadAttestor) DigestAlgs(tee cctrusted.TEE) []cctrusted.Algorithm {
 	if c.ExeDigestAlgs != nil {
 		return slices.Clone(c.ExeDigestAlgs)
 	}
-	if tee == TEETDX {
+	if tee == cctrusted.TEETDX {
 		return []cctrusted.Algorithm{cctrusted.AlgSHA256, cctrusted.AlgSHA384}
 	}
 	return []cctrusted.Algorithm{cctrusted.AlgSHA256}
@@ -138,12 +138,12 @@ func ParseWorkloadAttestor(src string) (*WorkloadAttestor, error) {
 		*q.dst = q.v
 	}
 	if d.has("tee") {
-		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, TEETDX, TEETPM, TEESim)
+		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
 	}
-	if c.TEE == TEESim && !d.has("sim_dir") {
+	if c.TEE == cctrusted.TEESim && !d.has("sim_dir") {
 		d.errLine(d.line("tee"), "tee = \"sim\" needs sim_dir")
 	}
-	if d.has("sim_dir") && c.TEE != TEESim {
+	if d.has("sim_dir") && c.TEE != cctrusted.TEESim {
 		d.errf("sim_dir", "only used with tee = \"sim\" (auto never selects the simulator)")
 	}
 	if d.has("digest_cache_size") {

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tools/image"
 )
 
@@ -367,7 +368,7 @@ func TestHelmValuesRender(t *testing.T) {
 		needPath(t, who, mounts, hr, path.Join(wc.HostRoot, "proc"), false)
 		needPath(t, who, mounts, hr, path.Join(wc.HostRoot, "sys/fs/cgroup"), false)
 		switch nc.TEE {
-		case conf.TEETDX:
+		case cctrusted.TEETDX:
 			needPath(t, who, mounts, hr, nc.HostPath(nc.TDX.ConfigfsTSMPath), true)
 			needPath(t, who, mounts, hr, nc.HostPath(nc.TDX.DevicePath), true)
 			needPath(t, who, mounts, hr, nc.HostPath(nc.TDX.CCELPath), false)
@@ -379,7 +380,7 @@ func TestHelmValuesRender(t *testing.T) {
 			if get(ds, "spec", "template", "spec", "nodeSelector", "cloud.google.com/gke-confidential-nodes-instance-type") != "TDX" {
 				t.Errorf("%s: no GKE confidential TDX node selector", a.name)
 			}
-		case conf.TEETPM:
+		case cctrusted.TEETPM:
 			needPath(t, who, mounts, hr, nc.HostPath(nc.TPM.Device), true)
 			needPath(t, who, mounts, hr, nc.HostPath("/sys/kernel/security/tpm0/binary_bios_measurements"), false)
 			if get(ds, "spec", "template", "spec", "nodeSelector", "cloud.google.com/gke-confidential-nodes-instance-type") != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 )
@@ -20,7 +21,7 @@ const (
 // checkSupported refuses config values that parse but that this build
 // cannot honour, naming the key.
 func checkSupported(c *conf.AgentNodeAttestor) error {
-	if c.TEE == conf.TEESim && !simAvailable() {
+	if c.TEE == cctrusted.TEESim && !simAvailable() {
 		return fmt.Errorf("plugin_data: tee: %q: %w", c.TEE, tee.ErrSimNotLinked)
 	}
 	if c.TDX.ConfigfsTSMPath != tdxConfigfsTSMPath {

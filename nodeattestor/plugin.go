@@ -90,7 +90,7 @@ func (p *Plugin) Configure(_ context.Context, req *configv1.ConfigureRequest) (*
 	log := p.log
 	p.mu.Unlock()
 	log.Info("Configured", "tee", c.TEE, "logs", c.Logs, "compression", c.Compression, "host_root", c.HostRoot)
-	if c.TEE == conf.TEESim {
+	if c.TEE == cctrusted.TEESim {
 		log.Warn("Simulated TEE configured: this node's evidence proves nothing about real hardware", "sim_dir", c.Sim.Dir)
 	}
 	return &configv1.ConfigureResponse{}, nil

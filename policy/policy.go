@@ -36,7 +36,7 @@ import (
 // Facts are what one attestation proved about a node.
 type Facts struct {
 	// TEE is the node's kind (tdx, tpm, sim).
-	TEE conf.TEE
+	TEE cctrusted.TEE
 	// MRTD, RTMR and MRConfigID are the TD's signed registers (TDX and the
 	// simulator); nil on a TPM node.
 	MRTD       []byte
@@ -163,7 +163,7 @@ func EvaluateOne(p *conf.Policy, f *Facts) Result {
 	switch {
 	case len(p.TEE) > 0 && !slices.Contains(p.TEE, f.TEE):
 		miss("tee", "node is %s, the policy allows %s", f.TEE, joinTEE(p.TEE))
-	case len(p.TEE) == 0 && f.TEE == conf.TEESim:
+	case len(p.TEE) == 0 && f.TEE == cctrusted.TEESim:
 		miss("tee", "node is simulated; a policy matches a sim node only when its tee list names \"sim\"")
 	}
 	tdxList := func(key string, allow []string, v []byte) {
@@ -328,7 +328,7 @@ func containsHex(allow []string, h string) bool {
 	return false
 }
 
-func joinTEE(ts []conf.TEE) string {
+func joinTEE(ts []cctrusted.TEE) string {
 	s := make([]string, len(ts))
 	for i, t := range ts {
 		s[i] = string(t)

@@ -27,7 +27,7 @@ var (
 
 func tdxFacts() *Facts {
 	f := &Facts{
-		TEE:            conf.TEETDX,
+		TEE:            cctrusted.TEETDX,
 		MRTD:           mrtd,
 		MRConfigID:     make([]byte, 48),
 		TCBStatus:      "UpToDate",
@@ -46,14 +46,14 @@ func tdxFacts() *Facts {
 // simFacts are tdxFacts of a simulated TD: every register the same.
 func simFacts() *Facts {
 	f := tdxFacts()
-	f.TEE = conf.TEESim
+	f.TEE = cctrusted.TEESim
 	return f
 }
 
 func tpmFacts() *Facts {
 	r := cctrusted.Registers{}
 	r.Set(cctrusted.PCR(7).IMR(), cctrusted.AlgSHA256, pcr7)
-	return &Facts{TEE: conf.TEETPM, PCRs: r}
+	return &Facts{TEE: cctrusted.TEETPM, PCRs: r}
 }
 
 func parse(t *testing.T, src string) []conf.Policy {

@@ -51,7 +51,7 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	var v *verified
 	var logsTime, waited time.Duration
 	var err error
-	if conf.TEE(a.tee) == conf.TEETPM {
+	if cctrusted.TEE(a.tee) == cctrusted.TEETPM {
 		v, logsTime, waited, err = a.appraiseTPM(actx, ev, logs, binding, inc, start)
 	} else {
 		v, logsTime, err = a.appraiseTDX(actx, hello, ev, logs, binding, inc, start)
@@ -113,10 +113,10 @@ func (a *attestation) appraiseTDX(ctx context.Context, hello *evidencepb.Hello, 
 func (a *attestation) tdxOptions(start *appraisal.Start) appraisal.TDXOptions {
 	st := a.st
 	opts := appraisal.TDXOptions{
-		TrustedRoots: st.tdxRoots, Now: a.p.now(), Cache: a.p.cache, TEE: conf.TEE(a.tee),
+		TrustedRoots: st.tdxRoots, Now: a.p.now(), Cache: a.p.cache, TEE: cctrusted.TEE(a.tee),
 		NodeOptions: appraisal.NodeOptions{AllowIMAViolations: st.cfg.AllowIMAViolations, Start: start},
 	}
-	if opts.TEE == conf.TEESim {
+	if opts.TEE == cctrusted.TEESim {
 		opts.TrustedRoots = st.simRoots
 	}
 	if t := st.cfg.TDX; t != nil {

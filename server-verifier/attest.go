@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
-	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/policy"
 )
 
@@ -100,7 +100,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	}
 	a.tee, a.agentVersion = hello.GetTee(), hello.GetAgentVersion()
 	a.checkpointCap = slices.Contains(hello.GetCaps(), evidence.CapCheckpoint)
-	if err := a.accepted(conf.TEE(a.tee)); err != nil {
+	if err := a.accepted(cctrusted.TEE(a.tee)); err != nil {
 		return nil, err
 	}
 
@@ -142,7 +142,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, err
 	}
 	sels := append(slices.Clone(v.node.Selectors), outcome.Selectors()...)
-	if conf.TEE(a.tee) == conf.TEESim {
+	if cctrusted.TEE(a.tee) == cctrusted.TEESim {
 		sels = simNamespace(sels)
 	}
 	slices.Sort(sels)
@@ -168,7 +168,7 @@ func simNamespace(sels []string) []string {
 	out := make([]string, 0, len(sels))
 	for _, s := range sels {
 		switch {
-		case s == "tee:"+string(conf.TEESim):
+		case s == "tee:"+string(cctrusted.TEESim):
 			out = append(out, s)
 		case strings.HasPrefix(s, "tdx:"):
 			out = append(out, "sim:"+strings.TrimPrefix(s, "tdx:"))
@@ -191,11 +191,11 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	nonce := rn.value
 	ch := &evidencepb.Challenge{
 		Nonce:           nonce,
-		Want:            wantLogs(conf.TEE(a.tee), hello.GetCaps()),
+		Want:            wantLogs(cctrusted.TEE(a.tee), hello.GetCaps()),
 		MaxPayloadBytes: uint64(cfg.MaxPayloadBytes),
 	}
 	if inc != nil {
-		ch.Want = incrementalWant(conf.TEE(a.tee), ch.Want)
+		ch.Want = incrementalWant(cctrusted.TEE(a.tee), ch.Want)
 		ch.Checkpoint = &evidencepb.Checkpoint{Offsets: inc.claims.GetOffsets()}
 	}
 	a.want = ch.Want
@@ -261,12 +261,12 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 }
 
 // accepted refuses TEE kinds the configuration has no block for.
-func (a *attestation) accepted(tee conf.TEE) error {
+func (a *attestation) accepted(tee cctrusted.TEE) error {
 	cfg := a.st.cfg
 	switch {
-	case tee == conf.TEETDX && cfg.TDX != nil, tee == conf.TEETPM && cfg.TPM != nil, tee == conf.TEESim && cfg.Sim != nil:
+	case tee == cctrusted.TEETDX && cfg.TDX != nil, tee == cctrusted.TEETPM && cfg.TPM != nil, tee == cctrusted.TEESim && cfg.Sim != nil:
 		return nil
-	case tee == conf.TEESim:
+	case tee == cctrusted.TEESim:
 		return rejectf(codes.PermissionDenied, appraisal.CheckTEE, "a simulated TEE is not accepted: the server configuration has no sim block")
 	}
 	return rejectf(codes.PermissionDenied, appraisal.CheckTEE, "tee %q is not accepted: the server configuration has no %s block", tee, tee)
@@ -274,7 +274,7 @@ func (a *attestation) accepted(tee conf.TEE) error {
 
 // wantLogs asks for the logs that apply to the TEE and that the agent said
 // it can send.
-func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
+func wantLogs(tee cctrusted.TEE, caps []string) []evidencepb.LogKind {
 	all := []struct {
 		kind evidencepb.LogKind
 		tpm  bool
@@ -288,7 +288,7 @@ func wantLogs(tee conf.TEE, caps []string) []evidencepb.LogKind {
 	var want []evidencepb.LogKind
 	for _, l := range all {
 		applies := l.tdx
-		if tee == conf.TEETPM {
+		if tee == cctrusted.TEETPM {
 			applies = l.tpm
 		}
 		if applies && slices.Contains(caps, evidence.LogCap(l.kind)) {
@@ -324,7 +324,7 @@ func (a *attestation) recv(ctx context.Context, what string) (*nodeattestorv1.At
 		req, err := a.stream.Recv()
 		ch <- recvResult{req, err}
 	}()
-	wait := a.st.cfg.AnswerTimeout(conf.TEE(a.tee))
+	wait := a.st.cfg.AnswerTimeout(cctrusted.TEE(a.tee))
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {

@@ -125,7 +125,7 @@ func (a *attestation) openCheckpoint(hello *evidencepb.Hello) *incremental {
 	}
 	// The token must cover exactly the growing logs this agent sends now.
 	var grow []evidencepb.LogKind
-	for _, k := range wantLogs(conf.TEE(a.tee), hello.GetCaps()) {
+	for _, k := range wantLogs(cctrusted.TEE(a.tee), hello.GetCaps()) {
 		if k == evidencepb.LogKind_LOG_KIND_IMA || k == evidencepb.LogKind_LOG_KIND_RUNTIME {
 			grow = append(grow, k)
 		}
@@ -137,7 +137,7 @@ func (a *attestation) openCheckpoint(hello *evidencepb.Hello) *incremental {
 		return nil
 	}
 	inc := &incremental{claims: claims}
-	if conf.TEE(a.tee) != conf.TEETPM {
+	if cctrusted.TEE(a.tee) != cctrusted.TEETPM {
 		// TDX and the simulator name themselves in the hello, so a token
 		// of another node is told before any evidence is asked for; a TPM
 		// node's ID (its EK) is checked in verifyTPM. An agent ID built from
@@ -171,8 +171,8 @@ func (inc *incremental) checkAgent(a *attestation, id string, q *conf.AgentPathQ
 // stands for it and RTMR0/1 must not have moved; a TPM's firmware log is
 // resent (bounded, cached decompression) because its PCRs are checked
 // against it.
-func incrementalWant(tee conf.TEE, full []evidencepb.LogKind) []evidencepb.LogKind {
-	if tee == conf.TEETPM {
+func incrementalWant(tee cctrusted.TEE, full []evidencepb.LogKind) []evidencepb.LogKind {
+	if tee == cctrusted.TEETPM {
 		return full
 	}
 	return slices.DeleteFunc(slices.Clone(full), func(k evidencepb.LogKind) bool { return k == evidencepb.LogKind_LOG_KIND_CCEL })

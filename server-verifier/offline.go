@@ -14,6 +14,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // offlineRun is what an attestation driven by VerifyOffline carries: the
@@ -179,7 +180,7 @@ func (a *attestation) offlineResult(attrs *nodeattestorv1.AgentAttributes, err e
 	for _, r := range a.results {
 		res.Policies = append(res.Policies, OfflinePolicy{Name: r.Name, Digest: r.Digest, Enforce: r.Enforce, Match: r.Match, Mismatches: r.Mismatches})
 	}
-	if conf.TEE(a.tee) == conf.TEETPM {
+	if cctrusted.TEE(a.tee) == cctrusted.TEETPM {
 		res.NotChecked = append(res.NotChecked, appraisal.CheckActivation+": credential activation needs the node's TPM live, so the EK (tpm:ek_hash, the agent ID) is unproven")
 	}
 	if err != nil {

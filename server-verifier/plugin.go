@@ -39,6 +39,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // PluginName is the name SPIRE configurations give this plugin. SPIRE never
@@ -384,7 +385,7 @@ func warnTPMRuntimePolicies(cfg *conf.ServerVerifier, logger hclog.Logger) {
 	var names []string
 	for i := range cfg.Policies {
 		p := &cfg.Policies[i]
-		if (p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil) && (p.TEE == nil || slices.Contains(p.TEE, conf.TEETPM)) {
+		if (p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil) && (p.TEE == nil || slices.Contains(p.TEE, cctrusted.TEETPM)) {
 			names = append(names, p.Name)
 		}
 	}

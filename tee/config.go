@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
@@ -47,7 +48,7 @@ func ForWorkloadAttestor(c *conf.WorkloadAttestor) Config {
 // wants them relative to HostRoot and resolves them itself, while a TPM
 // character device is opened as given and so is resolved under host_root
 // here (a tcp:// TPM is a network address, not a path).
-func fromConf(t conf.TEE, hostRoot, simDir string, x tdx.Options, m tpm.Options) Config {
+func fromConf(t cctrusted.TEE, hostRoot, simDir string, x tdx.Options, m tpm.Options) Config {
 	x.CCELPath = relative(x.CCELPath)
 	x.CCELTablePath = relative(x.CCELTablePath)
 	x.IMAPath = relative(x.IMAPath)
@@ -57,7 +58,7 @@ func fromConf(t conf.TEE, hostRoot, simDir string, x tdx.Options, m tpm.Options)
 	if !strings.HasPrefix(m.Device, "tcp://") && hostRoot != "" && hostRoot != "/" {
 		m.Device = path.Join(hostRoot, m.Device)
 	}
-	return Config{TEE: string(t), HostRoot: hostRoot, TDX: x, TPM: m, SimDir: simDir}
+	return Config{TEE: t, HostRoot: hostRoot, TDX: x, TPM: m, SimDir: simDir}
 }
 
 func relative(p string) string { return strings.TrimPrefix(p, "/") }

@@ -14,23 +14,16 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
-// Names accepted by Config.TEE.
-const (
-	Auto = "auto"
-	TDX  = string(cctrusted.TEETDX)
-	TPM  = string(cctrusted.TEETPM)
-	Sim  = string(cctrusted.TEESim)
-)
-
 // Config says which TEE to open and where its interfaces are.
 type Config struct {
-	// TEE is auto (default), tdx, tpm or sim.
-	TEE string
+	// TEE is tdx, tpm or sim; empty or conf.TEEAuto detects TDX, then TPM.
+	TEE cctrusted.TEE
 	// HostRoot prefixes host paths (/sys, /dev) for agents in containers.
 	HostRoot string
 	// TDX options; HostRoot above applies when theirs is empty.
@@ -59,20 +52,20 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 	if cfg.TPM.HostRoot == "" {
 		cfg.TPM.HostRoot = root
 	}
-	switch strings.ToLower(cfg.TEE) {
-	case TDX:
+	switch cctrusted.TEE(strings.ToLower(string(cfg.TEE))) {
+	case cctrusted.TEETDX:
 		p, err := tdx.Open(ctx, cfg.TDX)
 		if err != nil {
 			return nil, fmt.Errorf("tee tdx: %w", err)
 		}
 		return noClose{p}, nil
-	case TPM:
+	case cctrusted.TEETPM:
 		p, err := tpm.Open(ctx, cfg.TPM)
 		if err != nil {
 			return nil, fmt.Errorf("tee tpm: %w", err)
 		}
 		return p, nil
-	case Sim:
+	case cctrusted.TEESim:
 		if simOpener == nil {
 			return nil, ErrSimNotLinked
 		}
@@ -84,7 +77,7 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 			return nil, fmt.Errorf("tee sim: %w", err)
 		}
 		return noClose{p}, nil
-	case "", Auto:
+	case "", conf.TEEAuto:
 		return detect(ctx, cfg)
 	}
 	return nil, fmt.Errorf("tee %q: want auto, tdx, tpm or sim", cfg.TEE)

@@ -151,17 +151,17 @@ func (p *Plugin) build(ctx context.Context, cfg *conf.WorkloadAttestor) (*state,
 		}
 		// The runtime log's bank needs its digest even when the selectors
 		// do not show it (a SHA-384 log records the exe's SHA-384).
-		hashAlgs = cfg.DigestAlgs(conf.TEE(st.measure.provider.TEE()))
+		hashAlgs = cfg.DigestAlgs(cctrusted.TEE(st.measure.provider.TEE()))
 		if st.measure.alg == cctrusted.AlgSHA384 && !containsAlg(hashAlgs, cctrusted.AlgSHA384) {
 			hashAlgs = append(hashAlgs, cctrusted.AlgSHA384)
 		}
 	}
 	st.algs = cfg.DigestAlgs(cfg.TEE)
 	if st.measure != nil {
-		st.algs = cfg.DigestAlgs(conf.TEE(st.measure.provider.TEE()))
+		st.algs = cfg.DigestAlgs(cctrusted.TEE(st.measure.provider.TEE()))
 		if st.measure.provider.TEE() == cctrusted.TEESim && cfg.ExeDigestAlgs == nil {
 			// The simulator stands in for TDX: the same selectors.
-			st.algs = cfg.DigestAlgs(conf.TEETDX)
+			st.algs = cfg.DigestAlgs(cctrusted.TEETDX)
 		}
 	}
 	for _, a := range st.algs {
