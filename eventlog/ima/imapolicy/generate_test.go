@@ -245,4 +245,3 @@ func TestGenerateTreeRoundTrip(t *testing.T) {
 		}
 	}
 }
-
