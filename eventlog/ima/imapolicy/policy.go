@@ -22,9 +22,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"regexp"
 	"slices"
 	"strings"
@@ -189,41 +191,91 @@ func decodeDigest(s string) ([]byte, error) {
 	return hex.DecodeString(s)
 }
 
-// digestMap maps names to allowed digests. The digests live in one arena,
-// each as a length byte and its bytes, and the map holds only where a
-// name's run starts: a lookup touches the map slot, the key and one arena
-// run, which keeps a 50k-path policy's lookups cheap in cache misses.
+// digestMap maps names to allowed digests. It is an open-addressing table
+// of 8-byte slots over one arena that holds each name beside its digests:
+// a lookup hashes the name (maphash, seeded per map), reads one slot (the
+// high half of the hash as a tag, the arena offset) and, when the tag
+// matches, one arena run holding name and digests together. A Go map of
+// strings would add a miss for the key's bytes, which live apart from the
+// slot; on a 50k-path policy those misses were most of the appraisal.
 type digestMap struct {
-	idx   map[string]digestRun
-	arena []byte
+	seed  maphash.Seed
+	slots []digestSlot // len a power of two, at most half full; nil when empty
+	arena []byte       // per name: u32 name length, name, u32 count, (u8 length, digest)*
 }
 
-type digestRun struct {
-	off uint32
-	n   uint32
+type digestSlot struct {
+	tag uint32 // high half of the name's hash
+	off uint32 // arena offset of the name's run; 0: empty (the arena starts with a pad byte)
 }
 
 // has reports whether name is listed, and whether d is one of its digests.
 func (m *digestMap) has(name string, d []byte) (listed, allowed bool) {
-	r, ok := m.idx[name]
-	if !ok {
+	if m.slots == nil {
 		return false, false
 	}
-	a := m.arena[r.off:]
-	for range r.n {
-		l := int(a[0])
-		if l == len(d) && bytes.Equal(a[1:1+l], d) {
-			return true, true
+	h := maphash.String(m.seed, name)
+	tag := uint32(h >> 32)
+	mask := uint64(len(m.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := m.slots[i]
+		if sl.off == 0 {
+			return false, false
 		}
-		a = a[1+l:]
+		if sl.tag != tag {
+			continue
+		}
+		a := m.arena[sl.off:]
+		nl := int(binary.LittleEndian.Uint32(a))
+		if nl != len(name) || string(a[4:4+nl]) != name {
+			continue
+		}
+		a = a[4+nl:]
+		n := binary.LittleEndian.Uint32(a)
+		a = a[4:]
+		for range n {
+			l := int(a[0])
+			if l == len(d) && equalDigest(a[1:1+l], d) {
+				return true, true
+			}
+			a = a[1+l:]
+		}
+		return true, false
 	}
-	return true, false
+}
+
+// equalDigest compares digests of the common sizes as fixed-size arrays
+// (a few wide loads, no call), others byte by byte.
+func equalDigest(a, b []byte) bool {
+	switch len(b) {
+	case 32:
+		return [32]byte(a) == [32]byte(b)
+	case 48:
+		return [48]byte(a) == [48]byte(b)
+	case 20:
+		return [20]byte(a) == [20]byte(b)
+	case 64:
+		return [64]byte(a) == [64]byte(b)
+	}
+	return bytes.Equal(a, b)
 }
 
 func decodeDigestMap(what string, m map[string][]string) (digestMap, error) {
-	out := digestMap{idx: make(map[string]digestRun, len(m))}
+	out := digestMap{seed: maphash.MakeSeed()}
+	if len(m) == 0 {
+		return out, nil
+	}
+	size := 16
+	for size < 2*len(m) {
+		size *= 2
+	}
+	out.slots = make([]digestSlot, size)
+	out.arena = []byte{0}
+	mask := uint64(size - 1)
 	for name, ds := range m {
-		run := digestRun{off: uint32(len(out.arena)), n: uint32(len(ds))}
+		off := len(out.arena)
+		out.arena = binary.LittleEndian.AppendUint32(out.arena, uint32(len(name)))
+		out.arena = binary.LittleEndian.AppendUint32(append(out.arena, name...), uint32(len(ds)))
 		for i, d := range ds {
 			b, err := decodeDigest(d)
 			if err != nil {
@@ -232,9 +284,14 @@ func decodeDigestMap(what string, m map[string][]string) (digestMap, error) {
 			out.arena = append(append(out.arena, byte(len(b))), b...)
 		}
 		if uint64(len(out.arena)) > 1<<32-1 {
-			return digestMap{}, fmt.Errorf("%s: more than 4 GiB of digests", what)
+			return digestMap{}, fmt.Errorf("%s: more than 4 GiB of names and digests", what)
 		}
-		out.idx[name] = run
+		h := maphash.String(out.seed, name)
+		i := h & mask
+		for out.slots[i].off != 0 {
+			i = (i + 1) & mask
+		}
+		out.slots[i] = digestSlot{tag: uint32(h >> 32), off: uint32(off)}
 	}
 	return out, nil
 }
@@ -264,7 +321,10 @@ func compileExcludes(pats []string) (excluder, error) {
 			return excluder{}, fmt.Errorf("exclude[%d]: %w", i, err)
 		}
 		re := regexp.MustCompile(`^(?:` + pat + `)`)
-		prefix, complete := re.LiteralPrefix()
+		// The prefix comes from the pattern as written: the anchored
+		// form's LiteralPrefix calls "^(?:/tmp/$)" complete, and trusting
+		// that would exclude "/tmp/x" (TestExcludeLiteralPrefixAnchors).
+		prefix, complete := regexp.MustCompile(pat).LiteralPrefix()
 		if prefix == "" {
 			rest = append(rest, "(?:"+pat+")")
 			continue
