@@ -33,6 +33,7 @@ import (
 	"sync"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
@@ -211,37 +212,105 @@ type digestSlot struct {
 
 // has reports whether name is listed, and whether d is one of its digests.
 func (m *digestMap) has(name string, d []byte) (listed, allowed bool) {
+	return m.digestsAt(m.find(name), d)
+}
+
+// find returns the arena offset of name's digest count, 0 when name is not
+// listed.
+func (m *digestMap) find(name string) uint32 {
 	if m.slots == nil {
-		return false, false
+		return 0
 	}
 	h := maphash.String(m.seed, name)
-	tag := uint32(h >> 32)
+	return m.probe(h, h&uint64(len(m.slots)-1), name)
+}
+
+// probe looks for name, whose hash is h, from slot i on.
+func (m *digestMap) probe(h, i uint64, name string) uint32 {
 	mask := uint64(len(m.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for ; ; i = (i + 1) & mask {
 		sl := m.slots[i]
 		if sl.off == 0 {
-			return false, false
+			return 0
 		}
-		if sl.tag != tag {
-			continue
+		if r := m.match(sl, uint32(h>>32), name); r != 0 {
+			return r
 		}
-		a := m.arena[sl.off:]
-		nl := int(binary.LittleEndian.Uint32(a))
-		if nl != len(name) || string(a[4:4+nl]) != name {
-			continue
-		}
-		a = a[4+nl:]
-		n := binary.LittleEndian.Uint32(a)
-		a = a[4:]
-		for range n {
-			l := int(a[0])
-			if l == len(d) && equalDigest(a[1:1+l], d) {
-				return true, true
-			}
-			a = a[1+l:]
-		}
-		return true, false
 	}
+}
+
+// match returns the offset of the digest count when slot sl holds name.
+func (m *digestMap) match(sl digestSlot, tag uint32, name string) uint32 {
+	if sl.tag != tag {
+		return 0
+	}
+	a := m.arena[sl.off:]
+	nl := int(binary.LittleEndian.Uint32(a))
+	if nl != len(name) || string(a[4:4+nl]) != name {
+		return 0
+	}
+	return sl.off + 4 + uint32(nl)
+}
+
+// resolveBatch is how many entries resolve looks up together: enough for
+// their cache misses to overlap, few enough for its arrays to stay on the
+// stack.
+const resolveBatch = 16
+
+// resolve sets runs[k] to find(entries[k].FileName). It reads every
+// entry's first slot before comparing any name, and touches every
+// candidate's arena run before comparing it, so that the loads of a batch,
+// independent of each other, are in flight together; whatever the first
+// slot does not settle is probed on from the next slot.
+func (m *digestMap) resolve(entries []ima.Entry, runs []uint32) {
+	if m.slots == nil {
+		clear(runs)
+		return
+	}
+	var hs [resolveBatch]uint64
+	var sl [resolveBatch]digestSlot
+	var first [resolveBatch]byte
+	mask := uint64(len(m.slots) - 1)
+	for k := range entries {
+		hs[k] = maphash.String(m.seed, entries[k].FileName)
+		sl[k] = m.slots[hs[k]&mask]
+	}
+	for k := range entries {
+		if sl[k].off != 0 && sl[k].tag == uint32(hs[k]>>32) {
+			first[k] = m.arena[sl[k].off]
+		}
+	}
+	for k := range entries {
+		switch {
+		case sl[k].off == 0:
+			runs[k] = 0 // an empty first slot: not listed
+		case first[k] == byte(len(entries[k].FileName)):
+			if runs[k] = m.match(sl[k], uint32(hs[k]>>32), entries[k].FileName); runs[k] == 0 {
+				runs[k] = m.probe(hs[k], (hs[k]+1)&mask, entries[k].FileName)
+			}
+		default:
+			runs[k] = m.probe(hs[k], (hs[k]+1)&mask, entries[k].FileName)
+		}
+	}
+}
+
+// digestsAt reports whether run (from find; 0: not listed) is listed, and
+// whether d is one of its digests.
+func (m *digestMap) digestsAt(run uint32, d []byte) (listed, allowed bool) {
+	if run == 0 {
+		return false, false
+	}
+	a := m.arena[run:]
+	n := binary.LittleEndian.Uint32(a)
+	a = a[4:]
+	for range n {
+		l := int(a[0])
+		if l == len(d) && equalDigest(a[1:1+l], d) {
+			return true, true
+		}
+		a = a[1+l:]
+	}
+	return true, false
 }
 
 // equalDigest compares digests of the common sizes as fixed-size arrays
