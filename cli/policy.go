@@ -27,6 +27,7 @@ type policyFlags struct {
 	warnOnly           bool
 	registers          string
 	out                string
+	ima                imaGenFlags
 }
 
 func newPolicyCmd(g *globals) *cobra.Command {
@@ -44,6 +45,9 @@ as workloads run, so they are left out unless named.`,
 		Args:        cobra.NoArgs,
 		Annotations: map[string]string{outputFileAllowed: "true"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.ima.on {
+				return f.generateIMA(cmd.Context(), g)
+			}
 			if g.output != "text" && g.output != "json" {
 				f.out, g.output = g.output, "text"
 			}
@@ -76,6 +80,7 @@ as workloads run, so they are left out unless named.`,
 	fl.StringVar(&f.name, "name", "golden", "policy name (becomes selector ccnp:policy:<name>)")
 	fl.BoolVar(&f.warnOnly, "warn-only", false, "generate enforce = false (report policy_warn:<name>, never reject)")
 	fl.StringVar(&f.registers, "registers", "", "comma-separated registers to pin (e.g. mrtd,rtmr0,rtmr1,rtmr2 or pcr0,pcr7)")
+	f.ima.addFlags(gen)
 	cmd.AddCommand(gen)
 	return cmd
 }

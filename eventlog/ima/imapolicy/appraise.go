@@ -234,8 +234,18 @@ func (p *Policy) Appraise(prev Verdict, start int, entries []ima.Entry, opts Opt
 	if err := a.loadKeys(); err != nil {
 		return Verdict{}, err
 	}
-	for i := range entries {
-		a.entry(start+i, &entries[i])
+	// Entries go in batches whose file paths are looked up together
+	// (digestMap.resolve): right after a list is parsed the policy's
+	// tables are out of cache, and a batch's misses overlap where one
+	// entry at a time would wait for each.
+	var offs [resolveBatch]uint32
+	for base := 0; base < len(entries); base += resolveBatch {
+		batch := entries[base:min(base+resolveBatch, len(entries))]
+		a.p.files.resolve(batch, offs[:len(batch)])
+		for j := range batch {
+			a.fileRun = offs[j]
+			a.entry(start+base+j, &batch[j])
+		}
 	}
 	v.Next = start + len(entries)
 	return v, nil
@@ -248,6 +258,9 @@ type appraisal struct {
 	opts   Options
 	keys   map[uint32][]*Key // learned keys by ID
 	scopes map[string]bool   // cgroup path -> in scope
+	// fileRun is where the current entry's path lists its digests in
+	// p.files (digestMap.resolve), 0 when it is not listed.
+	fileRun uint32
 }
 
 func (a *appraisal) loadKeys() error {
@@ -383,7 +396,7 @@ func (a *appraisal) file(i int, e *ima.Entry) {
 	// lookup, goes first: most entries of a good list are listed, and
 	// exclusions are regular expressions.
 	d := e.FileDigest.Value
-	listed, allowed := a.p.files.has(e.FileName, d)
+	listed, allowed := a.p.files.digestsAt(a.fileRun, d)
 	algOK := a.algAllowed(e)
 	if algOK && allowed {
 		a.v.Counts.Digest++

@@ -376,3 +376,41 @@ func TestCompileErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestExcludeLiteralPrefixAnchors: exclusions are matched as Keylime's
+// re.match does whatever shortcut the excluder takes. A literal pattern
+// ending in "$" is not a directory: "/tmp/$" excludes "/tmp/" only, never
+// "/tmp/x" (the anchored regexp's LiteralPrefix calls "^(?:/tmp/$)" a
+// complete literal, which once made the excluder skip the regexp).
+func TestExcludeLiteralPrefixAnchors(t *testing.T) {
+	cases := []struct {
+		pat  string
+		path string
+		want bool // Python: re.match(pat, path) is not None
+	}{
+		{"/tmp/$", "/tmp/", true},
+		{"/tmp/$", "/tmp/x", false},
+		{`/tmp/\z`, "/tmp/x", false},
+		{`/tmp/\b`, "/tmp/x", true}, // a word boundary between "/" and "x"
+		{`/tmp/\b`, "/tmp/", false},
+		{"/tmp/x?", "/tmp/y", true},
+		{"/tmp/", "/tmp/x", true},
+		{"/tmp/", "/var/tmp/x", false},
+		{"^/tmp/", "/tmp/x", true},
+		{"/tmp/.*", "/tmp/x", true},
+		{"/tmp/.*", "/tm", false},
+		{"(?i)/TMP/", "/tmp/x", true},
+		{"/a|/b", "/bin", true},
+		{`.*\.pyc$`, "/usr/lib/x.pyc", true},
+		{`.*\.pyc$`, "/usr/lib/x.pyc.bak", false},
+	}
+	for _, tc := range cases {
+		e, err := compileExcludes([]string{"/unrelated/", tc.pat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.match(tc.path); got != tc.want {
+			t.Errorf("exclude %q, path %q: excluded %v, want %v", tc.pat, tc.path, got, tc.want)
+		}
+	}
+}

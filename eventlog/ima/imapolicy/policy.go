@@ -22,15 +22,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
@@ -189,30 +192,120 @@ func decodeDigest(s string) ([]byte, error) {
 	return hex.DecodeString(s)
 }
 
-// digestMap maps names to allowed digests. The digests live in one arena,
-// each as a length byte and its bytes, and the map holds only where a
-// name's run starts: a lookup touches the map slot, the key and one arena
-// run, which keeps a 50k-path policy's lookups cheap in cache misses.
+// digestMap maps names to allowed digests. It is an open-addressing table
+// of 8-byte slots over one arena that holds each name beside its digests:
+// a lookup hashes the name (maphash, seeded per map), reads one slot (the
+// high half of the hash as a tag, the arena offset) and, when the tag
+// matches, one arena run holding name and digests together. A Go map of
+// strings would add a miss for the key's bytes, which live apart from the
+// slot; on a 50k-path policy those misses were most of the appraisal.
 type digestMap struct {
-	idx   map[string]digestRun
-	arena []byte
+	seed  maphash.Seed
+	slots []digestSlot // len a power of two, at most half full; nil when empty
+	arena []byte       // per name: u32 name length, name, u32 count, (u8 length, digest)*
 }
 
-type digestRun struct {
-	off uint32
-	n   uint32
+type digestSlot struct {
+	tag uint32 // high half of the name's hash
+	off uint32 // arena offset of the name's run; 0: empty (the arena starts with a pad byte)
 }
 
 // has reports whether name is listed, and whether d is one of its digests.
 func (m *digestMap) has(name string, d []byte) (listed, allowed bool) {
-	r, ok := m.idx[name]
-	if !ok {
+	return m.digestsAt(m.find(name), d)
+}
+
+// find returns the arena offset of name's digest count, 0 when name is not
+// listed.
+func (m *digestMap) find(name string) uint32 {
+	if m.slots == nil {
+		return 0
+	}
+	h := maphash.String(m.seed, name)
+	return m.probe(h, h&uint64(len(m.slots)-1), name)
+}
+
+// probe looks for name, whose hash is h, from slot i on.
+func (m *digestMap) probe(h, i uint64, name string) uint32 {
+	mask := uint64(len(m.slots) - 1)
+	for ; ; i = (i + 1) & mask {
+		sl := m.slots[i]
+		if sl.off == 0 {
+			return 0
+		}
+		if r := m.match(sl, uint32(h>>32), name); r != 0 {
+			return r
+		}
+	}
+}
+
+// match returns the offset of the digest count when slot sl holds name.
+func (m *digestMap) match(sl digestSlot, tag uint32, name string) uint32 {
+	if sl.tag != tag {
+		return 0
+	}
+	a := m.arena[sl.off:]
+	nl := int(binary.LittleEndian.Uint32(a))
+	if nl != len(name) || string(a[4:4+nl]) != name {
+		return 0
+	}
+	return sl.off + 4 + uint32(nl)
+}
+
+// resolveBatch is how many entries resolve looks up together: enough for
+// their cache misses to overlap, few enough for its arrays to stay on the
+// stack.
+const resolveBatch = 16
+
+// resolve sets runs[k] to find(entries[k].FileName). It reads every
+// entry's first slot before comparing any name, and touches every
+// candidate's arena run before comparing it, so that the loads of a batch,
+// independent of each other, are in flight together; whatever the first
+// slot does not settle is probed on from the next slot.
+func (m *digestMap) resolve(entries []ima.Entry, runs []uint32) {
+	if m.slots == nil {
+		clear(runs)
+		return
+	}
+	var hs [resolveBatch]uint64
+	var sl [resolveBatch]digestSlot
+	var first [resolveBatch]byte
+	mask := uint64(len(m.slots) - 1)
+	for k := range entries {
+		hs[k] = maphash.String(m.seed, entries[k].FileName)
+		sl[k] = m.slots[hs[k]&mask]
+	}
+	for k := range entries {
+		if sl[k].off != 0 && sl[k].tag == uint32(hs[k]>>32) {
+			first[k] = m.arena[sl[k].off]
+		}
+	}
+	for k := range entries {
+		switch {
+		case sl[k].off == 0:
+			runs[k] = 0 // an empty first slot: not listed
+		case first[k] == byte(len(entries[k].FileName)):
+			if runs[k] = m.match(sl[k], uint32(hs[k]>>32), entries[k].FileName); runs[k] == 0 {
+				runs[k] = m.probe(hs[k], (hs[k]+1)&mask, entries[k].FileName)
+			}
+		default:
+			runs[k] = m.probe(hs[k], (hs[k]+1)&mask, entries[k].FileName)
+		}
+	}
+}
+
+// digestsAt reports whether run (from find; 0: not listed) is listed, and
+// whether d is one of its digests.
+func (m *digestMap) digestsAt(run uint32, d []byte) (listed, allowed bool) {
+	if run == 0 {
 		return false, false
 	}
-	a := m.arena[r.off:]
-	for range r.n {
+	a := m.arena[run:]
+	n := binary.LittleEndian.Uint32(a)
+	a = a[4:]
+	for range n {
 		l := int(a[0])
-		if l == len(d) && bytes.Equal(a[1:1+l], d) {
+		if l == len(d) && equalDigest(a[1:1+l], d) {
 			return true, true
 		}
 		a = a[1+l:]
@@ -220,10 +313,38 @@ func (m *digestMap) has(name string, d []byte) (listed, allowed bool) {
 	return true, false
 }
 
+// equalDigest compares digests of the common sizes as fixed-size arrays
+// (a few wide loads, no call), others byte by byte.
+func equalDigest(a, b []byte) bool {
+	switch len(b) {
+	case 32:
+		return [32]byte(a) == [32]byte(b)
+	case 48:
+		return [48]byte(a) == [48]byte(b)
+	case 20:
+		return [20]byte(a) == [20]byte(b)
+	case 64:
+		return [64]byte(a) == [64]byte(b)
+	}
+	return bytes.Equal(a, b)
+}
+
 func decodeDigestMap(what string, m map[string][]string) (digestMap, error) {
-	out := digestMap{idx: make(map[string]digestRun, len(m))}
+	out := digestMap{seed: maphash.MakeSeed()}
+	if len(m) == 0 {
+		return out, nil
+	}
+	size := 16
+	for size < 2*len(m) {
+		size *= 2
+	}
+	out.slots = make([]digestSlot, size)
+	out.arena = []byte{0}
+	mask := uint64(size - 1)
 	for name, ds := range m {
-		run := digestRun{off: uint32(len(out.arena)), n: uint32(len(ds))}
+		off := len(out.arena)
+		out.arena = binary.LittleEndian.AppendUint32(out.arena, uint32(len(name)))
+		out.arena = binary.LittleEndian.AppendUint32(append(out.arena, name...), uint32(len(ds)))
 		for i, d := range ds {
 			b, err := decodeDigest(d)
 			if err != nil {
@@ -232,9 +353,14 @@ func decodeDigestMap(what string, m map[string][]string) (digestMap, error) {
 			out.arena = append(append(out.arena, byte(len(b))), b...)
 		}
 		if uint64(len(out.arena)) > 1<<32-1 {
-			return digestMap{}, fmt.Errorf("%s: more than 4 GiB of digests", what)
+			return digestMap{}, fmt.Errorf("%s: more than 4 GiB of names and digests", what)
 		}
-		out.idx[name] = run
+		h := maphash.String(out.seed, name)
+		i := h & mask
+		for out.slots[i].off != 0 {
+			i = (i + 1) & mask
+		}
+		out.slots[i] = digestSlot{tag: uint32(h >> 32), off: uint32(off)}
 	}
 	return out, nil
 }
@@ -264,7 +390,10 @@ func compileExcludes(pats []string) (excluder, error) {
 			return excluder{}, fmt.Errorf("exclude[%d]: %w", i, err)
 		}
 		re := regexp.MustCompile(`^(?:` + pat + `)`)
-		prefix, complete := re.LiteralPrefix()
+		// The prefix comes from the pattern as written: the anchored
+		// form's LiteralPrefix calls "^(?:/tmp/$)" complete, and trusting
+		// that would exclude "/tmp/x" (TestExcludeLiteralPrefixAnchors).
+		prefix, complete := regexp.MustCompile(pat).LiteralPrefix()
 		if prefix == "" {
 			rest = append(rest, "(?:"+pat+")")
 			continue
