@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"google.golang.org/grpc/codes"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // CheckpointFile is the name of the file, next to the instance ID, where
@@ -36,18 +37,13 @@ const maxCheckpointFile = evidence.MaxCheckpointTokenBytes + 1024
 // is unreadable (logged: the attestation is then a full one, which is always
 // correct).
 func loadCheckpoint(ctx context.Context, path string) *evidencepb.Checkpoint {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, maxCheckpointFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, smallfile.ErrTooLarge) {
 		logger(ctx).Warn("Checkpoint not read; attesting with whole logs", "path", path, "error", err)
 		return nil
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointFile+1))
-	if err == nil && len(b) > maxCheckpointFile {
-		err = fmt.Errorf("more than %d bytes", maxCheckpointFile)
 	}
 	ck := new(evidencepb.Checkpoint)
 	if err == nil {
@@ -80,27 +76,10 @@ func writeCheckpoint(path string, ck *evidencepb.Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, CheckpointFile+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return smallfile.Write(path, b, 0o600)
 }
 
 // Answer returns the agent's answer to any server challenge: Evidence for a

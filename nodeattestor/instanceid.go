@@ -5,10 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // InstanceIDSize is the number of random bytes in an instance ID; the file
@@ -41,7 +42,7 @@ func InstanceID(path string) (string, error) {
 		return "", fmt.Errorf("instance id: random: %w", err)
 	}
 	id := hex.EncodeToString(raw[:])
-	if err := createExclusive(path, []byte(id+"\n")); err != nil {
+	if err := smallfile.Create(path, []byte(id+"\n"), 0o600); err != nil {
 		if !errors.Is(err, fs.ErrExist) {
 			return "", fmt.Errorf("instance id %s: %w", path, err)
 		}
@@ -53,14 +54,12 @@ func InstanceID(path string) (string, error) {
 
 // readInstanceID reads and checks an existing instance ID file.
 func readInstanceID(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	b, err := smallfile.Read(path, maxInstanceIDFile)
+	if errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxInstanceIDFile+1))
 	if err != nil {
-		return "", fmt.Errorf("instance id %s: %w", path, err)
+		return "", fmt.Errorf("instance id: %w (remove the file to create a new identity)", err)
 	}
 	id, err := parseInstanceID(b)
 	if err != nil {
@@ -87,39 +86,4 @@ func parseInstanceID(b []byte) (string, error) {
 		}
 	}
 	return string(b), nil
-}
-
-// createExclusive writes data to a new file at path, atomically: readers see
-// either no file or the whole content. It fails with fs.ErrExist when path
-// already exists.
-func createExclusive(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Make the new directory entry durable too.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
