@@ -237,3 +237,42 @@ func TestIMAPolicyChangedFallsBack(t *testing.T) {
 		t.Fatalf("no fallback for the changed policy:\n%s", h.logs.String())
 	}
 }
+
+// TestAttackIMAOffenderHiddenBeforeCheckpoint is the attack "an offending
+// entry hidden before a checkpoint": the node ran a binary outside the
+// runtime policy, was still accepted on another policy (so a checkpoint was
+// issued), and now sends only a clean suffix, hoping the server appraises
+// the suffix alone. The checkpoint carries the verdict, failures included:
+// the runtime policy still fails, naming the entry before the checkpoint,
+// and once it is the only policy the node is rejected, without a full
+// replay.
+func TestAttackIMAOffenderHiddenBeforeCheckpoint(t *testing.T) {
+	n := newCkptNode(t)
+	n.ima.appendFile(t, evilName, evilDigest)
+	key := writeKey(t, "k1")
+	both := imaPolicyConfig(n, key, imaAllowBlock(53, "")) + "policy \"base\" {\n  tee = [\"sim\"]\n}\n"
+	h := newHarness(t, nil).mustConfigure(both)
+	a := n.agent(t)
+	first := h.mustAttestLoop(a, nil)
+	wantIssued(t, first)
+	if hasSelector(first.attrs, "sim:policy:runtime") || !hasSelector(first.attrs, "sim:policy:base") {
+		t.Fatalf("first attestation: %v", first.attrs.GetSelectorValues())
+	}
+
+	n.ima.appendIMA(t, 2) // file-51, file-52: allowed
+	second := h.mustAttestLoop(a, nil)
+	if r := second.nonceRounds(); len(r) != 1 || r[0].GetCheckpoint() == nil {
+		t.Fatalf("re-attestation was not incremental: %v", r)
+	}
+	if hasSelector(second.attrs, "sim:policy:runtime") {
+		t.Fatalf("a clean suffix cleared the offending entry before the checkpoint: %v", second.attrs.GetSelectorValues())
+	}
+
+	h.mustConfigure(imaPolicyConfig(n, key, imaAllowBlock(53, "")))
+	n.ima.appendIMA(t, 1)
+	_, err := h.attestLoop(a, nil)
+	h.wantReject(err, codes.PermissionDenied, appraisal.CheckPolicy, "ima: "+evilFinding(50)+" (and")
+	if strings.Contains(h.logs.String(), "falls back to a full replay") {
+		t.Fatalf("expected the incremental path:\n%s", h.logs.String())
+	}
+}
