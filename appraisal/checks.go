@@ -32,6 +32,7 @@ const (
 	CheckCCELReplay    = "ccel_replay"    // CCEL against RTMR0..2
 	CheckTPMLogReplay  = "tpm_log_replay" // TPM firmware log against the quoted PCRs
 	CheckIMAReplay     = "ima_replay"     // IMA log against RTMR2 / PCR10
+	CheckIMAPolicy     = "ima_policy"     // the replayed IMA entries against the IMA runtime policies
 	CheckRuntimeReplay = "runtime_replay" // runtime log against RTMR3 / the runtime PCR
 )
 

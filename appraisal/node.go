@@ -27,6 +27,10 @@ type Node struct {
 	// IMAWithheld is set when ima:verified:true was withheld from a list
 	// that replayed, because of its violations (see NodeOptions).
 	IMAWithheld bool
+	// IMA is what each IMA runtime policy made of the IMA list (nil
+	// without policies or without a verified list); Facts.IMAVerdicts
+	// holds the same verdicts by name.
+	IMA []IMAAppraisal
 }
 
 // NodeOptions are the choices about a node's logs that do not depend on
@@ -38,6 +42,8 @@ type NodeOptions struct {
 	// Start makes the appraisal incremental (see Start); nil appraises
 	// whole logs.
 	Start *Start
+	// IMAPolicies appraise the replayed IMA list (see appraiseIMA).
+	IMAPolicies []IMAPolicy
 }
 
 // factsFromFirmware copies what a verified firmware log established into
@@ -91,6 +97,8 @@ func isSelectorToken(v string) bool {
 type imaResult struct {
 	// verified: an IMA list replayed to the signed register (RTMR2, PCR10).
 	verified bool
+	// appraisals are the IMA policies' (appraiseIMA).
+	appraisals []IMAAppraisal
 	// violations counts its violation entries (ToMToU, open-writers): the
 	// kernel extended 0xFF for them and hashed nothing, so the list does not
 	// say what those files held.
@@ -119,7 +127,11 @@ func imaSelectors(r imaResult, allow bool) (s []string, withheld bool) {
 
 // imaSuffix is what the IMA list sent added: all of it, on a full
 // appraisal.
-type imaSuffix struct{ entries, violations int }
+type imaSuffix struct {
+	entries, violations int
+	// list holds the entries sent, for the IMA policies.
+	list []ima.Entry
+}
 
 // with is the IMA result of the whole list: what the start recorded for
 // the prefix (nothing on a full appraisal) and what the list sent added.
@@ -157,7 +169,7 @@ func replayIMA(raw []byte, start *Start, n *Next, what string, verify func(*ima.
 			}
 			return imaSuffix{}, replayError(CheckIMAReplay, fmt.Sprintf("%s (%d entries)", what, len(l.Entries)), err)
 		}
-		suffix = imaSuffix{entries: len(l.Entries), violations: l.Violations()}
+		suffix = imaSuffix{entries: len(l.Entries), violations: l.Violations(), list: l.Entries}
 	}
 	n.IMA = &Offset{Events: base.Events + uint64(suffix.entries), Bytes: base.Bytes + uint64(len(raw))}
 	return suffix, nil

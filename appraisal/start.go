@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima/imapolicy"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
@@ -45,6 +46,9 @@ type Start struct {
 	// IMAVerified and IMAViolations are the IMA list's before IMA.
 	IMAVerified   bool
 	IMAViolations int
+	// IMAVerdicts are the IMA policies' verdicts over the list before
+	// IMA, by policy name.
+	IMAVerdicts map[string]*imapolicy.Verdict
 	// Workloads are the runtime log's before Runtime, and WorkloadsKnown
 	// whether they were all it named.
 	Workloads      []runtimelog.Workload
@@ -82,6 +86,8 @@ type Next struct {
 	// IMAVerified and IMAViolations are the whole list's.
 	IMAVerified   bool
 	IMAViolations int
+	// IMAVerdicts are the IMA policies' verdicts over the whole list.
+	IMAVerdicts map[string]*imapolicy.Verdict
 	// Workloads are the distinct (executable, container) pairs of the
 	// whole runtime log, sorted.
 	Workloads      []runtimelog.Workload
@@ -106,6 +112,7 @@ func (n *Next) register(imr cctrusted.IMR, alg cctrusted.Algorithm, v []byte) {
 func (n *Next) record(fw *eventlog.Facts, ir imaResult, rt *runtimeResult) {
 	n.Firmware = fw
 	n.IMAVerified, n.IMAViolations = ir.verified, ir.violations
+	n.IMAVerdicts = imaVerdicts(ir.appraisals)
 	n.WorkloadsKnown = rt.known
 	if rt.incomplete != nil {
 		// A start carries no notices: without one, every later appraisal

@@ -444,6 +444,9 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	if start == nil {
 		ir.verified = len(in.IMA) > 0
 	}
+	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir); err != nil {
+		return res, failed(res, err)
+	}
 	node.Next.record(fw, ir, rt)
 	res.Node = tdxNode(node, res, fw, ir, rt, opts)
 	return res, nil
@@ -504,6 +507,7 @@ func tdxNode(node *Node, res *TDXResult, fw *eventlog.Facts, ir imaResult, rt *r
 	factsFromFirmware(f, fw)
 	f.Workloads, f.WorkloadsKnown = rt.workloads, rt.known
 	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
+	f.IMAVerdicts, node.IMA = imaVerdicts(ir.appraisals), ir.appraisals
 
 	// A simulator's register selectors are tdx: too; the server moves
 	// every selector of a simulated node under sim: (never hardware's).

@@ -241,6 +241,9 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	if start == nil {
 		ir.verified = len(in.IMA) > 0
 	}
+	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir); err != nil {
+		return res, res.fail(err)
+	}
 
 	// 6. The runtime log.
 	var rt *runtimeResult
@@ -291,6 +294,7 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	res.pass(CheckRuntimeReplay, runtimeDetail(rt, protected))
 	f.Workloads, f.WorkloadsKnown, f.WorkloadsUnknown = rt.workloads, rt.known, protected.why
 	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
+	f.IMAVerdicts, node.IMA = imaVerdicts(ir.appraisals), ir.appraisals
 	n.record(fw, ir, rt)
 	res.LogsTime = time.Since(logsStart)
 

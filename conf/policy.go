@@ -36,6 +36,8 @@ import (
 //	    allowed_exe_sha256 = ["<64 hex>"]
 //	    allowed_containers = ["<container id>"]
 //	  }
+//	  ima { ... }                          # an IMA runtime policy (see IMAPolicy), or:
+//	  ima_policy_file = "/etc/ccnp/ima.json" # an ima block or Keylime runtime policy JSON
 //	}
 //
 // Kernel command lines are compared as exact strings: a measured command
@@ -75,6 +77,19 @@ type Policy struct {
 	KernelCmdline []string
 	// Runtime constrains what the node's runtime log says it ran.
 	Runtime RuntimePolicy
+	// IMA is the IMA runtime policy the node's IMA list must satisfy: the
+	// policy's ima block, or what IMAPolicyFile held once the server
+	// loaded it (LoadIMAPolicyFile's caller sets it at Configure).
+	IMA *IMAPolicy
+	// IMAPolicyFile names a file holding the IMA runtime policy (an HCL
+	// ima block or Keylime runtime policy JSON); conf only records it,
+	// since reading Keylime JSON is eventlog/ima/imapolicy's.
+	IMAPolicyFile string
+	// IMAFingerprint identifies the compiled IMA policy's content (keys
+	// read from their files included); the server sets it at Configure so
+	// that Digest covers what is enforced without re-hashing a large
+	// policy at every attestation.
+	IMAFingerprint string
 	// Source says where the policy was defined ("policies.hcl line 3"). It
 	// is not part of the policy's content or Digest.
 	Source string
@@ -103,7 +118,8 @@ func (p *Policy) Empty() bool {
 	if p.TEE != nil || p.MRTD != nil || p.MRConfigID != nil || len(p.PCRs) != 0 ||
 		p.AcceptedTCBStatuses != nil || p.AllowDebug != nil || p.SecureBoot != nil ||
 		p.MinTCBEvaluationDataNumber != 0 || p.AllowedAdvisoryIDs != nil || p.DeniedAdvisoryIDs != nil ||
-		p.KernelCmdline != nil || p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil {
+		p.KernelCmdline != nil || p.Runtime.AllowedExeSHA256 != nil || p.Runtime.AllowedContainers != nil ||
+		p.IMA != nil || p.IMAPolicyFile != "" {
 		return false
 	}
 	for _, r := range p.RTMR {
@@ -146,6 +162,9 @@ type rawPolicy struct {
 	SecureBoot    bool       `hcl:"secure_boot"`
 	KernelCmdline []string   `hcl:"kernel_cmdline"`
 	Runtime       rawRuntime `hcl:"runtime"`
+
+	IMA           *rawIMA `hcl:"ima"`
+	IMAPolicyFile string  `hcl:"ima_policy_file"`
 }
 
 type rawPCR struct {
@@ -287,6 +306,7 @@ func policy(d *doc, r rawPolicy) (Policy, bool) {
 			c.errf("runtime", "empty block: set allowed_exe_sha256 or allowed_containers")
 		}
 	}
+	c.imaPolicy(&p, r)
 	c.consistent(&p)
 	if c.ok && p.Empty() {
 		c.ok = false

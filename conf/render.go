@@ -29,7 +29,7 @@ const digestDomain = "ccnp-spire policy v1\x00"
 // accepted_tcb_statuses, allow_debug, secure_boot, kernel_cmdline,
 // runtime.allowed_exe_sha256, runtime.allowed_containers,
 // min_tcb_evaluation_data_number (decimal), allowed_advisory_ids,
-// denied_advisory_ids:
+// denied_advisory_ids, ima (see imaDigestValue):
 //
 //	str(name) || u32be(count) || str(v) for each value, values sorted bytewise
 //
@@ -94,6 +94,9 @@ func (p *Policy) Digest() string {
 	}
 	if p.DeniedAdvisoryIDs != nil {
 		field("denied_advisory_ids", p.DeniedAdvisoryIDs)
+	}
+	if v := p.imaDigestValue(); v != "" {
+		field("ima", []string{v})
 	}
 	sum := sha256.Sum256(buf)
 	return hex.EncodeToString(sum[:])
@@ -183,6 +186,7 @@ func (p *Policy) HCL() string {
 		list("    ", "allowed_containers", p.Runtime.AllowedContainers)
 		b.WriteString("  }\n")
 	}
+	p.writeIMAHCL(&b)
 	b.WriteString("}\n")
 	return b.String()
 }

@@ -31,6 +31,9 @@ const (
 	// not record the prefix's IMA violations, is refused (the agent then
 	// re-attests with full logs once).
 	CheckpointFormat = 2
+	// MaxCheckpointIMAVerdicts bounds the IMA policy verdicts a token
+	// carries; a server with more IMA policies appraises whole lists.
+	MaxCheckpointIMAVerdicts = 16
 
 	maxCheckpointOffsets   = 4
 	maxCheckpointRegisters = 32
@@ -250,6 +253,29 @@ func validateClaims(c *evidencepb.CheckpointClaims) error {
 		}
 		if n := len(w.GetContainerId()); n > maxCheckpointString {
 			return malformed(fmt.Sprintf("checkpoint.workloads[%d].container_id", i), "%d bytes, more than %d", n, maxCheckpointString)
+		}
+	}
+	return validateIMAVerdicts(c.GetImaVerdicts())
+}
+
+// validateIMAVerdicts bounds the IMA policy verdicts of a token; what a
+// verdict says is checked by eventlog/ima/imapolicy.UnmarshalVerdict.
+func validateIMAVerdicts(vs []*evidencepb.IMAVerdict) error {
+	if n := len(vs); n > MaxCheckpointIMAVerdicts {
+		return malformed("checkpoint.ima_verdicts", "%d entries, more than %d", n, MaxCheckpointIMAVerdicts)
+	}
+	seen := make(map[string]bool, len(vs))
+	for i, v := range vs {
+		f := fmt.Sprintf("checkpoint.ima_verdicts[%d]", i)
+		if n := len(v.GetPolicy()); n == 0 || n > maxCheckpointString {
+			return malformed(f+".policy", "%d bytes, want 1..%d", n, maxCheckpointString)
+		}
+		if seen[v.GetPolicy()] {
+			return malformed(f+".policy", "%q appears twice", truncate(v.GetPolicy()))
+		}
+		seen[v.GetPolicy()] = true
+		if len(v.GetVerdict()) == 0 {
+			return malformed(f+".verdict", "empty")
 		}
 	}
 	return nil

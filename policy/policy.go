@@ -29,6 +29,7 @@ import (
 	"strings"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
+	"github.com/ccnp-spire/ccnp-spire/eventlog/ima/imapolicy"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
@@ -75,6 +76,10 @@ type Facts struct {
 	// notice; both nil when the log names every workload. A runtime
 	// constraint cannot be met past a notice.
 	RuntimeNotice, RuntimeFull *runtimelog.Notice
+	// IMAVerdicts are the verdicts of the IMA runtime policies over the
+	// node's verified IMA list, by policy name; a policy with an IMA
+	// policy and no verdict here had no verified list to appraise.
+	IMAVerdicts map[string]*imapolicy.Verdict
 }
 
 // Result is the evaluation of one policy.
@@ -86,6 +91,10 @@ type Result struct {
 	// Mismatches name each failed constraint by its configuration key and
 	// say what the node had, e.g. `rtmr1: 3fa2... is not in the allow-list`.
 	Mismatches []string
+	// Warnings are what a warn-only IMA policy (mode = "warn") found: the
+	// offending entries (at most imapolicy.MaxFindings, then how many more),
+	// which do not fail the policy.
+	Warnings []string
 }
 
 // Selector is the selector value the result yields: "policy:<name>" on a
@@ -239,6 +248,7 @@ func EvaluateOne(p *conf.Policy, f *Facts) Result {
 		}
 	}
 	evaluateRuntime(&p.Runtime, f, miss)
+	r.Warnings = evaluateIMA(p, f, miss)
 	r.Match = len(r.Mismatches) == 0
 	return r
 }

@@ -114,7 +114,7 @@ func (a *attestation) tdxOptions(start *appraisal.Start) appraisal.TDXOptions {
 	st := a.st
 	opts := appraisal.TDXOptions{
 		TrustedRoots: st.tdxRoots, Now: a.p.now(), Cache: a.p.cache, TEE: cctrusted.TEE(a.tee),
-		NodeOptions: appraisal.NodeOptions{AllowIMAViolations: st.cfg.AllowIMAViolations, Start: start},
+		NodeOptions: appraisal.NodeOptions{AllowIMAViolations: st.cfg.AllowIMAViolations, Start: start, IMAPolicies: st.imaPolicies},
 	}
 	if opts.TEE == cctrusted.TEESim {
 		opts.TrustedRoots = st.simRoots
@@ -161,7 +161,7 @@ func (a *attestation) appraiseTPM(ctx context.Context, ev *evidencepb.Evidence, 
 		TPMLog: logs.TPM, IMA: logs.IMA, Runtime: logs.Runtime,
 	}
 	opts := appraisal.TPMOptions{
-		NodeOptions: appraisal.NodeOptions{AllowIMAViolations: st.cfg.AllowIMAViolations, Start: start},
+		NodeOptions: appraisal.NodeOptions{AllowIMAViolations: st.cfg.AllowIMAViolations, Start: start, IMAPolicies: st.imaPolicies},
 		Now:         a.p.now(), EKHashAllowList: st.ekAllow, EKRoots: st.ekRoots, AKRoots: st.akRoots,
 		RuntimePCR: st.cfg.TPM.RuntimePCR,
 		Activate: func(ctx context.Context, ekPub, akName []byte) error {

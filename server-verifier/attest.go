@@ -129,6 +129,7 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 	outcome := policy.Evaluate(cfg.Policies, &v.node.Facts, cfg.RequirePolicy)
 	phase.done()
 	a.results = outcome.Results
+	a.reportIMA(v.node, outcome.Results, v.id)
 	for _, r := range outcome.Results {
 		if !r.Match && !r.Enforce {
 			a.log.Warn("Warn-only policy not met", "policy", r.Name, "policy_digest", r.Digest, "tee", a.tee, "node", v.id, "mismatches", r.Mismatches)

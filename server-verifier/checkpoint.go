@@ -209,7 +209,7 @@ func (inc *incremental) start() *appraisal.Start {
 	c := inc.claims
 	s := &appraisal.Start{
 		Registers: cctrusted.Registers{}, IMAVerified: c.GetImaVerified(), IMAViolations: int(c.GetImaViolations()),
-		WorkloadsKnown: c.GetWorkloadsKnown(),
+		WorkloadsKnown: c.GetWorkloadsKnown(), IMAVerdicts: imaStart(c),
 	}
 	for _, r := range c.GetRegisters() {
 		s.Registers.Set(cctrusted.IMR{Space: cctrusted.Space(r.GetSpace()), Index: r.GetIndex()}, cctrusted.Algorithm(r.GetAlg()), r.GetValue())
@@ -266,6 +266,10 @@ func (a *attestation) claims(n *appraisal.Next) (*evidencepb.CheckpointClaims, s
 	}
 	for _, w := range n.Workloads {
 		c.Workloads = append(c.Workloads, &evidencepb.WorkloadFact{ExeSha256: w.ExeSHA256, ContainerId: w.ContainerID})
+	}
+	var unusable string
+	if c.ImaVerdicts, unusable = imaClaims(n, a.st.imaPolicies); unusable != "" {
+		return nil, unusable
 	}
 	return c, ""
 }

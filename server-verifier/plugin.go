@@ -103,6 +103,8 @@ type state struct {
 	// metrics records this configuration's attestations; nil without
 	// the Metrics host service.
 	metrics *metrics
+	// imaPolicies are the policies' IMA runtime policies, compiled once.
+	imaPolicies []appraisal.IMAPolicy
 }
 
 // New returns an unconfigured plugin.
@@ -308,6 +310,11 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 		if st.ckpt, err = p.loadCheckpointKey(cfg); err != nil {
 			return nil, err
 		}
+	}
+	// build has no caller's context (Configure's, Validate's and
+	// VerifyOffline's share it); compiling reads only local files.
+	if st.imaPolicies, err = p.imaPolicies(context.Background(), cfg); err != nil {
+		return nil, err
 	}
 	p.mu.RLock()
 	st.metrics = p.metrics

@@ -1157,6 +1157,12 @@ type CheckpointClaims struct {
 	// cannot hide those of the prefix (selector ima:violations:<n>). Added in
 	// format 2: a format-1 token did not record them and is not used.
 	ImaViolations uint32 `protobuf:"varint,12,opt,name=ima_violations,json=imaViolations,proto3" json:"ima_violations,omitempty"`
+	// ima_verdicts are the verdicts of the server's IMA runtime policies over the
+	// verified IMA list, so a re-attestation appraises only the new entries.
+	// Added without a format bump: a token without the verdict of a policy the
+	// server now has (an older token, or a policy added since) makes the server
+	// replay and appraise the whole list.
+	ImaVerdicts   []*IMAVerdict `protobuf:"bytes,13,rep,name=ima_verdicts,json=imaVerdicts,proto3" json:"ima_verdicts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1281,69 @@ func (x *CheckpointClaims) GetImaViolations() uint32 {
 	return 0
 }
 
+func (x *CheckpointClaims) GetImaVerdicts() []*IMAVerdict {
+	if x != nil {
+		return x.ImaVerdicts
+	}
+	return nil
+}
+
+// IMAVerdict is one IMA runtime policy's verdict so far.
+type IMAVerdict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy is the name of the server policy holding the ima block.
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// verdict is imapolicy.Verdict.MarshalBinary: it names the compiled
+	// policy's fingerprint, so a changed policy is never continued.
+	Verdict       []byte `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IMAVerdict) Reset() {
+	*x = IMAVerdict{}
+	mi := &file_evidence_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IMAVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IMAVerdict) ProtoMessage() {}
+
+func (x *IMAVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_evidence_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IMAVerdict.ProtoReflect.Descriptor instead.
+func (*IMAVerdict) Descriptor() ([]byte, []int) {
+	return file_evidence_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *IMAVerdict) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *IMAVerdict) GetVerdict() []byte {
+	if x != nil {
+		return x.Verdict
+	}
+	return nil
+}
+
 // RegisterValue is one register in one bank.
 type RegisterValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1290,7 +1359,7 @@ type RegisterValue struct {
 
 func (x *RegisterValue) Reset() {
 	*x = RegisterValue{}
-	mi := &file_evidence_proto_msgTypes[13]
+	mi := &file_evidence_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1371,7 @@ func (x *RegisterValue) String() string {
 func (*RegisterValue) ProtoMessage() {}
 
 func (x *RegisterValue) ProtoReflect() protoreflect.Message {
-	mi := &file_evidence_proto_msgTypes[13]
+	mi := &file_evidence_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1384,7 @@ func (x *RegisterValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterValue.ProtoReflect.Descriptor instead.
 func (*RegisterValue) Descriptor() ([]byte, []int) {
-	return file_evidence_proto_rawDescGZIP(), []int{13}
+	return file_evidence_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RegisterValue) GetSpace() uint32 {
@@ -1360,7 +1429,7 @@ type FirmwareFacts struct {
 
 func (x *FirmwareFacts) Reset() {
 	*x = FirmwareFacts{}
-	mi := &file_evidence_proto_msgTypes[14]
+	mi := &file_evidence_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1441,7 @@ func (x *FirmwareFacts) String() string {
 func (*FirmwareFacts) ProtoMessage() {}
 
 func (x *FirmwareFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_evidence_proto_msgTypes[14]
+	mi := &file_evidence_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1454,7 @@ func (x *FirmwareFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirmwareFacts.ProtoReflect.Descriptor instead.
 func (*FirmwareFacts) Descriptor() ([]byte, []int) {
-	return file_evidence_proto_rawDescGZIP(), []int{14}
+	return file_evidence_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FirmwareFacts) GetSecureBootKnown() bool {
@@ -1434,7 +1503,7 @@ type WorkloadFact struct {
 
 func (x *WorkloadFact) Reset() {
 	*x = WorkloadFact{}
-	mi := &file_evidence_proto_msgTypes[15]
+	mi := &file_evidence_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1515,7 @@ func (x *WorkloadFact) String() string {
 func (*WorkloadFact) ProtoMessage() {}
 
 func (x *WorkloadFact) ProtoReflect() protoreflect.Message {
-	mi := &file_evidence_proto_msgTypes[15]
+	mi := &file_evidence_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1528,7 @@ func (x *WorkloadFact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadFact.ProtoReflect.Descriptor instead.
 func (*WorkloadFact) Descriptor() ([]byte, []int) {
-	return file_evidence_proto_rawDescGZIP(), []int{15}
+	return file_evidence_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WorkloadFact) GetExeSha256() []byte {
@@ -1556,7 +1625,7 @@ const file_evidence_proto_rawDesc = "" +
 	"\x03Ack\"<\n" +
 	"\x10SignedCheckpoint\x12\x16\n" +
 	"\x06claims\x18\x01 \x01(\fR\x06claims\x12\x10\n" +
-	"\x03mac\x18\x02 \x01(\fR\x03mac\"\xf7\x03\n" +
+	"\x03mac\x18\x02 \x01(\fR\x03mac\"\xb8\x04\n" +
 	"\x10CheckpointClaims\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -1571,7 +1640,12 @@ const file_evidence_proto_rawDesc = "" +
 	"\tworkloads\x18\n" +
 	" \x03(\v2\x1e.ccnp.evidence.v1.WorkloadFactR\tworkloads\x12'\n" +
 	"\x0fworkloads_known\x18\v \x01(\bR\x0eworkloadsKnown\x12%\n" +
-	"\x0eima_violations\x18\f \x01(\rR\rimaViolations\"c\n" +
+	"\x0eima_violations\x18\f \x01(\rR\rimaViolations\x12?\n" +
+	"\fima_verdicts\x18\r \x03(\v2\x1c.ccnp.evidence.v1.IMAVerdictR\vimaVerdicts\">\n" +
+	"\n" +
+	"IMAVerdict\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\fR\averdict\"c\n" +
 	"\rRegisterValue\x12\x14\n" +
 	"\x05space\x18\x01 \x01(\rR\x05space\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x10\n" +
@@ -1614,7 +1688,7 @@ func file_evidence_proto_rawDescGZIP() []byte {
 }
 
 var file_evidence_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_evidence_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_evidence_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_evidence_proto_goTypes = []any{
 	(LogKind)(0),             // 0: ccnp.evidence.v1.LogKind
 	(Encoding)(0),            // 1: ccnp.evidence.v1.Encoding
@@ -1631,10 +1705,11 @@ var file_evidence_proto_goTypes = []any{
 	(*Ack)(nil),              // 12: ccnp.evidence.v1.Ack
 	(*SignedCheckpoint)(nil), // 13: ccnp.evidence.v1.SignedCheckpoint
 	(*CheckpointClaims)(nil), // 14: ccnp.evidence.v1.CheckpointClaims
-	(*RegisterValue)(nil),    // 15: ccnp.evidence.v1.RegisterValue
-	(*FirmwareFacts)(nil),    // 16: ccnp.evidence.v1.FirmwareFacts
-	(*WorkloadFact)(nil),     // 17: ccnp.evidence.v1.WorkloadFact
-	nil,                      // 18: ccnp.evidence.v1.PCRBank.ValuesEntry
+	(*IMAVerdict)(nil),       // 15: ccnp.evidence.v1.IMAVerdict
+	(*RegisterValue)(nil),    // 16: ccnp.evidence.v1.RegisterValue
+	(*FirmwareFacts)(nil),    // 17: ccnp.evidence.v1.FirmwareFacts
+	(*WorkloadFact)(nil),     // 18: ccnp.evidence.v1.WorkloadFact
+	nil,                      // 19: ccnp.evidence.v1.PCRBank.ValuesEntry
 }
 var file_evidence_proto_depIdxs = []int32{
 	3,  // 0: ccnp.evidence.v1.Payload.hello:type_name -> ccnp.evidence.v1.Hello
@@ -1654,18 +1729,19 @@ var file_evidence_proto_depIdxs = []int32{
 	10, // 14: ccnp.evidence.v1.Evidence.runtime_log:type_name -> ccnp.evidence.v1.Log
 	5,  // 15: ccnp.evidence.v1.Evidence.checkpoint:type_name -> ccnp.evidence.v1.Checkpoint
 	9,  // 16: ccnp.evidence.v1.TPMEvidence.pcrs:type_name -> ccnp.evidence.v1.PCRBank
-	18, // 17: ccnp.evidence.v1.PCRBank.values:type_name -> ccnp.evidence.v1.PCRBank.ValuesEntry
+	19, // 17: ccnp.evidence.v1.PCRBank.values:type_name -> ccnp.evidence.v1.PCRBank.ValuesEntry
 	1,  // 18: ccnp.evidence.v1.Log.encoding:type_name -> ccnp.evidence.v1.Encoding
 	0,  // 19: ccnp.evidence.v1.Log.kind:type_name -> ccnp.evidence.v1.LogKind
-	15, // 20: ccnp.evidence.v1.CheckpointClaims.registers:type_name -> ccnp.evidence.v1.RegisterValue
+	16, // 20: ccnp.evidence.v1.CheckpointClaims.registers:type_name -> ccnp.evidence.v1.RegisterValue
 	6,  // 21: ccnp.evidence.v1.CheckpointClaims.offsets:type_name -> ccnp.evidence.v1.LogOffset
-	16, // 22: ccnp.evidence.v1.CheckpointClaims.firmware:type_name -> ccnp.evidence.v1.FirmwareFacts
-	17, // 23: ccnp.evidence.v1.CheckpointClaims.workloads:type_name -> ccnp.evidence.v1.WorkloadFact
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 22: ccnp.evidence.v1.CheckpointClaims.firmware:type_name -> ccnp.evidence.v1.FirmwareFacts
+	18, // 23: ccnp.evidence.v1.CheckpointClaims.workloads:type_name -> ccnp.evidence.v1.WorkloadFact
+	15, // 24: ccnp.evidence.v1.CheckpointClaims.ima_verdicts:type_name -> ccnp.evidence.v1.IMAVerdict
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_evidence_proto_init() }
@@ -1686,7 +1762,7 @@ func file_evidence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evidence_proto_rawDesc), len(file_evidence_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
