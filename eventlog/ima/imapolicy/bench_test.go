@@ -266,8 +266,12 @@ func TestAppraiseAllocsPerEntry(t *testing.T) {
 	}
 	small, large := allocs(10), allocs(2000)
 	t.Logf("allocations: %v for 10 entries, %v for 2000", small, large)
-	if large > small {
-		t.Fatalf("%v allocations for 2000 entries, %v for 10", large, small)
+	// A per-entry allocation would show as about 2,000 more. A few are not
+	// per entry: the regexp package's sync.Pool of matchers is emptied by
+	// any GC during the run (more likely in the longer one, and under -race)
+	// and refilled with one allocation.
+	if large > small+4 {
+		t.Fatalf("%v allocations for 2000 entries, %v for 10: something allocates per entry", large, small)
 	}
 }
 
