@@ -15,7 +15,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // activationSecretSize is the credential activation secret: as large as the
@@ -196,7 +196,7 @@ func (a *attestation) activate(ctx context.Context, ekPub, akName []byte) error 
 	if _, err := rand.Read(secret); err != nil {
 		return reject(codes.Internal, appraisal.CheckActivation, err)
 	}
-	blob, enc, err := tpm.MakeCredential(ekPub, akName, secret)
+	blob, enc, err := tpmquote.MakeCredential(ekPub, akName, secret)
 	if err != nil {
 		return reject(codes.InvalidArgument, appraisal.CheckActivation, fmt.Errorf("making the credential for the EK: %w", err))
 	}
