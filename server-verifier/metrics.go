@@ -243,10 +243,10 @@ func (m *metrics) caches() {
 	}
 	m.cacheSent = now
 
-	hits, misses := m.p.logs.hits.Load(), m.p.logs.misses.Load()
-	m.incr(subKey(keyFirmwareLogCache, "hits"), float32(hits-m.logHits), nil)
-	m.incr(subKey(keyFirmwareLogCache, "misses"), float32(misses-m.logMisses), nil)
-	m.logHits, m.logMisses = hits, misses
+	logs := m.p.logs.Stats()
+	m.incr(subKey(keyFirmwareLogCache, "hits"), float32(logs.Hits-m.logHits), nil)
+	m.incr(subKey(keyFirmwareLogCache, "misses"), float32(logs.Misses-m.logMisses), nil)
+	m.logHits, m.logMisses = logs.Hits, logs.Misses
 
 	chains, col, lib, ccel := m.p.cache.Len()
 	for _, e := range []struct {
@@ -287,8 +287,9 @@ func (m *metrics) caches() {
 // operator can see whether they work from the server log alone.
 func (a *attestation) logCaches() {
 	chains, col, lib, ccel := a.p.cache.Len()
+	logs := a.p.logs.Stats()
 	kv := []any{
-		"firmware_log_hits", a.p.logs.hits.Load(), "firmware_log_misses", a.p.logs.misses.Load(),
+		"firmware_log_hits", logs.Hits, "firmware_log_misses", logs.Misses,
 		"appraisal_pck_chains", chains, "appraisal_collateral", col, "appraisal_library_verdicts", lib, "appraisal_ccel_replays", ccel,
 	}
 	g := a.st.getter

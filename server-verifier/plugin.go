@@ -70,7 +70,7 @@ type Plugin struct {
 	// survives reconfiguration safely.
 	cache *appraisal.Cache
 	// logs remembers what compressed firmware logs inflate to.
-	logs *logCache
+	logs *evidence.LogCache
 	// slots bounds how many attestations decode and verify evidence at
 	// once, and budget the evidence bytes held meanwhile (admission.go).
 	slots  verifySlots
@@ -118,7 +118,7 @@ func NewWithClock(now func() time.Time) *Plugin {
 	return &Plugin{
 		logger:   hclog.NewNullLogger(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
-		logs:     newLogCache(),
+		logs:     evidence.NewLogCache(),
 		slots:    newVerifySlots(0),
 		now:      now,
 		newNonce: evidence.NewNonce,
