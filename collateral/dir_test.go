@@ -114,7 +114,7 @@ func TestDirFailures(t *testing.T) {
 		t.Error("non-Intel URL served")
 	}
 	small := &collateral.Dir{Path: out, MaxBytes: 100}
-	if _, _, err := small.Get(tdxpcs.TcbInfoURL(c.FMSPC)); err == nil || !strings.Contains(err.Error(), "limit 100") {
+	if _, _, err := small.Get(tdxpcs.TcbInfoURL(c.FMSPC)); err == nil || !strings.Contains(err.Error(), "100-byte limit") {
 		t.Errorf("oversized file: %v", err)
 	}
 	// A directory where a file should be.

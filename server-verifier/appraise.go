@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
@@ -43,9 +44,9 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	if inc != nil {
 		start = inc.start()
 	}
-	actx, clock := ctx, (*collateralClock)(nil)
+	actx, clock := ctx, (*collateral.Clock)(nil)
 	if a.st.metrics != nil {
-		actx, clock = withCollateralClock(ctx)
+		actx, clock = collateral.WithClock(ctx)
 	}
 	phase := a.st.metrics.start(phaseQuote)
 	var v *verified
@@ -56,8 +57,8 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	} else {
 		v, logsTime, err = a.appraiseTDX(actx, hello, ev, logs, binding, inc, start)
 	}
-	phase.done(clock.elapsed(), logsTime, waited)
-	a.st.metrics.observe(phaseCollateral, clock.elapsed())
+	phase.done(clock.Elapsed(), logsTime, waited)
+	a.st.metrics.observe(phaseCollateral, clock.Elapsed())
 	a.st.metrics.observe(phaseReplay, logsTime)
 	var se *appraisal.StartError
 	switch {

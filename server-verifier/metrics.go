@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
 	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 
@@ -293,8 +292,8 @@ func (a *attestation) logCaches() {
 		"appraisal_pck_chains", chains, "appraisal_collateral", col, "appraisal_library_verdicts", lib, "appraisal_ccel_replays", ccel,
 	}
 	g := a.st.getter
-	if t, ok := g.(timedGetter); ok {
-		g = t.next
+	if t, ok := g.(collateral.Timed); ok {
+		g = t.Next
 	}
 	if c, ok := g.(*collateral.Cache); ok {
 		s := c.Stats()
@@ -302,50 +301,6 @@ func (a *attestation) logCaches() {
 			"collateral_upstream_errors", s.UpstreamErrors, "collateral_entries", s.Entries)
 	}
 	a.log.Debug("Caches", kv...)
-}
-
-// collateralClock accumulates the time one attestation spends in the
-// collateral getter; it travels in the context appraisal hands the getter.
-type collateralClock struct{ ns atomic.Int64 }
-
-type collateralClockKey struct{}
-
-func withCollateralClock(ctx context.Context) (context.Context, *collateralClock) {
-	c := &collateralClock{}
-	return context.WithValue(ctx, collateralClockKey{}, c), c
-}
-
-func (c *collateralClock) elapsed() time.Duration {
-	if c == nil {
-		return 0
-	}
-	return time.Duration(c.ns.Load())
-}
-
-// timedGetter measures the collateral getter for the attestation whose
-// context it is called with.
-type timedGetter struct{ next trust.HTTPSGetter }
-
-var _ trust.ContextHTTPSGetter = timedGetter{}
-
-// Get is the context-free form; its time is not attributed.
-func (g timedGetter) Get(url string) (map[string][]string, []byte, error) {
-	return g.next.Get(url)
-}
-
-// GetContext fetches through the wrapped getter (with ctx when it takes
-// one) and adds the time to the attestation's collateral clock.
-func (g timedGetter) GetContext(ctx context.Context, url string) (map[string][]string, []byte, error) {
-	start := time.Now()
-	defer func() {
-		if c, ok := ctx.Value(collateralClockKey{}).(*collateralClock); ok {
-			c.ns.Add(int64(time.Since(start)))
-		}
-	}()
-	if cg, ok := g.next.(trust.ContextHTTPSGetter); ok {
-		return cg.GetContext(ctx, url)
-	}
-	return g.next.Get(url)
 }
 
 // brokerMetrics starts the metrics on SPIRE's Metrics host service when

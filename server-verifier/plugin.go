@@ -194,10 +194,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
-	if t, ok := st.getter.(timedGetter); ok {
+	if t, ok := st.getter.(collateral.Timed); ok {
 		// The collateral cache statistics follow the configuration in
 		// force (not one Validate built).
-		if c, ok := t.next.(*collateral.Cache); ok {
+		if c, ok := t.Next.(*collateral.Cache); ok {
 			st.metrics.collateral.Store(c)
 		}
 	}
@@ -314,7 +314,7 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 	p.mu.RUnlock()
 	if st.metrics != nil {
 		if st.getter != nil {
-			st.getter = timedGetter{next: st.getter}
+			st.getter = collateral.Timed{Next: st.getter}
 		}
 	}
 	return st, nil
