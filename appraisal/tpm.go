@@ -16,7 +16,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // imaPCR is where IMA measures on a TPM.
@@ -103,7 +103,7 @@ func EKHash(ekPublic []byte) (string, error) {
 	if len(ekPublic) == 0 {
 		return "", &Error{Check: CheckEKTrust, Code: CodeInvalidEvidence, Err: errors.New("evidence.tpm.ek_public is empty")}
 	}
-	h, err := tpm.PublicKeyHash(ekPublic)
+	h, err := tpmquote.PublicKeyHash(ekPublic)
 	if err != nil {
 		return "", &Error{Check: CheckEKTrust, Code: CodeInvalidEvidence, Err: fmt.Errorf("evidence.tpm.ek_public: %w", err)}
 	}
@@ -154,10 +154,10 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 
 	// 2. The quote.
 	pcrs := in.PCRs
-	if err := tpm.VerifyQuote(in.AKPublic, in.Quote, in.Signature, in.ExtraData, pcrs); err != nil {
+	if err := tpmquote.VerifyQuote(in.AKPublic, in.Quote, in.Signature, in.ExtraData, pcrs); err != nil {
 		code := CodeRejected
-		var qe *tpm.QuoteError
-		if errors.As(err, &qe) && (qe.Check == tpm.CheckAK || qe.Check == tpm.CheckAttest) {
+		var qe *tpmquote.QuoteError
+		if errors.As(err, &qe) && (qe.Check == tpmquote.CheckAK || qe.Check == tpmquote.CheckAttest) {
 			code = CodeInvalidEvidence
 		}
 		return res, res.fail(&Error{Check: CheckTPMQuote, Code: code, Err: err})
@@ -345,7 +345,7 @@ func ekTrust(in TPMEvidence, ekHash string, opts TPMOptions, now time.Time) (str
 		}
 		inters.AddCert(c)
 	}
-	if _, err := tpm.VerifyEKCertificate(in.EKCertificate, in.EKPublic, x509.VerifyOptions{
+	if _, err := tpmquote.VerifyEKCertificate(in.EKCertificate, in.EKPublic, x509.VerifyOptions{
 		Roots: opts.EKRoots, Intermediates: inters, CurrentTime: now,
 	}); err != nil {
 		return "", &Error{Check: CheckEKTrust, Code: CodeRejected, Err: fmt.Errorf("EK %s: certificate not trusted by ek_ca_files: %w", ekHash, err)}
@@ -373,7 +373,7 @@ func akTrust(ctx context.Context, in TPMEvidence, opts TPMOptions, now time.Time
 	} else {
 		res.skip(CheckAKTrust, "no ak_ca_files configured")
 	}
-	name, err := tpm.AKName(in.AKPublic)
+	name, err := tpmquote.AKName(in.AKPublic)
 	if err != nil {
 		return &Error{Check: CheckActivation, Code: CodeInvalidEvidence, Err: fmt.Errorf("AK name: %w", err)}
 	}
@@ -410,7 +410,7 @@ func akCertificate(chain [][]byte, akPub []byte, roots *x509.CertPool, now time.
 	}); err != nil {
 		return &Error{Check: CheckAKTrust, Code: CodeRejected, Err: fmt.Errorf("AK certificate not trusted by ak_ca_files: %w", err)}
 	}
-	pub, err := tpm.ParsePublic(akPub)
+	pub, err := tpmquote.ParsePublic(akPub)
 	if err != nil {
 		return &Error{Check: CheckAKTrust, Code: CodeInvalidEvidence, Err: fmt.Errorf("evidence.tpm.ak_public: %w", err)}
 	}

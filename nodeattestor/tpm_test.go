@@ -16,9 +16,9 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // tpmNode is a swtpm-backed node: a provisioned TPM whose PCRs hold a real
@@ -63,7 +63,7 @@ func checkTPMEvidence(t *testing.T, n *tpmNode, s *server) {
 			regs.Set(cctrusted.PCR(i).IMR(), cctrusted.Algorithm(b.GetAlg()), v)
 		}
 	}
-	if err := tpm.VerifyQuote(te.GetAkPublic(), te.GetQuote(), te.GetSignature(), s.ev.GetBinding(), regs); err != nil {
+	if err := tpmquote.VerifyQuote(te.GetAkPublic(), te.GetQuote(), te.GetSignature(), s.ev.GetBinding(), regs); err != nil {
 		t.Fatalf("quote: %v", err)
 	}
 	for i, want := range expectedPCRs(t) {
@@ -74,7 +74,7 @@ func checkTPMEvidence(t *testing.T, n *tpmNode, s *server) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(n.Prov.CA)
-	if _, err := tpm.VerifyEKCertificate(te.GetEkCertificate(), te.GetEkPublic(), x509.VerifyOptions{Roots: roots}); err != nil {
+	if _, err := tpmquote.VerifyEKCertificate(te.GetEkCertificate(), te.GetEkPublic(), x509.VerifyOptions{Roots: roots}); err != nil {
 		t.Errorf("EK certificate: %v", err)
 	}
 	if !bytes.Equal(s.logs.TPM, n.Firmware) || !bytes.Equal(s.logs.IMA, n.IMA) {
@@ -122,11 +122,11 @@ func TestAttestTPM(t *testing.T) {
 			if _, err := rand.Read(secret); err != nil {
 				t.Fatal(err)
 			}
-			akName, err := tpm.AKName(s.ev.GetTpm().GetAkPublic())
+			akName, err := tpmquote.AKName(s.ev.GetTpm().GetAkPublic())
 			if err != nil {
 				t.Fatal(err)
 			}
-			blob, encSecret, err := tpm.MakeCredential(s.ev.GetTpm().GetEkPublic(), akName, secret)
+			blob, encSecret, err := tpmquote.MakeCredential(s.ev.GetTpm().GetEkPublic(), akName, secret)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +167,7 @@ func TestAttestTPMActivationOtherKey(t *testing.T) {
 	// A name of the right form (SHA-256 nameAlg) that is not the AK's.
 	other := sha256.Sum256([]byte("not the AK"))
 	name := append([]byte{0x00, 0x0b}, other[:]...)
-	blob, encSecret, err := tpm.MakeCredential(s.ev.GetTpm().GetEkPublic(), name, []byte("secret"))
+	blob, encSecret, err := tpmquote.MakeCredential(s.ev.GetTpm().GetEkPublic(), name, []byte("secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

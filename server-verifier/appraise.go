@@ -11,11 +11,12 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/ccnp-spire/ccnp-spire/appraisal"
+	"github.com/ccnp-spire/ccnp-spire/collateral"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // activationSecretSize is the credential activation secret: as large as the
@@ -43,9 +44,9 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	if inc != nil {
 		start = inc.start()
 	}
-	actx, clock := ctx, (*collateralClock)(nil)
+	actx, clock := ctx, (*collateral.Clock)(nil)
 	if a.st.metrics != nil {
-		actx, clock = withCollateralClock(ctx)
+		actx, clock = collateral.WithClock(ctx)
 	}
 	phase := a.st.metrics.start(phaseQuote)
 	var v *verified
@@ -56,8 +57,8 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	} else {
 		v, logsTime, err = a.appraiseTDX(actx, hello, ev, logs, binding, inc, start)
 	}
-	phase.done(clock.elapsed(), logsTime, waited)
-	a.st.metrics.observe(phaseCollateral, clock.elapsed())
+	phase.done(clock.Elapsed(), logsTime, waited)
+	a.st.metrics.observe(phaseCollateral, clock.Elapsed())
 	a.st.metrics.observe(phaseReplay, logsTime)
 	var se *appraisal.StartError
 	switch {
@@ -196,7 +197,7 @@ func (a *attestation) activate(ctx context.Context, ekPub, akName []byte) error 
 	if _, err := rand.Read(secret); err != nil {
 		return reject(codes.Internal, appraisal.CheckActivation, err)
 	}
-	blob, enc, err := tpm.MakeCredential(ekPub, akName, secret)
+	blob, enc, err := tpmquote.MakeCredential(ekPub, akName, secret)
 	if err != nil {
 		return reject(codes.InvalidArgument, appraisal.CheckActivation, fmt.Errorf("making the credential for the EK: %w", err))
 	}

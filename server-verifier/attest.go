@@ -247,7 +247,7 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 	// From here on the server's own binding is what the TEE must have
 	// signed; the agent's copy has only been checked to agree with it.
 	binding := evidence.Binding(nonce, helloBytes)
-	logs, err := a.p.logs.decompress(ev, a.limits)
+	logs, err := a.p.logs.DecompressLogs(ev, a.limits)
 	if err != nil {
 		return nil, payloadRejection("evidence logs", err)
 	}

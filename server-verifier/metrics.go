@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/hashicorp/go-hclog"
 	metricsv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/hostservice/common/metrics/v1"
 
@@ -243,10 +242,10 @@ func (m *metrics) caches() {
 	}
 	m.cacheSent = now
 
-	hits, misses := m.p.logs.hits.Load(), m.p.logs.misses.Load()
-	m.incr(subKey(keyFirmwareLogCache, "hits"), float32(hits-m.logHits), nil)
-	m.incr(subKey(keyFirmwareLogCache, "misses"), float32(misses-m.logMisses), nil)
-	m.logHits, m.logMisses = hits, misses
+	logs := m.p.logs.Stats()
+	m.incr(subKey(keyFirmwareLogCache, "hits"), float32(logs.Hits-m.logHits), nil)
+	m.incr(subKey(keyFirmwareLogCache, "misses"), float32(logs.Misses-m.logMisses), nil)
+	m.logHits, m.logMisses = logs.Hits, logs.Misses
 
 	chains, col, lib, ccel := m.p.cache.Len()
 	for _, e := range []struct {
@@ -287,13 +286,14 @@ func (m *metrics) caches() {
 // operator can see whether they work from the server log alone.
 func (a *attestation) logCaches() {
 	chains, col, lib, ccel := a.p.cache.Len()
+	logs := a.p.logs.Stats()
 	kv := []any{
-		"firmware_log_hits", a.p.logs.hits.Load(), "firmware_log_misses", a.p.logs.misses.Load(),
+		"firmware_log_hits", logs.Hits, "firmware_log_misses", logs.Misses,
 		"appraisal_pck_chains", chains, "appraisal_collateral", col, "appraisal_library_verdicts", lib, "appraisal_ccel_replays", ccel,
 	}
 	g := a.st.getter
-	if t, ok := g.(timedGetter); ok {
-		g = t.next
+	if t, ok := g.(collateral.Timed); ok {
+		g = t.Next
 	}
 	if c, ok := g.(*collateral.Cache); ok {
 		s := c.Stats()
@@ -301,50 +301,6 @@ func (a *attestation) logCaches() {
 			"collateral_upstream_errors", s.UpstreamErrors, "collateral_entries", s.Entries)
 	}
 	a.log.Debug("Caches", kv...)
-}
-
-// collateralClock accumulates the time one attestation spends in the
-// collateral getter; it travels in the context appraisal hands the getter.
-type collateralClock struct{ ns atomic.Int64 }
-
-type collateralClockKey struct{}
-
-func withCollateralClock(ctx context.Context) (context.Context, *collateralClock) {
-	c := &collateralClock{}
-	return context.WithValue(ctx, collateralClockKey{}, c), c
-}
-
-func (c *collateralClock) elapsed() time.Duration {
-	if c == nil {
-		return 0
-	}
-	return time.Duration(c.ns.Load())
-}
-
-// timedGetter measures the collateral getter for the attestation whose
-// context it is called with.
-type timedGetter struct{ next trust.HTTPSGetter }
-
-var _ trust.ContextHTTPSGetter = timedGetter{}
-
-// Get is the context-free form; its time is not attributed.
-func (g timedGetter) Get(url string) (map[string][]string, []byte, error) {
-	return g.next.Get(url)
-}
-
-// GetContext fetches through the wrapped getter (with ctx when it takes
-// one) and adds the time to the attestation's collateral clock.
-func (g timedGetter) GetContext(ctx context.Context, url string) (map[string][]string, []byte, error) {
-	start := time.Now()
-	defer func() {
-		if c, ok := ctx.Value(collateralClockKey{}).(*collateralClock); ok {
-			c.ns.Add(int64(time.Since(start)))
-		}
-	}()
-	if cg, ok := g.next.(trust.ContextHTTPSGetter); ok {
-		return cg.GetContext(ctx, url)
-	}
-	return g.next.Get(url)
 }
 
 // brokerMetrics starts the metrics on SPIRE's Metrics host service when

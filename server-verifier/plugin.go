@@ -70,7 +70,7 @@ type Plugin struct {
 	// survives reconfiguration safely.
 	cache *appraisal.Cache
 	// logs remembers what compressed firmware logs inflate to.
-	logs *logCache
+	logs *evidence.LogCache
 	// slots bounds how many attestations decode and verify evidence at
 	// once, and budget the evidence bytes held meanwhile (admission.go).
 	slots  verifySlots
@@ -120,7 +120,7 @@ func NewWithClock(now func() time.Time) *Plugin {
 	return &Plugin{
 		logger:   hclog.NewNullLogger(),
 		cache:    appraisal.NewCache(appraisal.DefaultCacheEntries),
-		logs:     newLogCache(),
+		logs:     evidence.NewLogCache(),
 		slots:    newVerifySlots(0),
 		now:      now,
 		newNonce: evidence.NewNonce,
@@ -196,10 +196,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
-	if t, ok := st.getter.(timedGetter); ok {
+	if t, ok := st.getter.(collateral.Timed); ok {
 		// The collateral cache statistics follow the configuration in
 		// force (not one Validate built).
-		if c, ok := t.next.(*collateral.Cache); ok {
+		if c, ok := t.Next.(*collateral.Cache); ok {
 			st.metrics.collateral.Store(c)
 		}
 	}
@@ -321,7 +321,7 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 	p.mu.RUnlock()
 	if st.metrics != nil {
 		if st.getter != nil {
-			st.getter = timedGetter{next: st.getter}
+			st.getter = collateral.Timed{Next: st.getter}
 		}
 	}
 	return st, nil

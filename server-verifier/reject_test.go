@@ -472,8 +472,8 @@ func TestRejectWithWarmCaches(t *testing.T) {
 	if goodCCEL.GetEncoding() == evidencepb.Encoding_ENCODING_NONE {
 		t.Fatal("the agent sent the CCEL uncompressed: the log cache is not exercised")
 	}
-	if _, _, _, ccel := h.plugin.cache.Len(); ccel != 1 || h.plugin.logs.size != 1 {
-		t.Fatalf("caches not warm: %d CCEL replays, %d logs", ccel, h.plugin.logs.size)
+	if _, _, _, ccel := h.plugin.cache.Len(); ccel != 1 || h.plugin.logs.Stats().Entries != 1 {
+		t.Fatalf("caches not warm: %d CCEL replays, %d logs", ccel, h.plugin.logs.Stats().Entries)
 	}
 
 	t.Run("quote byte flipped", func(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // tpmNode is a swtpm with EKs certified by a test EK CA, the real firmware
@@ -274,7 +275,7 @@ func issueAKCert(t *testing.T, caPath string, akPub []byte, wrongKey bool) []byt
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	pub, err := tpm.ParsePublic(akPub)
+	pub, err := tpmquote.ParsePublic(akPub)
 	if err != nil {
 		t.Fatal(err)
 	}

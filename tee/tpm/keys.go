@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
@@ -60,7 +61,7 @@ func loadAK(t transport.TPM, opts Options) (key, error) {
 			if err != nil {
 				return key{}, fmt.Errorf("AK at 0x%08x: %w", opts.AKHandle, err)
 			}
-			if err := checkAK(pub); err != nil {
+			if err := tpmquote.ValidateAK(pub); err != nil {
 				return key{}, fmt.Errorf("persistent handle 0x%08x does not hold an AK: %w", opts.AKHandle, err)
 			}
 			if pub.Type != wantType {
@@ -211,9 +212,9 @@ func (p *Provider) EKCertificate(ctx context.Context) ([]byte, error) {
 // decrypts the server's challenge (MakeCredential output) with the EK, and
 // only does so if the AK named in it is loaded in this TPM.
 func (p *Provider) ActivateCredential(ctx context.Context, credBlob, encSecret []byte) ([]byte, error) {
-	if len(credBlob) == 0 || len(credBlob) > MaxCredentialIn || len(encSecret) == 0 || len(encSecret) > MaxCredentialIn {
+	if len(credBlob) == 0 || len(credBlob) > tpmquote.MaxCredentialIn || len(encSecret) == 0 || len(encSecret) > tpmquote.MaxCredentialIn {
 		return nil, fmt.Errorf("tpm: activate credential: blob (%d bytes) and secret (%d bytes) must be 1..%d bytes",
-			len(credBlob), len(encSecret), MaxCredentialIn)
+			len(credBlob), len(encSecret), tpmquote.MaxCredentialIn)
 	}
 	var out []byte
 	err := p.do(ctx, "activate credential", func(t transport.TPM) error {

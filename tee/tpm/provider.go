@@ -2,9 +2,9 @@
 // cloud vTPMs, swtpm): PCRs of every allocated bank, the firmware event log,
 // quotes by an attestation key (AK) over a PCR selection with the report
 // data as extraData, PCR extend for the runtime log, the EK and its
-// certificate, and credential activation. It also holds the server-side
-// counterparts (VerifyQuote, MakeCredential, AKName, VerifyEKCertificate),
-// which are pure TPM logic and need no device.
+// certificate, and credential activation. The server-side counterparts
+// (VerifyQuote, MakeCredential, AKName, VerifyEKCertificate) are package
+// tpmquote's, which the provider uses to check its own quotes and AK.
 package tpm
 
 import (

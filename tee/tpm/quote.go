@@ -8,6 +8,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
@@ -111,5 +112,5 @@ func (p *Provider) matchesQuote(attest, sig []byte, regs cctrusted.Registers) er
 	if err != nil {
 		return err
 	}
-	return VerifyQuote(p.ak.public, attest, sig, att.ExtraData.Buffer, regs)
+	return tpmquote.VerifyQuote(p.ak.public, attest, sig, att.ExtraData.Buffer, regs)
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 	"github.com/google/go-tpm-tools/simulator"
 )
 
@@ -41,11 +43,14 @@ func TestSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	akPub, _ := p.AttestationKeyPublic()
-	if err := VerifyQuote(akPub, r.Quote, r.Signature, r.ReportData, r.Registers); err != nil {
+	if err := tpmquote.VerifyQuote(akPub, r.Quote, r.Signature, r.ReportData, r.Registers); err != nil {
 		t.Fatal(err)
 	}
 	other := cctrusted.ReportData([]byte("other"), nil)
-	wantCheck(t, VerifyQuote(akPub, r.Quote, r.Signature, other[:], r.Registers), CheckExtraData)
+	var qe *tpmquote.QuoteError
+	if err := tpmquote.VerifyQuote(akPub, r.Quote, r.Signature, other[:], r.Registers); !errors.As(err, &qe) || qe.Check != tpmquote.CheckExtraData {
+		t.Fatalf("quote with another nonce: %v, want check %s to fail", err, tpmquote.CheckExtraData)
+	}
 
 	// Credential activation with the EK the simulator derives from the
 	// TCG template (it has no certificate).
@@ -53,8 +58,8 @@ func TestSimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, _ := AKName(akPub)
-	blob, enc, err := MakeCredential(ekPub, name, []byte("sim secret"))
+	name, _ := tpmquote.AKName(akPub)
+	blob, enc, err := tpmquote.MakeCredential(ekPub, name, []byte("sim secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

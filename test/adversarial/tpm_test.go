@@ -35,6 +35,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // tpmNode is one swtpm with certified EKs and the real firmware log
@@ -258,7 +259,7 @@ func mintAKCertificate(t *testing.T, dir string, a *agent) (caPath string, leafD
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := tpm.ParsePublic(akPub)
+	pub, err := tpmquote.ParsePublic(akPub)
 	if err != nil {
 		t.Fatal(err)
 	}

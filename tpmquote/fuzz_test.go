@@ -1,4 +1,4 @@
-package tpm
+package tpmquote_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // FuzzVerifyQuote feeds mutated real quotes (testdata/) to the verifier: it
@@ -24,7 +25,7 @@ func FuzzVerifyQuote(f *testing.F) {
 	// Both fixtures quote the same PCR values.
 	pcrs := fixtures[0].pcrs
 	f.Fuzz(func(t *testing.T, akPub, attest, sig, extra []byte) {
-		if VerifyQuote(akPub, attest, sig, extra, pcrs) != nil {
+		if tpmquote.VerifyQuote(akPub, attest, sig, extra, pcrs) != nil {
 			return
 		}
 		// ECDSA signatures are malleable, so sig may differ; what was signed
@@ -56,23 +57,23 @@ func FuzzPublicArea(f *testing.F) {
 	akName := []byte{0, 0x0b}
 	akName = append(akName, make([]byte, 32)...)
 	f.Fuzz(func(t *testing.T, pub []byte) {
-		_, _ = ParsePublic(pub)
-		_, _ = PublicKeyHash(pub)
-		if name, err := AKName(pub); err == nil && len(name) < 2 {
+		_, _ = tpmquote.ParsePublic(pub)
+		_, _ = tpmquote.PublicKeyHash(pub)
+		if name, err := tpmquote.AKName(pub); err == nil && len(name) < 2 {
 			t.Fatalf("name %x", name)
 		}
-		_, _, _ = MakeCredential(pub, akName, []byte("secret"))
+		_, _, _ = tpmquote.MakeCredential(pub, akName, []byte("secret"))
 	})
 }
 
 // sameKey reports whether two public areas hold the same public key,
 // compared in PKIX form.
 func sameKey(t *testing.T, a, b []byte) bool {
-	ka, err := ParsePublic(a)
+	ka, err := tpmquote.ParsePublic(a)
 	if err != nil {
 		t.Fatalf("accepted an AK whose public area does not parse: %v", err)
 	}
-	kb, err := ParsePublic(b)
+	kb, err := tpmquote.ParsePublic(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package serververifier
+package evidence
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 )
 
@@ -17,15 +16,16 @@ const (
 	maxCachedLogBytes = 1 << 20
 )
 
-// logCache remembers what compressed firmware logs (CCEL, TPM log)
+// LogCache remembers what compressed firmware logs (CCEL, TPM log)
 // decompress to. A node sends the same firmware log at every attestation
 // and every node booted from one image sends the same one, while inflating a
 // 256 KiB CCEL costs more than verifying the quote. Decompression is a
 // function of the compressed bytes, so a hit is an exact comparison of
 // encoding, declared size and data with what was decompressed before, and
 // the logs' contents are still replayed and checked every time. IMA and
-// runtime logs grow between attestations and are not cached.
-type logCache struct {
+// runtime logs grow between attestations and are not cached. It is safe
+// for concurrent use.
+type LogCache struct {
 	seed maphash.Seed
 
 	mu      sync.Mutex
@@ -36,6 +36,15 @@ type logCache struct {
 	hits, misses atomic.Uint64
 }
 
+// LogCacheStats are a LogCache's counters since it was made.
+type LogCacheStats struct {
+	// Hits and Misses count the compressed firmware logs found in the
+	// cache and those decompressed (and then remembered).
+	Hits, Misses uint64
+	// Entries is the number of logs held now.
+	Entries int
+}
+
 type logEntry struct {
 	enc     evidencepb.Encoding
 	rawSize uint64
@@ -43,11 +52,12 @@ type logEntry struct {
 	raw     []byte // what they decompress to; shared, read-only
 }
 
-func newLogCache() *logCache {
-	return &logCache{seed: maphash.MakeSeed(), entries: make(map[uint64][]*logEntry)}
+// NewLogCache returns an empty cache.
+func NewLogCache() *LogCache {
+	return &LogCache{seed: maphash.MakeSeed(), entries: make(map[uint64][]*logEntry)}
 }
 
-func (c *logCache) key(l *evidencepb.Log) uint64 {
+func (c *LogCache) key(l *evidencepb.Log) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	var hdr [12]byte
@@ -58,7 +68,7 @@ func (c *logCache) key(l *evidencepb.Log) uint64 {
 	return h.Sum64()
 }
 
-func (c *logCache) lookup(l *evidencepb.Log) []byte {
+func (c *LogCache) lookup(l *evidencepb.Log) []byte {
 	k := c.key(l)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -70,7 +80,7 @@ func (c *logCache) lookup(l *evidencepb.Log) []byte {
 	return nil
 }
 
-func (c *logCache) store(l *evidencepb.Log, raw []byte) {
+func (c *LogCache) store(l *evidencepb.Log, raw []byte) {
 	k := c.key(l)
 	e := &logEntry{enc: l.GetEncoding(), rawSize: l.GetRawSize(), data: bytes.Clone(l.GetData()), raw: bytes.Clone(raw)}
 	c.mu.Lock()
@@ -93,11 +103,19 @@ type cachedFirmwareLog struct {
 	orig *evidencepb.Log
 }
 
-// decompress returns ev's logs: firmware logs seen before are put into ev
-// uncompressed (so evidence.DecompressLogs still charges their full size to
-// the payload's budget and checks them), the rest are inflated by
-// evidence.DecompressLogs and the new firmware logs remembered.
-func (c *logCache) decompress(ev *evidencepb.Evidence, lim evidence.Limits) (*evidence.Logs, error) {
+// Stats returns the counters.
+func (c *LogCache) Stats() LogCacheStats {
+	c.mu.Lock()
+	n := c.size
+	c.mu.Unlock()
+	return LogCacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: n}
+}
+
+// DecompressLogs is the package's DecompressLogs with the firmware logs
+// seen before taken from the cache: they are put into ev uncompressed, so
+// DecompressLogs still charges their full size to the payload's budget and
+// checks them; the rest are inflated and the new firmware logs remembered.
+func (c *LogCache) DecompressLogs(ev *evidencepb.Evidence, lim Limits) (*Logs, error) {
 	var missed []cachedFirmwareLog
 	for _, s := range []cachedFirmwareLog{
 		{slot: &ev.Ccel, kind: evidencepb.LogKind_LOG_KIND_CCEL},
@@ -120,7 +138,7 @@ func (c *logCache) decompress(ev *evidencepb.Evidence, lim evidence.Limits) (*ev
 		s.orig = l
 		missed = append(missed, s)
 	}
-	logs, err := evidence.DecompressLogs(ev, lim)
+	logs, err := DecompressLogs(ev, lim)
 	if err != nil {
 		return nil, err
 	}

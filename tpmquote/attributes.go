@@ -1,4 +1,4 @@
-package tpm
+package tpmquote
 
 import (
 	"encoding/binary"

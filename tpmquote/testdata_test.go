@@ -1,4 +1,4 @@
-package tpm
+package tpmquote_test
 
 import (
 	"bytes"
@@ -10,9 +10,11 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 	pb "github.com/google/go-tpm-tools/proto/tpm"
-	tpmquote "github.com/google/go-tpm-tools/quote"
+	gotpmquote "github.com/google/go-tpm-tools/quote"
 )
 
 // The files in testdata/ are real swtpm output (a quote per AK type over
@@ -62,7 +64,7 @@ func TestWriteTestdata(t *testing.T) {
 		if _, err := swtpm.Provision(ctx, sw, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{swtpm.KeyType(akType)}}); err != nil {
 			t.Fatal(err)
 		}
-		p := open(t, sw, Options{AKType: akType, EKType: akType})
+		p := open(t, sw, tpm.Options{AKType: akType, EKType: akType})
 		d := bytes.Repeat([]byte{0x23}, 32)
 		if err := p.Extend(ctx, 23, cctrusted.AlgSHA256, d); err != nil {
 			t.Fatal(err)
@@ -93,11 +95,11 @@ func TestVerifyQuoteFixtures(t *testing.T) {
 	for _, akType := range []string{"ecc", "rsa"} {
 		t.Run(akType, func(t *testing.T) {
 			f := readFixture(t, akType)
-			if err := VerifyQuote(f.akPub, f.attest, f.sig, rd[:], f.pcrs); err != nil {
+			if err := tpmquote.VerifyQuote(f.akPub, f.attest, f.sig, rd[:], f.pcrs); err != nil {
 				t.Fatal(err)
 			}
 			// Cross-check with go-tpm-tools' independent verifier.
-			key, err := ParsePublic(f.akPub)
+			key, err := tpmquote.ParsePublic(f.akPub)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,12 +107,12 @@ func TestVerifyQuoteFixtures(t *testing.T) {
 			for i := range uint32(24) {
 				q.Pcrs.Pcrs[i], _ = f.pcrs.Get(cctrusted.PCR(i).IMR(), cctrusted.AlgSHA256)
 			}
-			if err := tpmquote.Verify(q, key, rd[:]); err != nil {
+			if err := gotpmquote.Verify(q, key, rd[:]); err != nil {
 				t.Fatalf("go-tpm-tools rejects the fixture: %v", err)
 			}
 			checkTampering(t, f.akPub, &cctrusted.Report{Quote: f.attest, Signature: f.sig, Registers: f.pcrs}, rd[:])
 			other := readFixture(t, map[string]string{"ecc": "rsa", "rsa": "ecc"}[akType])
-			wantCheck(t, VerifyQuote(other.akPub, f.attest, f.sig, rd[:], f.pcrs), CheckSignature)
+			wantCheck(t, tpmquote.VerifyQuote(other.akPub, f.attest, f.sig, rd[:], f.pcrs), tpmquote.CheckSignature)
 		})
 	}
 }
@@ -121,7 +123,7 @@ func TestVerifyQuoteFixtures(t *testing.T) {
 func TestVerifyQuoteRejectsAKSchemeChange(t *testing.T) {
 	fx := readFixture(t, "ecc")
 	rd := cctrusted.ReportData(testdataNonce, nil)
-	if err := VerifyQuote(fx.akPub, fx.attest, fx.sig, rd[:], fx.pcrs); err != nil {
+	if err := tpmquote.VerifyQuote(fx.akPub, fx.attest, fx.sig, rd[:], fx.pcrs); err != nil {
 		t.Fatalf("the real quote: %v", err)
 	}
 	// TPMT_PUBLIC: type, nameAlg, attributes, authPolicy (empty), then the
@@ -132,9 +134,9 @@ func TestVerifyQuoteRejectsAKSchemeChange(t *testing.T) {
 			t.Fatalf("fixture layout unexpected: %x", ak[:20])
 		}
 		binary.BigEndian.PutUint16(ak[14:], hash)
-		err := VerifyQuote(ak, fx.attest, fx.sig, rd[:], fx.pcrs)
-		var qe *QuoteError
-		if !errors.As(err, &qe) || (qe.Check != CheckAK && qe.Check != CheckSignature) {
+		err := tpmquote.VerifyQuote(ak, fx.attest, fx.sig, rd[:], fx.pcrs)
+		var qe *tpmquote.QuoteError
+		if !errors.As(err, &qe) || (qe.Check != tpmquote.CheckAK && qe.Check != tpmquote.CheckSignature) {
 			t.Errorf("scheme hash 0x%04x: err = %v, want an ak or signature check failure", hash, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package tpm
+package tpmquote_test
 
 import (
 	"crypto/ecdsa"
@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // FuzzVerifyEKCertificate feeds mutated EK certificates and EK public
@@ -25,7 +27,7 @@ func FuzzVerifyEKCertificate(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	key, err := ParsePublic(ekPub)
+	key, err := tpmquote.ParsePublic(ekPub)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -75,14 +77,14 @@ func FuzzVerifyEKCertificate(f *testing.F) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	if _, err := VerifyEKCertificate(der, ekPub, x509.VerifyOptions{Roots: roots}); err != nil {
+	if _, err := tpmquote.VerifyEKCertificate(der, ekPub, x509.VerifyOptions{Roots: roots}); err != nil {
 		f.Fatalf("seed certificate refused: %v", err)
 	}
 	f.Add(der, ekPub)
 	f.Add(der, []byte(nil))
 	f.Add(caDER, ekPub)
 	f.Fuzz(func(t *testing.T, der, ekPub []byte) {
-		cert, err := VerifyEKCertificate(der, ekPub, x509.VerifyOptions{Roots: roots})
+		cert, err := tpmquote.VerifyEKCertificate(der, ekPub, x509.VerifyOptions{Roots: roots})
 		if err != nil {
 			return
 		}

@@ -1,4 +1,11 @@
-package tpm
+// Package tpmquote holds the TPM 2.0 formats the server verifies and the
+// checks on them, with no TPM device: a TPM2_Quote (TPMS_ATTEST signed by
+// the attestation key, over a PCR selection), TPMT_PUBLIC key areas and
+// their Names, the server side of credential activation (MakeCredential)
+// and EK certificates. It sits next to tdxquote: the server links it, and
+// the agent's provider (tee/tpm) uses the same code to check its own quotes
+// and keys before they leave the node.
+package tpmquote
 
 import (
 	"bytes"
@@ -168,11 +175,11 @@ func hashOf(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {
 	return 0, fmt.Errorf("hash algorithm 0x%04x is not accepted (want sha256, sha384 or sha512)", uint16(alg))
 }
 
-// checkAK insists on what makes a quote trustworthy: only a restricted
+// ValidateAK insists on what makes a quote trustworthy: only a restricted
 // signing key refuses to sign data that starts with TPM_GENERATED_VALUE but
 // did not come from the TPM, and only a fixedTPM key cannot leave the TPM
 // that the EK (credential activation) vouches for.
-func checkAK(p *tpm2.TPMTPublic) error {
+func ValidateAK(p *tpm2.TPMTPublic) error {
 	a := p.ObjectAttributes
 	switch {
 	case p.Type != tpm2.TPMAlgECC && p.Type != tpm2.TPMAlgRSA:
@@ -255,7 +262,7 @@ func VerifyQuote(akPub, attest, sig, extraData []byte, pcrs cctrusted.Registers)
 	if err != nil {
 		return quoteErr(CheckAK, "%w", err)
 	}
-	if err := checkAK(ak); err != nil {
+	if err := ValidateAK(ak); err != nil {
 		return quoteErr(CheckAK, "%w", err)
 	}
 	key, err := publicKey(ak)
