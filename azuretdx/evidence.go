@@ -113,7 +113,9 @@ func (u *b64url) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-func (u b64url) MarshalJSON() ([]byte, error) { return json.Marshal(base64.URLEncoding.EncodeToString(u)) }
+func (u b64url) MarshalJSON() ([]byte, error) {
+	return json.Marshal(base64.URLEncoding.EncodeToString(u))
+}
 
 type evidenceV0 struct {
 	TPMQuote struct {

@@ -123,7 +123,9 @@ type Result struct {
 	Checks    []Check
 }
 
-func (r *Result) pass(name, detail string) { r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail}) }
+func (r *Result) pass(name, detail string) {
+	r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail})
+}
 
 func (r *Result) fail(name string, kind Kind, err error) error {
 	r.Checks = append(r.Checks, Check{Name: name, Detail: err.Error()})
