@@ -59,83 +59,17 @@ type TPMQuote struct {
 	PCRs      [][]byte
 }
 
-// byteList is a byte string written as a JSON list of numbers (v0).
-type byteList []byte
-
-func (b *byteList) UnmarshalJSON(data []byte) error {
-	var v []uint16
-	if err := json.Unmarshal(data, &v); err != nil {
-		return fmt.Errorf("want a list of byte values: %w", err)
-	}
-	out := make([]byte, len(v))
-	for i, x := range v {
-		if x > 0xff {
-			return fmt.Errorf("element %d is %d, not a byte value", i, x)
-		}
-		out[i] = byte(x)
-	}
-	*b = out
-	return nil
-}
-
-// hexString is a byte string written as hex (v1).
-type hexString []byte
-
-func (h *hexString) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("want a hex string: %w", err)
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		return fmt.Errorf("not hex: %w", err)
-	}
-	*h = b
-	return nil
-}
-
-func (h hexString) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(h)) }
-
-// b64url is a byte string written as base64url (v1), padded as trustee
-// writes it; unpadded input is accepted too.
-type b64url []byte
-
-func (u *b64url) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("want a base64url string: %w", err)
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimRight(s, "="))
-	if err != nil {
-		return fmt.Errorf("not base64url: %w", err)
-	}
-	*u = b
-	return nil
-}
-
-func (u b64url) MarshalJSON() ([]byte, error) {
-	return json.Marshal(base64.URLEncoding.EncodeToString(u))
-}
-
-type evidenceV0 struct {
+// rawEvidence is either layout with its byte strings still undecoded, so
+// that each is decoded by name and an error names the field.
+type rawEvidence struct {
+	Version  json.RawMessage `json:"version"`
 	TPMQuote struct {
-		Signature byteList   `json:"signature"`
-		Message   byteList   `json:"message"`
-		PCRs      []byteList `json:"pcrs"`
+		Signature json.RawMessage   `json:"signature"`
+		Message   json.RawMessage   `json:"message"`
+		PCRs      []json.RawMessage `json:"pcrs"`
 	} `json:"tpm_quote"`
-	HCLReport byteList `json:"hcl_report"`
-	TDQuote   byteList `json:"td_quote"`
-}
-
-type evidenceV1 struct {
-	Version  uint32 `json:"version"`
-	TPMQuote struct {
-		Signature hexString   `json:"signature"`
-		Message   hexString   `json:"message"`
-		PCRs      []hexString `json:"pcrs"`
-	} `json:"tpm_quote"`
-	HCLReport b64url `json:"hcl_report"`
-	TDQuote   b64url `json:"td_quote"`
+	HCLReport json.RawMessage `json:"hcl_report"`
+	TDQuote   json.RawMessage `json:"td_quote"`
 }
 
 // ParseEvidence reads trustee's JSON evidence of an Azure TDX VM, in either
@@ -146,41 +80,110 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 	if len(b) > MaxEvidenceJSON {
 		return nil, fmt.Errorf("evidence is %d bytes, more than the %d allowed", len(b), MaxEvidenceJSON)
 	}
-	var probe struct {
-		Version *json.RawMessage `json:"version"`
+	var raw rawEvidence
+	if err := strictDecode(b, &raw); err != nil {
+		return nil, fmt.Errorf("evidence is not trustee's Azure TDX JSON: %w", err)
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, fmt.Errorf("evidence is not a JSON object: %w", err)
+	ev := &Evidence{Layout: LayoutV0}
+	var bin, str func(json.RawMessage) ([]byte, error)
+	switch v := string(raw.Version); v {
+	case "":
+		bin, str = decodeList, decodeList
+	case "1":
+		ev.Layout = LayoutV1
+		bin, str = decodeBase64URL, decodeHex
+	default:
+		return nil, fmt.Errorf("evidence version %.20s: this verifier reads %s (no version) and %s (version 1)", v, LayoutV0, LayoutV1)
 	}
-	ev := &Evidence{}
-	if probe.Version == nil {
-		var v evidenceV0
-		if err := strictDecode(b, &v); err != nil {
-			return nil, fmt.Errorf("evidence (%s layout: no version field): %w", LayoutV0, err)
+	for _, f := range []struct {
+		name string
+		in   json.RawMessage
+		dec  func(json.RawMessage) ([]byte, error)
+		out  *[]byte
+	}{
+		{"hcl_report", raw.HCLReport, bin, &ev.HCLReport},
+		{"td_quote", raw.TDQuote, bin, &ev.TDQuote},
+		{"tpm_quote.message", raw.TPMQuote.Message, str, &ev.TPMQuote.Message},
+		{"tpm_quote.signature", raw.TPMQuote.Signature, str, &ev.TPMQuote.Signature},
+	} {
+		v, err := f.dec(f.in)
+		if err != nil {
+			return nil, fmt.Errorf("evidence (%s) %s: %w", ev.Layout, f.name, err)
 		}
-		ev.Layout, ev.HCLReport, ev.TDQuote = LayoutV0, v.HCLReport, v.TDQuote
-		ev.TPMQuote = TPMQuote{Message: v.TPMQuote.Message, Signature: v.TPMQuote.Signature}
-		for _, p := range v.TPMQuote.PCRs {
-			ev.TPMQuote.PCRs = append(ev.TPMQuote.PCRs, p)
+		*f.out = v
+	}
+	if len(raw.TPMQuote.PCRs) > MaxPCRs {
+		return nil, fmt.Errorf("evidence (%s): tpm_quote.pcrs has %d values, more than the %d allowed", ev.Layout, len(raw.TPMQuote.PCRs), MaxPCRs)
+	}
+	for i, p := range raw.TPMQuote.PCRs {
+		v, err := str(p)
+		if err != nil {
+			return nil, fmt.Errorf("evidence (%s) tpm_quote.pcrs[%d]: %w", ev.Layout, i, err)
 		}
-	} else {
-		var v evidenceV1
-		if err := strictDecode(b, &v); err != nil {
-			return nil, fmt.Errorf("evidence (version field present): %w", err)
-		}
-		if v.Version != 1 {
-			return nil, fmt.Errorf("evidence version %d: this verifier reads %s (no version) and %s (version 1)", v.Version, LayoutV0, LayoutV1)
-		}
-		ev.Layout, ev.HCLReport, ev.TDQuote = LayoutV1, v.HCLReport, v.TDQuote
-		ev.TPMQuote = TPMQuote{Message: v.TPMQuote.Message, Signature: v.TPMQuote.Signature}
-		for _, p := range v.TPMQuote.PCRs {
-			ev.TPMQuote.PCRs = append(ev.TPMQuote.PCRs, p)
-		}
+		ev.TPMQuote.PCRs = append(ev.TPMQuote.PCRs, v)
 	}
 	if err := ev.checkBounds(); err != nil {
 		return nil, fmt.Errorf("evidence (%s): %w", ev.Layout, err)
 	}
 	return ev, nil
+}
+
+// decodeList reads a byte string written as a JSON list of numbers (v0).
+// Absent (null) is empty; checkBounds names it.
+func decodeList(m json.RawMessage) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	var v []uint16
+	if err := json.Unmarshal(m, &v); err != nil {
+		return nil, fmt.Errorf("want a list of byte values: %w", err)
+	}
+	out := make([]byte, len(v))
+	for i, x := range v {
+		if x > 0xff {
+			return nil, fmt.Errorf("element %d is %d, not a byte value", i, x)
+		}
+		out[i] = byte(x)
+	}
+	return out, nil
+}
+
+// decodeHex reads a byte string written as hex (v1).
+func decodeHex(m json.RawMessage) ([]byte, error) {
+	s, err := decodeString(m, "a hex string")
+	if err != nil {
+		return nil, err
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not hex: %w", err)
+	}
+	return b, nil
+}
+
+// decodeBase64URL reads a byte string written as base64url (v1), padded as
+// trustee writes it; unpadded input is accepted too.
+func decodeBase64URL(m json.RawMessage) ([]byte, error) {
+	s, err := decodeString(m, "a base64url string")
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return nil, fmt.Errorf("not base64url: %w", err)
+	}
+	return b, nil
+}
+
+func decodeString(m json.RawMessage, what string) (string, error) {
+	if len(m) == 0 {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(m, &s); err != nil {
+		return "", fmt.Errorf("want %s: %w", what, err)
+	}
+	return s, nil
 }
 
 // checkBounds insists every part is present and within its bound.
@@ -230,15 +233,27 @@ func strictDecode(b []byte, v any) error {
 	return nil
 }
 
+// evidenceV1 is the v1 layout as MarshalV1 writes it.
+type evidenceV1 struct {
+	Version  uint32 `json:"version"`
+	TPMQuote struct {
+		Signature string   `json:"signature"`
+		Message   string   `json:"message"`
+		PCRs      []string `json:"pcrs"`
+	} `json:"tpm_quote"`
+	HCLReport string `json:"hcl_report"`
+	TDQuote   string `json:"td_quote"`
+}
+
 // MarshalV1 writes the evidence in trustee's v1 layout.
 func (ev *Evidence) MarshalV1() ([]byte, error) {
 	var v evidenceV1
 	v.Version = 1
-	v.TPMQuote.Message, v.TPMQuote.Signature = ev.TPMQuote.Message, ev.TPMQuote.Signature
-	v.TPMQuote.PCRs = make([]hexString, 0, len(ev.TPMQuote.PCRs))
+	v.TPMQuote.Message, v.TPMQuote.Signature = hex.EncodeToString(ev.TPMQuote.Message), hex.EncodeToString(ev.TPMQuote.Signature)
+	v.TPMQuote.PCRs = make([]string, 0, len(ev.TPMQuote.PCRs))
 	for _, p := range ev.TPMQuote.PCRs {
-		v.TPMQuote.PCRs = append(v.TPMQuote.PCRs, p)
+		v.TPMQuote.PCRs = append(v.TPMQuote.PCRs, hex.EncodeToString(p))
 	}
-	v.HCLReport, v.TDQuote = ev.HCLReport, ev.TDQuote
+	v.HCLReport, v.TDQuote = base64.URLEncoding.EncodeToString(ev.HCLReport), base64.URLEncoding.EncodeToString(ev.TDQuote)
 	return json.Marshal(&v)
 }
