@@ -55,7 +55,7 @@ type verifyIMA struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify (--quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL]) [--at RFC3339]",
+		Use:   "verify (--quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL] | --azure-tdx FILE --nonce HEX|--nonce-text STR) [--at RFC3339]",
 		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
 		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
 trusted root (Intel's by default), the quote and QE report signatures, with
