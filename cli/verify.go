@@ -55,7 +55,7 @@ type verifyIMA struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	cmd := &cobra.Command{
-		Use:   "verify (--quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL]) [--at RFC3339]",
+		Use:   "verify (--quote FILE [--ccel FILE [--ccel-table FILE] [--ima FILE]] [--trusted-root PEM] | --evidence FILE --nonce HEX [--server-config HCL] | --azure-tdx FILE --nonce HEX|--nonce-text STR) [--at RFC3339]",
 		Short: "Verify a TDX quote offline (or with PCS collateral) and replay its CCEL, as the server plugin does",
 		Long: `Verify a TDX quote with the code the server plugin runs: the PCK chain to the
 trusted root (Intel's by default), the quote and QE report signatures, with
@@ -115,6 +115,7 @@ Exit 0 when every check holds, 2 naming the failed check otherwise.`,
 	fl.StringVar(&f.acceptTCB, "accept-tcb-status", "UpToDate", "comma-separated TCB statuses to accept (with --pcs-url)")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept DEBUG TDs")
 	f.recorded.register(cmd)
+	registerAzure(cmd, g, &f)
 	return cmd
 }
 
@@ -156,19 +157,30 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 			return in, opts, fmt.Errorf("--report-data: want 128 hex characters")
 		}
 	}
+	opts, err = f.tdxOptions()
+	return in, opts, err
+}
+
+// tdxOptions are the TD quote's trust settings from the flags (every mode
+// that verifies a TD quote: --quote, --azure-tdx).
+func (f *verifyFlags) tdxOptions() (appraisal.TDXOptions, error) {
+	var (
+		opts appraisal.TDXOptions
+		err  error
+	)
 	if f.trustedRoot != "" {
 		pemBytes, err := readInput("--trusted-root", f.trustedRoot)
 		if err != nil {
-			return in, opts, err
+			return opts, err
 		}
 		opts.TrustedRoots = x509.NewCertPool()
 		if !opts.TrustedRoots.AppendCertsFromPEM(pemBytes) {
-			return in, opts, fmt.Errorf("--trusted-root: %s holds no PEM certificate", f.trustedRoot)
+			return opts, fmt.Errorf("--trusted-root: %s holds no PEM certificate", f.trustedRoot)
 		}
 	}
 	if f.at != "" {
 		if opts.Now, err = time.Parse(time.RFC3339, f.at); err != nil {
-			return in, opts, fmt.Errorf("--at: %w", err)
+			return opts, fmt.Errorf("--at: %w", err)
 		}
 	}
 	for _, s := range strings.Split(f.acceptTCB, ",") {
@@ -179,11 +191,11 @@ func (f *verifyFlags) load() (appraisal.TDXEvidence, appraisal.TDXOptions, error
 	opts.AllowDebug = f.allowDebug
 	if f.pcsURL != "" {
 		if opts.Collateral, err = pcsGetter(f.pcsURL); err != nil {
-			return in, opts, err
+			return opts, err
 		}
 		opts.CheckRevocations = true
 	}
-	return in, opts, nil
+	return opts, nil
 }
 
 // printCheck prints one verification check as a line of the human output

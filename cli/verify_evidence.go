@@ -24,7 +24,7 @@ type evidenceFlags struct {
 func (e *evidenceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&e.file, "evidence", "", "a recording made by `ccnp evidence collect`: run the server plugin's whole attestation on it")
-	fl.StringVar(&e.nonce, "nonce", "", "with --evidence: the nonce given to `ccnp evidence collect`, 64 hex characters")
+	fl.StringVar(&e.nonce, "nonce", "", "with --evidence: the nonce given to `ccnp evidence collect`, 64 hex characters; with --azure-tdx: the vTPM quote's nonce, 1 to 64 bytes in hex")
 	fl.StringVar(&e.serverConfig, "server-config", "", "with --evidence: the server NodeAttestor's plugin_data (HCL file); default: see README")
 	fl.StringVar(&e.trustDomain, "trust-domain", "example.org", "with --evidence: the SPIRE server's trust domain (for the agent ID)")
 	fl.BoolVar(&e.verbose, "verbose", false, "with --evidence: print the plugin's log lines (the audit line among them) on stderr")
