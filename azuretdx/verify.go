@@ -13,7 +13,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tdxquote"
-	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // The checks Verify records, in the order it runs them. Stable: tests, the
@@ -239,7 +239,7 @@ func Verify(ctx context.Context, ev *Evidence, nonce []byte, opts Options) (*Res
 	if err != nil {
 		return res, res.fail(CheckPCRSelection, KindInvalidEvidence, err)
 	}
-	if err := tpm.VerifyQuote(akArea(rt.AK), ev.TPMQuote.Message, rsassaSignature(ev.TPMQuote.Signature), nonce, pcrs); err != nil {
+	if err := tpmquote.VerifyQuote(akArea(rt.AK), ev.TPMQuote.Message, rsassaSignature(ev.TPMQuote.Signature), nonce, pcrs); err != nil {
 		return res, tpmFailure(res, err)
 	}
 	res.ExtraData = bytes.Clone(sel.extraData)
@@ -252,28 +252,28 @@ func Verify(ctx context.Context, ev *Evidence, nonce []byte, opts Options) (*Res
 	return res, nil
 }
 
-// tpmOrder is the order tpm.VerifyQuote makes its checks in, with the
+// tpmOrder is the order tpmquote.VerifyQuote makes its checks in, with the
 // names this package records them under.
 var tpmOrder = []struct{ tpm, ours, pass string }{
-	{tpm.CheckAK, CheckHCLAK, ""},
-	{tpm.CheckSignature, CheckTPMSignature, "HCLAkPub signs the TPMS_ATTEST"},
-	{tpm.CheckAttest, CheckTPMAttest, "TPM_GENERATED magic, TPM_ST_ATTEST_QUOTE, canonical encoding"},
-	{tpm.CheckExtraData, CheckTPMNonce, "extraData is the nonce"},
-	{tpm.CheckPCRSelection, CheckPCRSelection, "the values cover exactly the quoted selection"},
-	{tpm.CheckPCRDigest, CheckPCRDigest, ""},
+	{tpmquote.CheckAK, CheckHCLAK, ""},
+	{tpmquote.CheckSignature, CheckTPMSignature, "HCLAkPub signs the TPMS_ATTEST"},
+	{tpmquote.CheckAttest, CheckTPMAttest, "TPM_GENERATED magic, TPM_ST_ATTEST_QUOTE, canonical encoding"},
+	{tpmquote.CheckExtraData, CheckTPMNonce, "extraData is the nonce"},
+	{tpmquote.CheckPCRSelection, CheckPCRSelection, "the values cover exactly the quoted selection"},
+	{tpmquote.CheckPCRDigest, CheckPCRDigest, ""},
 }
 
-// tpmFailure records the checks tpm.VerifyQuote passed before the one that
+// tpmFailure records the checks tpmquote.VerifyQuote passed before the one that
 // failed, and that one under this package's name.
 func tpmFailure(res *Result, err error) error {
-	var qe *tpm.QuoteError
+	var qe *tpmquote.QuoteError
 	if !errors.As(err, &qe) {
 		return res.fail(CheckTPMSignature, KindRejected, err)
 	}
 	for _, o := range tpmOrder {
 		if o.tpm == qe.Check {
 			kind := KindRejected
-			if o.tpm == tpm.CheckAttest || o.tpm == tpm.CheckPCRSelection {
+			if o.tpm == tpmquote.CheckAttest || o.tpm == tpmquote.CheckPCRSelection {
 				kind = KindInvalidEvidence
 			}
 			return res.fail(o.ours, kind, qe)
@@ -325,7 +325,7 @@ func rsassaSignature(sig []byte) []byte {
 }
 
 // selection is what the TPMS_ATTEST says it quotes, read only to know which
-// PCR each given value belongs to: tpm.VerifyQuote checks everything after
+// PCR each given value belongs to: tpmquote.VerifyQuote checks everything after
 // the signature.
 type selection struct {
 	regs      []pcrRef
