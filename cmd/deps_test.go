@@ -21,7 +21,7 @@ const module = "github.com/ccnp-spire/ccnp-spire/"
 
 // forbidden lists, per production binary, the packages it must not link.
 var forbidden = map[string][]string{
-	"ccnp-server-nodeattestor":    {"tee/", "internal/", "test/", "bench/"},
+	"ccnp-server-nodeattestor":    {"tee/", "internal/", "test/", "bench/", "workloadattestor", "workloadsvc", "nodeattestor"},
 	"ccnp-agent-nodeattestor":     {"tee/sim", "collateral", "appraisal", "server-verifier", "test/", "bench/"},
 	"ccnp-agent-workloadattestor": {"tee/sim", "collateral", "appraisal", "server-verifier", "test/", "bench/"},
 }

@@ -33,10 +33,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/runtimelog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/exedigest"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
 )

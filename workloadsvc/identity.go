@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
+	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
 )
 

@@ -54,9 +54,9 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/ccnpimr"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadsvc/ccnppb"
 )
 

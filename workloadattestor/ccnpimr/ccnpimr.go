@@ -40,9 +40,9 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
 )
 

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
-	"github.com/ccnp-spire/ccnp-spire/workloadattestor/cgroup"
 )
 
 // Reason says why an entry offends a policy. The values are stable: they
