@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // maxProcsSize bounds a cgroup.procs file read (about 140,000 PIDs).
@@ -153,17 +154,9 @@ func locate(mount, path string, pid int) ([]string, error) {
 }
 
 func listsPID(file string, pid int) (bool, error) {
-	f, err := os.Open(file)
+	b, err := smallfile.Read(file, maxProcsSize)
 	if err != nil {
 		return false, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxProcsSize+1))
-	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", file, err)
-	}
-	if len(b) > maxProcsSize {
-		return false, fmt.Errorf("%s: more than %d bytes", file, maxProcsSize)
 	}
 	want := []byte(strconv.Itoa(pid))
 	for _, l := range bytes.Split(b, []byte("\n")) {

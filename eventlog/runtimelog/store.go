@@ -18,6 +18,7 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // Register is the hardware register a Store keeps in step with its log:
@@ -649,20 +650,14 @@ func ReadStoreFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("runtimelog: locking %s: %v", path+LockSuffix, orTimeout(err))
 	}
 	defer l.Unlock()
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	b, err := smallfile.Read(path, DefaultMaxBytes)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil
-	}
-	if err != nil {
+	case errors.Is(err, smallfile.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case err != nil:
 		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, DefaultMaxBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("runtimelog: reading %s: %w", path, err)
-	}
-	if len(b) > DefaultMaxBytes {
-		return nil, fmt.Errorf("%w: %s is larger than the %d-byte limit", ErrTooLarge, path, DefaultMaxBytes)
 	}
 	return b, nil
 }

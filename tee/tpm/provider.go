@@ -19,10 +19,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ccnp-spire/ccnp-spire/eventlog"
-	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/ccnp-spire/ccnp-spire/eventlog"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 )
 
 // Defaults and well-known locations.
@@ -417,18 +419,9 @@ func (p *Provider) EventLog(ctx context.Context, start, count int) ([]cctrusted.
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, MaxLogSize)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
-	}
-	defer f.Close()
-	// securityfs files report size 0: read up to the bound plus one byte.
-	b, err := io.ReadAll(io.LimitReader(f, MaxLogSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("tpm: reading %s: %w", path, err)
-	}
-	if len(b) > MaxLogSize {
-		return nil, fmt.Errorf("tpm: %s is larger than %d bytes", path, MaxLogSize)
 	}
 	return b, nil
 }

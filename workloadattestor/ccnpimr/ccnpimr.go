@@ -34,7 +34,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -43,6 +42,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/cgroup"
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/smallfile"
 	"github.com/ccnp-spire/ccnp-spire/workloadattestor/proc"
 )
 
@@ -403,17 +403,12 @@ func writeDigest(b *bytes.Buffer, e *ima.Entry) {
 
 // readBounded reads a file that may report no size (securityfs).
 func readBounded(path string, limit int) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, int64(limit))
+	if errors.Is(err, smallfile.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ccnpimr: IMA list: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
-	if err != nil {
-		return nil, fmt.Errorf("ccnpimr: IMA list: reading %s: %w", path, err)
-	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrTooLarge, path, limit)
 	}
 	return b, nil
 }
