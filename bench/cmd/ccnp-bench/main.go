@@ -20,9 +20,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
 )
 
 func main() {
@@ -30,8 +33,19 @@ func main() {
 	bin := flag.String("plugin", ".bin/ccnp-server-nodeattestor", "server plugin binary")
 	count := flag.Int("count", 5, "repetitions of every measurement")
 	quick := flag.Bool("quick", false, "fewer sizes and shorter runs (a smoke test of the harness)")
-	parts := flag.String("parts", "go,transport,workload", "which measurements to run (comma-separated: go, transport, workload)")
+	parts := flag.String("parts", "go,transport,workload,e2e", "which measurements to run (comma-separated: go, transport, workload, e2e)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generators) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *count < 1 {
 		log.Fatal("-count must be >= 1")
 	}
@@ -59,6 +73,11 @@ func main() {
 	if want["workload"] {
 		r.workload()
 	}
+	if want["e2e"] {
+		if err := r.e2e(ctx, e2eBin(*bin)); err != nil {
+			log.Fatalf("end-to-end benchmark through spire-server: %v", err)
+		}
+	}
 	r.targets()
 	r.res.Duration = time.Since(start).Round(time.Second).String()
 	if err := r.res.write(*out); err != nil {
@@ -75,6 +94,8 @@ type runner struct {
 	samples map[string]map[string][]float64
 	// anchors of the profiles to take when a target fails.
 	profile map[string]profileSpec
+	// e2eRes is the end-to-end run through spire-server, if any.
+	e2eRes *spireload.Result
 }
 
 // profileSpec is a benchmark to profile and the function whose samples

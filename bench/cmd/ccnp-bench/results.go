@@ -175,6 +175,8 @@ func (r *runner) targets() {
 		add(Row{Operation: "Workload attestor, warm p50 per Attest call", Target: "ratio <= 1.5", Note: "not measured: bench/unixattestor/run.sh failed (see the log)"}, "")
 	}
 
+	r.e2eRows(add)
+
 	// Informational rows: the largest points of the plots.
 	o100k, a100k := ms("BenchmarkAttestIMA/entries=100000"), ms("BenchmarkGoEventlogReplay/events=100000")
 	add(Row{Operation: "Full attestation with a 100,000-entry IMA list (no target; plot verify-vs-events)",
@@ -277,12 +279,19 @@ func (res *Results) markdown() string {
 		{"ima_vs_entries", "ima-vs-entries.png"},
 		{"throughput_vs_concurrency", "throughput-vs-concurrency.png"},
 		{"rss_vs_concurrency", "rss-vs-concurrency.png"},
+		{"e2e_throughput_vs_concurrency", "e2e-throughput-vs-concurrency.png"},
+		{"e2e_latency_vs_concurrency", "e2e-latency-vs-concurrency.png"},
+		{"e2e_cpu_vs_concurrency", ""},
 	} {
 		s := res.Series[p.key]
 		if s == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "### %s\n\n![%s](%s)\n\n| %s |", s.Title, s.Title, p.file, s.XLabel)
+		fmt.Fprintf(&b, "### %s\n\n", s.Title)
+		if p.file != "" {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", s.Title, p.file)
+		}
+		fmt.Fprintf(&b, "| %s |", s.XLabel)
 		for _, l := range s.Lines {
 			fmt.Fprintf(&b, " %s (%s) |", l.Name, s.YLabel)
 		}
