@@ -58,6 +58,10 @@ type Config struct {
 	Count int
 	// Progress receives one line per step and measurement (nil: none).
 	Progress io.Writer
+	// Around, when set, is called before each measurement with the PIDs
+	// of spire-server and the ccnp server plugin; the function it returns
+	// is called right after (a profiler's start and stop).
+	Around func(attestor string, concurrency, rep int, serverPID, pluginPID int) func()
 }
 
 // Sample is one measurement of one attestor at one level of concurrency.
@@ -202,7 +206,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				order = []string{X509PoP, CCNP}
 			}
 			for _, name := range order {
+				after := func() {}
+				if cfg.Around != nil {
+					after = cfg.Around(name, c, rep, d.server, d.plugin)
+				}
 				s, err := d.load(ctx, name, by[name], c, 0, cfg.Duration)
+				after()
 				if err != nil {
 					return nil, fmt.Errorf("spireload: %s at concurrency %d: %w", name, c, err)
 				}

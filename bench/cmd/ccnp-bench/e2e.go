@@ -25,7 +25,32 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 		dur = 300 * time.Millisecond
 	}
 	levels := r.levels([]int{1, 2, 4, 8, 16, 32, 64})
-	res, err := spireload.Run(ctx, spireload.Config{Bin: bin, Dir: dir, Levels: levels, Duration: dur, Count: r.count, Progress: os.Stderr})
+	cfg := spireload.Config{Bin: bin, Dir: dir, Levels: levels, Duration: dur, Count: r.count, Progress: os.Stderr}
+	if r.perf != nil {
+		pbin, err := os.MkdirTemp(dir, "bin-")
+		if err != nil {
+			return err
+		}
+		plugin, err := unstrippedPlugin(pbin)
+		if err != nil {
+			return err
+		}
+		if cfg.Bin, err = binWith(bin, plugin, pbin); err != nil {
+			return err
+		}
+		cfg.Around = func(name string, c, rep, server, plugin int) func() {
+			if name != spireload.CCNP || rep != 0 || !r.perf.at[c] {
+				return func() {}
+			}
+			stopServer := r.perf.record(fmt.Sprintf("e2e-spire-server-c%d", c), server)
+			stopPlugin := r.perf.record(fmt.Sprintf("e2e-ccnp-plugin-c%d", c), plugin)
+			return func() {
+				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: spire-server process (perf)", c)] = stopServer()
+				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: ccnp server plugin process (perf)", c)] = stopPlugin()
+			}
+		}
+	}
+	res, err := spireload.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}

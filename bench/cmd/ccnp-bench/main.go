@@ -34,6 +34,7 @@ func main() {
 	count := flag.Int("count", 5, "repetitions of every measurement")
 	quick := flag.Bool("quick", false, "fewer sizes and shorter runs (a smoke test of the harness)")
 	parts := flag.String("parts", "go,transport,workload,e2e", "which measurements to run (comma-separated: go, transport, workload, e2e)")
+	perfAt := flag.String("perf", "", "profile the server plugin (and, end to end, spire-server) with Linux perf at these levels of concurrency (comma-separated, e.g. 8,64); needs perf")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generators) to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -56,6 +57,21 @@ func main() {
 		Series:    map[string]*Series{},
 		Profiles:  map[string]string{},
 	}}
+	if *perfAt != "" {
+		dir, err := os.MkdirTemp("", "ccnp-bench-perf-")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		r.perf = &perfProfiler{dir: dir, at: map[int]bool{}}
+		for _, f := range strings.Split(*perfAt, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				log.Fatalf("-perf: %q is not a level of concurrency", f)
+			}
+			r.perf.at[c] = true
+		}
+	}
 	start := time.Now()
 	ctx := context.Background()
 	want := map[string]bool{}
@@ -94,6 +110,8 @@ type runner struct {
 	samples map[string]map[string][]float64
 	// anchors of the profiles to take when a target fails.
 	profile map[string]profileSpec
+	// perf profiles child processes at some levels of concurrency (-perf).
+	perf *perfProfiler
 	// e2eRes is the end-to-end run through spire-server, if any.
 	e2eRes *spireload.Result
 }
@@ -198,6 +216,11 @@ func (r *runner) transport(ctx context.Context, bin string) error {
 	}
 	defer os.RemoveAll(tmp)
 
+	if r.perf != nil {
+		if bin, err = unstrippedPlugin(tmp); err != nil {
+			return err
+		}
+	}
 	small, err := newNode(filepath.Join(tmp, "small"), 0)
 	if err != nil {
 		return err
@@ -226,9 +249,15 @@ func (r *runner) transport(ctx context.Context, bin string) error {
 	cpu := &Series{Title: "Server plugin CPU per attestation", XLabel: "concurrent attestations", YLabel: "CPU ms per attestation", LogX: true}
 	for _, c := range r.levels([]int{1, 2, 4, 8, 16, 32, 64, 128, 256}) {
 		var rates, cpus []float64
-		for range r.count {
+		for rep := range r.count {
+			stop := func() {}
+			if r.perf != nil && rep == 0 && r.perf.at[c] {
+				stopPerf := r.perf.record(fmt.Sprintf("transport-c%d", c), p.pid)
+				stop = func() { r.res.Profiles[fmt.Sprintf("transport c=%d: server plugin process (perf)", c)] = stopPerf() }
+			}
 			c0, _ := procCPU(p.pid)
 			n, wall, err := load(ctx, p, agents, c, 0, dur)
+			stop()
 			if err != nil {
 				return fmt.Errorf("concurrency %d: %w", c, err)
 			}
