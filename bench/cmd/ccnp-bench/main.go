@@ -249,22 +249,23 @@ func (r *runner) transport(ctx context.Context, bin string) error {
 	cpu := &Series{Title: "Server plugin CPU per attestation", XLabel: "concurrent attestations", YLabel: "CPU ms per attestation", LogX: true}
 	for _, c := range r.levels([]int{1, 2, 4, 8, 16, 32, 64, 128, 256}) {
 		var rates, cpus []float64
-		for rep := range r.count {
-			stop := func() {}
-			if r.perf != nil && rep == 0 && r.perf.at[c] {
-				stopPerf := r.perf.record(fmt.Sprintf("transport-c%d", c), p.pid)
-				stop = func() { r.res.Profiles[fmt.Sprintf("transport c=%d: server plugin process (perf)", c)] = stopPerf() }
-			}
-			c0, _ := procCPU(p.pid)
+		// A profile covers every repetition at its level.
+		stop := func() {}
+		if r.perf != nil && r.perf.at[c] {
+			stopPerf := r.perf.record(fmt.Sprintf("transport-c%d", c), p.pid)
+			stop = func() { r.res.Profiles[fmt.Sprintf("transport c=%d: server plugin process (perf)", c)] = stopPerf() }
+		}
+		for range r.count {
+			c0, _ := spireload.ProcCPU(p.pid)
 			n, wall, err := load(ctx, p, agents, c, 0, dur)
-			stop()
 			if err != nil {
 				return fmt.Errorf("concurrency %d: %w", c, err)
 			}
-			c1, _ := procCPU(p.pid)
+			c1, _ := spireload.ProcCPU(p.pid)
 			rates = append(rates, float64(n)/wall.Seconds())
 			cpus = append(cpus, float64(c1-c0)/float64(time.Millisecond)/float64(n))
 		}
+		stop()
 		tput.X = append(tput.X, float64(c))
 		tput.add("ours: full sim TDX attestations/s (load generator on the same 2 cores)", newStat(rates))
 		cpu.X = append(cpu.X, float64(c))

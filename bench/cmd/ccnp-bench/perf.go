@@ -21,10 +21,10 @@ type perfProfiler struct {
 	at map[int]bool
 }
 
-// record samples pid (call graphs, 499 Hz) until stop is called.
+// record samples pid (call graphs, 1999 Hz) until stop is called.
 func (p *perfProfiler) record(name string, pid int) (stop func() string) {
 	data := filepath.Join(p.dir, name+".data")
-	cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(pid), "-o", data)
+	cmd := exec.Command("perf", "record", "-F", "1999", "-g", "-p", fmt.Sprint(pid), "-o", data)
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		return func() string { return fmt.Sprintf("perf record failed: %v", err) }
@@ -55,7 +55,8 @@ func perfTop(data string) string {
 			if t == "" || strings.HasPrefix(t, "#") {
 				continue
 			}
-			b.WriteString(l + "\n")
+			// perf pads each line with columns this report leaves empty.
+			b.WriteString(strings.TrimRight(l, " -") + "\n")
 			if n++; n == 15 {
 				break
 			}

@@ -112,7 +112,8 @@ func (r *runner) targets() {
 	ms := func(name string) Stat { return ns(name).scale(1e-6) }
 	ratio := func(a, b Stat) float64 { return a.Median / b.Median }
 	add := func(row Row, profileKey string) {
-		if row.Holds != nil && !*row.Holds && profileKey != "" {
+		// A row whose part did not run has nothing to profile.
+		if row.Holds != nil && !*row.Holds && profileKey != "" && row.Ours.valid() {
 			if _, done := r.res.Profiles[profileKey]; !done {
 				log.Printf("profiling %s (target not met)", profileKey)
 				r.res.Profiles[profileKey] = pprofTop(r.profile[profileKey])
