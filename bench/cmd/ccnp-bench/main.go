@@ -58,11 +58,12 @@ func main() {
 		Profiles:  map[string]string{},
 	}}
 	if *perfAt != "" {
+		// The recordings stay for perf report (callers, annotations).
 		dir, err := os.MkdirTemp("", "ccnp-bench-perf-")
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer os.RemoveAll(dir)
+		log.Printf("perf recordings in %s", dir)
 		r.perf = &perfProfiler{dir: dir, at: map[int]bool{}}
 		for _, f := range strings.Split(*perfAt, ",") {
 			c, err := strconv.Atoi(strings.TrimSpace(f))

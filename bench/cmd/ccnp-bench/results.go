@@ -113,7 +113,7 @@ func (r *runner) targets() {
 	ratio := func(a, b Stat) float64 { return a.Median / b.Median }
 	add := func(row Row, profileKey string) {
 		// A row whose part did not run has nothing to profile.
-		if row.Holds != nil && !*row.Holds && profileKey != "" && row.Ours.valid() {
+		if _, known := r.profile[profileKey]; row.Holds != nil && !*row.Holds && known && row.Ours.valid() {
 			if _, done := r.res.Profiles[profileKey]; !done {
 				log.Printf("profiling %s (target not met)", profileKey)
 				r.res.Profiles[profileKey] = pprofTop(r.profile[profileKey])
