@@ -41,10 +41,12 @@ type series struct {
 
 // files maps a series key of results.json to its PNG name.
 var files = map[string]string{
-	"verify_vs_events":          "verify-vs-events.png",
-	"ima_vs_entries":            "ima-vs-entries.png",
-	"throughput_vs_concurrency": "throughput-vs-concurrency.png",
-	"rss_vs_concurrency":        "rss-vs-concurrency.png",
+	"verify_vs_events":              "verify-vs-events.png",
+	"ima_vs_entries":                "ima-vs-entries.png",
+	"throughput_vs_concurrency":     "throughput-vs-concurrency.png",
+	"rss_vs_concurrency":            "rss-vs-concurrency.png",
+	"e2e_throughput_vs_concurrency": "e2e-throughput-vs-concurrency.png",
+	"e2e_latency_vs_concurrency":    "e2e-latency-vs-concurrency.png",
 }
 
 func main() {

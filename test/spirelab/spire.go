@@ -77,6 +77,17 @@ type ServerConfig struct {
 	// JoinToken adds SPIRE's join_token node attestor (the baseline the
 	// ccnp attestor is compared with).
 	JoinToken bool
+	// X509PoPCABundle, when set, adds SPIRE's x509pop node attestor
+	// trusting the CA certificates in that PEM file (the anchor of the
+	// end-to-end load benchmark).
+	X509PoPCABundle string
+	// NoAttestationRateLimit switches off SPIRE's limit of one node
+	// attestation per second per client IP (ratelimit { attestation }),
+	// which a load driver on loopback would otherwise hit at once.
+	NoAttestationRateLimit bool
+	// LogLevel of the server; empty: DEBUG. A load run uses WARN so that
+	// the server spends its CPU on attestations, not on its log.
+	LogLevel string
 }
 
 var serverConf = template.Must(template.New("server").Parse(`server {
@@ -85,9 +96,14 @@ var serverConf = template.Must(template.New("server").Parse(`server {
   trust_domain = "{{.TD}}"
   data_dir     = "{{.Dir}}/server"
   socket_path  = "{{.Socket}}"
-  log_level    = "DEBUG"
+  log_level    = "{{.LogLevel}}"
 {{- if .AgentTTL}}
   agent_ttl    = "{{.AgentTTL}}"
+{{- end}}
+{{- if .NoAttestationRateLimit}}
+  ratelimit {
+    attestation = false
+  }
 {{- end}}
 }
 plugins {
@@ -103,6 +119,13 @@ plugins {
 {{- if .JoinToken}}
   NodeAttestor "join_token" {
     plugin_data {}
+  }
+{{- end}}
+{{- if .X509PoPCABundle}}
+  NodeAttestor "x509pop" {
+    plugin_data {
+      ca_bundle_path = "{{.X509PoPCABundle}}"
+    }
   }
 {{- end}}
   NodeAttestor "ccnp" {
@@ -156,13 +179,18 @@ func (l *Lab) StartServer(ctx context.Context, cfg ServerConfig) (*Server, error
 	if err := os.MkdirAll(filepath.Join(l.Dir, "server"), 0o755); err != nil {
 		return nil, err
 	}
+	logLevel := cfg.LogLevel
+	if logLevel == "" {
+		logLevel = "DEBUG"
+	}
 	var ttl string
 	if cfg.AgentTTL > 0 {
 		ttl = cfg.AgentTTL.String()
 	}
 	data := map[string]any{"Port": port, "TD": l.TrustDomain, "Dir": l.Dir, "Socket": s.Socket, "Plugin": plugin,
 		"Checksum": sum, "SimRoot": cfg.SimRoot, "PCSURL": cfg.PCSURL, "TPM": cfg.TPM, "PolicyFile": cfg.PolicyFile,
-		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl, "JoinToken": cfg.JoinToken}
+		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl, "JoinToken": cfg.JoinToken,
+		"X509PoPCABundle": cfg.X509PoPCABundle, "NoAttestationRateLimit": cfg.NoAttestationRateLimit, "LogLevel": logLevel}
 	conf := filepath.Join(l.Dir, "server.conf")
 	if err := writeTemplate(conf, serverConf, data); err != nil {
 		return nil, err

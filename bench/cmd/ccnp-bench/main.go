@@ -20,9 +20,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
 )
 
 func main() {
@@ -30,8 +33,20 @@ func main() {
 	bin := flag.String("plugin", ".bin/ccnp-server-nodeattestor", "server plugin binary")
 	count := flag.Int("count", 5, "repetitions of every measurement")
 	quick := flag.Bool("quick", false, "fewer sizes and shorter runs (a smoke test of the harness)")
-	parts := flag.String("parts", "go,transport,workload", "which measurements to run (comma-separated: go, transport, workload)")
+	parts := flag.String("parts", "go,transport,workload,e2e", "which measurements to run (comma-separated: go, transport, workload, e2e)")
+	perfAt := flag.String("perf", "", "profile the server plugin (and, end to end, spire-server) with Linux perf at these levels of concurrency (comma-separated, e.g. 8,64); needs perf")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the load generators) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *count < 1 {
 		log.Fatal("-count must be >= 1")
 	}
@@ -42,6 +57,22 @@ func main() {
 		Series:    map[string]*Series{},
 		Profiles:  map[string]string{},
 	}}
+	if *perfAt != "" {
+		// The recordings stay for perf report (callers, annotations).
+		dir, err := os.MkdirTemp("", "ccnp-bench-perf-")
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("perf recordings in %s", dir)
+		r.perf = &perfProfiler{dir: dir, at: map[int]bool{}}
+		for _, f := range strings.Split(*perfAt, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				log.Fatalf("-perf: %q is not a level of concurrency", f)
+			}
+			r.perf.at[c] = true
+		}
+	}
 	start := time.Now()
 	ctx := context.Background()
 	want := map[string]bool{}
@@ -59,6 +90,11 @@ func main() {
 	if want["workload"] {
 		r.workload()
 	}
+	if want["e2e"] {
+		if err := r.e2e(ctx, e2eBin(*bin)); err != nil {
+			log.Fatalf("end-to-end benchmark through spire-server: %v", err)
+		}
+	}
 	r.targets()
 	r.res.Duration = time.Since(start).Round(time.Second).String()
 	if err := r.res.write(*out); err != nil {
@@ -75,6 +111,10 @@ type runner struct {
 	samples map[string]map[string][]float64
 	// anchors of the profiles to take when a target fails.
 	profile map[string]profileSpec
+	// perf profiles child processes at some levels of concurrency (-perf).
+	perf *perfProfiler
+	// e2eRes is the end-to-end run through spire-server, if any.
+	e2eRes *spireload.Result
 }
 
 // profileSpec is a benchmark to profile and the function whose samples
@@ -177,6 +217,11 @@ func (r *runner) transport(ctx context.Context, bin string) error {
 	}
 	defer os.RemoveAll(tmp)
 
+	if r.perf != nil {
+		if bin, err = unstrippedPlugin(tmp); err != nil {
+			return err
+		}
+	}
 	small, err := newNode(filepath.Join(tmp, "small"), 0)
 	if err != nil {
 		return err
@@ -205,16 +250,23 @@ func (r *runner) transport(ctx context.Context, bin string) error {
 	cpu := &Series{Title: "Server plugin CPU per attestation", XLabel: "concurrent attestations", YLabel: "CPU ms per attestation", LogX: true}
 	for _, c := range r.levels([]int{1, 2, 4, 8, 16, 32, 64, 128, 256}) {
 		var rates, cpus []float64
+		// A profile covers every repetition at its level.
+		stop := func() {}
+		if r.perf != nil && r.perf.at[c] {
+			stopPerf := r.perf.record(fmt.Sprintf("transport-c%d", c), p.pid)
+			stop = func() { r.res.Profiles[fmt.Sprintf("transport c=%d: server plugin process (perf)", c)] = stopPerf() }
+		}
 		for range r.count {
-			c0, _ := procCPU(p.pid)
+			c0, _ := spireload.ProcCPU(p.pid)
 			n, wall, err := load(ctx, p, agents, c, 0, dur)
 			if err != nil {
 				return fmt.Errorf("concurrency %d: %w", c, err)
 			}
-			c1, _ := procCPU(p.pid)
+			c1, _ := spireload.ProcCPU(p.pid)
 			rates = append(rates, float64(n)/wall.Seconds())
 			cpus = append(cpus, float64(c1-c0)/float64(time.Millisecond)/float64(n))
 		}
+		stop()
 		tput.X = append(tput.X, float64(c))
 		tput.add("ours: full sim TDX attestations/s (load generator on the same 2 cores)", newStat(rates))
 		cpu.X = append(cpu.X, float64(c))

@@ -173,15 +173,17 @@ type plugin struct {
 	conn   *grpc.ClientConn
 	na     *nodeattestorv1.NodeAttestorPluginClient
 	pid    int
+	host   *hostPlugin
 }
 
 // startPlugin launches bin and configures it.
 func startPlugin(ctx context.Context, bin, hcl string) (*plugin, error) {
 	na := new(nodeattestorv1.NodeAttestorPluginClient)
 	cfg := new(configv1.ConfigServiceClient)
+	host := &hostPlugin{}
 	c := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  goplugin.HandshakeConfig{ProtocolVersion: 1, MagicCookieKey: na.Type(), MagicCookieValue: na.Type()},
-		Plugins:          map[string]goplugin.Plugin{na.Type(): &hostPlugin{}},
+		Plugins:          map[string]goplugin.Plugin{na.Type(): host},
 		Cmd:              exec.Command(bin),
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		Logger:           hclog.NewNullLogger(),
@@ -212,26 +214,42 @@ func startPlugin(ctx context.Context, bin, hcl string) (*plugin, error) {
 		c.Kill()
 		return nil, fmt.Errorf("configure: %w", err)
 	}
-	p := &plugin{client: c, conn: conn, na: na}
+	p := &plugin{client: c, conn: conn, na: na, host: host}
 	if rc := c.ReattachConfig(); rc != nil {
 		p.pid = rc.Pid
 	}
 	return p, nil
 }
 
-func (p *plugin) stop() { p.client.Kill() }
+func (p *plugin) stop() {
+	p.client.Kill()
+	if p.host.services != nil {
+		p.host.services.Stop()
+	}
+}
 
 // hostPlugin is the host side of the go-plugin handshake: it hands back the
 // gRPC connection to the plugin.
 type hostPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
+	services *grpc.Server
 }
 
-func (hostPlugin) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
+func (*hostPlugin) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
 	return errors.New("host side only")
 }
 
-func (hostPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+// GRPCClient also serves the host side of the plugin's host service
+// broker, as SPIRE does: a plugin that wants host services (the server
+// plugin's Metrics client) dials it during Init and fails when nobody
+// answers. It offers no services, so the plugin emits no metrics here.
+func (h *hostPlugin) GRPCClient(_ context.Context, b *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	l, err := b.Accept(private.HostServiceProviderID)
+	if err != nil {
+		return nil, fmt.Errorf("host service broker: %w", err)
+	}
+	h.services = grpc.NewServer()
+	go func() { _ = h.services.Serve(l) }()
 	return c, nil
 }
 
@@ -352,22 +370,4 @@ func procStatus(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-// procCPU is the process's user+system CPU time.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	// USER_HZ is 100 on Linux.
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
+)
+
+// e2e measures node attestation through a real spire-server (bench/spireload):
+// ccnp on the simulated TD beside SPIRE's x509pop, same server, same run,
+// alternating, at each level of concurrency.
+func (r *runner) e2e(ctx context.Context, bin string) error {
+	dir, err := os.MkdirTemp("", "ccnp-bench-e2e-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	dur := 1500 * time.Millisecond
+	if r.quick {
+		dur = 300 * time.Millisecond
+	}
+	levels := r.levels([]int{1, 2, 4, 8, 16, 32, 64})
+	cfg := spireload.Config{Bin: bin, Dir: dir, Levels: levels, Duration: dur, Count: r.count, Progress: os.Stderr}
+	if r.perf != nil {
+		pbin, err := os.MkdirTemp(dir, "bin-")
+		if err != nil {
+			return err
+		}
+		plugin, err := unstrippedPlugin(pbin)
+		if err != nil {
+			return err
+		}
+		if cfg.Bin, err = binWith(bin, plugin, pbin); err != nil {
+			return err
+		}
+		cfg.Around = func(name string, c, rep, server, plugin int) func() {
+			if name != spireload.CCNP || rep != 0 || !r.perf.at[c] {
+				return func() {}
+			}
+			stopServer := r.perf.record(fmt.Sprintf("e2e-spire-server-c%d", c), server)
+			stopPlugin := r.perf.record(fmt.Sprintf("e2e-ccnp-plugin-c%d", c), plugin)
+			return func() {
+				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: spire-server process (perf)", c)] = stopServer()
+				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: ccnp server plugin process (perf)", c)] = stopPlugin()
+			}
+		}
+	}
+	res, err := spireload.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	r.e2eRes = res
+
+	tput := &Series{Title: "End to end through spire-server v1.13.3: attestations per second vs concurrency", XLabel: "concurrent agents", YLabel: "attestations/s", LogX: true}
+	lat := &Series{Title: "End to end through spire-server v1.13.3: latency vs concurrency", XLabel: "concurrent agents", YLabel: "latency (ms)", LogX: true, LogY: true}
+	cpu := &Series{Title: "End to end: server-side CPU per attestation and the ccnp plugin's share", XLabel: "concurrent agents", YLabel: "CPU ms per attestation (share: %)", LogX: true}
+	for _, c := range levels {
+		stat := func(name string, f func(spireload.Sample) float64) Stat {
+			var v []float64
+			for _, s := range res.Of(name, c) {
+				v = append(v, f(s))
+			}
+			return newStat(v)
+		}
+		perAtt := func(d func(spireload.Sample) time.Duration) func(spireload.Sample) float64 {
+			return func(s spireload.Sample) float64 { return msOf(d(s)) / float64(s.Attestations) }
+		}
+		tput.X = append(tput.X, float64(c))
+		tput.add("ccnp (sim TDX: quote with collateral, CCEL, runtime log, policy)", stat(spireload.CCNP, spireload.Sample.Rate))
+		tput.add("x509pop (SPIRE built-in, ECDSA P-256 leaf)", stat(spireload.X509PoP, spireload.Sample.Rate))
+		lat.X = append(lat.X, float64(c))
+		lat.add("ccnp p50", stat(spireload.CCNP, func(s spireload.Sample) float64 { return msOf(s.P50) }))
+		lat.add("ccnp p99", stat(spireload.CCNP, func(s spireload.Sample) float64 { return msOf(s.P99) }))
+		lat.add("x509pop p50", stat(spireload.X509PoP, func(s spireload.Sample) float64 { return msOf(s.P50) }))
+		lat.add("x509pop p99", stat(spireload.X509PoP, func(s spireload.Sample) float64 { return msOf(s.P99) }))
+		cpu.X = append(cpu.X, float64(c))
+		cpu.add("ccnp: spire-server process", stat(spireload.CCNP, perAtt(func(s spireload.Sample) time.Duration { return s.ServerCPU })))
+		cpu.add("ccnp: ccnp server plugin process", stat(spireload.CCNP, perAtt(func(s spireload.Sample) time.Duration { return s.PluginCPU })))
+		cpu.add("ccnp: plugin share of server-side CPU (%)", stat(spireload.CCNP, func(s spireload.Sample) float64 { return 100 * s.PluginShare() }))
+		cpu.add("ccnp: driver (simulated agents)", stat(spireload.CCNP, perAtt(func(s spireload.Sample) time.Duration { return s.DriverCPU })))
+		cpu.add("x509pop: spire-server process", stat(spireload.X509PoP, perAtt(func(s spireload.Sample) time.Duration { return s.ServerCPU })))
+		cpu.add("x509pop: driver (simulated agents)", stat(spireload.X509PoP, perAtt(func(s spireload.Sample) time.Duration { return s.DriverCPU })))
+	}
+	r.res.Series["e2e_throughput_vs_concurrency"] = tput
+	r.res.Series["e2e_latency_vs_concurrency"] = lat
+	r.res.Series["e2e_cpu_vs_concurrency"] = cpu
+	return nil
+}
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// e2eRows adds, per level of concurrency, the throughput and p99 rows of
+// ccnp beside x509pop. The ratios are of the medians; each sample pair was
+// measured back to back.
+func (r *runner) e2eRows(add func(Row, string)) {
+	tput, lat, cpu := r.res.Series["e2e_throughput_vs_concurrency"], r.res.Series["e2e_latency_vs_concurrency"], r.res.Series["e2e_cpu_vs_concurrency"]
+	if tput == nil || lat == nil || cpu == nil {
+		return
+	}
+	for i, c := range tput.X {
+		ours, anchor := tput.Lines[0].Points[i], tput.Lines[1].Points[i]
+		rt := ours.Median / anchor.Median
+		share := cpu.Lines[2].Points[i].Median
+		note := fmt.Sprintf("server-side CPU per ccnp attestation: spire-server %.2f ms + ccnp plugin %.2f ms (plugin share %.0f%%); x509pop: spire-server %.2f ms; the simulated agents share the 2 cores",
+			cpu.Lines[0].Points[i].Median, cpu.Lines[1].Points[i].Median, share, cpu.Lines[4].Points[i].Median)
+		add(Row{Operation: fmt.Sprintf("End to end through spire-server (AttestAgent over TLS, sqlite), attestations/s at concurrency %.0f", c),
+			Ours: ours, Unit: "attestations/s", Anchor: &anchor, AnchorOp: "SPIRE x509pop attestor, same server, same run",
+			Ratio: rt, Target: "ratio >= 0.8", Holds: boolp(rt >= 0.8), Note: note}, "")
+		p99, p99a := lat.Lines[1].Points[i], lat.Lines[3].Points[i]
+		rl := p99.Median / p99a.Median
+		add(Row{Operation: fmt.Sprintf("End to end through spire-server, p99 latency at concurrency %.0f", c),
+			Ours: p99, Unit: "ms", Anchor: &p99a, AnchorOp: "SPIRE x509pop attestor p99, same server, same run",
+			Ratio: rl, Target: "ratio <= 2", Holds: boolp(rl <= 2)}, "")
+	}
+	if len(tput.X) > 0 {
+		log.Printf("end to end: %d agents per attestor", r.e2eRes.Agents)
+	}
+}
+
+// e2eBin is the directory of the SPIRE binaries and plugins for the e2e
+// part: the one holding the server plugin binary.
+func e2eBin(plugin string) string { return filepath.Dir(plugin) }
