@@ -61,7 +61,7 @@ test: lint unit test-e2e
 
 # End-to-end: real SPIRE server and agent with the plugins (build tag e2e).
 test-e2e: build spire
-	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e ./test/spirelab
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e ./test/spirelab ./bench/spireload
 
 # The load and fault suite runs on its own with -v so that CI prints its
 # figures (attestations, goroutines and heap before/after, outage timings).
