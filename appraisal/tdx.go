@@ -416,7 +416,15 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 			return res, startErr("%v moved since the checkpoint, and no IMA log is sent", cctrusted.RTMR(2).IMR())
 		}
 	default:
-		node.Next.IMA = &Offset{}
+		// A checkpoint's empty IMA offset says "the list is empty up to
+		// here": true only when the CCEL replayed to the signed RTMR2, so
+		// no IMA entry is in it. Otherwise a node that withheld its list
+		// could later send its newest entries as the whole list (and hide
+		// the violations before them); with no offset, the token does not
+		// cover IMA and the next round is a full one.
+		if rtmr2 != nil && bytes.Equal(rtmr2, body.RTMR[2][:]) {
+			node.Next.IMA = &Offset{}
+		}
 	}
 	if len(in.CCEL) == 0 && start == nil && opts.TEE == "" {
 		// A quote checked on its own: no node to describe.

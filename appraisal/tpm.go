@@ -232,7 +232,10 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 		}
 		res.pass(CheckIMAReplay, fmt.Sprintf("%d IMA entries (%d violations) replay to pcr10", suffix.entries, suffix.violations))
 	} else {
-		if start == nil {
+		// An empty IMA offset in the checkpoint is a claim that the list is
+		// empty so far: only a PCR that IMA never extended proves it (see
+		// the TDX case).
+		if v, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256); start == nil && ok && allZero(v) {
 			n.IMA = &Offset{}
 		}
 		res.skip(CheckIMAReplay, "no IMA log sent")

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -40,11 +39,18 @@ func (b *Budget) reserve(what string, n uint64) error {
 	return nil
 }
 
-// zstdEncoder is shared by every CompressLog call: EncodeAll is safe for
-// concurrent use, and a new encoder per log allocated and cleared its whole
-// history window each time (55% of a simulated agent's CPU in the
-// end-to-end benchmark).
-var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) { return zstd.NewWriter(nil) })
+// zstdWindow is the window a log of n bytes needs: the whole log, rounded
+// up to the power of two zstd takes. A new encoder allocates and clears its
+// whole window, and the default 8 MiB cost 3-5 ms for a 64 KiB log (55% of a
+// simulated agent's CPU in the end-to-end benchmark); an encoder kept between
+// logs would hold that memory in the agent for good.
+func zstdWindow(n int) int {
+	w := zstd.MinWindowSize
+	for w < n && w < 8<<20 {
+		w <<= 1
+	}
+	return w
+}
 
 // CompressLog wraps an event log of the given kind for Evidence, compressed
 // with enc. raw_size is set from data, so the receiver can check its budget
@@ -56,11 +62,15 @@ func CompressLog(kind evidencepb.LogKind, data []byte, enc evidencepb.Encoding) 
 		l.Data = data
 	case evidencepb.Encoding_ENCODING_ZSTD:
 		// EncodeAll writes the content size into the frame header.
-		w, err := zstdEncoder()
+		// One goroutine: compressing a log is a one-off on the agent.
+		w, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow(len(data))), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			return nil, &MalformedError{Field: logName(kind), Reason: "zstd encoder", Err: err}
 		}
 		l.Data = w.EncodeAll(data, make([]byte, 0, len(data)/4+64))
+		if err := w.Close(); err != nil {
+			return nil, &MalformedError{Field: logName(kind), Reason: "zstd encoder", Err: err}
+		}
 	case evidencepb.Encoding_ENCODING_GZIP:
 		var buf bytes.Buffer
 		w := gzip.NewWriter(&buf)
