@@ -69,3 +69,89 @@ func TestIMARuntimePolicyOutsideBinary(t *testing.T) {
 		})
 	}
 }
+
+// Two pods of one node, as their containers' cgroup paths name them
+// (containerd, systemd driver, cgroup v2), for ima-cgpath entries.
+const (
+	podA    = "1e597579-417e-482f-bf65-5fe170c3aebd"
+	podAcg  = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1e597579_417e_482f_bf65_5fe170c3aebd.slice/cri-containerd-a09bc17f5aa29b0dbdec9ede5f46cf1396d2405917ab02e6f1eb1019f388396e.scope"
+	podBcg  = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-poda5c1f8d5_1919_434d_add7_4afaafdaef89.slice/cri-containerd-5eed917563583925ffdbd40a64efb2aaffe58638e57add8becaf460fe74f5b1c.scope"
+	hostCg  = "/system.slice/containerd.service"
+	appPath = "/usr/bin/app"
+)
+
+// cgEntry is an ima-cgpath entry (dep, cg-path, d-ng, n-ng: the template
+// of CCNP's kernels) for a file with content run in the cgroup cg.
+func cgEntry(cg, content, path string) []byte {
+	return imaEntry(10, "ima-cgpath", nng("containerd"), nng(cg), dng(content), nng(path))
+}
+
+// podPolicies is a server configuration requiring one of the sim
+// policies: "pod-a", scoped to pod A and allowing only /usr/bin/app with
+// the content "app"; and, with node set, "node", the same allow list
+// (and the boot aggregate) for the whole node.
+func podPolicies(n *simNode, node bool) string {
+	hexOf := func(s string) string { d := sha256.Sum256([]byte(s)); return hex.EncodeToString(d[:]) }
+	cfg := fmt.Sprintf(`require_policy = true
+policy "pod-a" {
+  tee = ["sim"]
+  ima {
+    pod_uid = %q
+    file %q { digests = [%q] }
+  }
+}
+`, podA, appPath, hexOf("app"))
+	if node {
+		cfg += fmt.Sprintf(`policy "node" {
+  tee = ["sim"]
+  ima {
+    file "boot_aggregate" { digests = [%q] }
+    file %q { digests = [%q] }
+  }
+}
+`, hexOf("boot"), appPath, hexOf("app"))
+	}
+	return n.serverConfig(cfg)
+}
+
+// TestAttackIMAPodPolicyOtherPodsEntries is the attack "one pod's entries
+// decide another pod's runtime policy", over the plugin transport with a
+// genuine ima-cgpath list (every entry extended into RTMR2):
+//
+//   - pod B runs a binary pod A's policy does not list: pod A's scoped
+//     policy still matches (B's entry is out of its scope) while the
+//     node-wide policy with the same allow list fails; a policy that
+//     ignored scope would fail too, one that let B's entries count for A
+//     would fail as well;
+//   - pod A runs the same binary: pod A's policy fails, naming A's entry,
+//     even though B runs exactly the allowed /usr/bin/app (B's allowed
+//     entry does not satisfy A's policy for A's offending one).
+func TestAttackIMAPodPolicyOtherPodsEntries(t *testing.T) {
+	boot := imaEntry(10, "ima-cgpath", nng("kernel"), nng(hostCg), dng("boot"), nng("boot_aggregate"))
+	t.Run("other pod's binary out of scope", func(t *testing.T) {
+		n := newSimNode(t, sim.InitOptions{})
+		a := n.agent(t)
+		imaList(boot, cgEntry(podAcg, "app", appPath), cgEntry(podBcg, "miner", "/usr/bin/miner"))(t, n, a)
+		attrs, err := newServer(t, podPolicies(n, true)).attest(a)
+		if err != nil {
+			t.Fatalf("pod A ran only what its policy allows, rejected: %v", err)
+		}
+		got := attrs.GetSelectorValues()
+		if !slices.Contains(got, "sim:policy:pod-a") {
+			t.Errorf("no sim:policy:pod-a among %v: pod B's entry counted against pod A's policy", got)
+		}
+		if slices.Contains(got, "sim:policy:node") {
+			t.Errorf("sim:policy:node among %v: the node-wide policy passed /usr/bin/miner", got)
+		}
+	})
+	t.Run("own pod's binary in scope", func(t *testing.T) {
+		n := newSimNode(t, sim.InitOptions{})
+		a := n.agent(t)
+		imaList(boot, cgEntry(podBcg, "app", appPath), cgEntry(podAcg, "miner", "/usr/bin/miner"))(t, n, a)
+		s := newServer(t, podPolicies(n, false))
+		_, err := s.attest(a)
+		d := sha256.Sum256([]byte("miner"))
+		s.want(t, err, reject(codes.PermissionDenied, "policy",
+			`policy "pod-a": ima: entry 2 /usr/bin/miner sha256:`+hex.EncodeToString(d[:])+": not_in_policy"))
+	})
+}
