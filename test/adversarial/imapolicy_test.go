@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
+	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
 // imaRuntimeConfig requires the sim policy "runtime", whose ima block
@@ -154,4 +157,41 @@ func TestAttackIMAPodPolicyOtherPodsEntries(t *testing.T) {
 		s.want(t, err, reject(codes.PermissionDenied, "policy",
 			`policy "pod-a": ima: entry 2 /usr/bin/miner sha256:`+hex.EncodeToString(d[:])+": not_in_policy"))
 	})
+}
+
+// TestIMARuntimePolicyTPM is TestIMARuntimePolicyOutsideBinary on a TPM
+// node (swtpm): the list is replayed on PCR10 of the quote, the policy
+// allows it (policy:runtime), then the node runs /usr/bin/miner, extends
+// PCR10 as the kernel does and attests again: rejected, naming the entry.
+func TestIMARuntimePolicyTPM(t *testing.T) {
+	start := time.Now()
+	n := startTPMNode(t)
+	a := n.agent(t, "")
+	p := tee.Unwrap(a.p.(tee.Provider)).(*tpm.Provider)
+	n.ExtendIMA(t, p, slices.Concat(
+		imaEntry(10, "ima-ng", dng("boot"), nng("boot_aggregate")),
+		imaEntry(10, "ima-ng", dng("app"), nng("/usr/bin/app"))))
+	hexOf := func(s string) string { d := sha256.Sum256([]byte(s)); return hex.EncodeToString(d[:]) }
+	cfg := n.serverConfig(fmt.Sprintf(`require_policy = true
+policy "runtime" {
+  tee = ["tpm"]
+  ima {
+    file "boot_aggregate" { digests = [%q] }
+    file "/usr/bin/app" { digests = [%q] }
+  }
+}
+`, hexOf("boot"), hexOf("app")))
+	attrs, err := newServer(t, cfg).attest(a)
+	if err != nil {
+		t.Fatalf("list the policy allows rejected: %v", err)
+	}
+	if !slices.Contains(attrs.GetSelectorValues(), "policy:runtime") {
+		t.Fatalf("no policy:runtime among %v", attrs.GetSelectorValues())
+	}
+	n.ExtendIMA(t, p, imaEntry(10, "ima-ng", dng("miner"), nng("/usr/bin/miner")))
+	s := newServer(t, cfg)
+	_, err = s.attest(a)
+	s.want(t, err, reject(codes.PermissionDenied, "policy",
+		`policy "runtime": ima: entry 2 /usr/bin/miner sha256:`+hexOf("miner")+": not_in_policy"))
+	t.Logf("swtpm start, two attestations: %v", time.Since(start))
 }
