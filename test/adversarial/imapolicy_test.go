@@ -13,6 +13,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 )
 
 // imaRuntimeConfig requires the sim policy "runtime", whose ima block
@@ -194,4 +195,72 @@ policy "runtime" {
 	s.want(t, err, reject(codes.PermissionDenied, "policy",
 		`policy "runtime": ima: entry 2 /usr/bin/miner sha256:`+hexOf("miner")+": not_in_policy"))
 	t.Logf("swtpm start, two attestations: %v", time.Since(start))
+}
+
+// TestIMABootAggregateTPM: on a TPM node the server computes the
+// boot_aggregate from the quoted PCRs, so a policy that does not list it
+// accepts the kernel's, and rejects one the PCRs do not give. The expected
+// digest is the kernel's rule (ima_calc_boot_aggregate, kernels >= 5.8 with
+// the SHA-256 bank: SHA-256 over PCR0..9) applied here to the values the
+// machine that recorded the firmware log reported (testdata/tpmlog,
+// replayed into swtpm), not to anything the server computed.
+func TestIMABootAggregateTPM(t *testing.T) {
+	start := time.Now()
+	h := sha256.New()
+	for i := range 10 {
+		v, err := hex.DecodeString(simtest.ExpectedPCR(t, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(v)
+	}
+	kernel := h.Sum(nil)
+	h0to7 := sha256.New()
+	for i := range 8 {
+		v, _ := hex.DecodeString(simtest.ExpectedPCR(t, i))
+		h0to7.Write(v)
+	}
+	boot := func(d []byte) []byte {
+		return imaEntry(10, "ima-ng", append([]byte("sha256:\x00"), d...), nng("boot_aggregate"))
+	}
+	hexOf := func(s string) string { d := sha256.Sum256([]byte(s)); return hex.EncodeToString(d[:]) }
+	run := func(t *testing.T, aggregate []byte) (*server, error) {
+		n := startTPMNode(t)
+		a := n.agent(t, "")
+		n.ExtendIMA(t, tee.Unwrap(a.p.(tee.Provider)).(*tpm.Provider), slices.Concat(boot(aggregate),
+			imaEntry(10, "ima-ng", dng("app"), nng("/usr/bin/app"))))
+		s := newServer(t, n.serverConfig(fmt.Sprintf(`require_policy = true
+policy "runtime" {
+  tee = ["tpm"]
+  ima {
+    file "/usr/bin/app" { digests = [%q] }
+  }
+}
+`, hexOf("app"))))
+		attrs, err := s.attest(a)
+		if err == nil && !slices.Contains(attrs.GetSelectorValues(), "policy:runtime") {
+			t.Fatalf("accepted without policy:runtime: %v", attrs.GetSelectorValues())
+		}
+		return s, err
+	}
+	t.Run("kernel's aggregate", func(t *testing.T) {
+		if _, err := run(t, kernel); err != nil {
+			t.Fatalf("the boot_aggregate of the quoted PCRs rejected: %v", err)
+		}
+	})
+	for _, c := range []struct {
+		name      string
+		aggregate []byte
+	}{
+		{"PCR0..7 only in sha256", h0to7.Sum(nil)},
+		{"zeros (no TPM used)", make([]byte, 32)},
+		{"another boot", append(slices.Clone(kernel[:31]), kernel[31]^1)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := run(t, c.aggregate)
+			s.want(t, err, reject(codes.PermissionDenied, "policy",
+				`policy "runtime": ima: entry 0 boot_aggregate sha256:`+hex.EncodeToString(c.aggregate)+": not_in_policy"))
+		})
+	}
+	t.Logf("four swtpm nodes and attestations: %v", time.Since(start))
 }
