@@ -3,12 +3,15 @@ package appraisal
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"crypto/sha512"
 	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // ccnpList is the IMA list of a CCNP-patched TDX kernel, copied from
@@ -111,5 +114,28 @@ func TestIMAMixedRegisterFields(t *testing.T) {
 	ten := append(append([]byte("10"), line[2:]...), append([]byte("10"), line[2:]...)...)
 	if _, err := TDX(context.Background(), TDXEvidence{Quote: q, CCEL: ev.ccel, CCELTable: ev.table, IMA: ten}, opts); err != nil {
 		t.Fatalf("a list all on field 10: %v", err)
+	}
+}
+
+// TestBootAggregates: the SHA-1 bank gives SHA-1 over PCR0..7 only (PCR8..9
+// set, and left out, as the kernel leaves them out of SHA-1 aggregates);
+// a SHA-256 bank without PCR9 quoted gives nothing rather than a digest
+// over fewer registers.
+func TestBootAggregates(t *testing.T) {
+	regs := cctrusted.Registers{}
+	want := sha1.New()
+	for i := range 10 {
+		v := bytes.Repeat([]byte{byte(i + 1)}, 20)
+		regs.Set(cctrusted.PCR(i).IMR(), cctrusted.AlgSHA1, v)
+		if i < 8 {
+			want.Write(v)
+		}
+		if i < 9 {
+			regs.Set(cctrusted.PCR(i).IMR(), cctrusted.AlgSHA256, bytes.Repeat([]byte{byte(i + 1)}, 32))
+		}
+	}
+	got := bootAggregates(regs)
+	if len(got) != 1 || !bytes.Equal(got[0], want.Sum(nil)) {
+		t.Fatalf("boot aggregates %x, want only %x", got, want.Sum(nil))
 	}
 }

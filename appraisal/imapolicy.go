@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog/ima/imapolicy"
+	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // IMAPolicy is one configured IMA runtime policy, compiled once by the
@@ -38,11 +39,10 @@ type IMAAppraisal struct {
 // suffix) is a *StartError: the caller asks for the whole list and every
 // entry is appraised again.
 //
-// BootAggregates stay empty: nothing here computes the boot_aggregate from
-// the signed registers yet, so a policy must list (or exclude) the
-// boot_aggregate entry's digest under the path "boot_aggregate", as
-// Keylime's generated policies do.
-func appraiseIMA(ctx context.Context, policies []IMAPolicy, s imaSuffix, start *Start, ir imaResult) ([]IMAAppraisal, error) {
+// boot holds the boot_aggregate digests the signed registers give
+// (bootAggregates on TPM; none on TDX): the boot_aggregate entry is allowed
+// with one of them, or when the policy lists or excludes it.
+func appraiseIMA(ctx context.Context, policies []IMAPolicy, s imaSuffix, start *Start, ir imaResult, boot [][]byte) ([]IMAAppraisal, error) {
 	if len(policies) == 0 || !ir.verified {
 		return nil, nil
 	}
@@ -63,7 +63,7 @@ func appraiseIMA(ctx context.Context, policies []IMAPolicy, s imaSuffix, start *
 			}
 			prev, from = *pv, first
 		}
-		v, err := p.Policy.Appraise(prev, from, s.list, imapolicy.Options{})
+		v, err := p.Policy.Appraise(prev, from, s.list, imapolicy.Options{BootAggregates: boot})
 		if err != nil {
 			if start != nil && errors.Is(err, imapolicy.ErrResume) {
 				return nil, startErr("policy %q: %v", p.Name, err)
@@ -73,6 +73,51 @@ func appraiseIMA(ctx context.Context, policies []IMAPolicy, s imaSuffix, start *
 		out = append(out, IMAAppraisal{Name: p.Name, Verdict: &v, Appraised: countsSince(v.Counts, prev.Counts)})
 	}
 	return out, nil
+}
+
+// bootAggregates computes, from quoted PCRs, the boot_aggregate digest a
+// Linux kernel with this TPM writes as the first IMA entry
+// (ima_calc_boot_aggregate, security/integrity/ima/ima_crypto.c): the
+// bank's hash over the concatenated values of PCR0..7 in that bank, and
+// in any bank other than SHA-1 of PCR8..9 too (kernels since 5.8; older
+// ones used the SHA-1 bank only). The kernel takes the bank of its IMA
+// hash algorithm, else SHA-256, else SHA-1, and names that algorithm in the
+// entry's digest, so every bank the quote fully covers gives one candidate
+// and the entry's digest selects it (they differ in length).
+//
+// The values are those at quote time: PCR0..9 do not move after the kernel
+// starts on a normal boot; where something extends them later the digest
+// does not match and the entry fails unless the policy allows it. A bank
+// the quote leaves a needed PCR out of gives nothing, never a guess. An
+// all-zero boot_aggregate (a kernel that found no TPM) is never computed
+// here: it proves nothing about the boot, so only a policy that lists it
+// allows it.
+func bootAggregates(pcrs cctrusted.Registers) [][]byte {
+	var out [][]byte
+	for _, alg := range []cctrusted.Algorithm{cctrusted.AlgSHA1, cctrusted.AlgSHA256, cctrusted.AlgSHA384, cctrusted.AlgSHA512} {
+		last := cctrusted.PCR(9)
+		if alg == cctrusted.AlgSHA1 {
+			last = 7
+		}
+		ch, err := alg.Hash()
+		if err != nil || !ch.Available() {
+			continue
+		}
+		h := ch.New()
+		complete := true
+		for i := cctrusted.PCR(0); i <= last; i++ {
+			v, ok := pcrs.Get(i.IMR(), alg)
+			if !ok || len(v) != alg.Size() {
+				complete = false
+				break
+			}
+			h.Write(v)
+		}
+		if complete {
+			out = append(out, h.Sum(nil))
+		}
+	}
+	return out
 }
 
 // countsSince is what a verdict added to prev's counts.

@@ -452,7 +452,10 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	if start == nil {
 		ir.verified = len(in.IMA) > 0
 	}
-	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir); err != nil {
+	// No boot_aggregate is computed on TDX: an upstream kernel without a
+	// TPM writes zeros, a CCNP kernel a value of its own; neither is
+	// checked against the RTMRs here, so a policy lists (or excludes) it.
+	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir, nil); err != nil {
 		return res, failed(res, err)
 	}
 	node.Next.record(fw, ir, rt)

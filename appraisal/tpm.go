@@ -244,7 +244,7 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	if start == nil {
 		ir.verified = len(in.IMA) > 0
 	}
-	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir); err != nil {
+	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir, bootAggregates(pcrs)); err != nil {
 		return res, res.fail(err)
 	}
 

@@ -2,6 +2,7 @@ package simtest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -182,4 +183,30 @@ func (n *TPMNode) ResetPCR(ctx context.Context, pcr cctrusted.PCR) error {
 	defer rw.Close()
 	_, err = tpm2.PCRReset{PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)}}.Execute(transport.FromReadWriter(rw))
 	return err
+}
+
+// ExtendIMA appends entries (binary IMA entries on PCR10) to the node's IMA
+// list on disk and extends PCR10 through p with each, as a kernel with a
+// TPM does in the SHA-256 bank: SHA-256 of the template data, all 0xFF for
+// a violation. Only that bank is extended: it is the one the server
+// replays. Calling it again appends, as a node that ran more files.
+func (n *TPMNode) ExtendIMA(t testing.TB, p *tpm.Provider, entries []byte) {
+	t.Helper()
+	pcrs, ds := IMADigests(t, entries, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }, 32)
+	for i, d := range ds {
+		if pcrs[i] != 10 {
+			t.Fatalf("IMA entry %d is on PCR %d, not 10", i, pcrs[i])
+		}
+		if err := p.Extend(context.Background(), 10, cctrusted.AlgSHA256, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.IMA = append(n.IMA, entries...)
+	path := filepath.Join(n.Root, tpm.IMALogPath)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, n.IMA, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

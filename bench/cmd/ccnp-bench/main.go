@@ -171,6 +171,7 @@ func (r *runner) goBenchmarks() {
 		scaleBT = "1x"
 	}
 	r.goBench("./bench/scale", ".", scaleBT)
+	r.goBench("./eventlog/ima/imapolicy", "^BenchmarkAppraise100k$/^ratio$", scaleBT)
 	r.profile = map[string]profileSpec{
 		"verify":   {"./server-verifier", "^BenchmarkAttestTDXSim$", "3s", `\(\*Plugin\)\.Attest$`},
 		"ima":      {"./bench/scale", "^BenchmarkIMAParseReplay/entries=1000000$", "3x", `ima\.ParseBinary|ima\.\(\*Log\)\.Replay`},
