@@ -34,9 +34,9 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	for _, l := range bytes.Split(p, []byte("\n")) {
 		switch {
-		case bytes.Contains(l, []byte(`"@message":"attestation"`)) && bytes.Contains(l, []byte(`"result":"accepted"`)):
+		case bytes.Contains(l, []byte(`"@message":"Attestation accepted"`)) && bytes.Contains(l, []byte(`"result":"accepted"`)):
 			c.accepted++
-		case bytes.Contains(l, []byte(`"@message":"attestation"`)) && bytes.Contains(l, []byte(`"result":"rejected"`)):
+		case bytes.Contains(l, []byte(`"@message":"Attestation rejected"`)) && bytes.Contains(l, []byte(`"result":"rejected"`)):
 			c.rejected++
 		}
 	}
