@@ -45,6 +45,11 @@ const (
 	// ReasonTooManyKeys: more keys measured into keyrings than a Verdict
 	// carries (MaxLearnedKeys).
 	ReasonTooManyKeys Reason = "too_many_keys"
+	// ReasonNoCgroupPath: a policy scoped to a pod or container met an
+	// entry whose template (not ima-cgpath) does not say which cgroup ran
+	// it; counting it as another pod's would let a kernel booted with
+	// another template pass every scoped policy.
+	ReasonNoCgroupPath Reason = "no_cgroup_path"
 	// ReasonBuffer: an ima-buf measurement the policy does not allow.
 	ReasonBuffer Reason = "buffer_not_allowed"
 	// ReasonViolation: a ToMToU or open-writers entry, which measured
@@ -347,6 +352,10 @@ func cut(s string) string {
 
 func (a *appraisal) entry(i int, e *ima.Entry) {
 	c := &a.v.Counts
+	if (a.p.podUID != "" || a.p.containerID != "") && e.CgroupPath == "" {
+		a.fail(i, e, ReasonNoCgroupPath, "a policy scoped to a pod or container needs the ima-cgpath template (ima_template=ima-cgpath)")
+		return
+	}
 	if !a.inScope(e) {
 		c.OutOfScope++
 		return

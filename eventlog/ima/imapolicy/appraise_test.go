@@ -258,10 +258,10 @@ func TestContainerScope(t *testing.T) {
 	good := sum("app")
 	p := compile(t, &conf.IMAPolicy{Enforce: true, PodUID: podA, Files: map[string][]string{"/app": {hx(good)}}})
 	v := appraise(t, p, parseList(t, []rec{
-		{path: "/usr/bin/anything", digest: sum("host")},                                  // host entry: out of scope
-		{template: "ima-cgpath", path: "/app", digest: good, cgpath: cg(podA)},            // allowed
-		{template: "ima-cgpath", path: "/evil", digest: sum("evil"), cgpath: cg(podB)},    // other pod: out of scope
-		{template: "ima-cgpath", path: "/app", digest: sum("tampered"), cgpath: cg(podA)}, // offends
+		{template: "ima-cgpath", path: "/usr/bin/anything", digest: sum("host"), cgpath: "/system.slice/containerd.service"}, // host entry: out of scope
+		{template: "ima-cgpath", path: "/app", digest: good, cgpath: cg(podA)},                                               // allowed
+		{template: "ima-cgpath", path: "/evil", digest: sum("evil"), cgpath: cg(podB)},                                       // other pod: out of scope
+		{template: "ima-cgpath", path: "/app", digest: sum("tampered"), cgpath: cg(podA)},                                    // offends
 	}), Options{})
 	if v.Counts.OutOfScope != 2 || v.Counts.Digest != 1 || v.Counts.Failed != 1 || v.First.Index != 3 {
 		t.Fatalf("got %+v first %v", v.Counts, v.First)
@@ -270,6 +270,13 @@ func TestContainerScope(t *testing.T) {
 	v = appraise(t, p, parseList(t, []rec{{template: "ima-cgpath", path: "/app", digest: good, cgpath: cg(podB)}}), Options{})
 	if v.Counts.Digest != 0 || v.Counts.OutOfScope != 1 {
 		t.Fatalf("another pod's entry counted for pod A: %+v", v.Counts)
+	}
+	// A list whose template names no cgroup (a kernel booted with
+	// ima_template=ima-ng) cannot be scoped: counted as another pod's, its
+	// entries would let every scoped policy pass.
+	v = appraise(t, p, parseList(t, []rec{{path: "/usr/bin/miner", digest: sum("miner")}}), Options{})
+	if v.Counts.Failed != 1 || v.First == nil || v.First.Reason != ReasonNoCgroupPath {
+		t.Fatalf("an entry without a cgroup path under a pod-scoped policy: %+v first %v", v.Counts, v.First)
 	}
 	// By container ID, as the container:id selector names it.
 	pc := compile(t, &conf.IMAPolicy{Enforce: true, ContainerID: strings.Repeat("ab", 32), Files: map[string][]string{"/app": {hx(good)}}})
