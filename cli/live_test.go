@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -107,14 +106,7 @@ func TestLiveWithoutTEEFails(t *testing.T) {
 
 // With swtpm running, the live commands work over TCP.
 func TestTPMMeasurementsAndQuote(t *testing.T) {
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
-	}
-	s, err := swtpm.Start(context.Background(), t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := swtpm.StartT(t)
 	code, out, errs := run(t, "--tee", "tpm", "--tpm", s.Addr(), "measurements", "-o", "json")
 	if code != 0 {
 		t.Fatalf("measurements: %s", errs)

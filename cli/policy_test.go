@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,14 +81,7 @@ func TestPolicyGenerateFromSimNode(t *testing.T) {
 }
 
 func TestPolicyGenerateFromTPM(t *testing.T) {
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
-	}
-	s, err := swtpm.Start(context.Background(), t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := swtpm.StartT(t)
 	code, out, errs := run(t, "--tee", "tpm", "--tpm", s.Addr(), "--host-root", t.TempDir(), "policy", "generate", "--from-node", "--registers", "pcr0,pcr7")
 	if code != 0 {
 		t.Fatal(errs)

@@ -61,15 +61,8 @@ func TestOpenByName(t *testing.T) {
 
 // With a TPM reachable (swtpm over TCP) and no TDX, auto detection opens it.
 func TestDetectTPM(t *testing.T) {
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
-	}
 	ctx := context.Background()
-	s, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := swtpm.StartT(t)
 	p, err := tee.Open(ctx, tee.Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: s.Addr()}})
 	if err != nil {
 		t.Fatal(err)

@@ -9,34 +9,18 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tpmquote"
-	"github.com/google/go-tpm/tpm2"
 )
 
 // These tests take their quotes, keys and EK certificates from the agent's
 // provider on swtpm: what the verifier must accept is what a real TPM
 // produces, and every tampering of it must fail the named check.
-
-// startTPM starts a fresh swtpm, or skips only when swtpm is not installed.
-func startTPM(t testing.TB) *swtpm.TPM {
-	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed, skipping: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	sw, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sw.Close() })
-	return sw
-}
 
 func open(t testing.TB, sw *swtpm.TPM, opts tpm.Options) *tpm.Provider {
 	t.Helper()
@@ -68,7 +52,7 @@ func wantCheck(t *testing.T, err error, check string) *tpmquote.QuoteError {
 func TestReportVerify(t *testing.T) {
 	for _, akType := range []string{"ecc", "rsa"} {
 		t.Run(akType, func(t *testing.T) {
-			sw := startTPM(t)
+			sw := swtpm.StartT(t)
 			p := open(t, sw, tpm.Options{AKType: akType})
 			ctx := context.Background()
 			d := sha256.Sum256([]byte("runtime event"))
@@ -97,7 +81,7 @@ func TestReportVerify(t *testing.T) {
 			checkTampering(t, akPub, r, rd[:])
 
 			// An AK of another TPM: its signature check must fail.
-			other := open(t, startTPM(t), tpm.Options{AKType: akType})
+			other := open(t, swtpm.StartT(t), tpm.Options{AKType: akType})
 			otherPub, _ := other.AttestationKeyPublic()
 			wantCheck(t, tpmquote.VerifyQuote(otherPub, r.Quote, r.Signature, rd[:], r.Registers), tpmquote.CheckSignature)
 		})
@@ -173,7 +157,7 @@ func checkTampering(t *testing.T, akPub []byte, r *cctrusted.Report, rd []byte) 
 
 func TestReportMultiBank(t *testing.T) {
 	banks := []cctrusted.Algorithm{cctrusted.AlgSHA1, cctrusted.AlgSHA256, cctrusted.AlgSHA384}
-	p := open(t, startTPM(t), tpm.Options{QuoteBanks: banks, QuotePCRs: []cctrusted.PCR{0, 7, 14, 23}})
+	p := open(t, swtpm.StartT(t), tpm.Options{QuoteBanks: banks, QuotePCRs: []cctrusted.PCR{0, 7, 14, 23}})
 	r, err := p.Report(context.Background(), []byte("n"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +181,7 @@ func TestReportMultiBank(t *testing.T) {
 }
 
 func TestMakeCredentialRejects(t *testing.T) {
-	sw := startTPM(t)
+	sw := swtpm.StartT(t)
 	ctx := context.Background()
 	if _, err := swtpm.Provision(ctx, sw, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{swtpm.ECC}}); err != nil {
 		t.Fatal(err)
@@ -226,7 +210,7 @@ func TestMakeCredentialRejects(t *testing.T) {
 
 func TestEKCertificate(t *testing.T) {
 	ctx := context.Background()
-	sw := startTPM(t)
+	sw := swtpm.StartT(t)
 	prov, err := swtpm.Provision(ctx, sw, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{swtpm.RSA}})
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +262,7 @@ func TestEKCertificate(t *testing.T) {
 	}
 
 	// No ECC certificate was provisioned: the error names the index.
-	pe := open(t, startTPM(t), tpm.Options{EKType: "ecc"})
+	pe := open(t, swtpm.StartT(t), tpm.Options{EKType: "ecc"})
 	if _, err := pe.EKCertificate(ctx); err == nil || !strings.Contains(err.Error(), "0x01c0000a") {
 		t.Errorf("missing certificate: %v", err)
 	}

@@ -9,12 +9,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	pb "github.com/google/go-tpm-tools/proto/tpm"
+	gotpmquote "github.com/google/go-tpm-tools/quote"
+
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tpmquote"
-	pb "github.com/google/go-tpm-tools/proto/tpm"
-	gotpmquote "github.com/google/go-tpm-tools/quote"
 )
 
 // The files in testdata/ are real swtpm output (a quote per AK type over
@@ -60,7 +61,7 @@ func TestWriteTestdata(t *testing.T) {
 		}
 	}
 	for _, akType := range []string{"ecc", "rsa"} {
-		sw := startTPM(t)
+		sw := swtpm.StartT(t)
 		if _, err := swtpm.Provision(ctx, sw, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{swtpm.KeyType(akType)}}); err != nil {
 			t.Fatal(err)
 		}

@@ -300,15 +300,8 @@ func TestCCNPReportDataRules(t *testing.T) {
 // get a clear FailedPrecondition instead of a report they turn into None;
 // this project's client asks for the JSON form and gets it.
 func TestCCNPTPMReport(t *testing.T) {
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
-	}
 	ctx := context.Background()
-	sw, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sw.Close()
+	sw := swtpm.StartT(t)
 	p, err := tpm.Open(ctx, tpm.Options{Device: sw.Addr()})
 	if err != nil {
 		t.Fatal(err)

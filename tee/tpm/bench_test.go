@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
 
 // BenchmarkQuoteVerify is one agent quote on swtpm (ECC AK, SHA-256 PCRs
 // 0..23, with the read-back check) plus the server's VerifyQuote.
 func BenchmarkQuoteVerify(b *testing.B) {
-	p := open(b, startTPM(b), Options{})
+	p := open(b, swtpm.StartT(b), Options{})
 	akPub, _ := p.AttestationKeyPublic()
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -30,7 +31,7 @@ func BenchmarkQuoteVerify(b *testing.B) {
 // TestConcurrentUse shares one provider between goroutines, as the agent's
 // node and workload attestors do; run with -race.
 func TestConcurrentUse(t *testing.T) {
-	p := open(t, startTPM(t), Options{})
+	p := open(t, swtpm.StartT(t), Options{})
 	akPub, _ := p.AttestationKeyPublic()
 	ctx := context.Background()
 	var wg sync.WaitGroup

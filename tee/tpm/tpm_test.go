@@ -11,29 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/eventlog"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
-
-// startTPM starts a fresh swtpm, or skips only when swtpm is not installed.
-func startTPM(t testing.TB) *swtpm.TPM {
-	t.Helper()
-	if err := swtpm.Available(); err != nil {
-		t.Skipf("swtpm not installed, skipping: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	sw, err := swtpm.Start(ctx, t.TempDir(), swtpm.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sw.Close() })
-	return sw
-}
 
 func open(t testing.TB, sw *swtpm.TPM, opts Options) *Provider {
 	t.Helper()
@@ -51,7 +34,7 @@ func open(t testing.TB, sw *swtpm.TPM, opts Options) *Provider {
 }
 
 func TestMeasurementsEveryBank(t *testing.T) {
-	p := open(t, startTPM(t), Options{})
+	p := open(t, swtpm.StartT(t), Options{})
 	ctx := context.Background()
 	if p.TEE() != cctrusted.TEETPM {
 		t.Fatal(p.TEE())
@@ -106,7 +89,7 @@ func TestMeasurementsEveryBank(t *testing.T) {
 }
 
 func TestExtend(t *testing.T) {
-	p := open(t, startTPM(t), Options{})
+	p := open(t, swtpm.StartT(t), Options{})
 	ctx := context.Background()
 	pcr := p.RuntimePCR()
 	if pcr != 23 {
@@ -159,7 +142,7 @@ func TestCredentialActivation(t *testing.T) {
 	for _, ekType := range []swtpm.KeyType{swtpm.RSA, swtpm.ECC} {
 		t.Run(string(ekType), func(t *testing.T) {
 			ctx := context.Background()
-			sw := startTPM(t)
+			sw := swtpm.StartT(t)
 			if _, err := swtpm.Provision(ctx, sw, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{ekType}}); err != nil {
 				t.Fatal(err)
 			}
@@ -191,7 +174,7 @@ func TestCredentialActivation(t *testing.T) {
 			}
 
 			// A challenge for another TPM's EK does not open here.
-			other := startTPM(t)
+			other := swtpm.StartT(t)
 			if _, err := swtpm.Provision(ctx, other, swtpm.ProvisionOptions{EKs: []swtpm.KeyType{ekType}}); err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +211,7 @@ func TestEventLogReplayedIntoSwtpm(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	sw := startTPM(t)
+	sw := swtpm.StartT(t)
 	if _, err := swtpm.ReplayLog(ctx, sw, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +275,7 @@ func TestEventLogReplayedIntoSwtpm(t *testing.T) {
 
 func TestPersistentAK(t *testing.T) {
 	ctx := context.Background()
-	sw := startTPM(t)
+	sw := swtpm.StartT(t)
 	const h = 0x81000100
 	p, err := Open(ctx, Options{Device: sw.Addr(), AKHandle: h, PersistAK: true})
 	if err != nil {
@@ -358,7 +341,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestContextAndClose(t *testing.T) {
-	sw := startTPM(t)
+	sw := swtpm.StartT(t)
 	p, err := Open(context.Background(), Options{Device: sw.Addr()})
 	if err != nil {
 		t.Fatal(err)
