@@ -232,8 +232,9 @@ func TestCCNPNodeView(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "--node-view")
 }
 
-// replaySHA384 replays the SHA-384 digests of events by index, here and
-// not with the service's replay code.
+// replaySHA384 replays the SHA-384 digests of events by index as cc-api's
+// SDKs do (EV_NO_ACTION skipped), here and not with the service's replay
+// code.
 func replaySHA384(evs []*ccnppb.TcgEventlog) map[uint32][]byte {
 	regs := map[uint32][]byte{}
 	for _, e := range evs {

@@ -217,29 +217,6 @@ func (f *imaFixture) appendIMA(t *testing.T, entries ...[2]string) {
 	}
 }
 
-// refReplay replays events by imr_index as cc-api's SDKs do: EV_NO_ACTION
-// skipped, SHA-384 digests extended.
-func refReplay(evs []*ccnppb.TcgEventlog) map[uint32][]byte {
-	regs := map[uint32][]byte{}
-	for _, e := range evs {
-		if e.GetEventType() == cctrusted.EventNoAction {
-			continue
-		}
-		for _, d := range e.GetDigests() {
-			if d.GetAlgoId() != uint32(cctrusted.AlgSHA384) {
-				continue
-			}
-			cur := regs[e.GetImrIndex()]
-			if cur == nil {
-				cur = make([]byte, 48)
-			}
-			h := sha512.Sum384(append(append([]byte{}, cur...), d.GetHash()...))
-			regs[e.GetImrIndex()] = h[:]
-		}
-	}
-	return regs
-}
-
 // TestCCNPContainerRegisterFromIMA: with an ima-cgpath list, register 3 of
 // a Kubernetes pod and of a docker container is CCNP's value, as the
 // independent implementation above computes it; the event log says so in
@@ -314,7 +291,7 @@ func TestCCNPContainerRegisterFromIMA(t *testing.T) {
 				t.Errorf("%d own IMA events and %d redacted RTMR2 entries, want %d and %d", own, redacted, n, len(f.entries)-n)
 			}
 			// CCNP's example's -v: replay, then read each replayed register.
-			for idx, v := range refReplay(evs) {
+			for idx, v := range replaySHA384(evs) {
 				m, err := f.rpc.GetCcMeasurement(f.ctx, &ccnppb.GetCcMeasurementRequest{Index: idx, AlgoId: uint32(cctrusted.AlgSHA384)})
 				if err != nil {
 					t.Fatal(err)
