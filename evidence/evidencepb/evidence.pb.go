@@ -615,7 +615,7 @@ func (x *LogOffset) GetBytes() uint64 {
 // Evidence answers a nonce Challenge.
 type Evidence struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// tee is "tdx", "tpm" or "sim", as in the Hello.
+	// tee is "tdx", "tpm", "azure_tdx" or "sim", as in the Hello.
 	Tee string `protobuf:"bytes,1,opt,name=tee,proto3" json:"tee,omitempty"`
 	// binding is SHA-512(nonce || SHA-256(hello payload bytes)): 64 bytes.
 	// TDX REPORTDATA and the TPM quote's extraData must equal it.
@@ -631,6 +631,11 @@ type Evidence struct {
 	TpmLog     *Log   `protobuf:"bytes,7,opt,name=tpm_log,json=tpmLog,proto3" json:"tpm_log,omitempty"`
 	ImaLog     *Log   `protobuf:"bytes,8,opt,name=ima_log,json=imaLog,proto3" json:"ima_log,omitempty"`
 	RuntimeLog *Log   `protobuf:"bytes,9,opt,name=runtime_log,json=runtimeLog,proto3" json:"runtime_log,omitempty"`
+	// hcl_report is an Azure paravisor's HCL report (vTPM NV index
+	// 0x01400001, tee "azure_tdx"): a TD report whose REPORTDATA binds the
+	// runtime data that carries the vTPM attestation key. quote then holds
+	// the TD quote of that TD report, and tpm the vTPM quote over binding.
+	HclReport []byte `protobuf:"bytes,10,opt,name=hcl_report,json=hclReport,proto3" json:"hcl_report,omitempty"`
 	// checkpoint echoes the offsets of a Challenge.checkpoint (no token) when
 	// the logs it lists are only the part after those offsets. Absent: every
 	// log is whole. Only a server that asked for a suffix accepts it.
@@ -728,6 +733,13 @@ func (x *Evidence) GetImaLog() *Log {
 func (x *Evidence) GetRuntimeLog() *Log {
 	if x != nil {
 		return x.RuntimeLog
+	}
+	return nil
+}
+
+func (x *Evidence) GetHclReport() []byte {
+	if x != nil {
+		return x.HclReport
 	}
 	return nil
 }
@@ -1584,7 +1596,7 @@ const file_evidence_proto_rawDesc = "" +
 	"\tLogOffset\x12-\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x19.ccnp.evidence.v1.LogKindR\x04kind\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\x9d\x03\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xbc\x03\n" +
 	"\bEvidence\x12\x10\n" +
 	"\x03tee\x18\x01 \x01(\tR\x03tee\x12\x18\n" +
 	"\abinding\x18\x02 \x01(\fR\abinding\x12\x14\n" +
@@ -1596,7 +1608,10 @@ const file_evidence_proto_rawDesc = "" +
 	"\atpm_log\x18\a \x01(\v2\x15.ccnp.evidence.v1.LogR\x06tpmLog\x12.\n" +
 	"\aima_log\x18\b \x01(\v2\x15.ccnp.evidence.v1.LogR\x06imaLog\x126\n" +
 	"\vruntime_log\x18\t \x01(\v2\x15.ccnp.evidence.v1.LogR\n" +
-	"runtimeLog\x12<\n" +
+	"runtimeLog\x12\x1d\n" +
+	"\n" +
+	"hcl_report\x18\n" +
+	" \x01(\fR\thclReport\x12<\n" +
 	"\n" +
 	"checkpoint\x18\x14 \x01(\v2\x1c.ccnp.evidence.v1.CheckpointR\n" +
 	"checkpoint\"\xae\x02\n" +

@@ -13,6 +13,10 @@ const (
 	TEETDX TEE = "tdx"
 	TEETPM TEE = "tpm"
 	TEESim TEE = "sim"
+	// TEEAzureTDX is an Azure TDX confidential VM: a TD whose guest reaches
+	// TDX only through the paravisor's vTPM (HCL report, TD quote from the
+	// instance metadata service, vTPM quotes).
+	TEEAzureTDX TEE = "azure_tdx"
 )
 
 // ReportDataSize is the size of TDX REPORTDATA and of the TPM quote extraData
