@@ -15,7 +15,8 @@ import (
 )
 
 // On a host with neither TDX nor a TPM, auto detection fails and says what it
-// probed; it never falls back to the simulator, even when one is configured.
+// probed (Azure's vTPM, TDX, a TPM); it never falls back to the simulator,
+// even when one is configured.
 func TestDetectNothing(t *testing.T) {
 	root := t.TempDir()
 	simDir := filepath.Join(t.TempDir(), "sim")
@@ -25,10 +26,10 @@ func TestDetectNothing(t *testing.T) {
 	_, err := tee.Open(context.Background(), tee.Config{HostRoot: root, SimDir: simDir,
 		TPM: tpm.Options{Device: filepath.Join(root, "dev/tpmrm0")}})
 	var de *tee.DetectError
-	if !errors.As(err, &de) || len(de.Probes) != 2 {
-		t.Fatalf("Open(auto) = %v, want a DetectError with two probes", err)
+	if !errors.As(err, &de) || len(de.Probes) != 3 {
+		t.Fatalf("Open(auto) = %v, want a DetectError with three probes", err)
 	}
-	for _, want := range []string{"tdx:", "tpm:", "dev/tpmrm0", "only used with tee = sim"} {
+	for _, want := range []string{"azure_tdx:", "tdx:", "tpm:", "dev/tpmrm0", "only used with tee = sim"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
