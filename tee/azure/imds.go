@@ -161,9 +161,15 @@ func (c *IMDSClient) TDQuote(ctx context.Context, tdReport []byte) ([]byte, erro
 	return nil, last
 }
 
-func (c *IMDSClient) post(ctx context.Context, body []byte) ([]byte, *IMDSError) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+func (c *IMDSClient) post(parent context.Context, body []byte) ([]byte, *IMDSError) {
+	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
+	timedOut := func(err error) error {
+		if parent.Err() == nil && ctx.Err() != nil {
+			return fmt.Errorf("no answer within the timeout of %v (azure_tdx.imds_timeout): %w", c.timeout, err)
+		}
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return nil, &IMDSError{URL: c.url, Err: err}
@@ -176,12 +182,12 @@ func (c *IMDSClient) post(ctx context.Context, body []byte) ([]byte, *IMDSError)
 		// Connection refused, reset, timed out: the service may be
 		// starting or overloaded. A cancelled caller is not retried (the
 		// loop checks ctx).
-		return nil, &IMDSError{URL: c.url, Retryable: true, Err: unwrapURLError(err)}
+		return nil, &IMDSError{URL: c.url, Retryable: true, Err: timedOut(unwrapURLError(err))}
 	}
 	defer rsp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(rsp.Body, MaxIMDSResponse+1))
 	if err != nil {
-		return nil, &IMDSError{URL: c.url, Status: rsp.StatusCode, Retryable: true, Err: fmt.Errorf("reading the response: %w", unwrapURLError(err))}
+		return nil, &IMDSError{URL: c.url, Status: rsp.StatusCode, Retryable: true, Err: fmt.Errorf("reading the response: %w", timedOut(unwrapURLError(err)))}
 	}
 	if rsp.StatusCode < 200 || rsp.StatusCode > 299 {
 		retry := rsp.StatusCode >= 500 || rsp.StatusCode == http.StatusTooManyRequests
