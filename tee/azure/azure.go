@@ -94,6 +94,16 @@ func Open(ctx context.Context, opts Options) (*Provider, error) {
 			o.QuotePCRs = append(o.QuotePCRs, cctrusted.PCR(i))
 		}
 	}
+	// The HCL report first: on a TPM that is not a paravisor's, that is
+	// what is missing, and the error should say so rather than name the
+	// AK handle.
+	dev := o.Device
+	if dev == "" {
+		dev = tpm.DefaultDevice
+	}
+	if _, err := Probe(ctx, dev); err != nil {
+		return nil, fmt.Errorf("azure: %w", err)
+	}
 	tp, err := tpm.Open(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("azure: vTPM (HCL AK at persistent handle 0x%08x): %w", AKHandle, err)
