@@ -4,14 +4,16 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 )
 
 // AgentNodeAttestor is the agent-side node attestor's plugin_data.
 type AgentNodeAttestor struct {
-	// TEE selects the provider; TEEAuto detects TDX, then TPM, and never
-	// selects the simulator.
+	// TEE selects the provider; TEEAuto detects Azure TDX (from the
+	// vTPM's HCL report), then TDX, then TPM, and never selects the
+	// simulator.
 	TEE cctrusted.TEE
 	// HostRoot prefixes the device and firmware paths of TDX and TPM, for
 	// agents running in a container with the host's / mounted elsewhere.
@@ -20,6 +22,9 @@ type AgentNodeAttestor struct {
 	TDX      AgentTDX
 	TPM      AgentTPM
 	Sim      AgentSim
+	// AzureTDX configures an Azure TDX guest (tee azure_tdx, or auto
+	// when it detects one).
+	AzureTDX AgentAzureTDX
 	// Logs are the event logs to send; a log that does not apply to the
 	// TEE in use (ccel on a TPM node, tpm on a TDX node) is skipped.
 	Logs []LogKind
@@ -76,6 +81,21 @@ type AgentSim struct {
 	Dir string
 }
 
+// AgentAzureTDX configures the Azure TDX guest's metadata service client.
+type AgentAzureTDX struct {
+	// IMDSURL is the TD quote endpoint of the instance metadata service.
+	IMDSURL string
+	// IMDSTimeout bounds each request to it.
+	IMDSTimeout time.Duration
+}
+
+// Defaults of the Azure TDX guest: the link-local metadata service every
+// Azure VM has, and a timeout a healthy service never comes near.
+const (
+	DefaultIMDSURL     = "http://169.254.169.254/acc/tdquote"
+	DefaultIMDSTimeout = 5 * time.Second
+)
+
 // TCG EK certificate NV indices (TCG EK Credential Profile).
 const (
 	ekNVIndexRSA = 0x01c00002
@@ -91,15 +111,16 @@ func (c *AgentNodeAttestor) HostPath(p string) string {
 }
 
 type rawAgent struct {
-	TEE            string      `hcl:"tee"`
-	HostRoot       string      `hcl:"host_root"`
-	TDX            rawAgentTDX `hcl:"tdx"`
-	TPM            rawAgentTPM `hcl:"tpm"`
-	Sim            rawSim      `hcl:"sim"`
-	Logs           []string    `hcl:"logs"`
-	InstanceIDPath string      `hcl:"instance_id_path"`
-	Compression    string      `hcl:"compression"`
-	RuntimeLogPath string      `hcl:"runtime_log_path"`
+	TEE            string        `hcl:"tee"`
+	HostRoot       string        `hcl:"host_root"`
+	TDX            rawAgentTDX   `hcl:"tdx"`
+	TPM            rawAgentTPM   `hcl:"tpm"`
+	Sim            rawSim        `hcl:"sim"`
+	AzureTDX       rawAgentAzure `hcl:"azure_tdx"`
+	Logs           []string      `hcl:"logs"`
+	InstanceIDPath string        `hcl:"instance_id_path"`
+	Compression    string        `hcl:"compression"`
+	RuntimeLogPath string        `hcl:"runtime_log_path"`
 }
 
 type rawAgentTDX struct {
@@ -119,6 +140,11 @@ type rawAgentTPM struct {
 	PCRs       []int  `hcl:"pcrs"`
 }
 
+type rawAgentAzure struct {
+	IMDSURL     string `hcl:"imds_url"`
+	IMDSTimeout string `hcl:"imds_timeout"`
+}
+
 type rawSim struct {
 	Dir string `hcl:"dir"`
 }
@@ -134,7 +160,7 @@ func ParseAgentNodeAttestor(src string) (*AgentNodeAttestor, error) {
 	}
 	c := &AgentNodeAttestor{TEE: TEEAuto, Compression: CompressionZstd}
 	if d.has("tee") {
-		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
+		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEEAzureTDX, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
 	}
 	c.HostRoot = absPath(d, "host_root", r.HostRoot)
 	c.TDX = AgentTDX{
@@ -152,6 +178,7 @@ func ParseAgentNodeAttestor(src string) (*AgentNodeAttestor, error) {
 	if c.TEE == cctrusted.TEESim && c.Sim.Dir == "" && !d.has("sim.dir") {
 		d.errLine(d.line("tee"), "tee = \"sim\" needs sim { dir = \"...\" }")
 	}
+	c.AzureTDX = agentAzure(d, r.AzureTDX, c.TEE)
 	c.Logs = logs(d, r.Logs, c.TEE)
 	c.InstanceIDPath = orDefault(absPath(d, "instance_id_path", r.InstanceIDPath), DefaultInstanceIDPath)
 	if d.has("compression") {
@@ -169,6 +196,22 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+func agentAzure(d *doc, r rawAgentAzure, tee cctrusted.TEE) AgentAzureTDX {
+	a := AgentAzureTDX{
+		IMDSURL:     DefaultIMDSURL,
+		IMDSTimeout: duration(d, "azure_tdx.imds_timeout", r.IMDSTimeout, DefaultIMDSTimeout, 100*time.Millisecond, time.Minute),
+	}
+	if d.has("azure_tdx") && tee != TEEAuto && tee != cctrusted.TEEAzureTDX {
+		d.errf("azure_tdx", "only used with tee = \"azure_tdx\" or \"auto\"")
+	}
+	if d.has("azure_tdx.imds_url") {
+		if u := httpURL(d, "azure_tdx.imds_url", r.IMDSURL); u != "" {
+			a.IMDSURL = u
+		}
+	}
+	return a
 }
 
 func agentTPM(d *doc, r rawAgentTPM) AgentTPM {
@@ -239,7 +282,7 @@ func logs(d *doc, vals []string, tee cctrusted.TEE) []LogKind {
 		case !ok:
 		case slices.Contains(out, k):
 			d.errf(key, "%q is listed twice", v)
-		case tee == cctrusted.TEETDX && k == LogTPM, tee == cctrusted.TEETPM && k == LogCCEL:
+		case tee == cctrusted.TEETDX && k == LogTPM, (tee == cctrusted.TEETPM || tee == cctrusted.TEEAzureTDX) && k == LogCCEL:
 			d.errf(key, "%q does not exist on tee %q", v, tee)
 		default:
 			out = append(out, k)

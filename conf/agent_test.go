@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
@@ -41,6 +42,7 @@ func TestAgentDefaults(t *testing.T) {
 			RuntimePCR: 23,
 			PCRs:       pcrRange(0, 15, 23),
 		},
+		AzureTDX:       conf.AgentAzureTDX{IMDSURL: "http://169.254.169.254/acc/tdquote", IMDSTimeout: 5 * time.Second},
 		Logs:           []conf.LogKind{"ccel", "tpm", "ima", "runtime"},
 		InstanceIDPath: "/var/lib/ccnp-spire/instance_id",
 		Compression:    "zstd",
@@ -62,6 +64,12 @@ func TestAgentKeys(t *testing.T) {
 	}{
 		{"tee tdx", `tee = "tdx"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEETDX }},
 		{"tee tpm", `tee = "tpm"`, func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEETPM }},
+		{"tee azure_tdx", "tee = \"azure_tdx\"\nazure_tdx {\n  imds_url = \"http://127.0.0.1:8080/acc/tdquote\"\n  imds_timeout = \"2s\"\n}", func(c *conf.AgentNodeAttestor) bool {
+			return c.TEE == cctrusted.TEEAzureTDX && c.AzureTDX.IMDSURL == "http://127.0.0.1:8080/acc/tdquote" && c.AzureTDX.IMDSTimeout == 2*time.Second
+		}},
+		{"azure_tdx block with auto", "azure_tdx {\n  imds_timeout = \"500ms\"\n}", func(c *conf.AgentNodeAttestor) bool {
+			return c.TEE == conf.TEEAuto && c.AzureTDX.IMDSURL == conf.DefaultIMDSURL && c.AzureTDX.IMDSTimeout == 500*time.Millisecond
+		}},
 		{"tee sim", "tee = \"sim\"\nsim { dir = \"/var/sim/\" }", func(c *conf.AgentNodeAttestor) bool { return c.TEE == cctrusted.TEESim && c.Sim.Dir == "/var/sim" }},
 		{"host_root", `host_root = "/host"`, func(c *conf.AgentNodeAttestor) bool {
 			return c.HostRoot == "/host" && c.HostPath(c.TDX.DevicePath) == "/host/dev/tdx_guest"
@@ -129,7 +137,14 @@ func TestAgentErrors(t *testing.T) {
 		{"unknown in tdx", "tdx {\n  ccel = \"/x\"\n}", 2, []string{`unknown key "ccel" in tdx`}},
 		{"unknown in tpm", "tpm {\n\n  handle = 1\n}", 3, []string{`unknown key "handle" in tpm`}},
 		{"unknown in sim", "tee = \"sim\"\nsim {\n  directory = \"/x\"\n}", 3, []string{`unknown key "directory" in sim`}},
-		{"tee bad", "tee = \"sgx\"", 1, []string{"tee", `"sgx" is not one of "auto", "tdx", "tpm", "sim"`}},
+		{"tee bad", "tee = \"sgx\"", 1, []string{"tee", `"sgx" is not one of "auto", "azure_tdx", "tdx", "tpm", "sim"`}},
+		{"azure_tdx with tee tpm", "tee = \"tpm\"\nazure_tdx {\n  imds_timeout = \"2s\"\n}", 2, []string{"azure_tdx", `only used with tee = "azure_tdx" or "auto"`}},
+		{"azure_tdx unknown key", "azure_tdx {\n  url = \"http://x\"\n}", 2, []string{`unknown key "url" in azure_tdx`}},
+		{"azure_tdx imds_url scheme", "azure_tdx {\n  imds_url = \"ftp://x/acc/tdquote\"\n}", 2, []string{"azure_tdx.imds_url", "http(s)"}},
+		{"azure_tdx imds_url credentials", "azure_tdx {\n  imds_url = \"http://u:p@x/acc/tdquote\"\n}", 2, []string{"azure_tdx.imds_url", "without credentials"}},
+		{"azure_tdx imds_timeout", "azure_tdx {\n  imds_timeout = \"5\"\n}", 2, []string{"azure_tdx.imds_timeout", "not a duration"}},
+		{"azure_tdx imds_timeout range", "azure_tdx {\n  imds_timeout = \"10m\"\n}", 2, []string{"azure_tdx.imds_timeout", "outside"}},
+		{"logs ccel on azure_tdx", "tee = \"azure_tdx\"\nlogs = [\"ccel\"]", 2, []string{"logs[0]", `"ccel" does not exist on tee "azure_tdx"`}},
 		{"tee type", "tee = [\"tdx\"]", 1, []string{"tee", "want a string"}},
 		{"host_root relative", "host_root = \"host\"", 1, []string{"host_root", "not an absolute path"}},
 		{"tdx path relative", "tdx {\n  ccel_path = \"sys/ccel\"\n}", 2, []string{"tdx.ccel_path", "not an absolute path"}},

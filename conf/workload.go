@@ -138,7 +138,7 @@ func ParseWorkloadAttestor(src string) (*WorkloadAttestor, error) {
 		*q.dst = q.v
 	}
 	if d.has("tee") {
-		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
+		c.TEE, _ = oneOf(d, "tee", r.TEE, TEEAuto, cctrusted.TEEAzureTDX, cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim)
 	}
 	if c.TEE == cctrusted.TEESim && !d.has("sim_dir") {
 		d.errLine(d.line("tee"), "tee = \"sim\" needs sim_dir")

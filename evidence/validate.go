@@ -77,11 +77,15 @@ func validate(p *evidencepb.Payload) error {
 
 func validTEE(tee string) bool {
 	switch cctrusted.TEE(tee) {
-	case cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim:
+	case cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim, cctrusted.TEEAzureTDX:
 		return true
 	}
 	return false
 }
+
+// maxHCLReport bounds an Azure HCL report as package azuretdx does (real
+// ones are 2600 bytes, the vTPM's NV index).
+const maxHCLReport = 16 << 10
 
 // isIDChar is the character set of instance IDs: safe in a SPIFFE ID path
 // segment, a file name and a log line.
@@ -113,7 +117,7 @@ func containsByte(s string, c byte) bool {
 
 func validateHello(h *evidencepb.Hello) error {
 	if !validTEE(h.GetTee()) {
-		return malformed("hello.tee", "%q is not one of tdx, tpm, sim", truncate(h.GetTee()))
+		return malformed("hello.tee", "%q is not one of tdx, tpm, sim, azure_tdx", truncate(h.GetTee()))
 	}
 	if h.GetInstanceId() == "." || h.GetInstanceId() == ".." {
 		return malformed("hello.instance_id", "%q is not a valid path segment", h.GetInstanceId())
@@ -201,7 +205,7 @@ func validateChallenge(c *evidencepb.Challenge) error {
 func validateEvidence(e *evidencepb.Evidence) error {
 	tee := e.GetTee()
 	if !validTEE(tee) {
-		return malformed("evidence.tee", "%q is not one of tdx, tpm, sim", truncate(tee))
+		return malformed("evidence.tee", "%q is not one of tdx, tpm, sim, azure_tdx", truncate(tee))
 	}
 	if len(e.GetBinding()) != cctrusted.ReportDataSize {
 		return malformed("evidence.binding", "%d bytes, want %d", len(e.GetBinding()), cctrusted.ReportDataSize)
@@ -225,9 +229,18 @@ func validateEvidence(e *evidencepb.Evidence) error {
 		if len(e.GetQuote()) == 0 && e.GetTpm() == nil {
 			return malformed("evidence", "a sim node must send a quote or tpm evidence")
 		}
+	case cctrusted.TEEAzureTDX:
+		if e.GetTpm() == nil || len(e.GetQuote()) == 0 || len(e.GetHclReport()) == 0 {
+			return malformed("evidence", "an azure_tdx node must send its hcl_report, the TD quote and its vTPM's tpm evidence")
+		}
+	}
+	if n := len(e.GetHclReport()); n > 0 && cctrusted.TEE(tee) != cctrusted.TEEAzureTDX {
+		return malformed("evidence.hcl_report", "sent by a %s node: only azure_tdx nodes have one", tee)
+	} else if n > maxHCLReport {
+		return malformed("evidence.hcl_report", "%d bytes, more than %d", n, maxHCLReport)
 	}
 	if t := e.GetTpm(); t != nil {
-		if err := validateTPM(t); err != nil {
+		if err := validateTPM(t, cctrusted.TEE(tee)); err != nil {
 			return err
 		}
 	}
@@ -263,7 +276,7 @@ func validateLog(field string, l *evidencepb.Log, slot evidencepb.LogKind) error
 	return nil
 }
 
-func validateTPM(t *evidencepb.TPMEvidence) error {
+func validateTPM(t *evidencepb.TPMEvidence, tee cctrusted.TEE) error {
 	for _, f := range []struct {
 		name string
 		v    []byte
@@ -276,7 +289,8 @@ func validateTPM(t *evidencepb.TPMEvidence) error {
 			return malformed(f.name, "missing")
 		}
 	}
-	if len(t.GetEkPublic()) == 0 && len(t.GetEkCertificate()) == 0 {
+	// An Azure guest's AK is vouched for by the TD report, not by an EK.
+	if len(t.GetEkPublic()) == 0 && len(t.GetEkCertificate()) == 0 && tee != cctrusted.TEEAzureTDX {
 		return malformed("evidence.tpm", "needs ek_public or ek_certificate to identify the node")
 	}
 	if n := len(t.GetAkCertificateChain()); n > maxCerts {

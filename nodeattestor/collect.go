@@ -52,7 +52,18 @@ type (
 	activator interface {
 		ActivateCredential(ctx context.Context, credBlob, encSecret []byte) ([]byte, error)
 	}
+	// hclReader is an Azure TDX guest's paravisor: the HCL report and the
+	// TD quote of its TD report.
+	hclReader interface {
+		HCLEvidence(ctx context.Context) (hclReport, tdQuote []byte, err error)
+	}
 )
+
+// tpmBacked says whether a TEE's evidence is a TPM quote with a TPM event
+// log: a TPM node, or an Azure TDX guest's vTPM.
+func tpmBacked(t cctrusted.TEE) bool {
+	return t == cctrusted.TEETPM || t == cctrusted.TEEAzureTDX
+}
 
 // logKey is the context key of the logger Hello, Collect and Activate write to.
 type logKey struct{}
@@ -82,8 +93,8 @@ func concrete(p cctrusted.Provider) cctrusted.Provider {
 // Hello returns the encoded payload that opens attestation (protocol step 1).
 // The caller sends these exact bytes and keeps them: Collect hashes them into
 // the binding. On TDX and the simulator it reads, or creates once, the
-// instance ID at cfg.InstanceIDPath; a TPM node is named by its EK and sends
-// none.
+// instance ID at cfg.InstanceIDPath; a TPM node is named by its EK and an
+// Azure TDX guest by its vTPM, and they send none.
 func Hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttestor) ([]byte, error) {
 	return hello(ctx, p, cfg, true)
 }
@@ -98,7 +109,7 @@ func hello(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttesto
 	}
 	t := p.TEE()
 	h := &evidencepb.Hello{Tee: string(t), AgentVersion: agentVersion()}
-	if t != cctrusted.TEETPM {
+	if !tpmBacked(t) {
 		id, err := InstanceID(cfg.InstanceIDPath)
 		if err != nil {
 			return nil, fail(codes.Internal, "instance id", err)
@@ -183,12 +194,12 @@ func logSupported(c cctrusted.Provider, t cctrusted.TEE, k conf.LogKind) bool {
 	switch k {
 	case conf.LogCCEL:
 		_, ok = c.(ccelReader)
-		ok = ok && t != cctrusted.TEETPM
+		ok = ok && !tpmBacked(t)
 	case conf.LogTPM:
 		_, ok = c.(tpmLogReader)
-		ok = ok && t == cctrusted.TEETPM
+		ok = ok && tpmBacked(t)
 	case conf.LogIMA:
-		if t == cctrusted.TEETPM {
+		if tpmBacked(t) {
 			_, ok = c.(tpmIMAReader)
 		} else {
 			_, ok = c.(tdxIMAReader)
@@ -240,11 +251,25 @@ func Collect(ctx context.Context, p cctrusted.Provider, cfg *conf.AgentNodeAttes
 		return nil, failf(codes.Internal, string(t)+" report", "report data %x is not the binding %x", rep.ReportData, binding)
 	}
 	ev := &evidencepb.Evidence{Tee: string(t), Binding: binding[:]}
-	if t == cctrusted.TEETPM {
-		if ev.Tpm, err = tpmEvidence(ctx, c, rep); err != nil {
+	switch t {
+	case cctrusted.TEETPM:
+		if ev.Tpm, err = tpmEvidence(ctx, c, rep, true); err != nil {
 			return nil, err
 		}
-	} else {
+	case cctrusted.TEEAzureTDX:
+		// The vTPM quote as on a TPM node, by the paravisor's AK, which
+		// the TD report vouches for: no EK is needed.
+		if ev.Tpm, err = tpmEvidence(ctx, c, rep, false); err != nil {
+			return nil, err
+		}
+		hr, ok := c.(hclReader)
+		if !ok {
+			return nil, failf(codes.Internal, "azure_tdx hcl report", "provider %T cannot read the HCL report", c)
+		}
+		if ev.HclReport, ev.Quote, err = hr.HCLEvidence(ctx); err != nil {
+			return nil, fail(codes.Unavailable, "azure_tdx hcl report and td quote", err)
+		}
+	default:
 		if len(rep.Quote) == 0 {
 			return nil, failf(codes.Internal, string(t)+" report", "the provider returned no quote")
 		}
@@ -314,7 +339,7 @@ func addLog(ctx context.Context, c cctrusted.Provider, t cctrusted.TEE, cfg *con
 		raw, err = c.(tpmLogReader).RawEventLog(ctx)
 	case conf.LogIMA:
 		op = string(t) + " ima log"
-		if t == cctrusted.TEETPM {
+		if tpmBacked(t) {
 			raw, err = c.(tpmIMAReader).RawIMALog(ctx)
 		} else {
 			raw, err = c.(tdxIMAReader).RawIMA(ctx)
@@ -369,9 +394,11 @@ func readRuntimeLog(ctx context.Context, path string) ([]byte, error) {
 }
 
 // tpmEvidence gathers the TPM quote and the keys the server needs to trust
-// its AK. A missing EK certificate is not fatal: a server can identify the
-// EK by an allow-list of public key hashes instead.
-func tpmEvidence(ctx context.Context, c cctrusted.Provider, rep *cctrusted.Report) (*evidencepb.TPMEvidence, error) {
+// its AK: with withEK the EK and its certificate (a TPM node), without only
+// the AK (an Azure guest, whose AK the TD report vouches for). A missing EK
+// certificate is not fatal: a server can identify the EK by an allow-list
+// of public key hashes instead.
+func tpmEvidence(ctx context.Context, c cctrusted.Provider, rep *cctrusted.Report, withEK bool) (*evidencepb.TPMEvidence, error) {
 	keys, ok := c.(tpmKeys)
 	if !ok {
 		return nil, failf(codes.Internal, "tpm keys", "provider %T cannot read its AK and EK", c)
@@ -384,16 +411,19 @@ func tpmEvidence(ctx context.Context, c cctrusted.Provider, rep *cctrusted.Repor
 	if te.AkPublic, err = keys.AttestationKeyPublic(); err != nil {
 		return nil, fail(codes.Internal, "tpm ak public", err)
 	}
+	te.Pcrs = pcrBanks(rep.Registers)
+	if len(te.Pcrs) == 0 {
+		return nil, failf(codes.Internal, "tpm report", "the provider returned no PCR values")
+	}
+	if !withEK {
+		return te, nil
+	}
 	if te.EkPublic, err = keys.EKPublic(ctx); err != nil {
 		return nil, fail(codes.Internal, "tpm ek public", err)
 	}
 	if te.EkCertificate, err = keys.EKCertificate(ctx); err != nil {
 		logger(ctx).Warn("EK certificate not sent: the server must know this node's EK by its hash", "error", err)
 		te.EkCertificate = nil
-	}
-	te.Pcrs = pcrBanks(rep.Registers)
-	if len(te.Pcrs) == 0 {
-		return nil, failf(codes.Internal, "tpm report", "the provider returned no PCR values")
 	}
 	return te, nil
 }
@@ -431,6 +461,12 @@ func pcrBanks(regs cctrusted.Registers) []*evidencepb.PCRBank {
 func Activate(ctx context.Context, p cctrusted.Provider, ch *evidencepb.Challenge) (*evidencepb.Payload, error) {
 	if len(ch.GetCredentialBlob()) == 0 || len(ch.GetEncryptedSecret()) == 0 {
 		return nil, failf(codes.InvalidArgument, "challenge", "not a credential activation challenge (credential_blob and encrypted_secret are required)")
+	}
+	if p.TEE() == cctrusted.TEEAzureTDX {
+		// The AK is the paravisor's, vouched for by the TD report; an
+		// activation round would only make the vTPM's EK decrypt for
+		// whoever asks.
+		return nil, failf(codes.InvalidArgument, "challenge", "credential activation asked of an azure_tdx node: its AK is vouched for by the TD report, not by the EK, and the protocol has no activation round for it")
 	}
 	a, ok := concrete(p).(activator)
 	if !ok || p.TEE() != cctrusted.TEETPM {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee/azure"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
@@ -14,7 +15,7 @@ import (
 // Open. The node attestor and `ccnp evidence collect` use it, so the
 // evidence the CLI records comes from the TEE the plugin would open.
 func ForNodeAttestor(c *conf.AgentNodeAttestor) Config {
-	return fromConf(c.TEE, c.HostRoot, c.Sim.Dir,
+	cfg := fromConf(c.TEE, c.HostRoot, c.Sim.Dir,
 		tdx.Options{
 			CCELPath:      c.TDX.CCELPath,
 			CCELTablePath: c.TDX.CCELTablePath,
@@ -32,6 +33,8 @@ func ForNodeAttestor(c *conf.AgentNodeAttestor) Config {
 			RuntimePCR: c.TPM.RuntimePCR,
 			QuotePCRs:  c.TPM.PCRs,
 		})
+	cfg.IMDS = azure.IMDSOptions{URL: c.AzureTDX.IMDSURL, Timeout: c.AzureTDX.IMDSTimeout}
+	return cfg
 }
 
 // ForWorkloadAttestor is the TEE whose runtime register the workload

@@ -1,5 +1,6 @@
-// Package tee opens the TEE a node runs in, by name or by probing: Intel TDX
-// first, then a TPM. The simulated TEE is opened only when asked for by name,
+// Package tee opens the TEE a node runs in, by name or by probing: an Azure
+// TDX paravisor's vTPM first (recognised only by the HCL report in its NV
+// index 0x01400001), then Intel TDX, then a TPM. The simulated TEE is opened only when asked for by name,
 // so a misconfigured node can never fall back to a simulation, and only in
 // binaries that link package tee/sim (it registers itself with RegisterSim):
 // the production agent plugins do not, so on a production node a simulation
@@ -16,13 +17,15 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/conf"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tee/azure"
 	"github.com/ccnp-spire/ccnp-spire/tee/tdx"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
 )
 
 // Config says which TEE to open and where its interfaces are.
 type Config struct {
-	// TEE is tdx, tpm or sim; empty or conf.TEEAuto detects TDX, then TPM.
+	// TEE is azure_tdx, tdx, tpm or sim; empty or conf.TEEAuto detects
+	// Azure TDX, then TDX, then TPM.
 	TEE cctrusted.TEE
 	// HostRoot prefixes host paths (/sys, /dev) for agents in containers.
 	HostRoot string
@@ -32,6 +35,9 @@ type Config struct {
 	TPM tpm.Options
 	// SimDir is the simulated TEE's state directory (TEE = sim only).
 	SimDir string
+	// IMDS is the metadata service an Azure TDX guest gets its TD quote
+	// from (azure_tdx only; the vTPM is TPM.Device).
+	IMDS azure.IMDSOptions
 }
 
 // Provider is an open TEE: the CC Trusted API and a way to release it.
@@ -59,6 +65,12 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 			return nil, fmt.Errorf("tee tdx: %w", err)
 		}
 		return noClose{p}, nil
+	case cctrusted.TEEAzureTDX:
+		p, err := openAzure(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("tee azure_tdx: %w", err)
+		}
+		return p, nil
 	case cctrusted.TEETPM:
 		p, err := tpm.Open(ctx, cfg.TPM)
 		if err != nil {
@@ -80,7 +92,16 @@ func Open(ctx context.Context, cfg Config) (Provider, error) {
 	case "", conf.TEEAuto:
 		return detect(ctx, cfg)
 	}
-	return nil, fmt.Errorf("tee %q: want auto, tdx, tpm or sim", cfg.TEE)
+	return nil, fmt.Errorf("tee %q: want auto, azure_tdx, tdx, tpm or sim", cfg.TEE)
+}
+
+// openAzure opens an Azure TDX guest. Its quote always covers all 24
+// SHA-256 PCRs, as Azure's own attestation does, whatever the TPM node's
+// PCR list says; the AK is the paravisor's.
+func openAzure(ctx context.Context, cfg Config) (*azure.Provider, error) {
+	o := cfg.TPM
+	o.QuotePCRs = nil
+	return azure.Open(ctx, azure.Options{TPM: o, IMDS: cfg.IMDS})
 }
 
 // ErrSimNotLinked is Open's answer to tee = sim in a binary built without
@@ -103,27 +124,59 @@ func RegisterSim(open func(ctx context.Context, dir string) (cctrusted.Provider,
 // a plugin can refuse tee = "sim" when it is configured, naming the key.
 func SimAvailable() bool { return simOpener != nil }
 
-// detect tries TDX, then TPM, and says what it probed when neither is there.
-// The simulator is never a candidate.
+// detect tries an Azure paravisor's vTPM, then TDX, then a TPM, and says
+// what it probed when none is there. Azure comes first because its guest
+// also has a TPM (the vTPM) that would otherwise be opened as a plain one;
+// it is recognised only by what the vTPM's HCL report index holds, and a
+// TPM whose index is absent or holds anything else is not Azure. The
+// simulator is never a candidate.
 func detect(ctx context.Context, cfg Config) (Provider, error) {
 	var probes []string
-	if p, err := tdx.Open(ctx, cfg.TDX); err == nil {
-		return noClose{p}, nil
-	} else {
-		probes = append(probes, "tdx: "+err.Error())
-	}
 	dev := cfg.TPM.Device
 	if dev == "" {
 		dev = tpm.DefaultDevice
 	}
+	tpmErr := error(nil)
 	if !strings.HasPrefix(dev, "tcp://") {
 		// A missing device node is the common case on non-TPM hosts; say so
 		// plainly instead of surfacing an open error from deep inside go-tpm.
 		// The device path is used as given (not under HostRoot), as tpm.Open does.
 		if _, err := os.Stat(dev); err != nil {
-			probes = append(probes, fmt.Sprintf("tpm: %s: %v", dev, errors.Unwrap(err)))
-			return nil, &DetectError{Probes: probes}
+			tpmErr = fmt.Errorf("%s: %v", dev, errors.Unwrap(err))
 		}
+	}
+	if tpmErr == nil {
+		_, err := azure.Probe(ctx, dev)
+		switch {
+		case err == nil:
+			// The vTPM holds an HCL report: this is an Azure guest, and
+			// failing to open it is an error, never a fallback to a
+			// plain TPM.
+			p, err := openAzure(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("tee azure_tdx (detected from NV index 0x%08x of %s): %w", azure.HCLReportNVIndex, dev, err)
+			}
+			return p, nil
+		case errors.Is(err, azure.ErrNotAzure):
+			probes = append(probes, "azure_tdx: "+err.Error())
+		default:
+			// Unreadable: whether this is an Azure vTPM is unknown, so it
+			// is not opened as a plain TPM either (that could downgrade
+			// an Azure guest).
+			probes = append(probes, "azure_tdx: "+err.Error())
+			tpmErr = fmt.Errorf("not opened: cannot tell whether it is an Azure vTPM: %w", err)
+		}
+	} else {
+		probes = append(probes, "azure_tdx: no TPM: "+tpmErr.Error())
+	}
+	if p, err := tdx.Open(ctx, cfg.TDX); err == nil {
+		return noClose{p}, nil
+	} else {
+		probes = append(probes, "tdx: "+err.Error())
+	}
+	if tpmErr != nil {
+		probes = append(probes, "tpm: "+tpmErr.Error())
+		return nil, &DetectError{Probes: probes}
 	}
 	p, err := tpm.Open(ctx, cfg.TPM)
 	if err == nil {

@@ -9,13 +9,16 @@ import (
 
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
 	"github.com/ccnp-spire/ccnp-spire/tee"
+	"github.com/ccnp-spire/ccnp-spire/tee/azure"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
+	"github.com/ccnp-spire/ccnp-spire/test/azuresim"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 )
 
 // On a host with neither TDX nor a TPM, auto detection fails and says what it
-// probed; it never falls back to the simulator, even when one is configured.
+// probed (Azure's vTPM, TDX, a TPM); it never falls back to the simulator,
+// even when one is configured.
 func TestDetectNothing(t *testing.T) {
 	root := t.TempDir()
 	simDir := filepath.Join(t.TempDir(), "sim")
@@ -25,10 +28,10 @@ func TestDetectNothing(t *testing.T) {
 	_, err := tee.Open(context.Background(), tee.Config{HostRoot: root, SimDir: simDir,
 		TPM: tpm.Options{Device: filepath.Join(root, "dev/tpmrm0")}})
 	var de *tee.DetectError
-	if !errors.As(err, &de) || len(de.Probes) != 2 {
-		t.Fatalf("Open(auto) = %v, want a DetectError with two probes", err)
+	if !errors.As(err, &de) || len(de.Probes) != 3 {
+		t.Fatalf("Open(auto) = %v, want a DetectError with three probes", err)
 	}
-	for _, want := range []string{"tdx:", "tpm:", "dev/tpmrm0", "only used with tee = sim"} {
+	for _, want := range []string{"azure_tdx:", "tdx:", "tpm:", "dev/tpmrm0", "only used with tee = sim"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -73,5 +76,53 @@ func TestDetectTPM(t *testing.T) {
 	}
 	if _, err := p.Measurement(ctx, cctrusted.PCR(0).IMR(), cctrusted.AlgSHA256); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An Azure paravisor's vTPM (HCL report in NV 0x01400001) is detected as
+// azure_tdx, before it could be taken for a plain TPM.
+func TestDetectAzureTDX(t *testing.T) {
+	ctx := context.Background()
+	p := azuresim.Start(t, azuresim.Options{})
+	prov, err := tee.Open(ctx, tee.Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: p.Device()}, IMDS: azure.IMDSOptions{URL: p.IMDSURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prov.Close()
+	if prov.TEE() != cctrusted.TEEAzureTDX {
+		t.Fatalf("detected %q, want azure_tdx", prov.TEE())
+	}
+}
+
+// TestAttackDetectGarbageHCLIndex: a TPM whose NV 0x01400001 holds anything
+// but an HCL report of a TD report (garbage, an HCL report with a flipped
+// magic) is a plain TPM: nothing but that index's parsed content makes a
+// node azure_tdx.
+func TestAttackDetectGarbageHCLIndex(t *testing.T) {
+	ctx := context.Background()
+	p := azuresim.Start(t, azuresim.Options{})
+	notHCL := p.HCLReport()
+	notHCL[0] = 'X'
+	for name, content := range map[string][]byte{"garbage": []byte("not an HCL report at all"), "bad magic": notHCL} {
+		if err := p.WriteHCLReport(ctx, content); err != nil {
+			t.Fatal(err)
+		}
+		prov, err := tee.Open(ctx, tee.Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: p.Device()}, IMDS: azure.IMDSOptions{URL: p.IMDSURL()}})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if prov.TEE() != cctrusted.TEETPM {
+			t.Errorf("%s: detected %q, want tpm", name, prov.TEE())
+		}
+		prov.Close()
+	}
+}
+
+// Asked for by name on a plain TPM, azure_tdx fails, naming the index.
+func TestOpenAzureTDXOnPlainTPM(t *testing.T) {
+	s := swtpm.StartT(t)
+	_, err := tee.Open(context.Background(), tee.Config{TEE: cctrusted.TEEAzureTDX, TPM: tpm.Options{Device: s.Addr()}})
+	if err == nil || !strings.Contains(err.Error(), "0x01400001") {
+		t.Fatalf("Open(azure_tdx) on a plain TPM = %v", err)
 	}
 }

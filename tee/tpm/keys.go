@@ -70,6 +70,8 @@ func loadAK(t transport.TPM, opts Options) (key, error) {
 			return key{handle: h, name: rsp.Name, public: rsp.OutPublic.Bytes()}, nil
 		case !errors.Is(err, tpm2.TPMRCHandle):
 			return key{}, fmt.Errorf("reading AK at 0x%08x: %w", opts.AKHandle, err)
+		case opts.AKMustExist:
+			return key{}, fmt.Errorf("no key at persistent handle 0x%08x: the AK must already be there (it is never created here)", opts.AKHandle)
 		}
 	}
 	rsp, err := tpm2.CreatePrimary{
@@ -154,58 +156,128 @@ func (p *Provider) EKPublic(ctx context.Context) ([]byte, error) {
 	return pub, nil
 }
 
-// nvChunk is below every TPM's TPM_PT_NV_BUFFER_MAX.
-const nvChunk = 512
-
 // EKCertificate reads the EK certificate (DER) from Options.EKNVIndex.
 func (p *Provider) EKCertificate(ctx context.Context) ([]byte, error) {
 	idx := p.opts.EKNVIndex
 	var out []byte
-	err := p.do(ctx, "ek certificate", func(t transport.TPM) error {
-		h := tpm2.TPMHandle(idx)
-		pub, err := tpm2.NVReadPublic{NVIndex: h}.Execute(t)
-		if errors.Is(err, tpm2.TPMRCHandle) {
-			return errors.New("the index is not defined: this TPM has no EK certificate there")
-		}
-		if err != nil {
-			return err
-		}
-		info, err := pub.NVPublic.Contents()
-		if err != nil {
-			return err
-		}
-		if !info.Attributes.Written {
-			return errors.New("the index is defined but was never written")
-		}
-		size := int(info.DataSize)
-		// Owner authorisation is how tpm2-tools and go-tpm-tools read EK
-		// certificates; the index's own (empty) auth is the fallback.
-		readWith := func(auth tpm2.AuthHandle) ([]byte, error) {
-			buf := make([]byte, 0, size)
-			for off := 0; off < size; off += nvChunk {
-				n := min(nvChunk, size-off)
-				rsp, err := tpm2.NVRead{
-					AuthHandle: auth,
-					NVIndex:    tpm2.NamedHandle{Handle: h, Name: pub.NVName},
-					Size:       uint16(n), Offset: uint16(off),
-				}.Execute(t)
-				if err != nil {
-					return nil, fmt.Errorf("reading bytes %d..%d: %w", off, off+n, err)
-				}
-				buf = append(buf, rsp.Data.Buffer...)
-			}
-			return buf, nil
-		}
-		out, err = readWith(tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)})
-		if err != nil && info.Attributes.AuthRead {
-			out, err = readWith(tpm2.AuthHandle{Handle: h, Name: pub.NVName, Auth: tpm2.PasswordAuth(nil)})
-		}
+	err := p.do(ctx, "ek certificate", func(t transport.TPM) (err error) {
+		out, err = readNV(t, idx, maxEKCert)
 		return err
 	})
+	if errors.Is(err, ErrNVNotDefined) {
+		err = errors.New("the index is not defined: this TPM has no EK certificate there")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm: EK certificate at NV index 0x%08x: %w", idx, err)
 	}
 	return out, nil
+}
+
+// maxEKCert bounds an EK certificate: real ones are 1-2 KiB.
+const maxEKCert = 8 << 10
+
+// ReadNV reads the whole of NV index idx, refusing an index larger than
+// maxSize. An index that is not defined is ErrNVNotDefined.
+func (p *Provider) ReadNV(ctx context.Context, idx uint32, maxSize int) ([]byte, error) {
+	var out []byte
+	err := p.do(ctx, "nv read", func(t transport.TPM) (err error) {
+		out, err = readNV(t, idx, maxSize)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tpm: NV index 0x%08x: %w", idx, err)
+	}
+	return out, nil
+}
+
+// ReadNVIndex opens device, reads NV index idx as ReadNV does and closes the
+// device again, without loading any key: cheap enough to probe a TPM with
+// (an Azure paravisor's vTPM is recognised by what one index holds).
+func ReadNVIndex(ctx context.Context, device string, idx uint32, maxSize int) ([]byte, error) {
+	rwc, err := openDevice(ctx, device)
+	if err != nil {
+		return nil, err
+	}
+	p := &Provider{rwc: rwc, tpm: transport.FromReadWriter(rwc), opts: Options{Device: device}}
+	defer p.Close()
+	return p.ReadNV(ctx, idx, maxSize)
+}
+
+// ErrNVNotDefined is the error of reading an NV index the TPM does not have.
+var ErrNVNotDefined = errors.New("the NV index is not defined")
+
+// nvChunkFallback is below every TPM's TPM_PT_NV_BUFFER_MAX, for a TPM that
+// does not report it.
+const nvChunkFallback = 512
+
+// nvBufferMax is the most bytes one TPM2_NV_Read returns on this TPM
+// (TPM_PT_NV_BUFFER_MAX), as Azure's own tooling reads its vTPM's indices.
+func nvBufferMax(t transport.TPM) int {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapTPMProperties, Property: uint32(tpm2.TPMPTNVBufferMax), PropertyCount: 1}.Execute(t)
+	if err != nil {
+		return nvChunkFallback
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil || len(props.TPMProperty) == 0 || props.TPMProperty[0].Property != tpm2.TPMPTNVBufferMax {
+		return nvChunkFallback
+	}
+	v := int(props.TPMProperty[0].Value)
+	if v < 64 || v > 4096 {
+		// A value no TPM reports: do not trust it to size reads.
+		return nvChunkFallback
+	}
+	return v
+}
+
+// readNV reads a whole written NV index in chunks of the TPM's NV buffer.
+func readNV(t transport.TPM, idx uint32, maxSize int) ([]byte, error) {
+	h := tpm2.TPMHandle(idx)
+	pub, err := tpm2.NVReadPublic{NVIndex: h}.Execute(t)
+	if errors.Is(err, tpm2.TPMRCHandle) {
+		return nil, ErrNVNotDefined
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := pub.NVPublic.Contents()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Attributes.Written {
+		return nil, errors.New("the index is defined but was never written")
+	}
+	size := int(info.DataSize)
+	if size > maxSize {
+		return nil, fmt.Errorf("the index holds %d bytes, more than the %d expected", size, maxSize)
+	}
+	chunk := nvBufferMax(t)
+	// Owner authorisation is how tpm2-tools, go-tpm-tools and Azure's
+	// tooling read these indices; the index's own (empty) auth is the
+	// fallback.
+	readWith := func(auth tpm2.AuthHandle) ([]byte, error) {
+		buf := make([]byte, 0, size)
+		for off := 0; off < size; off += chunk {
+			n := min(chunk, size-off)
+			rsp, err := tpm2.NVRead{
+				AuthHandle: auth,
+				NVIndex:    tpm2.NamedHandle{Handle: h, Name: pub.NVName},
+				Size:       uint16(n), Offset: uint16(off),
+			}.Execute(t)
+			if err != nil {
+				return nil, fmt.Errorf("reading bytes %d..%d: %w", off, off+n, err)
+			}
+			if len(rsp.Data.Buffer) != n {
+				return nil, fmt.Errorf("reading bytes %d..%d: the TPM returned %d bytes", off, off+n, len(rsp.Data.Buffer))
+			}
+			buf = append(buf, rsp.Data.Buffer...)
+		}
+		return buf, nil
+	}
+	out, err := readWith(tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)})
+	if err != nil && info.Attributes.AuthRead {
+		out, err = readWith(tpm2.AuthHandle{Handle: h, Name: pub.NVName, Auth: tpm2.PasswordAuth(nil)})
+	}
+	return out, err
 }
 
 // ActivateCredential is the agent side of credential activation: the TPM

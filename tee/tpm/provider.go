@@ -69,6 +69,10 @@ type Options struct {
 	// key, re-derived identically at every Open from the owner seed.
 	AKHandle  uint32
 	PersistAK bool
+	// AKMustExist: the AK at AKHandle is someone else's (an Azure
+	// paravisor's HCL AK at 0x81000003): an empty handle is an error and
+	// no AK is ever created.
+	AKMustExist bool
 	// EKType is "rsa" (default, the EK every TPM certifies) or "ecc".
 	EKType string
 	// EKNVIndex holds the EK certificate (default per EKType: 0x01c00002
@@ -115,6 +119,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.PersistAK && o.AKHandle == 0 {
 		return errors.New("tpm: persist_ak needs ak_handle")
+	}
+	if o.AKMustExist && (o.AKHandle == 0 || o.PersistAK) {
+		return errors.New("tpm: an AK that must exist needs ak_handle and is never persisted")
 	}
 	if o.RuntimePCR == 0 {
 		o.RuntimePCR = DefaultRuntimePCR

@@ -340,3 +340,21 @@ func parseCA(certPEM, keyPEM []byte) (*x509.Certificate, crypto.Signer, error) {
 	}
 	return cert, signer, nil
 }
+
+// WriteNV (re)defines NV index idx as a platform-created index (as a
+// manufacturer's or a paravisor's) and writes data into it. No other client
+// may be connected.
+func (t *TPM) WriteNV(ctx context.Context, idx uint32, data []byte) error {
+	rw, err := t.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer rw.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = rw.(*framedConn).SetDeadline(d)
+	}
+	if err := writeNV(transport.FromReadWriter(rw), idx, data); err != nil {
+		return fmt.Errorf("swtpm: NV index 0x%08x: %w", idx, err)
+	}
+	return nil
+}
