@@ -11,6 +11,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
@@ -48,7 +50,7 @@ const maxChallenges = 8
 // server, AttestAgent with the attestation data and the CSR, each
 // challenge answered on the stream, until the server returns the agent
 // SVID. It checks that the SVID's ID lies under wantPrefix.
-func attestOnce(ctx context.Context, addr string, tlsConf *tls.Config, typ string, a agent, wantPrefix string) error {
+func attestOnce(ctx context.Context, addr string, tlsConf *tls.Config, typ string, a agent, wantPrefix string, w *wire) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
@@ -71,6 +73,7 @@ func attestOnce(ctx context.Context, addr string, tlsConf *tls.Config, typ strin
 	if err != nil {
 		return fmt.Errorf("send attestation data: %w", err)
 	}
+	w.sent.Add(int64(len(payload)))
 	for range maxChallenges {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -84,6 +87,9 @@ func attestOnce(ctx context.Context, addr string, tlsConf *tls.Config, typ strin
 			if err := stream.Send(&agentv1.AttestAgentRequest{Step: &agentv1.AttestAgentRequest_ChallengeResponse{ChallengeResponse: b}}); err != nil {
 				return fmt.Errorf("send challenge response: %w", err)
 			}
+			w.challenges.Add(1)
+			w.received.Add(int64(len(ch)))
+			w.sent.Add(int64(len(b)))
 			continue
 		}
 		chain := resp.GetResult().GetSvid().GetCertChain()
@@ -176,6 +182,17 @@ func (a *ccnpAgent) answer(ctx context.Context, hello, b []byte) ([]byte, error)
 		return nil, err
 	}
 	return evidence.Encode(pl)
+}
+
+// fullCCNP is a ccnp agent that drops its checkpoint before each
+// attestation, so that the server replays its whole logs (CCNPFull).
+type fullCCNP struct{ *ccnpAgent }
+
+func (a fullCCNP) payload(ctx context.Context) ([]byte, error) {
+	if err := os.Remove(nodeattestor.CheckpointPath(a.cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return a.ccnpAgent.payload(ctx)
 }
 
 // certOff is where a v4 quote's certification data (QE report, its PCK

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log"
 	"os"
@@ -9,6 +10,12 @@ import (
 	"time"
 
 	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
+)
+
+// Flags of the e2e part only (declared here so that main stays as it is).
+var (
+	e2ePprof = flag.String("pprof", "", "end to end: take Go CPU profiles of spire-server (its profiling_port) and of the driver at these levels of concurrency (comma-separated, e.g. 8,64), for every attestor; kept in a temporary directory for go tool pprof (-diff_base)")
+	e2eDur   = flag.Duration("e2e-duration", 0, "end to end: length of one measurement (default 1.5s, -quick 300ms); profiles want a few seconds")
 )
 
 // e2e measures node attestation through a real spire-server (bench/spireload):
@@ -24,8 +31,45 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 	if r.quick {
 		dur = 300 * time.Millisecond
 	}
+	if *e2eDur > 0 {
+		dur = *e2eDur
+	}
 	levels := r.levels([]int{1, 2, 4, 8, 16, 32, 64})
-	cfg := spireload.Config{Bin: bin, Dir: dir, Levels: levels, Duration: dur, Count: r.count, Progress: os.Stderr}
+	cfg := spireload.Config{Bin: bin, Dir: dir, Levels: levels, Duration: dur, Count: r.count, Progress: os.Stderr,
+		FullLevels: []int{1, 8, 64}}
+	// The simulated agents' own files on tmpfs when there is one (see
+	// spireload.Config.AgentsDir).
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if cfg.AgentsDir, err = os.MkdirTemp("/dev/shm", "ccnp-bench-agents-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(cfg.AgentsDir)
+	}
+	if *e2ePprof != "" {
+		if r.perf != nil {
+			return fmt.Errorf("-pprof and -perf profile the same windows: choose one")
+		}
+		at, err := parseLevels(*e2ePprof)
+		if err != nil {
+			return fmt.Errorf("-pprof: %w", err)
+		}
+		pdir, err := os.MkdirTemp("", "ccnp-bench-pprof-")
+		if err != nil {
+			return err
+		}
+		log.Printf("pprof profiles in %s", pdir)
+		cfg.Around = func(w spireload.Window) func() {
+			if w.Rep != 0 || !at[w.Concurrency] {
+				return func() {}
+			}
+			stop := goProfiles(pdir, fmt.Sprintf("%s-c%d", w.Attestor, w.Concurrency), w.ServerPprof, dur)
+			return func() {
+				for k, v := range stop() {
+					r.res.Profiles[fmt.Sprintf("e2e %s c=%d: %s (pprof)", w.Attestor, w.Concurrency, k)] = v
+				}
+			}
+		}
+	}
 	if r.perf != nil {
 		pbin, err := os.MkdirTemp(dir, "bin-")
 		if err != nil {
@@ -38,12 +82,13 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 		if cfg.Bin, err = binWith(bin, plugin, pbin); err != nil {
 			return err
 		}
-		cfg.Around = func(name string, c, rep, server, plugin int) func() {
-			if name != spireload.CCNP || rep != 0 || !r.perf.at[c] {
+		cfg.Around = func(w spireload.Window) func() {
+			c := w.Concurrency
+			if w.Attestor != spireload.CCNP || w.Rep != 0 || !r.perf.at[c] {
 				return func() {}
 			}
-			stopServer := r.perf.record(fmt.Sprintf("e2e-spire-server-c%d", c), server)
-			stopPlugin := r.perf.record(fmt.Sprintf("e2e-ccnp-plugin-c%d", c), plugin)
+			stopServer := r.perf.record(fmt.Sprintf("e2e-spire-server-c%d", c), w.ServerPID)
+			stopPlugin := r.perf.record(fmt.Sprintf("e2e-ccnp-plugin-c%d", c), w.PluginPID)
 			return func() {
 				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: spire-server process (perf)", c)] = stopServer()
 				r.res.Profiles[fmt.Sprintf("e2e ccnp c=%d: ccnp server plugin process (perf)", c)] = stopPlugin()
@@ -55,6 +100,7 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 		return err
 	}
 	r.e2eRes = res
+	r.res.E2E = res
 
 	tput := &Series{Title: "End to end through spire-server v1.13.3: attestations per second vs concurrency", XLabel: "concurrent agents", YLabel: "attestations/s", LogX: true}
 	lat := &Series{Title: "End to end through spire-server v1.13.3: latency vs concurrency", XLabel: "concurrent agents", YLabel: "latency (ms)", LogX: true, LogY: true}

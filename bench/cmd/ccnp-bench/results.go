@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
 )
 
 // Results is what results.json holds (and bench/plots draws).
@@ -20,6 +22,9 @@ type Results struct {
 	Rows      []Row              `json:"rows"`
 	Series    map[string]*Series `json:"series"`
 	Profiles  map[string]string  `json:"profiles"`
+	// E2E is every sample of the end-to-end part, with its datastore calls
+	// by operation and the selectors of a node of each attestor.
+	E2E *spireload.Result `json:"e2e,omitempty"`
 }
 
 // Machine describes where the run happened.
