@@ -1,15 +1,26 @@
 package spireload
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"math/big"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
 // TestPopAnswerVerifies checks the x509pop agent side against the protocol
@@ -151,5 +162,80 @@ func TestProcCPU(t *testing.T) {
 func TestChildByExe(t *testing.T) {
 	if _, err := childByExe(os.Getpid(), "no-such-binary"); err == nil {
 		t.Fatal("found a child that does not exist")
+	}
+}
+
+// TestPreparedCCELIsTheAgentsOwn checks that the driver's answer with the
+// CCEL compressed before the measurements carries what the agent plugin's
+// own answer (nodeattestor.Answer) carries: the same compressed CCEL, ACPI
+// table, runtime log and binding, for a full challenge; and that a
+// challenge that does not want the CCEL gets none (an incremental one).
+func TestPreparedCCELIsTheAgentsOwn(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	simDir := filepath.Join(dir, "td")
+	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rtlog := filepath.Join(dir, "runtime.cel")
+	if err := writeRuntimeLog(ctx, simDir, rtlog); err != nil {
+		t.Fatal(err)
+	}
+	a, err := newCCNPAgent(ctx, simDir, filepath.Join(dir, "agent"), rtlog, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ccel, err = prepareCCEL(ctx, a.prov, a.cfg); err != nil {
+		t.Fatal(err)
+	}
+	hello, err := a.payload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, evidence.NonceSize)
+	nonce[0] = 7
+	for _, tc := range []struct {
+		name string
+		want []evidencepb.LogKind
+	}{
+		{"full", []evidencepb.LogKind{evidencepb.LogKind_LOG_KIND_CCEL, evidencepb.LogKind_LOG_KIND_RUNTIME}},
+		{"no ccel wanted", []evidencepb.LogKind{evidencepb.LogKind_LOG_KIND_RUNTIME}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := &evidencepb.Challenge{Nonce: nonce, Want: tc.want}
+			chBytes, err := evidence.Encode(evidence.NewChallenge(ch))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, err := a.answer(ctx, hello, chBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl, err := nodeattestor.Answer(ctx, a.prov, a.cfg, hello, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			theirs, err := evidence.Encode(pl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err1 := evidence.DecodeEvidence(ours, evidence.DefaultLimits())
+			want, err2 := evidence.DecodeEvidence(theirs, evidence.DefaultLimits())
+			if err := errors.Join(err1, err2); err != nil {
+				t.Fatal(err)
+			}
+			if len(got.GetQuote()) == 0 || len(got.GetQuote()) != len(want.GetQuote()) {
+				t.Errorf("quote: %d bytes, the plugin's %d", len(got.GetQuote()), len(want.GetQuote()))
+			}
+			// The quotes differ (a fresh ECDSA signature each); everything
+			// else must be the plugin's.
+			got.Quote, want.Quote = nil, nil
+			if !proto.Equal(got, want) {
+				t.Errorf("the driver's evidence differs from the agent plugin's:\n got %v\nwant %v", got, want)
+			}
+			if wantCCEL := slices.Contains(tc.want, evidencepb.LogKind_LOG_KIND_CCEL); (got.GetCcel() != nil) != wantCCEL {
+				t.Errorf("CCEL sent: %v, want %v", got.GetCcel() != nil, wantCCEL)
+			}
+		})
 	}
 }
