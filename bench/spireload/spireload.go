@@ -241,21 +241,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		agentsDir = filepath.Join(lab.Dir, "agents")
 	}
 	ccnpAgents := make([]agent, agents)
-	var ccel *preparedCCEL
+	// Every agent runs on the same simulated TD: one set of logs.
+	logs := newPreparedLogs()
 	popAgents := make([]agent, agents)
 	for i := range agents {
-		na, err := newCCNPAgent(ctx, simTD.Dir, filepath.Join(agentsDir, fmt.Sprintf("ccnp-%03d", i)), rtlog, ccel)
-		if err != nil {
+		if ccnpAgents[i], err = newCCNPAgent(ctx, simTD.Dir, filepath.Join(agentsDir, fmt.Sprintf("ccnp-%03d", i)), rtlog, logs); err != nil {
 			return nil, err
 		}
-		if i == 0 {
-			// Every agent runs on the same simulated TD: one CCEL.
-			if ccel, err = prepareCCEL(ctx, na.prov, na.cfg); err != nil {
-				return nil, err
-			}
-			na.ccel = ccel
-		}
-		ccnpAgents[i] = na
 		leaf, key, err := ca.issue(fmt.Sprintf("bench-agent-%03d", i), int64(i+2), now)
 		if err != nil {
 			return nil, err
@@ -337,9 +329,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // newCCNPAgent configures a ccnp agent in dir with its own instance ID on
-// the shared simulated TD, and opens the TD for it. ccel is the TD's
-// prepared CCEL (nil: the agent compresses it at each full attestation).
-func newCCNPAgent(ctx context.Context, simDir, dir, rtlog string, ccel *preparedCCEL) (*ccnpAgent, error) {
+// the shared simulated TD, and opens the TD for it. logs are the TD's
+// logs as answered before (nil: the agent reads and compresses its logs at
+// every answer).
+func newCCNPAgent(ctx context.Context, simDir, dir, rtlog string, logs *preparedLogs) (*ccnpAgent, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -364,7 +357,7 @@ runtime_log_path = %q
 	if _, err := nodeattestor.InstanceID(cfg.InstanceIDPath); err != nil {
 		return nil, err
 	}
-	return &ccnpAgent{cfg: cfg, prov: &stableQE{Provider: p}, request: req, ccel: ccel}, nil
+	return &ccnpAgent{cfg: cfg, prov: &stableQE{Provider: p}, request: req, logs: logs}, nil
 }
 
 // writeSecret writes a random 32-byte key, hex, for checkpoint_key_file.
