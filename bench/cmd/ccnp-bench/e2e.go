@@ -135,7 +135,69 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 	r.res.Series["e2e_throughput_vs_concurrency"] = tput
 	r.res.Series["e2e_latency_vs_concurrency"] = lat
 	r.res.Series["e2e_cpu_vs_concurrency"] = cpu
+	r.res.Series["e2e_per_attestation"] = e2ePerAttestation(res, levels)
+	if len(cfg.FullLevels) > 0 {
+		r.res.Series["e2e_full_vs_concurrency"] = e2eFull(res, cfg.FullLevels)
+	}
 	return nil
+}
+
+// stat summarises f over the samples of one attestor at one level.
+func e2eStat(res *spireload.Result, name string, c int, f func(spireload.Sample) float64) Stat {
+	var v []float64
+	for _, s := range res.Of(name, c) {
+		v = append(v, f(s))
+	}
+	return newStat(v)
+}
+
+// e2ePerAttestation is what one attestation costs spire-server's datastore
+// and the wire, per attestor and level: the datastore calls counted by
+// spire-server's own telemetry (Prometheus, spire_server_datastore_*),
+// writes apart; the selectors SPIRE stores per node (each
+// node_selectors_set deletes the node's old selector rows and inserts one
+// row per selector, SPIRE v1.13.3 sqlstore.setNodeSelectors); the
+// challenges answered and the AttestAgent payload bytes the agent sent.
+func e2ePerAttestation(res *spireload.Result, levels []int) *Series {
+	s := &Series{Title: "End to end: datastore, selectors and wire per attestation", XLabel: "concurrent agents", YLabel: "per attestation", LogX: true}
+	per := func(f func(spireload.Sample) float64) func(spireload.Sample) float64 {
+		return func(x spireload.Sample) float64 { return x.PerAttestation(f(x)) }
+	}
+	for _, c := range levels {
+		s.X = append(s.X, float64(c))
+		for _, name := range []string{spireload.CCNP, spireload.X509PoP} {
+			s.add(name+": datastore writes", e2eStat(res, name, c, per(func(x spireload.Sample) float64 { return x.Datastore.Writes() })))
+			s.add(name+": datastore calls", e2eStat(res, name, c, per(func(x spireload.Sample) float64 { return x.Datastore.Total() })))
+			sel := float64(len(res.Selectors[name]))
+			s.add(name+": selectors per node", e2eStat(res, name, c, func(spireload.Sample) float64 { return sel }))
+			s.add(name+": selector rows written (deleted + inserted)", e2eStat(res, name, c, per(func(x spireload.Sample) float64 { return 2 * sel * x.Datastore["node_selectors_set"] })))
+			s.add(name+": challenges", e2eStat(res, name, c, per(func(x spireload.Sample) float64 { return float64(x.Challenges) })))
+			s.add(name+": bytes sent", e2eStat(res, name, c, per(func(x spireload.Sample) float64 { return float64(x.SentBytes) })))
+		}
+	}
+	return s
+}
+
+// e2eFull is ccnp without incremental re-attestation (every attestation
+// replays whole logs, as after a reboot) at a few levels.
+func e2eFull(res *spireload.Result, levels []int) *Series {
+	s := &Series{Title: "End to end: ccnp with whole logs at every attestation (checkpoint dropped), same run", XLabel: "concurrent agents", YLabel: "median of samples", LogX: true}
+	perAtt := func(d func(spireload.Sample) time.Duration) func(spireload.Sample) float64 {
+		return func(x spireload.Sample) float64 { return msOf(d(x)) / float64(x.Attestations) }
+	}
+	for _, c := range levels {
+		s.X = append(s.X, float64(c))
+		st := func(f func(spireload.Sample) float64) Stat { return e2eStat(res, spireload.CCNPFull, c, f) }
+		s.add("attestations/s", st(spireload.Sample.Rate))
+		s.add("p50 ms", st(func(x spireload.Sample) float64 { return msOf(x.P50) }))
+		s.add("p99 ms", st(func(x spireload.Sample) float64 { return msOf(x.P99) }))
+		s.add("spire-server CPU ms per attestation", st(perAtt(func(x spireload.Sample) time.Duration { return x.ServerCPU })))
+		s.add("ccnp plugin CPU ms per attestation", st(perAtt(func(x spireload.Sample) time.Duration { return x.PluginCPU })))
+		s.add("driver CPU ms per attestation", st(perAtt(func(x spireload.Sample) time.Duration { return x.DriverCPU })))
+		s.add("datastore writes per attestation", st(func(x spireload.Sample) float64 { return x.PerAttestation(x.Datastore.Writes()) }))
+		s.add("bytes sent per attestation", st(func(x spireload.Sample) float64 { return x.PerAttestation(float64(x.SentBytes)) }))
+	}
+	return s
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

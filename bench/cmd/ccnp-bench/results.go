@@ -296,6 +296,8 @@ func (res *Results) markdown() string {
 		{"e2e_throughput_vs_concurrency", "e2e-throughput-vs-concurrency.png"},
 		{"e2e_latency_vs_concurrency", "e2e-latency-vs-concurrency.png"},
 		{"e2e_cpu_vs_concurrency", ""},
+		{"e2e_per_attestation", ""},
+		{"e2e_full_vs_concurrency", ""},
 	} {
 		s := res.Series[p.key]
 		if s == nil {
