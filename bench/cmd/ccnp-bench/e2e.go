@@ -131,6 +131,13 @@ func (r *runner) e2e(ctx context.Context, bin string) error {
 		cpu.add("ccnp: driver (simulated agents)", stat(spireload.CCNP, perAtt(func(s spireload.Sample) time.Duration { return s.DriverCPU })))
 		cpu.add("x509pop: spire-server process", stat(spireload.X509PoP, perAtt(func(s spireload.Sample) time.Duration { return s.ServerCPU })))
 		cpu.add("x509pop: driver (simulated agents)", stat(spireload.X509PoP, perAtt(func(s spireload.Sample) time.Duration { return s.DriverCPU })))
+		// All the processes together: on a shared machine, throughput
+		// follows the CPU each attestor gets, and three processes get a
+		// larger share than two, so this ratio is the one load elsewhere
+		// does not bend.
+		all := perAtt(func(s spireload.Sample) time.Duration { return s.ServerCPU + s.PluginCPU + s.DriverCPU })
+		cpu.add("ccnp: all processes", stat(spireload.CCNP, all))
+		cpu.add("x509pop: all processes", stat(spireload.X509PoP, all))
 	}
 	r.res.Series["e2e_throughput_vs_concurrency"] = tput
 	r.res.Series["e2e_latency_vs_concurrency"] = lat
@@ -214,8 +221,9 @@ func (r *runner) e2eRows(add func(Row, string)) {
 		ours, anchor := tput.Lines[0].Points[i], tput.Lines[1].Points[i]
 		rt := ours.Median / anchor.Median
 		share := cpu.Lines[2].Points[i].Median
-		note := fmt.Sprintf("server-side CPU per ccnp attestation: spire-server %.2f ms + ccnp plugin %.2f ms (plugin share %.0f%%); x509pop: spire-server %.2f ms; the simulated agents share the 2 cores",
-			cpu.Lines[0].Points[i].Median, cpu.Lines[1].Points[i].Median, share, cpu.Lines[4].Points[i].Median)
+		note := fmt.Sprintf("server-side CPU per ccnp attestation: spire-server %.2f ms + ccnp plugin %.2f ms (plugin share %.0f%%); x509pop: spire-server %.2f ms; the simulated agents share the 2 cores; CPU of all processes per attestation: ccnp %.2f ms, x509pop %.2f ms, ratio %.3f",
+			cpu.Lines[0].Points[i].Median, cpu.Lines[1].Points[i].Median, share, cpu.Lines[4].Points[i].Median,
+			cpu.Lines[6].Points[i].Median, cpu.Lines[7].Points[i].Median, cpu.Lines[7].Points[i].Median/cpu.Lines[6].Points[i].Median)
 		add(Row{Operation: fmt.Sprintf("End to end through spire-server (AttestAgent over TLS, sqlite), attestations/s at concurrency %.0f", c),
 			Ours: ours, Unit: "attestations/s", Anchor: &anchor, AnchorOp: "SPIRE x509pop attestor, same server, same run",
 			Ratio: rt, Target: "ratio >= 0.8", Holds: boolp(rt >= 0.8), Note: note}, "")
