@@ -13,9 +13,11 @@ package spireload
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +26,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +45,20 @@ const (
 	X509PoP = "x509pop"
 )
 
+// CCNPFull is the ccnp attestor measured without incremental
+// re-attestation: the same agents, each dropping its checkpoint before it
+// attests, so the server asks for and replays whole logs, as at a node's
+// first attestation after a reboot or with an expired checkpoint.
+const CCNPFull = "ccnp-full"
+
+// pluginOf is the SPIRE node attestor a measurement's agents use.
+func pluginOf(name string) string {
+	if name == CCNPFull {
+		return CCNP
+	}
+	return name
+}
+
 // Config says what to run.
 type Config struct {
 	// Bin holds spire-server, ccnp and the plugins (make build spire).
@@ -56,12 +73,35 @@ type Config struct {
 	// attestors alternate, so load from elsewhere on the machine falls on
 	// both alike.
 	Count int
+	// AgentsDir holds the simulated agents' data dirs (instance ID,
+	// checkpoint); empty: under Dir. Each real agent writes these on its
+	// own machine's disk; ccnp-bench puts them on tmpfs so that the
+	// journal commits of the agents' checkpoint writes (each fsynced, as
+	// the agent plugin does) are not charged to the cores the server
+	// runs on.
+	AgentsDir string
+	// FullLevels are the levels (a subset of Levels) at which CCNPFull is
+	// measured too, after the other two.
+	FullLevels []int
 	// Progress receives one line per step and measurement (nil: none).
 	Progress io.Writer
-	// Around, when set, is called before each measurement with the PIDs
-	// of spire-server and the ccnp server plugin; the function it returns
-	// is called right after (a profiler's start and stop).
-	Around func(attestor string, concurrency, rep int, serverPID, pluginPID int) func()
+	// Around, when set, is called before each measurement; the function
+	// it returns is called right after (a profiler's start and stop).
+	Around func(w Window) func()
+}
+
+// Window is one measurement as Around sees it: what runs, and where to
+// observe the server.
+type Window struct {
+	Attestor    string
+	Concurrency int
+	Rep         int
+	// ServerPID and PluginPID are spire-server's and the ccnp server
+	// plugin's processes.
+	ServerPID, PluginPID int
+	// ServerPprof is spire-server's net/http/pprof base URL
+	// (http://localhost:<profiling_port>/debug/pprof/).
+	ServerPprof string
 }
 
 // Sample is one measurement of one attestor at one level of concurrency.
@@ -78,7 +118,20 @@ type Sample struct {
 	ServerCPU time.Duration `json:"server_cpu_ns"`
 	PluginCPU time.Duration `json:"plugin_cpu_ns"`
 	DriverCPU time.Duration `json:"driver_cpu_ns"`
+	// Datastore is spire-server's datastore calls during the measurement
+	// by operation (its Prometheus counters), reads and writes.
+	Datastore DatastoreCalls `json:"datastore_calls"`
+	// Challenges is the number of challenges the agents answered; SentBytes
+	// and ReceivedBytes are the AttestAgent payloads the agents sent
+	// (attestation data, challenge responses) and received (challenges),
+	// excluding the CSR, the SVID and gRPC/TLS framing.
+	Challenges    int   `json:"challenges"`
+	SentBytes     int64 `json:"sent_bytes"`
+	ReceivedBytes int64 `json:"received_bytes"`
 }
+
+// PerAttestation divides a count over the sample's attestations.
+func (s Sample) PerAttestation(n float64) float64 { return n / float64(s.Attestations) }
 
 // Rate is attestations per second.
 func (s Sample) Rate() float64 { return float64(s.Attestations) / s.Wall.Seconds() }
@@ -97,6 +150,9 @@ type Result struct {
 	Samples []Sample `json:"samples"`
 	// Agents is the number of distinct identities per attestor.
 	Agents int `json:"agents"`
+	// Selectors are the selectors SPIRE stored for the first enrolled
+	// node of each attestor (spire-server agent show), after enrolment.
+	Selectors map[string][]string `json:"selectors"`
 }
 
 // Of returns the samples of one attestor at one level.
@@ -152,10 +208,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := ca.writePEM(bundle); err != nil {
 		return nil, err
 	}
+	pprofPort, err1 := spirelab.FreePort()
+	promPort, err2 := spirelab.FreePort()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	// Checkpoints on, as a deployment that re-attests often runs: every
+	// verified attestation ends with a checkpoint, and the next one sends
+	// log suffixes (CCNPFull measures the other case).
+	ckptKey := filepath.Join(lab.Dir, "checkpoint.key")
+	if err := writeSecret(ckptKey); err != nil {
+		return nil, err
+	}
 	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{
-		SimRoot: filepath.Join(simTD.Dir, sim.RootFile), PCSURL: simTD.PCSURL,
+		CheckpointKeyFile: ckptKey,
+		SimRoot:           filepath.Join(simTD.Dir, sim.RootFile), PCSURL: simTD.PCSURL,
 		PolicyFile: policy, RequirePolicy: true,
 		X509PoPCABundle: bundle, NoAttestationRateLimit: true, LogLevel: "WARN",
+		ProfilingPort: pprofPort, PrometheusPort: promPort,
 	})
 	if err != nil {
 		return nil, err
@@ -166,10 +236,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	say("spire-server pid %d, ccnp server plugin pid %d", srv.PID(), pluginPID)
 
+	agentsDir := cfg.AgentsDir
+	if agentsDir == "" {
+		agentsDir = filepath.Join(lab.Dir, "agents")
+	}
 	ccnpAgents := make([]agent, agents)
+	// Every agent runs on the same simulated TD: one set of logs.
+	logs := newPreparedLogs()
 	popAgents := make([]agent, agents)
 	for i := range agents {
-		if ccnpAgents[i], err = newCCNPAgent(ctx, simTD.Dir, filepath.Join(lab.Dir, "agents", fmt.Sprintf("ccnp-%03d", i)), rtlog); err != nil {
+		if ccnpAgents[i], err = newCCNPAgent(ctx, simTD.Dir, filepath.Join(agentsDir, fmt.Sprintf("ccnp-%03d", i)), rtlog, logs); err != nil {
 			return nil, err
 		}
 		leaf, key, err := ca.issue(fmt.Sprintf("bench-agent-%03d", i), int64(i+2), now)
@@ -186,8 +262,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		popAgents[i] = a
 	}
 	d := &driver{addr: "127.0.0.1:" + strconv.Itoa(srv.Port), tlsConf: bootstrapTLS(lab.TrustDomain), td: lab.TrustDomain,
-		server: srv.PID(), plugin: pluginPID}
-	by := map[string][]agent{CCNP: ccnpAgents, X509PoP: popAgents}
+		server: srv.PID(), plugin: pluginPID, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)}
+	fullAgents := make([]agent, agents)
+	for i, a := range ccnpAgents {
+		fullAgents[i] = fullCCNP{a.(*ccnpAgent)}
+	}
+	by := map[string][]agent{CCNP: ccnpAgents, X509PoP: popAgents, CCNPFull: fullAgents}
 
 	// Enrolment: every agent's first attestation creates its node.
 	for _, name := range []string{CCNP, X509PoP} {
@@ -198,17 +278,36 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		say("%d %s agents enrolled in %s", agents, name, time.Since(start).Round(time.Millisecond))
 	}
 
-	res := &Result{Agents: agents}
+	res := &Result{Agents: agents, Selectors: map[string][]string{}}
+	for _, name := range []string{CCNP, X509PoP} {
+		ids, err := srv.Agents(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			if strings.Contains(id, "/spire/agent/"+name+"/") {
+				if res.Selectors[name], err = srv.AgentSelectors(ctx, id); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+		say("a %s node has %d selectors", name, len(res.Selectors[name]))
+	}
 	for _, c := range cfg.Levels {
 		for rep := range cfg.Count {
 			order := []string{CCNP, X509PoP}
 			if rep%2 == 1 {
 				order = []string{X509PoP, CCNP}
 			}
+			if slices.Contains(cfg.FullLevels, c) {
+				order = append(order, CCNPFull)
+			}
 			for _, name := range order {
 				after := func() {}
 				if cfg.Around != nil {
-					after = cfg.Around(name, c, rep, d.server, d.plugin)
+					after = cfg.Around(Window{Attestor: name, Concurrency: c, Rep: rep, ServerPID: d.server, PluginPID: d.plugin,
+						ServerPprof: fmt.Sprintf("http://localhost:%d/debug/pprof/", pprofPort)})
 				}
 				s, err := d.load(ctx, name, by[name], c, 0, cfg.Duration)
 				after()
@@ -216,9 +315,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					return nil, fmt.Errorf("spireload: %s at concurrency %d: %w", name, c, err)
 				}
 				res.Samples = append(res.Samples, s)
-				say("%-7s c=%-3d %6.0f/s p50 %6.1f ms p99 %6.1f ms; CPU per attestation: server %.2f ms, ccnp plugin %.2f ms, driver %.2f ms",
+				say("%-7s c=%-3d %6.0f/s p50 %6.1f ms p99 %6.1f ms; CPU per attestation: server %.2f ms, ccnp plugin %.2f ms, driver %.2f ms; per attestation: %.1f datastore writes of %.1f calls, %.1f challenges, %.0f B sent, %.0f B received",
 					name, c, s.Rate(), ms(s.P50), ms(s.P99), ms(s.ServerCPU)/float64(s.Attestations),
-					ms(s.PluginCPU)/float64(s.Attestations), ms(s.DriverCPU)/float64(s.Attestations))
+					ms(s.PluginCPU)/float64(s.Attestations), ms(s.DriverCPU)/float64(s.Attestations),
+					s.PerAttestation(s.Datastore.Writes()), s.PerAttestation(s.Datastore.Total()),
+					s.PerAttestation(float64(s.Challenges)), s.PerAttestation(float64(s.SentBytes)), s.PerAttestation(float64(s.ReceivedBytes)))
 			}
 		}
 	}
@@ -228,8 +329,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // newCCNPAgent configures a ccnp agent in dir with its own instance ID on
-// the shared simulated TD, and opens the TD for it.
-func newCCNPAgent(ctx context.Context, simDir, dir, rtlog string) (*ccnpAgent, error) {
+// the shared simulated TD, and opens the TD for it. logs are the TD's
+// logs as answered before (nil: the agent reads and compresses its logs at
+// every answer).
+func newCCNPAgent(ctx context.Context, simDir, dir, rtlog string, logs *preparedLogs) (*ccnpAgent, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -254,7 +357,16 @@ runtime_log_path = %q
 	if _, err := nodeattestor.InstanceID(cfg.InstanceIDPath); err != nil {
 		return nil, err
 	}
-	return &ccnpAgent{cfg: cfg, prov: &stableQE{Provider: p}, request: req}, nil
+	return &ccnpAgent{cfg: cfg, prov: &stableQE{Provider: p}, request: req, logs: logs}, nil
+}
+
+// writeSecret writes a random 32-byte key, hex, for checkpoint_key_file.
+func writeSecret(path string) error {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600)
 }
 
 // writeRuntimeLog records a few workloads in the runtime log through the
@@ -301,6 +413,13 @@ type driver struct {
 	td      string
 	// server and plugin are the PIDs whose CPU time is measured.
 	server, plugin int
+	// metrics is spire-server's Prometheus endpoint.
+	metrics string
+}
+
+// wire counts what the agents exchanged with the server.
+type wire struct {
+	challenges, sent, received atomic.Int64
 }
 
 // load runs conc workers until d has passed, worker w attesting as
@@ -312,7 +431,7 @@ func (d *driver) load(ctx context.Context, name string, agents []agent, conc, to
 	if conc > len(agents) || total > len(agents) {
 		return Sample{}, fmt.Errorf("concurrency %d, total %d, but only %d agents", conc, total, len(agents))
 	}
-	prefix := "spiffe://" + d.td + "/spire/agent/" + name + "/"
+	prefix := "spiffe://" + d.td + "/spire/agent/" + pluginOf(name) + "/"
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -322,10 +441,12 @@ func (d *driver) load(ctx context.Context, name string, agents []agent, conc, to
 		started  atomic.Int64
 		wg       sync.WaitGroup
 	)
+	var counts wire
+	ds0, err3 := scrapeDatastore(ctx, d.metrics)
 	s0, err0 := ProcCPU(d.server)
 	p0, err1 := ProcCPU(d.plugin)
 	c0, err2 := ProcCPU(0)
-	if err := errors.Join(err0, err1, err2); err != nil {
+	if err := errors.Join(err0, err1, err2, err3); err != nil {
 		return Sample{}, err
 	}
 	start := time.Now()
@@ -352,7 +473,7 @@ func (d *driver) load(ctx context.Context, name string, agents []agent, conc, to
 					return
 				}
 				t := time.Now()
-				if err := attestOnce(ctx, d.addr, d.tlsConf, name, a, prefix); err != nil {
+				if err := attestOnce(ctx, d.addr, d.tlsConf, pluginOf(name), a, prefix, &counts); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = fmt.Errorf("agent %d: %w", w, err)
@@ -373,7 +494,10 @@ func (d *driver) load(ctx context.Context, name string, agents []agent, conc, to
 	s1, err0 := ProcCPU(d.server)
 	p1, err1 := ProcCPU(d.plugin)
 	c1, err2 := ProcCPU(0)
-	if err := errors.Join(err0, err1, err2); err != nil {
+	// The server counts a call when it returns, which is before the
+	// agent's stream ends: every call of these attestations is in.
+	ds1, err3 := scrapeDatastore(ctx, d.metrics)
+	if err := errors.Join(err0, err1, err2, err3); err != nil {
 		return Sample{}, err
 	}
 	if len(lat) == 0 {
@@ -381,7 +505,8 @@ func (d *driver) load(ctx context.Context, name string, agents []agent, conc, to
 	}
 	p50, p99 := percentiles(lat)
 	return Sample{Attestor: name, Concurrency: conc, Attestations: len(lat), Wall: wall, P50: p50, P99: p99,
-		ServerCPU: s1 - s0, PluginCPU: p1 - p0, DriverCPU: c1 - c0}, nil
+		ServerCPU: s1 - s0, PluginCPU: p1 - p0, DriverCPU: c1 - c0, Datastore: ds1.Sub(ds0),
+		Challenges: int(counts.challenges.Load()), SentBytes: counts.sent.Load(), ReceivedBytes: counts.received.Load()}, nil
 }
 
 // percentiles returns the median and the 99th percentile (nearest rank).

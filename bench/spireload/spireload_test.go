@@ -1,15 +1,27 @@
 package spireload
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/big"
 	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
+	"github.com/ccnp-spire/ccnp-spire/nodeattestor"
+	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 )
 
 // TestPopAnswerVerifies checks the x509pop agent side against the protocol
@@ -151,5 +163,98 @@ func TestProcCPU(t *testing.T) {
 func TestChildByExe(t *testing.T) {
 	if _, err := childByExe(os.Getpid(), "no-such-binary"); err == nil {
 		t.Fatal("found a child that does not exist")
+	}
+}
+
+// TestPreparedLogsAreTheAgentsOwn checks that the driver's answers, the
+// first for a kind of challenge (which fills the prepared logs) and every
+// later one (which takes its logs from them), carry what the agent
+// plugin's own answer (nodeattestor.Answer) to the same challenge carries:
+// the same logs, ACPI table, checkpoint echo and binding, for a full
+// challenge and for an incremental one (log suffixes from checkpoint
+// offsets, no CCEL), and that one kind of challenge never gets another's
+// logs.
+func TestPreparedLogsAreTheAgentsOwn(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	simDir := filepath.Join(dir, "td")
+	if err := sim.Init(simDir, sim.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rtlog := filepath.Join(dir, "runtime.cel")
+	if err := writeRuntimeLog(ctx, simDir, rtlog); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := os.ReadFile(rtlog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newCCNPAgent(ctx, simDir, filepath.Join(dir, "agent"), rtlog, newPreparedLogs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, err := a.payload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ccel, runtime = evidencepb.LogKind_LOG_KIND_CCEL, evidencepb.LogKind_LOG_KIND_RUNTIME
+	offsets := func(b int) *evidencepb.Checkpoint {
+		return &evidencepb.Checkpoint{Offsets: []*evidencepb.LogOffset{{Kind: runtime, Events: 1, Bytes: uint64(b)}}}
+	}
+	cases := []struct {
+		name string
+		ch   *evidencepb.Challenge
+	}{
+		{"full", &evidencepb.Challenge{Want: []evidencepb.LogKind{ccel, runtime}}},
+		{"incremental, empty suffix", &evidencepb.Challenge{Want: []evidencepb.LogKind{runtime}, Checkpoint: offsets(len(rt))}},
+		{"incremental, a suffix", &evidencepb.Challenge{Want: []evidencepb.LogKind{runtime}, Checkpoint: offsets(len(rt) / 2)}},
+		{"runtime log only", &evidencepb.Challenge{Want: []evidencepb.LogKind{runtime}}},
+	}
+	// Twice over: the first round fills the prepared logs, the second
+	// uses them.
+	for round := range 2 {
+		for i, tc := range cases {
+			t.Run(fmt.Sprintf("%s/round %d", tc.name, round), func(t *testing.T) {
+				ch := proto.CloneOf(tc.ch)
+				ch.Nonce = make([]byte, evidence.NonceSize)
+				ch.Nonce[0], ch.Nonce[1] = byte(round), byte(i)
+				chBytes, err := evidence.Encode(evidence.NewChallenge(ch))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours, err := a.answer(ctx, hello, chBytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pl, err := nodeattestor.Answer(ctx, a.prov, a.cfg, hello, ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				theirs, err := evidence.Encode(pl)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err1 := evidence.DecodeEvidence(ours, evidence.DefaultLimits())
+				want, err2 := evidence.DecodeEvidence(theirs, evidence.DefaultLimits())
+				if err := errors.Join(err1, err2); err != nil {
+					t.Fatal(err)
+				}
+				if len(got.GetQuote()) == 0 || len(got.GetQuote()) != len(want.GetQuote()) {
+					t.Errorf("quote: %d bytes, the plugin's %d", len(got.GetQuote()), len(want.GetQuote()))
+				}
+				// The quotes differ (a fresh ECDSA signature each);
+				// everything else must be the plugin's.
+				got.Quote, want.Quote = nil, nil
+				if !proto.Equal(got, want) {
+					t.Errorf("the driver's evidence differs from the agent plugin's:\n got %v\nwant %v", got, want)
+				}
+				if (got.GetCcel() != nil) != slices.Contains(ch.Want, ccel) {
+					t.Errorf("CCEL sent: %v, asked for: %v", got.GetCcel() != nil, slices.Contains(ch.Want, ccel))
+				}
+			})
+		}
+	}
+	if n := len(a.logs.done); n != len(cases) {
+		t.Errorf("%d kinds of challenge prepared, want %d", n, len(cases))
 	}
 }

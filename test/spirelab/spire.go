@@ -88,6 +88,18 @@ type ServerConfig struct {
 	// LogLevel of the server; empty: DEBUG. A load run uses WARN so that
 	// the server spends its CPU on attestations, not on its log.
 	LogLevel string
+	// ProfilingPort, when set, switches on spire-server's profiling
+	// (profiling_enabled, profiling_port): net/http/pprof on
+	// localhost:<port>, for CPU profiles of the server under load.
+	ProfilingPort int
+	// CheckpointKeyFile, when set, is the ccnp plugin's
+	// checkpoint_key_file: verified attestations end with a checkpoint and
+	// re-attestations send log suffixes only.
+	CheckpointKeyFile string
+	// PrometheusPort, when set, adds a telemetry block with a Prometheus
+	// endpoint on 127.0.0.1:<port>/metrics; its datastore call counters
+	// (spire_server_datastore_*) count the server's datastore operations.
+	PrometheusPort int
 }
 
 var serverConf = template.Must(template.New("server").Parse(`server {
@@ -105,7 +117,19 @@ var serverConf = template.Must(template.New("server").Parse(`server {
     attestation = false
   }
 {{- end}}
+{{- if .ProfilingPort}}
+  profiling_enabled = true
+  profiling_port    = {{.ProfilingPort}}
+{{- end}}
 }
+{{- if .PrometheusPort}}
+telemetry {
+  Prometheus {
+    host = "127.0.0.1"
+    port = {{.PrometheusPort}}
+  }
+}
+{{- end}}
 plugins {
   DataStore "sql" {
     plugin_data {
@@ -149,6 +173,9 @@ plugins {
 {{- if .PolicyFile}}
       policy_file    = "{{.PolicyFile}}"
 {{- end}}
+{{- if .CheckpointKeyFile}}
+      checkpoint_key_file = "{{.CheckpointKeyFile}}"
+{{- end}}
       require_policy = {{.RequirePolicy}}
     }
   }
@@ -190,7 +217,8 @@ func (l *Lab) StartServer(ctx context.Context, cfg ServerConfig) (*Server, error
 	data := map[string]any{"Port": port, "TD": l.TrustDomain, "Dir": l.Dir, "Socket": s.Socket, "Plugin": plugin,
 		"Checksum": sum, "SimRoot": cfg.SimRoot, "PCSURL": cfg.PCSURL, "TPM": cfg.TPM, "PolicyFile": cfg.PolicyFile,
 		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl, "JoinToken": cfg.JoinToken,
-		"X509PoPCABundle": cfg.X509PoPCABundle, "NoAttestationRateLimit": cfg.NoAttestationRateLimit, "LogLevel": logLevel}
+		"X509PoPCABundle": cfg.X509PoPCABundle, "NoAttestationRateLimit": cfg.NoAttestationRateLimit, "LogLevel": logLevel,
+		"ProfilingPort": cfg.ProfilingPort, "PrometheusPort": cfg.PrometheusPort, "CheckpointKeyFile": cfg.CheckpointKeyFile}
 	conf := filepath.Join(l.Dir, "server.conf")
 	if err := writeTemplate(conf, serverConf, data); err != nil {
 		return nil, err

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ccnp-spire/ccnp-spire/bench/spireload"
 )
 
 // Results is what results.json holds (and bench/plots draws).
@@ -20,6 +22,9 @@ type Results struct {
 	Rows      []Row              `json:"rows"`
 	Series    map[string]*Series `json:"series"`
 	Profiles  map[string]string  `json:"profiles"`
+	// E2E is every sample of the end-to-end part, with its datastore calls
+	// by operation and the selectors of a node of each attestor.
+	E2E *spireload.Result `json:"e2e,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -291,6 +296,8 @@ func (res *Results) markdown() string {
 		{"e2e_throughput_vs_concurrency", "e2e-throughput-vs-concurrency.png"},
 		{"e2e_latency_vs_concurrency", "e2e-latency-vs-concurrency.png"},
 		{"e2e_cpu_vs_concurrency", ""},
+		{"e2e_per_attestation", ""},
+		{"e2e_full_vs_concurrency", ""},
 	} {
 		s := res.Series[p.key]
 		if s == nil {
