@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"math/bits"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -40,16 +42,42 @@ func (b *Budget) reserve(what string, n uint64) error {
 }
 
 // zstdWindow is the window a log of n bytes needs: the whole log, rounded
-// up to the power of two zstd takes. A new encoder allocates and clears its
-// whole window, and the default 8 MiB cost 3-5 ms for a 64 KiB log (55% of a
-// simulated agent's CPU in the end-to-end benchmark); an encoder kept between
-// logs would hold that memory in the agent for good.
+// up to the power of two zstd takes. The default 8 MiB window cost 3-5 ms
+// for a 64 KiB log (55% of a simulated agent's CPU in the end-to-end
+// benchmark).
 func zstdWindow(n int) int {
 	w := zstd.MinWindowSize
-	for w < n && w < 8<<20 {
+	for w < n && w < zstdMaxWindow {
 		w <<= 1
 	}
 	return w
+}
+
+const zstdMaxWindow = 8 << 20
+
+// zstdEncoders pools encoders by window (one pool per power of two from
+// zstd.MinWindowSize to zstdMaxWindow). A new encoder allocates and clears
+// its hash tables, 1.4 MB for a 64 KiB log, which cost more than the
+// compression itself; a pooled one is reused by the next log of its size,
+// and the garbage collector still drops idle ones, so a quiet agent keeps
+// no encoder memory for good (a single long-lived encoder did).
+var zstdEncoders [24 - 10]sync.Pool // 1 KiB (zstd.MinWindowSize) .. 8 MiB
+
+func zstdEncode(data []byte) ([]byte, error) {
+	w := zstdWindow(len(data))
+	pool := &zstdEncoders[bits.TrailingZeros(uint(w))-bits.TrailingZeros(zstd.MinWindowSize)]
+	enc, _ := pool.Get().(*zstd.Encoder)
+	if enc == nil {
+		// One goroutine: compressing a log is a one-off on the agent.
+		var err error
+		if enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(w), zstd.WithLowerEncoderMem(true)); err != nil {
+			return nil, err
+		}
+	}
+	// EncodeAll writes the content size into the frame header.
+	out := enc.EncodeAll(data, make([]byte, 0, len(data)/4+64))
+	pool.Put(enc)
+	return out, nil
 }
 
 // CompressLog wraps an event log of the given kind for Evidence, compressed
@@ -61,16 +89,11 @@ func CompressLog(kind evidencepb.LogKind, data []byte, enc evidencepb.Encoding) 
 	case evidencepb.Encoding_ENCODING_NONE:
 		l.Data = data
 	case evidencepb.Encoding_ENCODING_ZSTD:
-		// EncodeAll writes the content size into the frame header.
-		// One goroutine: compressing a log is a one-off on the agent.
-		w, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow(len(data))), zstd.WithLowerEncoderMem(true))
+		out, err := zstdEncode(data)
 		if err != nil {
 			return nil, &MalformedError{Field: logName(kind), Reason: "zstd encoder", Err: err}
 		}
-		l.Data = w.EncodeAll(data, make([]byte, 0, len(data)/4+64))
-		if err := w.Close(); err != nil {
-			return nil, &MalformedError{Field: logName(kind), Reason: "zstd encoder", Err: err}
-		}
+		l.Data = out
 	case evidencepb.Encoding_ENCODING_GZIP:
 		var buf bytes.Buffer
 		w := gzip.NewWriter(&buf)
