@@ -342,17 +342,17 @@ func checkAgentPath(p string) error {
 }
 
 type rawServer struct {
-	TDX               rawServerTDX `hcl:"tdx"`
-	TPM               rawServerTPM `hcl:"tpm"`
-	Sim               rawServerSim `hcl:"sim"`
+	TDX               rawServerTDX   `hcl:"tdx"`
+	TPM               rawServerTPM   `hcl:"tpm"`
+	Sim               rawServerSim   `hcl:"sim"`
 	AzureTDX          rawServerAzure `hcl:"azure_tdx"`
-	NonceTTL          string       `hcl:"nonce_ttl"`
-	MaxPayloadBytes   int          `hcl:"max_payload_bytes"`
-	ChallengeTimeout  string       `hcl:"challenge_timeout"`
-	AgentPathTemplate string       `hcl:"agent_path_template"`
-	Policies          []rawPolicy  `hcl:"policy"`
-	PolicyFile        string       `hcl:"policy_file"`
-	RequirePolicy     bool         `hcl:"require_policy"`
+	NonceTTL          string         `hcl:"nonce_ttl"`
+	MaxPayloadBytes   int            `hcl:"max_payload_bytes"`
+	ChallengeTimeout  string         `hcl:"challenge_timeout"`
+	AgentPathTemplate string         `hcl:"agent_path_template"`
+	Policies          []rawPolicy    `hcl:"policy"`
+	PolicyFile        string         `hcl:"policy_file"`
+	RequirePolicy     bool           `hcl:"require_policy"`
 
 	CheckpointKeyFile         string `hcl:"checkpoint_key_file"`
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
