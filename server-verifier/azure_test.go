@@ -27,12 +27,12 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pcs"
 	"github.com/ccnp-spire/ccnp-spire/tee/sim/pki"
 	"github.com/ccnp-spire/ccnp-spire/tee/tpm"
-	"github.com/ccnp-spire/ccnp-spire/tdxquote"
 	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/tpmquote"
 )
