@@ -127,6 +127,7 @@ func TestAzureTDXRealEvidenceRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherRoots := newTestPKI(t).rootPool()
 	for _, tc := range []struct {
 		name   string
 		mutate func(*AzureEvidence, *AzureOptions)
@@ -154,7 +155,7 @@ func TestAzureTDXRealEvidenceRejected(t *testing.T) {
 			o.ParavisorMRTDs = [][]byte{make([]byte, 48)}
 		}, CheckParavisorMRTD, CodeRejected, []string{azureMRTD, "paravisor_mrtds"}},
 		{"ak_public of another key", func(e *AzureEvidence, _ *AzureOptions) { e.AKPublic = rsaPublicArea(&otherKey.PublicKey) }, CheckAzureAK, CodeRejected, []string{"HCLAkPub"}},
-		{"a TD quote under another root", func(_ *AzureEvidence, o *AzureOptions) { o.TDX.TrustedRoots = newTestPKI(t).rootPool() }, "td_quote." + CheckPCKChain, CodeRejected, nil},
+		{"a TD quote under another root", func(_ *AzureEvidence, o *AzureOptions) { o.TDX.TrustedRoots = otherRoots }, "td_quote." + CheckPCKChain, CodeRejected, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, opts := realAzure(t), realAzureOptions(t)
