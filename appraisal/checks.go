@@ -27,6 +27,14 @@ const (
 	CheckActivation = "activation" // credential activation ties the AK to the EK
 )
 
+// Checks of Azure TDX evidence (AzureTDX) besides azuretdx's own
+// (azure_evidence_format, td_quote, td_report_match, runtime_data_hash,
+// hcl_ak, tpm_quote_*, tpm_pcr_*) and the TD quote's (td_quote.<check>).
+const (
+	CheckParavisorMRTD = "paravisor_mrtd" // the TD's MRTD is a trusted paravisor build
+	CheckAzureAK       = "ak_public"      // the node's ak_public, when sent, is HCLAkPub
+)
+
 // Checks of the logs against the signed registers.
 const (
 	CheckCCELReplay    = "ccel_replay"    // CCEL against RTMR0..2

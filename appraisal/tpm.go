@@ -116,13 +116,10 @@ func EKHash(ekPublic []byte) (string, error) {
 //     EKRoots.
 //  2. The AK's quote: signature, extraData = ExtraData, PCR selection and
 //     digest; the SHA-256 bank quoted.
-//  3. The runtime log's register: a PCR in 11..23, and in the firmware
-//     range only RuntimePCR (checked before the firmware log, which would
-//     otherwise report a runtime log there as a firmware mismatch).
-//  4. The firmware log against the quoted PCRs.
-//  5. IMA against PCR10 in SHA-256.
-//  6. The runtime log against its PCR, then what that record proves (see
-//     proveRuntime).
+//  3. to 6. The logs against the quoted PCRs (replayPCRLogs, shared with
+//     AzureTDX): the runtime log's register (a PCR in 11..23, in the
+//     firmware range only RuntimePCR), the firmware log, IMA against PCR10
+//     in SHA-256, the runtime log and what its record proves.
 //  7. AK trust: the AK certificate when AKRoots is set, then credential
 //     activation (last: it costs a round trip).
 //
@@ -139,8 +136,6 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	if opts.Activate == nil && !opts.SkipActivation {
 		return res, &Error{Check: CheckActivation, Code: CodeConfig, Err: errors.New("no activator: credential activation is required")}
 	}
-	start := opts.Start
-
 	// 1. EK trust.
 	ekHash, err := EKHash(in.EKPublic)
 	if err != nil {
@@ -170,67 +165,112 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	res.pass(CheckTPMQuote, "the AK signs the PCRs and the binding")
 
 	node := &Node{}
-	n := &node.Next
-	f := &node.Facts
-	f.TEE = cctrusted.TEETPM
-	f.PCRs = pcrs
-
-	// 3. The runtime log's register.
+	node.Facts.TEE = cctrusted.TEETPM
 	logsStart := time.Now()
-	reserved := opts.RuntimePCR
-	rl, err := decodeRuntime(in.Runtime, start)
+	logs, err := replayPCRLogs(ctx, pcrs, in.TPMLog, in.IMA, in.Runtime, opts.NodeOptions, opts.RuntimePCR, node, &res.Checks)
 	if err != nil {
 		return res, res.fail(err)
 	}
+	res.LogsTime = time.Since(logsStart)
+
+	// 7. AK trust.
+	if err := akTrust(ctx, in, opts, now, res); err != nil {
+		return res, res.fail(err)
+	}
+
+	s := []string{"tee:tpm", "tpm:ek_hash:" + ekHash, "tpm:ek_trust:" + res.EKTrust}
+	node.Selectors = append(s, logs.selectors(node, opts.AllowIMAViolations)...)
+	res.Node = node
+	return res, nil
+}
+
+// pcrLogs is what a node's logs established against PCR values a quote
+// vouched for: a TPM's AK quote (TPM), an Azure paravisor's vTPM quote
+// (AzureTDX). One replay for both.
+type pcrLogs struct {
+	pcrs      cctrusted.Registers
+	fw        *eventlog.Facts
+	ir        imaResult
+	rt        *runtimeResult
+	protected runtimeProof
+}
+
+// replayPCRLogs replays a node's logs against its verified PCRs, in this
+// order (steps 3 to 6 of TPM):
+//
+//  1. The runtime log's register: a PCR in 11..23, and in the firmware
+//     range only reserved (the server's runtime PCR; checked before the
+//     firmware log, which would otherwise report a runtime log there as a
+//     firmware mismatch).
+//  2. The firmware log (tpmLog) against the PCRs.
+//  3. IMA against PCR10 in SHA-256.
+//  4. The runtime log against its PCR, then what that record proves (see
+//     proveRuntime).
+//
+// It records its checks in checks and fills in node's facts (PCRs,
+// firmware, workloads, IMA verdicts) and what a later appraisal can start
+// from; node.Facts.TEE is the caller's. The error is an *Error naming the
+// failed check or a *StartError.
+func replayPCRLogs(ctx context.Context, pcrs cctrusted.Registers, tpmLog, imaLog, runtime []byte, opts NodeOptions, reserved cctrusted.PCR, node *Node, checks *[]Check) (*pcrLogs, error) {
+	start := opts.Start
+	n := &node.Next
+	f := &node.Facts
+	f.PCRs = pcrs
+
+	// 1. The runtime log's register.
+	rl, err := decodeRuntime(runtime, start)
+	if err != nil {
+		return nil, err
+	}
 	if start == nil {
 		if err := checkRuntimePCR(rl, reserved); err != nil {
-			return res, res.fail(err)
+			return nil, err
 		}
 	}
 
-	// 4. The firmware log.
+	// 2. The firmware log.
 	var fw *eventlog.Facts
-	if len(in.TPMLog) > 0 {
-		if fw, err = eventlog.VerifyTPMWith(in.TPMLog, pcrs, eventlog.TPMOptions{RuntimePCR: reserved}); err != nil {
+	if len(tpmLog) > 0 {
+		if fw, err = eventlog.VerifyTPMWith(tpmLog, pcrs, eventlog.TPMOptions{RuntimePCR: reserved}); err != nil {
 			if errors.Is(err, eventlog.ErrRuntimePCRExtended) {
-				return res, res.fail(&Error{Check: CheckTPMLogReplay, Code: CodeRejected, Err: fmt.Errorf("%w: %v is this server's tpm.runtime_pcr, whose runtime log replays from zero; keep the runtime log on a PCR in 11..15 that nothing else on the node extends", err, reserved.IMR())})
+				return nil, &Error{Check: CheckTPMLogReplay, Code: CodeRejected, Err: fmt.Errorf("%w: %v is this server's tpm.runtime_pcr, whose runtime log replays from zero; keep the runtime log on a PCR in 11..15 that nothing else on the node extends", err, reserved.IMR())}
 			}
-			return res, res.fail(replayError(CheckTPMLogReplay, "TPM firmware log", err))
+			return nil, replayError(CheckTPMLogReplay, "TPM firmware log", err)
 		}
 		factsFromFirmware(f, fw)
-		res.pass(CheckTPMLogReplay, "the firmware log replays to the quoted PCRs")
+		*checks = pass(*checks, CheckTPMLogReplay, "the firmware log replays to the quoted PCRs")
 	} else {
-		res.skip(CheckTPMLogReplay, "no TPM firmware log sent")
+		*checks = skip(*checks, CheckTPMLogReplay, "no TPM firmware log sent")
 	}
 
-	// 5. IMA on PCR10.
+	// 3. IMA on PCR10.
 	var suffix imaSuffix
-	if start == nil && len(in.IMA) > 0 || start != nil && start.IMA != nil {
+	if start == nil && len(imaLog) > 0 || start != nil && start.IMA != nil {
 		signed, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256)
 		if !ok {
 			if start != nil {
-				return res, startErr("the quote does not cover pcr10 in the sha256 bank")
+				return nil, startErr("the quote does not cover pcr10 in the sha256 bank")
 			}
-			return res, res.fail(&Error{Check: CheckIMAReplay, Code: CodeRejected, Err: errors.New("the node sent an IMA log but did not quote pcr10 in the sha256 bank")})
+			return nil, &Error{Check: CheckIMAReplay, Code: CodeRejected, Err: errors.New("the node sent an IMA log but did not quote pcr10 in the sha256 bank")}
 		}
 		var from []byte
 		if start != nil {
 			if from = start.register(imaPCR.IMR(), cctrusted.AlgSHA256); from == nil {
-				return res, startErr("the checkpoint records no %v value in the %v bank", imaPCR.IMR(), cctrusted.AlgSHA256)
+				return nil, startErr("the checkpoint records no %v value in the %v bank", imaPCR.IMR(), cctrusted.AlgSHA256)
 			}
-			if len(in.IMA) == 0 && !bytes.Equal(from, signed) {
-				return res, startErr("%v moved since the checkpoint, but the IMA suffix is empty", imaPCR.IMR())
+			if len(imaLog) == 0 && !bytes.Equal(from, signed) {
+				return nil, startErr("%v moved since the checkpoint, but the IMA suffix is empty", imaPCR.IMR())
 			}
 		}
-		if suffix, err = replayIMA(in.IMA, start, n, "IMA log", func(l *ima.Log) error {
+		if suffix, err = replayIMA(imaLog, start, n, "IMA log", func(l *ima.Log) error {
 			return l.Verify(cctrusted.AlgSHA256, imaPCR.IMR(), signed, from)
 		}); err != nil {
-			return res, res.fail(err)
+			return nil, err
 		}
 		if start != nil {
 			n.register(imaPCR.IMR(), cctrusted.AlgSHA256, signed)
 		}
-		res.pass(CheckIMAReplay, fmt.Sprintf("%d IMA entries (%d violations) replay to pcr10", suffix.entries, suffix.violations))
+		*checks = pass(*checks, CheckIMAReplay, fmt.Sprintf("%d IMA entries (%d violations) replay to pcr10", suffix.entries, suffix.violations))
 	} else {
 		// An empty IMA offset in the checkpoint is a claim that the list is
 		// empty so far: only a PCR that IMA never extended proves it (see
@@ -238,31 +278,31 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 		if v, ok := pcrs.Get(imaPCR.IMR(), cctrusted.AlgSHA256); start == nil && ok && allZero(v) {
 			n.IMA = &Offset{}
 		}
-		res.skip(CheckIMAReplay, "no IMA log sent")
+		*checks = skip(*checks, CheckIMAReplay, "no IMA log sent")
 	}
 	ir := suffix.with(start)
 	if start == nil {
-		ir.verified = len(in.IMA) > 0
+		ir.verified = len(imaLog) > 0
 	}
 	if ir.appraisals, err = appraiseIMA(ctx, opts.IMAPolicies, suffix, start, ir, bootAggregates(pcrs)); err != nil {
-		return res, res.fail(err)
+		return nil, err
 	}
 
-	// 6. The runtime log.
+	// 4. The runtime log.
 	var rt *runtimeResult
 	switch {
 	case start != nil:
 		imr, alg := startRuntimePCR(start, reserved)
 		if p := cctrusted.PCR(imr.Index); conf.RuntimePCRProtected(p) && p != reserved {
 			// tpm.runtime_pcr changed since the start was recorded.
-			return res, startErr("the checkpoint recorded the runtime log on %v, this server's tpm.runtime_pcr is %d", imr, reserved)
+			return nil, startErr("the checkpoint recorded the runtime log on %v, this server's tpm.runtime_pcr is %d", imr, reserved)
 		}
 		signed, ok := pcrs.Get(imr, alg)
 		if !ok {
-			return res, startErr("the quote does not cover the runtime register %v in the %v bank", imr, alg)
+			return nil, startErr("the quote does not cover the runtime register %v in the %v bank", imr, alg)
 		}
-		if rt, err = replayRuntime(rl, len(in.Runtime), start, imr, alg, signed, n); err != nil {
-			return res, res.fail(err)
+		if rt, err = replayRuntime(rl, len(runtime), start, imr, alg, signed, n); err != nil {
+			return nil, err
 		}
 		n.register(imr, alg, signed)
 	case rl == nil:
@@ -272,10 +312,10 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 		imr, alg := rl.IMR(), rl.Algorithm()
 		signed, ok := pcrs.Get(imr, alg)
 		if !ok {
-			return res, res.fail(&Error{Check: CheckRuntimeReplay, Code: CodeRejected, Err: fmt.Errorf("runtime log extends %v in the %v bank, which the quote does not cover", imr, alg)})
+			return nil, &Error{Check: CheckRuntimeReplay, Code: CodeRejected, Err: fmt.Errorf("runtime log extends %v in the %v bank, which the quote does not cover", imr, alg)}
 		}
-		if rt, err = replayRuntime(rl, len(in.Runtime), nil, imr, alg, signed, n); err != nil {
-			return res, res.fail(err)
+		if rt, err = replayRuntime(rl, len(runtime), nil, imr, alg, signed, n); err != nil {
+			return nil, err
 		}
 	}
 	if start == nil {
@@ -292,30 +332,27 @@ func TPM(ctx context.Context, in TPMEvidence, opts TPMOptions) (*TPMResult, erro
 	}
 	protected, err := proveRuntime(reserved, pcrs, rt)
 	if err != nil {
-		return res, res.fail(err)
+		return nil, err
 	}
-	res.pass(CheckRuntimeReplay, runtimeDetail(rt, protected))
+	*checks = pass(*checks, CheckRuntimeReplay, runtimeDetail(rt, protected))
 	f.Workloads, f.WorkloadsKnown, f.WorkloadsUnknown = rt.workloads, rt.known, protected.why
 	f.RuntimeNotice, f.RuntimeFull = rt.incomplete, rt.full
 	f.IMAVerdicts, node.IMA = imaVerdicts(ir.appraisals), ir.appraisals
 	n.record(fw, ir, rt)
-	res.LogsTime = time.Since(logsStart)
+	return &pcrLogs{pcrs: pcrs, fw: fw, ir: ir, rt: rt, protected: protected}, nil
+}
 
-	// 7. AK trust.
-	if err := akTrust(ctx, in, opts, now, res); err != nil {
-		return res, res.fail(err)
-	}
-
-	s := []string{"tee:tpm", "tpm:ek_hash:" + ekHash, "tpm:ek_trust:" + res.EKTrust}
-	s = append(s, pcrSelectors(pcrs)...)
-	s = append(s, bootSelectors(f, fw)...)
-	is, withheld := imaSelectors(ir, opts.AllowIMAViolations)
+// selectors are the selectors of what the logs proved: every quoted PCR,
+// the boot facts, IMA, whether the runtime record is rollback protected,
+// and the workloads. withheld is set on node as imaSelectors says.
+func (l *pcrLogs) selectors(node *Node, allowIMAViolations bool) []string {
+	s := pcrSelectors(l.pcrs)
+	s = append(s, bootSelectors(&node.Facts, l.fw)...)
+	is, withheld := imaSelectors(l.ir, allowIMAViolations)
 	s = append(s, is...)
-	s = append(s, "tpm:runtime_rollback_protected:"+strconv.FormatBool(protected.ok))
-	node.Selectors = append(s, rt.selectors()...)
+	s = append(s, "tpm:runtime_rollback_protected:"+strconv.FormatBool(l.protected.ok))
 	node.IMAWithheld = withheld
-	res.Node = node
-	return res, nil
+	return append(s, l.rt.selectors()...)
 }
 
 func runtimeDetail(rt *runtimeResult, p runtimeProof) string {

@@ -324,8 +324,8 @@ func (c *policyCheck) tees(vals []string) []cctrusted.TEE {
 	for i, v := range vals {
 		t := cctrusted.TEE(v)
 		switch {
-		case t != cctrusted.TEETDX && t != cctrusted.TEETPM && t != cctrusted.TEESim:
-			c.errf(fmt.Sprintf("tee[%d]", i), "%q is not one of \"tdx\", \"tpm\", \"sim\"", v)
+		case t != cctrusted.TEETDX && t != cctrusted.TEETPM && t != cctrusted.TEESim && t != cctrusted.TEEAzureTDX:
+			c.errf(fmt.Sprintf("tee[%d]", i), "%q is not one of \"tdx\", \"tpm\", \"azure_tdx\", \"sim\"", v)
 		case slices.Contains(out, t):
 			c.errf(fmt.Sprintf("tee[%d]", i), "%q is listed twice", v)
 		default:
@@ -466,20 +466,22 @@ func (c *policyCheck) consistent(p *Policy) {
 	if p.TEE == nil {
 		return
 	}
-	tdxLike := slices.Contains(p.TEE, cctrusted.TEETDX) || slices.Contains(p.TEE, cctrusted.TEESim)
-	tpmLike := slices.Contains(p.TEE, cctrusted.TEETPM) || slices.Contains(p.TEE, cctrusted.TEESim)
+	// An Azure TD has both: a TD quote and vTPM PCRs.
+	both := slices.Contains(p.TEE, cctrusted.TEESim) || slices.Contains(p.TEE, cctrusted.TEEAzureTDX)
+	tdxLike := slices.Contains(p.TEE, cctrusted.TEETDX) || both
+	tpmLike := slices.Contains(p.TEE, cctrusted.TEETPM) || both
 	tdxKeys := []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "accepted_tcb_statuses", "allow_debug",
 		"min_tcb_evaluation_data_number", "allowed_advisory_ids", "denied_advisory_ids"}
 	if !tdxLike {
 		for _, k := range tdxKeys {
 			if c.has(k) {
-				c.errf(k, "is a TDX value but tee does not include \"tdx\" or \"sim\"")
+				c.errf(k, "is a TDX value but tee does not include \"tdx\", \"azure_tdx\" or \"sim\"")
 			}
 		}
 	}
 	if !tpmLike && len(p.PCRs) > 0 {
 		first := slices.Min(slices.Collect(maps.Keys(p.PCRs)))
-		c.errf(fmt.Sprintf("pcr %q", strconv.Itoa(int(first))), "is a TPM value but tee does not include \"tpm\" or \"sim\"")
+		c.errf(fmt.Sprintf("pcr %q", strconv.Itoa(int(first))), "is a TPM value but tee does not include \"tpm\", \"azure_tdx\" or \"sim\"")
 	}
 }
 

@@ -152,7 +152,7 @@ func TestPolicyErrors(t *testing.T) {
 		{"pcr duplicate", "  pcr \"7\" { sha1 = [\"" + hex20 + "\"] }\n  pcr \"7\" { sha1 = [\"" + hex20 + "\"] }", 3, []string{`duplicate pcr "7"`, "line 2"}},
 		{"pcr without label", "  pcr {\n    sha1 = []\n  }", 2, []string{"pcr block needs a name"}},
 		{"pcr unknown bank", "  pcr \"7\" {\n    sm3_256 = []\n  }", 3, []string{`unknown key "sm3_256" in policy "p".pcr "7"`}},
-		{"tee bad", "  tee = [\"tdx\", \"auto\"]", 2, []string{`policy "p": tee[1]: "auto" is not one of "tdx", "tpm", "sim"`}},
+		{"tee bad", "  tee = [\"tdx\", \"auto\"]", 2, []string{`policy "p": tee[1]: "auto" is not one of "tdx", "tpm", "azure_tdx", "sim"`}},
 		{"tee duplicate", "  tee = [\"tdx\", \"tdx\"]", 2, []string{`tee[1]: "tdx" is listed twice`}},
 		{"tee empty", "  tee = []", 2, []string{`policy "p": tee: empty list`}},
 		{"tdx key with tpm tee", "  tee = [\"tpm\"]\n  mrtd = [\"" + hex48 + "\"]", 3, []string{`policy "p": mrtd: is a TDX value but tee does not include`}},

@@ -21,6 +21,9 @@ type ServerVerifier struct {
 	TDX *TDXVerifier
 	TPM *TPMVerifier
 	Sim *SimVerifier
+	// AzureTDX accepts Azure TDX confidential VMs; it needs TDX, whose
+	// roots, collateral and TCB rules verify their TD quotes.
+	AzureTDX *AzureTDXVerifier
 	// NonceTTL is how long a challenge nonce stays usable: evidence must
 	// arrive within NonceTTL of the challenge that carried the nonce.
 	NonceTTL time.Duration
@@ -124,6 +127,18 @@ type TPMVerifier struct {
 	RuntimePCR cctrusted.PCR
 }
 
+// AzureTDXVerifier configures the acceptance of Azure TDX confidential VMs
+// (tee azure_tdx). Their TD quotes are verified under the tdx block.
+type AzureTDXVerifier struct {
+	// ParavisorMRTDs are the MRTDs (lower-case hex, 48 bytes) of the
+	// paravisor builds trusted to run an honest vTPM: any other TD could
+	// play paravisor and vouch for whatever PCR values it likes.
+	ParavisorMRTDs []string
+	// RuntimePCR is as TPMVerifier.RuntimePCR, for the vTPMs of Azure
+	// nodes; zero when unset.
+	RuntimePCR cctrusted.PCR
+}
+
 // SimVerifier makes the server accept the simulated TEE signed under
 // TrustedRootFile. Never configure it in production.
 type SimVerifier struct {
@@ -133,13 +148,14 @@ type SimVerifier struct {
 // AgentPathData is what the agent path template sees: .PluginName, .TEE,
 // .ID and, on TDX and sim nodes, .MRConfigID, .MROwner and .MROwnerConfig.
 type AgentPathData struct {
-	// TEE is "tdx", "tpm" or "sim".
+	// TEE is "tdx", "tpm", "azure_tdx" or "sim" (also for a simulated
+	// paravisor's azure_tdx node).
 	TEE string
 	// ID is the node's identifier: SHA-256 of the EK public key on TPM,
-	// the instance ID on TDX (hex).
+	// of HCLAkPub on Azure TDX, the instance ID on TDX (hex).
 	ID string
-	// Quote holds the VMM-set fields of the node's verified quote; nil on
-	// a TPM node. Fill it only from a quote whose signature chain verified.
+	// Quote holds the VMM-set fields of the node's verified (TD) quote;
+	// nil on a TPM node. Fill it only from a quote whose signature chain verified.
 	Quote *AgentPathQuote
 }
 
@@ -253,7 +269,9 @@ func (c *ServerVerifier) AnswerTimeout(tee cctrusted.TEE) time.Duration {
 		return c.ChallengeTimeout
 	case tee == cctrusted.TEETDX:
 		return DefaultTDXAnswerTimeout
-	case tee == cctrusted.TEETPM:
+	case tee == cctrusted.TEETPM, tee == cctrusted.TEEAzureTDX:
+		// An Azure node's answer adds a TD quote from the instance
+		// metadata service, on the same host, to a vTPM quote.
 		return DefaultTPMAnswerTimeout
 	}
 	return DefaultSimAnswerTimeout
@@ -324,16 +342,17 @@ func checkAgentPath(p string) error {
 }
 
 type rawServer struct {
-	TDX               rawServerTDX `hcl:"tdx"`
-	TPM               rawServerTPM `hcl:"tpm"`
-	Sim               rawServerSim `hcl:"sim"`
-	NonceTTL          string       `hcl:"nonce_ttl"`
-	MaxPayloadBytes   int          `hcl:"max_payload_bytes"`
-	ChallengeTimeout  string       `hcl:"challenge_timeout"`
-	AgentPathTemplate string       `hcl:"agent_path_template"`
-	Policies          []rawPolicy  `hcl:"policy"`
-	PolicyFile        string       `hcl:"policy_file"`
-	RequirePolicy     bool         `hcl:"require_policy"`
+	TDX               rawServerTDX   `hcl:"tdx"`
+	TPM               rawServerTPM   `hcl:"tpm"`
+	Sim               rawServerSim   `hcl:"sim"`
+	AzureTDX          rawServerAzure `hcl:"azure_tdx"`
+	NonceTTL          string         `hcl:"nonce_ttl"`
+	MaxPayloadBytes   int            `hcl:"max_payload_bytes"`
+	ChallengeTimeout  string         `hcl:"challenge_timeout"`
+	AgentPathTemplate string         `hcl:"agent_path_template"`
+	Policies          []rawPolicy    `hcl:"policy"`
+	PolicyFile        string         `hcl:"policy_file"`
+	RequirePolicy     bool           `hcl:"require_policy"`
 
 	CheckpointKeyFile         string `hcl:"checkpoint_key_file"`
 	CheckpointPreviousKeyFile string `hcl:"checkpoint_previous_key_file"`
@@ -376,6 +395,11 @@ type rawServerSim struct {
 	TrustedRootFile string `hcl:"trusted_root_file"`
 }
 
+type rawServerAzure struct {
+	ParavisorMRTDs []string `hcl:"paravisor_mrtds"`
+	RuntimePCR     int      `hcl:"runtime_pcr"`
+}
+
 // ParseServerVerifier parses, defaults and validates the server verifier's
 // plugin_data. policy_file, when set, is read through readFile (so tests
 // and callers choose how files are reached); readFile may be nil when no
@@ -407,8 +431,11 @@ func ParseServerVerifier(src string, readFile func(string) ([]byte, error)) (*Se
 			d.errf("sim", "needs trusted_root_file: the simulated root the server accepts")
 		}
 	}
-	if c.TDX == nil && c.TPM == nil && c.Sim == nil && errs.empty() {
-		d.errLine(0, "no TEE is accepted: add a tdx, tpm or sim block")
+	if d.has("azure_tdx") {
+		c.AzureTDX = serverAzure(d, r.AzureTDX, c.TDX != nil)
+	}
+	if c.TDX == nil && c.TPM == nil && c.Sim == nil && c.AzureTDX == nil && errs.empty() {
+		d.errLine(0, "no TEE is accepted: add a tdx, tpm, azure_tdx or sim block")
 	}
 	if d.has("max_payload_bytes") {
 		if r.MaxPayloadBytes < 1024 || r.MaxPayloadBytes > maxMaxPayloadBytes {
@@ -503,8 +530,8 @@ func (c *ServerVerifier) checkTemplate(d *doc) {
 	// AgentPath itself keeps sim and hardware agent IDs apart (a "sim"
 	// segment for sim nodes only), at every attestation: this sample only
 	// reports a template that can never work as early as possible.
-	accepted := map[cctrusted.TEE]bool{cctrusted.TEETDX: c.TDX != nil, cctrusted.TEETPM: c.TPM != nil, cctrusted.TEESim: c.Sim != nil}
-	for _, tee := range []cctrusted.TEE{cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim} {
+	accepted := map[cctrusted.TEE]bool{cctrusted.TEETDX: c.TDX != nil, cctrusted.TEETPM: c.TPM != nil, cctrusted.TEESim: c.Sim != nil, cctrusted.TEEAzureTDX: c.AzureTDX != nil}
+	for _, tee := range []cctrusted.TEE{cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim, cctrusted.TEEAzureTDX} {
 		if !accepted[tee] {
 			continue
 		}
@@ -586,6 +613,35 @@ func httpURL(d *doc, key, s string) string {
 	return strings.TrimRight(s, "/")
 }
 
+// serverAzure reads the azure_tdx block. Its TD quotes are verified with
+// the tdx block's roots, collateral and TCB rules, so it needs one.
+func serverAzure(d *doc, r rawServerAzure, tdx bool) *AzureTDXVerifier {
+	a := &AzureTDXVerifier{}
+	if !tdx {
+		d.errf("azure_tdx", "needs a tdx block: an Azure node's TD quote is verified with its trusted roots, collateral and accepted_tcb_statuses")
+	}
+	if !d.has("azure_tdx.paravisor_mrtds") {
+		d.errf("azure_tdx", "needs paravisor_mrtds: the MRTDs of the paravisor builds trusted to run an honest vTPM (without them any TD could play paravisor and vouch for any PCR value)")
+	} else {
+		c := &policyCheck{d: d, path: "azure_tdx", sep: ".", ok: true}
+		a.ParavisorMRTDs = c.hexList("paravisor_mrtds", r.ParavisorMRTDs, 48)
+	}
+	a.RuntimePCR = serverRuntimePCR(d, "azure_tdx.runtime_pcr", r.RuntimePCR)
+	return a
+}
+
+// serverRuntimePCR reads a server runtime_pcr key: a PCR in 11..15, or zero when unset.
+func serverRuntimePCR(d *doc, key string, v int) cctrusted.PCR {
+	if !d.has(key) {
+		return 0
+	}
+	if p := cctrusted.PCR(v); v < 0 || !RuntimePCRProtected(p) {
+		d.errf(key, "%d: want a PCR in %d..%d (PCRs 16..23 can be reset without a reboot, so a runtime log there proves nothing; 0..10 belong to firmware, boot loader and IMA)", v, MinRuntimePCR, MaxProtectedRuntimePCR)
+		return 0
+	}
+	return cctrusted.PCR(v)
+}
+
 func serverTPM(d *doc, r rawServerTPM) *TPMVerifier {
 	t := &TPMVerifier{}
 	t.EKCAFiles = fileList(d, "tpm.ek_ca_files", r.EKCAFiles)
@@ -594,13 +650,7 @@ func serverTPM(d *doc, r rawServerTPM) *TPMVerifier {
 		c := &policyCheck{d: d, path: "tpm", sep: ".", ok: true}
 		t.EKHashAllowList = c.hexList("ek_hash_allow_list", r.EKHashAllowList, 32)
 	}
-	if d.has("tpm.runtime_pcr") {
-		if p := cctrusted.PCR(r.RuntimePCR); r.RuntimePCR < 0 || !RuntimePCRProtected(p) {
-			d.errf("tpm.runtime_pcr", "%d: want a PCR in %d..%d (PCRs 16..23 can be reset without a reboot, so a runtime log there proves nothing; 0..10 belong to firmware, boot loader and IMA)", r.RuntimePCR, MinRuntimePCR, MaxProtectedRuntimePCR)
-		} else {
-			t.RuntimePCR = p
-		}
-	}
+	t.RuntimePCR = serverRuntimePCR(d, "tpm.runtime_pcr", r.RuntimePCR)
 	if t.EKCAFiles == nil && t.EKHashAllowList == nil && !d.has("tpm.ek_ca_files") && !d.has("tpm.ek_hash_allow_list") {
 		d.errf("tpm", "needs ek_ca_files or ek_hash_allow_list: nothing else makes an EK trusted")
 	}

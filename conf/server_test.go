@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -401,5 +402,65 @@ agent_path_template = "/spire/agent/ccnp/{{ if eq .TEE \"sim\" }}{{ .ID }}{{ els
 		if p, err := d.AgentPath(conf.AgentPathData{TEE: "sim", ID: "ab"}); err != nil || p != "/spire/agent/ccnp/sim/ab" {
 			t.Fatalf("default template for sim: %q, %v", p, err)
 		}
+	}
+}
+
+// azureMRTD is a paravisor MRTD in upper case, to see it lower-cased.
+var azureMRTD = strings.Repeat("0A", 48)
+
+func TestServerAzureTDX(t *testing.T) {
+	c, err := conf.ParseServerVerifier("tdx {}\nazure_tdx {\n  paravisor_mrtds = [\""+azureMRTD+"\"]\n  runtime_pcr = 14\n}", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.AzureTDX
+	if a == nil || !slices.Equal(a.ParavisorMRTDs, []string{strings.ToLower(azureMRTD)}) || a.RuntimePCR != 14 {
+		t.Fatalf("azure_tdx = %+v", a)
+	}
+	if got := c.AnswerTimeout(cctrusted.TEEAzureTDX); got != 15*time.Second {
+		t.Errorf("answer timeout azure_tdx %v", got)
+	}
+	p, err := c.AgentPath(conf.AgentPathData{TEE: "azure_tdx", ID: "abc"})
+	if err != nil || p != "/spire/agent/ccnp/azure_tdx/abc" {
+		t.Errorf("AgentPath = %q, %v", p, err)
+	}
+
+	for _, tc := range []struct {
+		name, src string
+		line      int
+		parts     []string
+	}{
+		{"without a tdx block", "azure_tdx {\n  paravisor_mrtds = [\"" + azureMRTD + "\"]\n}", 1, []string{"azure_tdx: needs a tdx block", "collateral"}},
+		{"without paravisor MRTDs", "tdx {}\nazure_tdx {}", 2, []string{"azure_tdx: needs paravisor_mrtds"}},
+		{"empty paravisor MRTDs", "tdx {}\nazure_tdx {\n  paravisor_mrtds = []\n}", 3, []string{"azure_tdx.paravisor_mrtds", "empty allow-list"}},
+		{"short MRTD", "tdx {}\nazure_tdx {\n  paravisor_mrtds = [\"0a0b\"]\n}", 3, []string{"azure_tdx.paravisor_mrtds[0]", "want 96 hex characters"}},
+		{"runtime PCR resettable", "tdx {}\nazure_tdx {\n  paravisor_mrtds = [\"" + azureMRTD + "\"]\n  runtime_pcr = 23\n}", 4, []string{"azure_tdx.runtime_pcr: 23", "11..15"}},
+		{"unknown key", "tdx {}\nazure_tdx {\n  mrtds = []\n}", 3, []string{`unknown key "mrtds" in azure_tdx`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := conf.ParseServerVerifier(tc.src, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, p := range tc.parts {
+				if !strings.Contains(err.Error(), p) {
+					t.Errorf("error %q does not mention %q", err, p)
+				}
+			}
+			if want := "line " + strconv.Itoa(tc.line) + ":"; tc.line > 0 && !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %s", err, want)
+			}
+		})
+	}
+}
+
+func TestPolicyTEEAzureTDX(t *testing.T) {
+	src := "tdx {}\nazure_tdx {\n  paravisor_mrtds = [\"" + azureMRTD + "\"]\n}\npolicy \"az\" {\n  tee = [\"azure_tdx\"]\n  mrtd = [\"" + azureMRTD + "\"]\n  pcr \"7\" {\n    sha256 = [\"" + strings.Repeat("ab", 32) + "\"]\n  }\n}"
+	c, err := conf.ParseServerVerifier(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policies[0]; !slices.Equal(p.TEE, []cctrusted.TEE{cctrusted.TEEAzureTDX}) || len(p.PCRs) != 1 || len(p.MRTD) != 1 {
+		t.Errorf("policy %+v", p)
 	}
 }

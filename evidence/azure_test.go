@@ -1,57 +1,61 @@
-package evidence_test
+package evidence
 
 import (
-	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
-	"github.com/ccnp-spire/ccnp-spire/evidence"
+	"github.com/ccnp-spire/ccnp-spire/azuretdx"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 )
 
-// azureEv is well-formed azure_tdx evidence: a vTPM quote without an EK
-// (the TD report vouches for the AK), the TD quote and the HCL report.
-func azureEv() *evidencepb.Evidence {
+// azureEvidence is well-formed azure_tdx evidence (its contents are not
+// verified here).
+func azureEvidence() *evidencepb.Evidence {
 	return &evidencepb.Evidence{
-		Tee: "azure_tdx", Binding: bytes.Repeat([]byte{1}, 64),
-		Quote: []byte("td quote"), HclReport: []byte("HCLA..."),
-		Tpm: &evidencepb.TPMEvidence{AkPublic: []byte("ak"), Quote: []byte("q"), Signature: []byte("s"),
-			Pcrs: []*evidencepb.PCRBank{{Alg: 0x0b, Values: map[uint32][]byte{0: make([]byte, 32)}}}},
+		Tee: "azure_tdx", Binding: make([]byte, 64),
+		HclReport: []byte("HCLA"), Quote: []byte{4, 0},
+		Tpm: &evidencepb.TPMEvidence{Quote: []byte{1}, Signature: []byte{2}, Pcrs: []*evidencepb.PCRBank{{Alg: 0x0b, Values: map[uint32][]byte{0: make([]byte, 32)}}}},
 	}
 }
 
-func TestAzureEvidenceShape(t *testing.T) {
-	roundTrip := func(e *evidencepb.Evidence) error {
-		b, err := evidence.Encode(evidence.NewEvidence(e))
-		if err != nil {
-			return err
-		}
-		_, err = evidence.DecodeEvidence(b, evidence.DefaultLimits())
-		return err
+func TestMaxHCLReportIsAzureTDXs(t *testing.T) {
+	if MaxHCLReport != azuretdx.MaxHCLReportSize {
+		t.Fatalf("MaxHCLReport %d, azuretdx.MaxHCLReportSize %d", MaxHCLReport, azuretdx.MaxHCLReportSize)
 	}
-	if err := roundTrip(azureEv()); err != nil {
+}
+
+func TestValidateAzureEvidence(t *testing.T) {
+	if err := validate(NewEvidence(azureEvidence())); err != nil {
 		t.Fatalf("well-formed azure_tdx evidence: %v", err)
 	}
-	for _, tt := range []struct {
+	if err := validate(NewHello(&evidencepb.Hello{Tee: "azure_tdx"})); err != nil {
+		t.Fatalf("azure_tdx hello: %v", err)
+	}
+	for _, tc := range []struct {
 		name   string
-		mutate func(e *evidencepb.Evidence)
-		want   string
+		mutate func(*evidencepb.Evidence)
+		field  string
 	}{
-		{"no hcl report", func(e *evidencepb.Evidence) { e.HclReport = nil }, "must send its hcl_report"},
-		{"no td quote", func(e *evidencepb.Evidence) { e.Quote = nil }, "must send its hcl_report, the TD quote"},
-		{"no vtpm quote", func(e *evidencepb.Evidence) { e.Tpm = nil }, "vTPM's tpm evidence"},
-		{"oversized hcl report", func(e *evidencepb.Evidence) { e.HclReport = make([]byte, 16<<10+1) }, "evidence.hcl_report"},
-		{"hcl report on a tpm node", func(e *evidencepb.Evidence) {
-			e.Tee, e.Quote, e.Tpm.EkPublic = "tpm", nil, []byte("ek")
-		}, "only azure_tdx nodes have one"},
-		{"tpm node without ek", func(e *evidencepb.Evidence) { e.Tee, e.Quote, e.HclReport = "tpm", nil, nil }, "needs ek_public or ek_certificate"},
+		{"no HCL report", func(e *evidencepb.Evidence) { e.HclReport = nil }, "evidence.hcl_report"},
+		{"HCL report over its bound", func(e *evidencepb.Evidence) { e.HclReport = make([]byte, MaxHCLReport+1) }, "evidence.hcl_report"},
+		{"no TD quote", func(e *evidencepb.Evidence) { e.Quote = nil }, "evidence.quote"},
+		{"no vTPM quote", func(e *evidencepb.Evidence) { e.Tpm = nil }, "evidence.tpm"},
+		{"no vTPM signature", func(e *evidencepb.Evidence) { e.Tpm.Signature = nil }, "evidence.tpm.signature"},
+		{"no PCRs", func(e *evidencepb.Evidence) { e.Tpm.Pcrs = nil }, "evidence.tpm.pcrs"},
+		{"an EK", func(e *evidencepb.Evidence) { e.Tpm.EkPublic = []byte{1} }, "evidence.tpm.ek_public"},
+		{"an EK certificate", func(e *evidencepb.Evidence) { e.Tpm.EkCertificate = []byte{1} }, "evidence.tpm.ek_certificate"},
+		{"an AK certificate", func(e *evidencepb.Evidence) { e.Tpm.AkCertificateChain = [][]byte{{1}} }, "evidence.tpm.ak_certificate_chain"},
+		{"a CCEL", func(e *evidencepb.Evidence) { e.CcelTable = []byte{1} }, "evidence.ccel"},
+		{"an HCL report from a tdx node", func(e *evidencepb.Evidence) { e.Tee, e.Tpm = "tdx", nil }, "evidence.hcl_report"},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			e := azureEv()
-			tt.mutate(e)
-			err := roundTrip(e)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+		t.Run(tc.name, func(t *testing.T) {
+			e := azureEvidence()
+			tc.mutate(e)
+			err := validate(NewEvidence(e))
+			var me *MalformedError
+			if !errors.As(err, &me) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("error %v, want a malformed %s", err, tc.field)
 			}
 		})
 	}

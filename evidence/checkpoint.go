@@ -220,7 +220,7 @@ func validateClaims(c *evidencepb.CheckpointClaims) error {
 		return malformed("checkpoint.agent_id", "%d bytes, want 1..%d", n, maxCheckpointAgentID)
 	}
 	if !validTEE(c.GetTee()) {
-		return malformed("checkpoint.tee", "%q is not one of tdx, tpm, sim, azure_tdx", truncate(c.GetTee()))
+		return malformed("checkpoint.tee", "%q is not one of tdx, tpm, azure_tdx, sim", truncate(c.GetTee()))
 	}
 	if c.GetExpiresAt() <= c.GetIssuedAt() {
 		return malformed("checkpoint.expires_at", "%d is not after issued_at %d", c.GetExpiresAt(), c.GetIssuedAt())

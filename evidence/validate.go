@@ -56,6 +56,10 @@ const (
 	maxPCRIndex     = 23
 	maxPCRValue     = 64
 	maxCerts        = 8
+	// MaxHCLReport bounds evidence.hcl_report: azuretdx.MaxHCLReportSize
+	// (real reports are the 2,600 bytes of the vTPM's NV index). A test
+	// keeps the two equal.
+	MaxHCLReport = 16 << 10
 )
 
 // validate applies the per-message rules; p's version is already checked.
@@ -82,10 +86,6 @@ func validTEE(tee string) bool {
 	}
 	return false
 }
-
-// maxHCLReport bounds an Azure HCL report as package azuretdx does (real
-// ones are 2600 bytes, the vTPM's NV index).
-const maxHCLReport = 16 << 10
 
 // isIDChar is the character set of instance IDs: safe in a SPIFFE ID path
 // segment, a file name and a log line.
@@ -117,7 +117,7 @@ func containsByte(s string, c byte) bool {
 
 func validateHello(h *evidencepb.Hello) error {
 	if !validTEE(h.GetTee()) {
-		return malformed("hello.tee", "%q is not one of tdx, tpm, sim, azure_tdx", truncate(h.GetTee()))
+		return malformed("hello.tee", "%q is not one of tdx, tpm, azure_tdx, sim", truncate(h.GetTee()))
 	}
 	if h.GetInstanceId() == "." || h.GetInstanceId() == ".." {
 		return malformed("hello.instance_id", "%q is not a valid path segment", h.GetInstanceId())
@@ -205,7 +205,7 @@ func validateChallenge(c *evidencepb.Challenge) error {
 func validateEvidence(e *evidencepb.Evidence) error {
 	tee := e.GetTee()
 	if !validTEE(tee) {
-		return malformed("evidence.tee", "%q is not one of tdx, tpm, sim, azure_tdx", truncate(tee))
+		return malformed("evidence.tee", "%q is not one of tdx, tpm, azure_tdx, sim", truncate(tee))
 	}
 	if len(e.GetBinding()) != cctrusted.ReportDataSize {
 		return malformed("evidence.binding", "%d bytes, want %d", len(e.GetBinding()), cctrusted.ReportDataSize)
@@ -230,17 +230,15 @@ func validateEvidence(e *evidencepb.Evidence) error {
 			return malformed("evidence", "a sim node must send a quote or tpm evidence")
 		}
 	case cctrusted.TEEAzureTDX:
-		if e.GetTpm() == nil || len(e.GetQuote()) == 0 || len(e.GetHclReport()) == 0 {
-			return malformed("evidence", "an azure_tdx node must send its hcl_report, the TD quote and its vTPM's tpm evidence")
+		if err := validateAzure(e); err != nil {
+			return err
 		}
 	}
-	if n := len(e.GetHclReport()); n > 0 && cctrusted.TEE(tee) != cctrusted.TEEAzureTDX {
-		return malformed("evidence.hcl_report", "sent by a %s node: only azure_tdx nodes have one", tee)
-	} else if n > maxHCLReport {
-		return malformed("evidence.hcl_report", "%d bytes, more than %d", n, maxHCLReport)
+	if len(e.GetHclReport()) > 0 && cctrusted.TEE(tee) != cctrusted.TEEAzureTDX {
+		return malformed("evidence.hcl_report", "only an azure_tdx node sends an HCL report")
 	}
-	if t := e.GetTpm(); t != nil {
-		if err := validateTPM(t, cctrusted.TEE(tee)); err != nil {
+	if t := e.GetTpm(); t != nil && cctrusted.TEE(tee) != cctrusted.TEEAzureTDX {
+		if err := validateTPM(t); err != nil {
 			return err
 		}
 	}
@@ -276,21 +274,48 @@ func validateLog(field string, l *evidencepb.Log, slot evidencepb.LogKind) error
 	return nil
 }
 
-func validateTPM(t *evidencepb.TPMEvidence, tee cctrusted.TEE) error {
+// validateAzure checks the parts of an Azure TDX node's evidence: the HCL
+// report, the TD quote of its TD report, and the vTPM's quote, whose key
+// the HCL report names (so no EK, no certificates and no credential
+// activation: nothing else may be sent in their place).
+func validateAzure(e *evidencepb.Evidence) error {
+	switch n := len(e.GetHclReport()); {
+	case n == 0:
+		return malformed("evidence.hcl_report", "an azure_tdx node must send its HCL report (vTPM NV index 0x01400001)")
+	case n > MaxHCLReport:
+		return malformed("evidence.hcl_report", "%d bytes, more than %d", n, MaxHCLReport)
+	}
+	if len(e.GetQuote()) == 0 {
+		return malformed("evidence.quote", "an azure_tdx node must send the TD quote of its HCL report")
+	}
+	if len(e.GetCcelTable()) > 0 || e.GetCcel() != nil {
+		return malformed("evidence.ccel", "an azure_tdx node sends no CCEL: its firmware log is the vTPM's (tpm_log)")
+	}
+	t := e.GetTpm()
+	if t == nil {
+		return malformed("evidence.tpm", "an azure_tdx node must send its vTPM quote")
+	}
 	for _, f := range []struct {
 		name string
-		v    []byte
+		set  bool
 	}{
-		{"evidence.tpm.ak_public", t.GetAkPublic()},
-		{"evidence.tpm.quote", t.GetQuote()},
-		{"evidence.tpm.signature", t.GetSignature()},
+		{"ek_public", len(t.GetEkPublic()) > 0},
+		{"ek_certificate", len(t.GetEkCertificate()) > 0},
+		{"ek_intermediates", len(t.GetEkIntermediates()) > 0},
+		{"ak_certificate_chain", len(t.GetAkCertificateChain()) > 0},
 	} {
-		if len(f.v) == 0 {
-			return malformed(f.name, "missing")
+		if f.set {
+			return malformed("evidence.tpm."+f.name, "set, but an azure_tdx node's vTPM key is the one its HCL report names: send no EK or certificates")
 		}
 	}
-	// An Azure guest's AK is vouched for by the TD report, not by an EK.
-	if len(t.GetEkPublic()) == 0 && len(t.GetEkCertificate()) == 0 && tee != cctrusted.TEEAzureTDX {
+	return validateTPMQuote(t)
+}
+
+func validateTPM(t *evidencepb.TPMEvidence) error {
+	if len(t.GetAkPublic()) == 0 {
+		return malformed("evidence.tpm.ak_public", "missing")
+	}
+	if len(t.GetEkPublic()) == 0 && len(t.GetEkCertificate()) == 0 {
 		return malformed("evidence.tpm", "needs ek_public or ek_certificate to identify the node")
 	}
 	if n := len(t.GetAkCertificateChain()); n > maxCerts {
@@ -298,6 +323,23 @@ func validateTPM(t *evidencepb.TPMEvidence, tee cctrusted.TEE) error {
 	}
 	if n := len(t.GetEkIntermediates()); n > maxCerts {
 		return malformed("evidence.tpm.ek_intermediates", "%d certificates, more than %d", n, maxCerts)
+	}
+	return validateTPMQuote(t)
+}
+
+// validateTPMQuote checks a TPM quote's parts: the quote, its signature
+// and the PCR banks.
+func validateTPMQuote(t *evidencepb.TPMEvidence) error {
+	for _, f := range []struct {
+		name string
+		v    []byte
+	}{
+		{"evidence.tpm.quote", t.GetQuote()},
+		{"evidence.tpm.signature", t.GetSignature()},
+	} {
+		if len(f.v) == 0 {
+			return malformed(f.name, "missing")
+		}
 	}
 	if n := len(t.GetPcrs()); n == 0 || n > maxPCRBanks {
 		return malformed("evidence.tpm.pcrs", "%d banks, want 1..%d", n, maxPCRBanks)

@@ -33,6 +33,9 @@ type verified struct {
 	node  *appraisal.Node
 	// incremental: verified from a checkpoint and log suffixes.
 	incremental bool
+	// simulated: the TEE was a simulation though the hello named hardware
+	// (a simulated paravisor's azure_tdx node).
+	simulated bool
 }
 
 // appraise hands the evidence to the appraisal of its TEE: TDX, and the
@@ -52,9 +55,12 @@ func (a *attestation) appraise(ctx context.Context, hello *evidencepb.Hello, ev 
 	var v *verified
 	var logsTime, waited time.Duration
 	var err error
-	if cctrusted.TEE(a.tee) == cctrusted.TEETPM {
+	switch cctrusted.TEE(a.tee) {
+	case cctrusted.TEETPM:
 		v, logsTime, waited, err = a.appraiseTPM(actx, ev, logs, binding, inc, start)
-	} else {
+	case cctrusted.TEEAzureTDX:
+		v, logsTime, err = a.appraiseAzure(actx, ev, logs, binding, start)
+	default:
 		v, logsTime, err = a.appraiseTDX(actx, hello, ev, logs, binding, inc, start)
 	}
 	phase.done(clock.Elapsed(), logsTime, waited)
@@ -148,12 +154,7 @@ func (a *attestation) appraiseTPM(ctx context.Context, ev *evidencepb.Evidence, 
 			return nil, 0, 0, err
 		}
 	}
-	pcrs := cctrusted.Registers{}
-	for _, bank := range t.GetPcrs() {
-		for idx, val := range bank.GetValues() {
-			pcrs.Set(cctrusted.PCR(idx).IMR(), cctrusted.Algorithm(bank.GetAlg()), val)
-		}
-	}
+	pcrs := pcrRegisters(t)
 	st := a.st
 	in := appraisal.TPMEvidence{
 		EKPublic: t.GetEkPublic(), EKCertificate: t.GetEkCertificate(), EKIntermediates: t.GetEkIntermediates(),
@@ -183,6 +184,17 @@ func (a *attestation) appraiseTPM(ctx context.Context, ev *evidencepb.Evidence, 
 		return nil, res.LogsTime, waited, err
 	}
 	return &verified{id: res.EKHash, node: res.Node}, res.LogsTime, waited, nil
+}
+
+// pcrRegisters are the PCR values of a TPM quote's evidence.
+func pcrRegisters(t *evidencepb.TPMEvidence) cctrusted.Registers {
+	pcrs := cctrusted.Registers{}
+	for _, bank := range t.GetPcrs() {
+		for idx, val := range bank.GetValues() {
+			pcrs.Set(cctrusted.PCR(idx).IMR(), cctrusted.Algorithm(bank.GetAlg()), val)
+		}
+	}
+	return pcrs
 }
 
 // activate runs credential activation: only the TPM holding the EK, with

@@ -43,6 +43,9 @@ type attestation struct {
 	// says why a presented checkpoint was not used.
 	incremental bool
 	fellBack    string
+	// simulated: an azure_tdx node whose TD quote chains to the simulated
+	// root (a simulated paravisor).
+	simulated bool
 	// want is what the current round asked for.
 	want []evidencepb.LogKind
 	// checkpointCap: the agent stores checkpoints.
@@ -139,11 +142,18 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 		return nil, reject(codes.PermissionDenied, appraisal.CheckPolicy, err)
 	}
 
-	if a.agentID, err = a.agentIDOf(v.id, v.quote); err != nil {
+	// A simulated paravisor (an azure_tdx node whose TD quote chains to
+	// the simulated root) is a simulation like tee sim: its agent ID and
+	// selectors are a sim node's.
+	pathTEE := a.tee
+	if v.simulated {
+		pathTEE, a.simulated = string(cctrusted.TEESim), true
+	}
+	if a.agentID, err = a.agentIDFor(pathTEE, v.id, v.quote); err != nil {
 		return nil, err
 	}
 	sels := append(slices.Clone(v.node.Selectors), outcome.Selectors()...)
-	if cctrusted.TEE(a.tee) == cctrusted.TEESim {
+	if cctrusted.TEE(a.tee) == cctrusted.TEESim || v.simulated {
 		sels = simNamespace(sels)
 	}
 	slices.Sort(sels)
@@ -163,8 +173,10 @@ func (a *attestation) run(ctx context.Context) (*nodeattestorv1.AgentAttributes,
 // ("ccnp:policy:golden", "ccnp:boot:secure_boot:true",
 // "ccnp:runtime:exe:sha256:...") can ever be satisfied by a simulation. A
 // simulator is verified as a TD, so its register selectors arrive as "tdx:"
-// and become "sim:" ("sim:mrtd:<hex>"), not "sim:tdx:". Done once, here, on
-// the final list, so that no selector added later can escape it.
+// and become "sim:" ("sim:mrtd:<hex>"), not "sim:tdx:"; a simulated
+// paravisor's vTPM PCRs arrive as "tpm:" and become "sim:pcr:...". The two
+// sets of keys do not overlap. Done once, here, on the final list, so that
+// no selector added later can escape it.
 func simNamespace(sels []string) []string {
 	out := make([]string, 0, len(sels))
 	for _, s := range sels {
@@ -173,6 +185,8 @@ func simNamespace(sels []string) []string {
 			out = append(out, s)
 		case strings.HasPrefix(s, "tdx:"):
 			out = append(out, "sim:"+strings.TrimPrefix(s, "tdx:"))
+		case strings.HasPrefix(s, "tpm:"):
+			out = append(out, "sim:"+strings.TrimPrefix(s, "tpm:"))
 		default:
 			out = append(out, "sim:"+s)
 		}
@@ -265,7 +279,8 @@ func (a *attestation) round(ctx context.Context, hello *evidencepb.Hello, helloB
 func (a *attestation) accepted(tee cctrusted.TEE) error {
 	cfg := a.st.cfg
 	switch {
-	case tee == cctrusted.TEETDX && cfg.TDX != nil, tee == cctrusted.TEETPM && cfg.TPM != nil, tee == cctrusted.TEESim && cfg.Sim != nil:
+	case tee == cctrusted.TEETDX && cfg.TDX != nil, tee == cctrusted.TEETPM && cfg.TPM != nil, tee == cctrusted.TEESim && cfg.Sim != nil,
+		tee == cctrusted.TEEAzureTDX && cfg.AzureTDX != nil:
 		return nil
 	case tee == cctrusted.TEESim:
 		return rejectf(codes.PermissionDenied, appraisal.CheckTEE, "a simulated TEE is not accepted: the server configuration has no sim block")
@@ -289,7 +304,8 @@ func wantLogs(tee cctrusted.TEE, caps []string) []evidencepb.LogKind {
 	var want []evidencepb.LogKind
 	for _, l := range all {
 		applies := l.tdx
-		if tee == cctrusted.TEETPM {
+		if tee == cctrusted.TEETPM || tee == cctrusted.TEEAzureTDX {
+			// An Azure TD's guest measures into the vTPM, as a TPM node.
 			applies = l.tpm
 		}
 		if applies && slices.Contains(caps, evidence.LogCap(l.kind)) {
@@ -371,6 +387,9 @@ func (a *attestation) audit(err error) {
 	}
 	if a.fellBack != "" {
 		kv = append(kv, "checkpoint_fallback", a.fellBack)
+	}
+	if a.simulated {
+		kv = append(kv, "simulated", true)
 	}
 	if err == nil {
 		a.log.Info("Attestation accepted", append([]any{"result", "accepted", "selectors", a.selectors}, kv...)...)

@@ -76,7 +76,13 @@ func (p *Plugin) loadCheckpointKey(cfg *conf.ServerVerifier) (*evidence.Checkpoi
 // configuration. A field the node's quote cannot give is PermissionDenied:
 // the agent cannot fix it by retrying.
 func (a *attestation) agentIDOf(id string, q *conf.AgentPathQuote) (string, error) {
-	path, err := a.st.cfg.AgentPath(conf.AgentPathData{TEE: a.tee, ID: id, Quote: q})
+	return a.agentIDFor(a.tee, id, q)
+}
+
+// agentIDFor is agentIDOf for a node whose agent path names tee (sim for a
+// simulated paravisor, whatever its hello said).
+func (a *attestation) agentIDFor(tee, id string, q *conf.AgentPathQuote) (string, error) {
+	path, err := a.st.cfg.AgentPath(conf.AgentPathData{TEE: tee, ID: id, Quote: q})
 	if err != nil {
 		code := codes.InvalidArgument
 		var fe *conf.AgentPathFieldError

@@ -16,6 +16,7 @@ package serververifier
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -105,6 +106,8 @@ type state struct {
 	metrics *metrics
 	// imaPolicies are the policies' IMA runtime policies, compiled once.
 	imaPolicies []appraisal.IMAPolicy
+	// paravisorMRTDs are azure_tdx.paravisor_mrtds, decoded.
+	paravisorMRTDs [][]byte
 }
 
 // New returns an unconfigured plugin.
@@ -224,7 +227,7 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 			logger.Warn("Policy requirement cannot be met: require_policy is true but every policy is warn-only: every node will be rejected")
 		}
 	}
-	logger.Info("Configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "sim", cfg.Sim != nil,
+	logger.Info("Configured", "trust_domain", td, "tdx", cfg.TDX != nil, "tpm", cfg.TPM != nil, "azure_tdx", cfg.AzureTDX != nil, "sim", cfg.Sim != nil,
 		"policies", len(cfg.Policies), "require_policy", cfg.RequirePolicy)
 	return &configv1.ConfigureResponse{}, nil
 }
@@ -304,6 +307,16 @@ func (p *Plugin) build(cfg *conf.ServerVerifier, td string) (*state, error) {
 		st.ekAllow = make(map[string]bool, len(cfg.TPM.EKHashAllowList))
 		for _, h := range cfg.TPM.EKHashAllowList {
 			st.ekAllow[strings.ToLower(h)] = true
+		}
+	}
+	if cfg.AzureTDX != nil {
+		for i, m := range cfg.AzureTDX.ParavisorMRTDs {
+			b, err := hex.DecodeString(m)
+			if err != nil {
+				// conf validated it: a defect, not a configuration.
+				return nil, fmt.Errorf("azure_tdx.paravisor_mrtds[%d]: %w", i, err)
+			}
+			st.paravisorMRTDs = append(st.paravisorMRTDs, b)
 		}
 	}
 	if cfg.CheckpointKeyFile != "" {
