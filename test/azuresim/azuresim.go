@@ -62,6 +62,10 @@ type Options struct {
 	// PCRs and put at the TPM event log's place under HostRoot; IMALog
 	// likewise for IMA (not replayed).
 	FirmwareLog, IMALog []byte
+	// SimDir, when set, is an existing simulated TD (`ccnp sim init`) to
+	// be the paravisor's TD, so that its PCS (`ccnp sim pcs`) serves the
+	// collateral of its quotes; empty: a new TD in a temporary directory.
+	SimDir string
 }
 
 // Paravisor is a running simulated paravisor.
@@ -84,9 +88,12 @@ type Paravisor struct {
 func Start(t testing.TB, opts Options) *Paravisor {
 	t.Helper()
 	tp := swtpm.StartT(t)
-	dir := filepath.Join(t.TempDir(), "td")
-	if err := sim.Init(dir, sim.InitOptions{}); err != nil {
-		t.Fatal(err)
+	dir := opts.SimDir
+	if dir == "" {
+		dir = filepath.Join(t.TempDir(), "td")
+		if err := sim.Init(dir, sim.InitOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccnp-spire/ccnp-spire/azuretdx"
+	"github.com/ccnp-spire/ccnp-spire/test/azuresim"
+	"github.com/ccnp-spire/ccnp-spire/test/simtest"
 	"github.com/ccnp-spire/ccnp-spire/test/spirelab"
 	"github.com/ccnp-spire/ccnp-spire/test/swtpm"
 )
@@ -582,4 +585,74 @@ func TestReattestationRejectedKeepsPreviousSVID(t *testing.T) {
 		t.Errorf("agents after eviction: %v", ids)
 	}
 	t.Logf("evicted at +%.1fs; %.0fs later no agent is listed", evicted.Sub(start).Seconds(), time.Since(evicted).Seconds())
+}
+
+// An Azure TDX guest, simulated: the production agent plugins (tee
+// azure_tdx) read the HCL report from a swtpm vTPM's NV index, fetch the TD
+// quote from a loopback metadata service, and quote the vTPM's PCRs with the
+// HCL AK; the server verifies the chain through appraisal.AzureTDX. The TD
+// quote chains to the simulated root, so the node is a simulation: tee:sim,
+// every other selector under sim:, an agent ID under /ccnp/sim/, and an
+// entry on a hardware selector (ccnp:tee:azure_tdx) would never match it.
+func TestAzureTDXSimulatedParavisor(t *testing.T) {
+	if err := swtpm.Available(); err != nil {
+		t.Skipf("swtpm not installed: %v", err)
+	}
+	lab, ctx := newLab(t)
+	sim, err := lab.InitSim(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := azuresim.Start(t, azuresim.Options{
+		SimDir:      sim.Dir,
+		SecureBoot:  true,
+		FirmwareLog: simtest.Testdata(t, "tpmlog", simtest.TPMLogName),
+	})
+	hcl, err := azuretdx.ParseHCLReport(vm.HCLReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := lab.StartServer(ctx, spirelab.ServerConfig{
+		SimRoot:  filepath.Join(sim.Dir, "root.pem"),
+		PCSURL:   sim.PCSURL,
+		AzureTDX: `paravisor_mrtds = ["` + hex.EncodeToString(hcl.TDReport.MRTD[:]) + `"]`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload := filepath.Join(bin, "ccnp-demo-workload")
+	entries(t, ctx, lab, srv, "ccnp:sim:azure:paravisor:true", workload)
+	agent, err := lab.StartAgent(ctx, srv, spirelab.AgentConfig{
+		TEE: "azure_tdx", TPM: vm.Device(), IMDSURL: vm.IMDSURL(), HostRoot: vm.HostRoot(), Measure: "off",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := agent.FetchSVID(ctx, workload, 60*time.Second)
+	if err != nil || !strings.Contains(out, "spiffe://example.org/demo/workload") {
+		t.Fatalf("%s, %v", out, err)
+	}
+	if vm.IMDSRequests() == 0 {
+		t.Error("the agent never asked the metadata service for the TD quote")
+	}
+	ids, _ := srv.Agents(ctx)
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], "spiffe://example.org/spire/agent/ccnp/sim/") {
+		t.Fatalf("agents %v", ids)
+	}
+	sels := showAgent(t, ctx, srv, ids[0]).selectors
+	joined := strings.Join(sels, " ")
+	t.Logf("selectors of the simulated Azure node: %v", sels)
+	for _, want := range []string{"ccnp:tee:sim", "ccnp:sim:azure:paravisor:true", "ccnp:sim:azure:vm_secure_boot:true", "ccnp:sim:pcr:sha256:7:", "ccnp:sim:mrtd:"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("agent selectors lack %s: %v", want, sels)
+		}
+	}
+	for _, s := range sels {
+		if !strings.HasPrefix(s, "ccnp:sim:") && s != "ccnp:tee:sim" {
+			t.Errorf("a simulated Azure node got a selector a hardware entry could take: %s", s)
+		}
+	}
 }

@@ -71,6 +71,9 @@ type ServerConfig struct {
 	RequirePolicy bool
 	// TPM is a tpm block's body (e.g. ek_ca_files = [...]); empty: none.
 	TPM string
+	// AzureTDX is an azure_tdx block's body (paravisor_mrtds = [...]);
+	// empty: none.
+	AzureTDX string
 	// AgentTTL is the agent SVID lifetime; re-attestation happens at about
 	// half of it. Zero: SPIRE's default.
 	AgentTTL time.Duration
@@ -170,6 +173,11 @@ plugins {
         {{.TPM}}
       }
 {{- end}}
+{{- if .AzureTDX}}
+      azure_tdx {
+        {{.AzureTDX}}
+      }
+{{- end}}
 {{- if .PolicyFile}}
       policy_file    = "{{.PolicyFile}}"
 {{- end}}
@@ -215,7 +223,7 @@ func (l *Lab) StartServer(ctx context.Context, cfg ServerConfig) (*Server, error
 		ttl = cfg.AgentTTL.String()
 	}
 	data := map[string]any{"Port": port, "TD": l.TrustDomain, "Dir": l.Dir, "Socket": s.Socket, "Plugin": plugin,
-		"Checksum": sum, "SimRoot": cfg.SimRoot, "PCSURL": cfg.PCSURL, "TPM": cfg.TPM, "PolicyFile": cfg.PolicyFile,
+		"Checksum": sum, "SimRoot": cfg.SimRoot, "PCSURL": cfg.PCSURL, "TPM": cfg.TPM, "AzureTDX": cfg.AzureTDX, "PolicyFile": cfg.PolicyFile,
 		"RequirePolicy": cfg.RequirePolicy, "AgentTTL": ttl, "JoinToken": cfg.JoinToken,
 		"X509PoPCABundle": cfg.X509PoPCABundle, "NoAttestationRateLimit": cfg.NoAttestationRateLimit, "LogLevel": logLevel,
 		"ProfilingPort": cfg.ProfilingPort, "PrometheusPort": cfg.PrometheusPort, "CheckpointKeyFile": cfg.CheckpointKeyFile}
@@ -298,11 +306,15 @@ func (s *Server) JoinToken(ctx context.Context, spiffeID string) (string, error)
 
 // AgentConfig is what the lab's spire-agent is configured with.
 type AgentConfig struct {
-	// TEE is sim or tpm.
+	// TEE is sim, tpm or azure_tdx.
 	TEE string
-	// SimDir for TEE sim; TPM (tcp://...) for TEE tpm.
+	// SimDir for TEE sim; TPM (tcp://...) for TEE tpm and azure_tdx.
 	SimDir string
 	TPM    string
+	// For TEE azure_tdx: the metadata service's TD quote URL and the host
+	// root the vTPM's event logs are read under.
+	IMDSURL  string
+	HostRoot string
 	// Measure is the workload attestor's measure mode (default first_seen).
 	Measure string
 	// JoinToken, when set, attests with SPIRE's join_token attestor
@@ -339,6 +351,11 @@ plugins {
 {{- if eq .TEE "tpm"}}
       tpm { device = "{{.TPM}}" }
 {{- end}}
+{{- if eq .TEE "azure_tdx"}}
+      tpm { device = "{{.TPM}}" }
+      azure_tdx { imds_url = "{{.IMDSURL}}" }
+      host_root = "{{.HostRoot}}"
+{{- end}}
       instance_id_path = "{{.Dir}}/agent/instance_id"
       runtime_log_path = "{{.Dir}}/agent/runtime.cel"
     }
@@ -352,7 +369,7 @@ plugins {
 {{- if eq .TEE "sim"}}
       sim_dir          = "{{.SimDir}}"
 {{- end}}
-{{- if eq .TEE "tpm"}}
+{{- if or (eq .TEE "tpm") (eq .TEE "azure_tdx")}}
       tpm_device       = "{{.TPM}}"
 {{- end}}
       measure          = "{{.Measure}}"
@@ -394,6 +411,7 @@ func (l *Lab) StartAgent(ctx context.Context, s *Server, cfg AgentConfig) (*Agen
 	a := &Agent{lab: l, Socket: filepath.Join(l.Dir, "agent", "api.sock")}
 	data := map[string]any{"Dir": l.Dir, "Port": strconv.Itoa(s.Port), "Socket": a.Socket, "TD": l.TrustDomain,
 		"NA": na, "NASum": naSum, "WA": wa, "WASum": waSum, "TEE": cfg.TEE, "SimDir": cfg.SimDir, "TPM": cfg.TPM,
+		"IMDSURL": cfg.IMDSURL, "HostRoot": cfg.HostRoot,
 		"Measure": cfg.Measure, "JoinToken": cfg.JoinToken}
 	conf := filepath.Join(l.Dir, "agent.conf")
 	if err := writeTemplate(conf, agentConf, data); err != nil {
