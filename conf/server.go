@@ -531,14 +531,26 @@ func (c *ServerVerifier) checkTemplate(d *doc) {
 	// segment for sim nodes only), at every attestation: this sample only
 	// reports a template that can never work as early as possible.
 	accepted := map[cctrusted.TEE]bool{cctrusted.TEETDX: c.TDX != nil, cctrusted.TEETPM: c.TPM != nil, cctrusted.TEESim: c.Sim != nil, cctrusted.TEEAzureTDX: c.AzureTDX != nil}
+	// Node IDs of different kinds come from different places (a TDX node
+	// names its own instance ID; a TPM's EK hash and an Azure VM's AK hash
+	// are public in selectors and logs), so a template that gives two
+	// kinds the same path for the same ID would let a node of one kind
+	// claim another kind's agent ID, and its entries.
+	rendered := map[string]cctrusted.TEE{}
 	for _, tee := range []cctrusted.TEE{cctrusted.TEETDX, cctrusted.TEETPM, cctrusted.TEESim, cctrusted.TEEAzureTDX} {
 		if !accepted[tee] {
 			continue
 		}
-		if _, err := c.AgentPath(sample(tee)); err != nil {
+		p, err := c.AgentPath(sample(tee))
+		if err != nil {
 			d.errf("agent_path_template", "for %s nodes: %v", tee, unwrapTemplateErr(err))
 			return
 		}
+		if other, dup := rendered[p]; dup {
+			d.errf("agent_path_template", "gives %s and %s nodes with the same ID the same agent ID (%s): a node of one kind could take the other's agent ID and entries; put {{ .TEE }} in the template", other, tee, p)
+			return
+		}
+		rendered[p] = tee
 	}
 }
 

@@ -253,6 +253,8 @@ func TestServerErrors(t *testing.T) {
 			[]string{"agent_path_template", "for tpm nodes", ".MRConfigID is set only for tdx and sim nodes"}},
 		{"sim renders a tdx agent ID", "tdx {}\nsim { trusted_root_file = \"/r\" }\nagent_path_template = \"/spire/agent/ccnp/{{ .ID }}\"", 3,
 			[]string{"agent_path_template", "for sim nodes", `path segment "sim"`, "{{ .TEE }}"}},
+		{"one agent ID for two kinds", "tdx {}\ntpm { ek_hash_allow_list = [\"" + strings.Repeat("ab", 32) + "\"] }\nagent_path_template = \"/ccnp/{{ .ID }}\"", 3,
+			[]string{"agent_path_template", "gives tdx and tpm nodes with the same ID the same agent ID", "{{ .TEE }}"}},
 		{"policy_file without reader", "tdx {}\npolicy_file = \"/p.hcl\"", 2, []string{"policy_file", "no file reader"}},
 		{"syntax error", "tdx {\n  allow_debug = \n}", 3, nil},
 		{"unterminated string", "tdx {\n  trusted_roots_file = \"/a\n}", 2, []string{"literal not terminated"}},
