@@ -103,11 +103,11 @@ func ParseHCLReport(raw []byte) (*HCLReport, error) {
 	if len(raw) > MaxHCLReportSize {
 		return nil, fmt.Errorf("HCL report is %d bytes, more than the %d allowed", len(raw), MaxHCLReportSize)
 	}
+	if len(raw) < len(hclMagic) || !bytes.Equal(raw[:len(hclMagic)], []byte(hclMagic)) {
+		return nil, fmt.Errorf("%w: it starts with %x, not %q", ErrNotHCLReport, raw[:min(len(raw), len(hclMagic))], hclMagic)
+	}
 	if len(raw) < hclRuntimeOffset {
 		return nil, fmt.Errorf("HCL report is %d bytes, shorter than its fixed part (%d)", len(raw), hclRuntimeOffset)
-	}
-	if !bytes.Equal(raw[:4], []byte(hclMagic)) {
-		return nil, fmt.Errorf("HCL report starts with %x, not %q", raw[:4], hclMagic)
 	}
 	u32 := func(off int) uint32 { return binary.LittleEndian.Uint32(raw[off:]) }
 	r := &HCLReport{Version: u32(4), ReportSize: u32(8), RequestType: u32(12), Status: u32(16)}
@@ -125,7 +125,7 @@ func ParseHCLReport(raw []byte) (*HCLReport, error) {
 	switch reportType {
 	case hclReportTypeTDX:
 	case hclReportTypeSNP:
-		return nil, errors.New("HCL report holds an AMD SEV-SNP report (report type 2): this verifier reads TDX ones (report type 4)")
+		return nil, fmt.Errorf("%w (report type 2): this verifier reads TDX ones (report type 4)", ErrSNPReport)
 	default:
 		return nil, fmt.Errorf("HCL report type %d (at offset %d) is not TDX (4)", reportType, hclReqDataOffset+8)
 	}
@@ -154,6 +154,16 @@ func ParseHCLReport(raw []byte) (*HCLReport, error) {
 	r.RuntimeData = bytes.Clone(raw[hclRuntimeOffset : hclRuntimeOffset+int(runtimeSize)])
 	return r, nil
 }
+
+// ErrNotHCLReport says the bytes are not an HCL report at all (no "HCLA"
+// header): an agent may take such a vTPM for a plain TPM. Every other
+// ParseHCLReport error is about an HCL report it cannot read, which must
+// not be mistaken for the absence of one.
+var ErrNotHCLReport = errors.New("not an HCL report")
+
+// ErrSNPReport says the HCL report is an AMD SEV-SNP paravisor's: an Azure
+// confidential VM, but not a TDX one.
+var ErrSNPReport = errors.New("HCL report holds an AMD SEV-SNP report")
 
 // AKKeyID is the JWK key ID of the vTPM attestation key in the runtime data.
 const AKKeyID = "HCLAkPub"

@@ -42,7 +42,8 @@ func TestParseHCLReportRejects(t *testing.T) {
 		edit func([]byte) []byte
 		want string
 	}{
-		{"empty", func([]byte) []byte { return nil }, "shorter than its fixed part"},
+		{"empty", func([]byte) []byte { return nil }, "not an HCL report"},
+		{"header only", func(b []byte) []byte { return b[:40] }, "shorter than its fixed part"},
 		{"too large", func(b []byte) []byte { return append(b, make([]byte, azuretdx.MaxHCLReportSize)...) }, "more than the"},
 		{"magic", func(b []byte) []byte { b[0] = 'X'; return b }, `not "HCLA"`},
 		{"version", put(4, 3), "header version 3"},

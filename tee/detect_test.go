@@ -2,6 +2,7 @@ package tee_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -115,6 +116,34 @@ func TestAttackDetectGarbageHCLIndex(t *testing.T) {
 			t.Errorf("%s: detected %q, want tpm", name, prov.TEE())
 		}
 		prov.Close()
+	}
+}
+
+// TestAttackDetectUnreadableHCLReportNoDowngrade: an HCL report this agent
+// cannot read (another header version, a failed status) is still an Azure
+// paravisor's: auto detection fails naming the index rather than open the
+// vTPM as a plain TPM, which would silently downgrade the node.
+func TestAttackDetectUnreadableHCLReportNoDowngrade(t *testing.T) {
+	ctx := context.Background()
+	p := azuresim.Start(t, azuresim.Options{})
+	for name, patch := range map[string]func(b []byte){
+		"header version 3": func(b []byte) { binary.LittleEndian.PutUint32(b[4:], 3) },
+		"status 1":         func(b []byte) { binary.LittleEndian.PutUint32(b[16:], 1) },
+	} {
+		report := p.HCLReport()
+		patch(report)
+		if err := p.WriteHCLReport(ctx, report); err != nil {
+			t.Fatal(err)
+		}
+		prov, err := tee.Open(ctx, tee.Config{HostRoot: t.TempDir(), TPM: tpm.Options{Device: p.Device()}, IMDS: azure.IMDSOptions{URL: p.IMDSURL()}})
+		if err == nil {
+			t.Errorf("%s: detected %q, want an error", name, prov.TEE())
+			prov.Close()
+			continue
+		}
+		if !strings.Contains(err.Error(), "0x01400001") || !strings.Contains(err.Error(), "cannot read") {
+			t.Errorf("%s: %v, want the index named and why", name, err)
+		}
 	}
 }
 

@@ -42,8 +42,10 @@ var ErrNotAzure = errors.New("not an Azure TDX paravisor's vTPM")
 // Probe reads NV index HCLReportNVIndex of the TPM at device (a character
 // device or tcp://host:port, as tee/tpm opens it) and parses it as an HCL
 // report of a TD report. The TPM is a paravisor's exactly when this
-// succeeds; anything it cannot parse is ErrNotAzure (wrapped, saying why),
-// and failing to reach the TPM is another error. It loads no key.
+// succeeds. ErrNotAzure (wrapped, saying why) means no HCL report of a TD
+// is there: no index, no "HCLA" header, or an SEV-SNP paravisor's report.
+// An HCL report it cannot read, or failing to reach the TPM, is another
+// error. It loads no key.
 func Probe(ctx context.Context, device string) (*azuretdx.HCLReport, error) {
 	raw, err := tpm.ReadNVIndex(ctx, device, HCLReportNVIndex, azuretdx.MaxHCLReportSize)
 	if errors.Is(err, tpm.ErrNVNotDefined) {
@@ -53,8 +55,14 @@ func Probe(ctx context.Context, device string) (*azuretdx.HCLReport, error) {
 		return nil, err
 	}
 	r, err := azuretdx.ParseHCLReport(raw)
-	if err != nil {
+	switch {
+	case errors.Is(err, azuretdx.ErrNotHCLReport), errors.Is(err, azuretdx.ErrSNPReport):
 		return nil, fmt.Errorf("%w: NV index 0x%08x of %s does not hold an HCL report of a TD: %w", ErrNotAzure, HCLReportNVIndex, device, err)
+	case err != nil:
+		// An HCL report this version cannot read (another header
+		// version, a failed status, ...) is still a paravisor's: taking
+		// the vTPM for a plain TPM would silently downgrade the node.
+		return nil, fmt.Errorf("NV index 0x%08x of %s holds an HCL report this agent cannot read: %w", HCLReportNVIndex, device, err)
 	}
 	return r, nil
 }
