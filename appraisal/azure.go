@@ -142,7 +142,7 @@ func AzureTDX(ctx context.Context, in AzureEvidence, opts AzureOptions) (*AzureR
 	}
 	ev := &azuretdx.Evidence{
 		HCLReport: in.HCLReport, TDQuote: in.TDQuote,
-		TPMQuote: azuretdx.TPMQuote{Message: in.Quote, Signature: rawRSASSA(in.Signature), PCRs: selectionOrder(in.PCRs)},
+		TPMQuote: azuretdx.TPMQuote{Message: in.Quote, Signature: rawRSASSA(in.Signature), PCRs: azuretdx.SelectionOrder(in.Quote, in.PCRs)},
 	}
 	az, err := azuretdx.Verify(ctx, ev, in.ExtraData, azuretdx.Options{VerifyTDQuote: verifyTD})
 	res.Azure = az
@@ -285,35 +285,6 @@ func azureError(err error) error {
 		code = CodeConfig
 	}
 	return &Error{Check: ae.Check, Code: code, Err: ae.Err}
-}
-
-// selectionOrder lists PCR values as a TPM digests them when every bank is
-// selected in ascending algorithm order: banks in that order, PCRs
-// ascending. Azure's vTPM quotes one bank, SHA-256. A quote selecting its
-// banks in another order fails its PCR digest check.
-func selectionOrder(pcrs cctrusted.Registers) [][]byte {
-	type value struct {
-		alg cctrusted.Algorithm
-		idx uint32
-		v   []byte
-	}
-	var vs []value
-	for m, banks := range pcrs {
-		for alg, v := range banks {
-			vs = append(vs, value{alg, m.Index, v})
-		}
-	}
-	slices.SortFunc(vs, func(a, b value) int {
-		if a.alg != b.alg {
-			return int(a.alg) - int(b.alg)
-		}
-		return int(a.idx) - int(b.idx)
-	})
-	out := make([][]byte, len(vs))
-	for i, v := range vs {
-		out[i] = v.v
-	}
-	return out
 }
 
 // rawRSASSA returns the RSA signature inside a TPMT_SIGNATURE of RSASSA

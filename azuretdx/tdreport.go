@@ -114,11 +114,13 @@ type bodyField struct {
 	report, quote []byte
 }
 
-// matchQuoteBody compares every field a TD quote body carries with the
+// MatchQuoteBody compares every field a TD quote body carries with the
 // report's, and names the first that differs. TDX 1.5 bodies add
 // TEE_TCB_SVN2 and MRSERVICETD; for older bodies those are not compared
-// (the quote does not carry them).
-func (r *TDReport) matchQuoteBody(q *tdxquote.Quote) error {
+// (the quote does not carry them). The verifier's td_report_match check;
+// an agent runs it too, to refuse a metadata service's answer for another
+// report before sending it.
+func (r *TDReport) MatchQuoteBody(q *tdxquote.Quote) error {
 	b := &q.Body
 	fields := []bodyField{
 		{"tee_tcb_svn", r.TEETCBSVN[:], b.TEETCBSVN[:]},

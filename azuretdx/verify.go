@@ -202,7 +202,7 @@ func Verify(ctx context.Context, ev *Evidence, nonce []byte, opts Options) (*Res
 	res.pass(CheckTDQuote, fmt.Sprintf("TD quote v%d verifies (MRTD %x)", q.Header.Version, q.Body.MRTD[:8]))
 
 	// 3. The report the quote signs is the HCL report's.
-	if err := hcl.TDReport.matchQuoteBody(q); err != nil {
+	if err := hcl.TDReport.MatchQuoteBody(q); err != nil {
 		return res, res.fail(CheckTDReportMatch, KindRejected, err)
 	}
 	res.TDQuote = q
@@ -395,6 +395,34 @@ func quoteSelection(msg []byte) (sel selection, err error) {
 	}
 	sel.extraData = bytes.Clone(att.ExtraData.Buffer)
 	return sel, nil
+}
+
+// SelectionOrder lists a node's PCR values in the order the quote msg
+// selects them (banks as listed, PCRs ascending), as the TPM digested them
+// and as TPMQuote.PCRs takes them. A quote that does not parse gives nil
+// (Verify reports why); values the quote does not select are appended, so
+// that Verify refuses the count instead of ignoring what was sent.
+func SelectionOrder(msg []byte, pcrs cctrusted.Registers) [][]byte {
+	sel, err := quoteSelection(msg)
+	if err != nil {
+		return nil
+	}
+	out := make([][]byte, 0, len(sel.regs))
+	used := cctrusted.Registers{}
+	for _, r := range sel.regs {
+		if v, ok := pcrs.Get(r.pcr.IMR(), r.alg); ok {
+			out = append(out, v)
+			used.Set(r.pcr.IMR(), r.alg, v)
+		}
+	}
+	for imr, banks := range pcrs {
+		for alg, v := range banks {
+			if _, ok := used.Get(imr, alg); !ok {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }
 
 // registers gives each value the PCR the quote's selection puts it at: the

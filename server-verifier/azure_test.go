@@ -297,7 +297,9 @@ func TestAttestAzureTDXSimulatedParavisor(t *testing.T) {
 	begin := time.Now()
 	vm := newAzureVM(t)
 	t.Logf("VM ready in %v", time.Since(begin))
-	h := newHarness(t, nil).mustConfigure(vm.serverConfig(""))
+	// A policy written for Azure hardware never matches a simulation; one
+	// that lists "sim" does.
+	h := newHarness(t, nil).mustConfigure(vm.serverConfig("policy \"azure-hw\" {\n  tee = [\"azure_tdx\"]\n}\npolicy \"lab\" {\n  tee = [\"sim\"]\n}\n"))
 	run := &azureRun{}
 	begin = time.Now()
 	attrs, err := vm.attest(h, run)
@@ -328,6 +330,14 @@ func TestAttestAzureTDXSimulatedParavisor(t *testing.T) {
 	} {
 		if !hasSelector(attrs, want) {
 			t.Errorf("selector %s missing from %q", want, sels)
+		}
+	}
+	if !hasSelector(attrs, "sim:policy:lab") {
+		t.Errorf("the sim policy did not match the simulated paravisor: %q", sels)
+	}
+	for _, s := range sels {
+		if strings.Contains(s, "azure-hw") {
+			t.Errorf("selector %q: a policy for Azure hardware matched a simulated paravisor", s)
 		}
 	}
 	if len(selectorsWithPrefix(attrs, "sim:boot:")) == 0 {

@@ -147,8 +147,8 @@ func (p *Provider) IMDSURL() string { return p.imds.URL() }
 // it, not refreshed: the freshness of the evidence is the vTPM quote's
 // (its extraData is the verifier's binding), and the report's content (the
 // AK, the VM configuration, the TD's measurements) does not change while
-// the VM runs. The quote is checked to be for that TD report's REPORTDATA,
-// so a metadata service answering for another report is caught here.
+// the VM runs. The quote's body is checked to be that TD report's, field by
+// field, so a metadata service answering for another report is caught here.
 func (p *Provider) HCLEvidence(ctx context.Context) (hclReport, tdQuote []byte, err error) {
 	raw, err := p.hclReport(ctx)
 	if err != nil {
@@ -163,9 +163,12 @@ func (p *Provider) HCLEvidence(ctx context.Context) (hclReport, tdQuote []byte, 
 	if err != nil {
 		return nil, nil, &IMDSError{URL: p.imds.URL(), Status: 200, Err: fmt.Errorf("the TD quote does not parse: %w", err)}
 	}
-	if pq.Body.ReportData != r.TDReport.ReportData || pq.Body.MRTD != r.TDReport.MRTD {
-		return nil, nil, &IMDSError{URL: p.imds.URL(), Status: 200, Err: fmt.Errorf("the TD quote (REPORTDATA %x, MRTD %x) is not for the HCL report's TD report (REPORTDATA %x, MRTD %x)",
-			pq.Body.ReportData[:8], pq.Body.MRTD[:8], r.TDReport.ReportData[:8], r.TDReport.MRTD[:8])}
+	// Every body field, as the server's td_report_match: a quote of
+	// another report (even of this TD, with the same REPORTDATA) would be
+	// refused there as a verdict the agent does not retry; here it stays
+	// a metadata service failure, retried.
+	if err := r.TDReport.MatchQuoteBody(pq); err != nil {
+		return nil, nil, &IMDSError{URL: p.imds.URL(), Status: 200, Err: err}
 	}
 	return raw, q, nil
 }

@@ -125,8 +125,35 @@ func TestAttackIMDSQuoteOfAnotherReport(t *testing.T) {
 	}
 	_, _, err = prov.HCLEvidence(ctx)
 	var ie *azure.IMDSError
-	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "not for the HCL report's TD report") {
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "report_data") || !strings.Contains(err.Error(), "not for this report") {
 		t.Fatalf("HCLEvidence = %v", err)
+	}
+
+	// A quote of a later report of the same TD with the same REPORTDATA
+	// (RTMR3 extended since): every body field counts, not only
+	// REPORTDATA and MRTD, or the server would refuse it as a verdict
+	// the agent does not retry.
+	hcl, err := azuretdx.ParseHCLReport(p.HCLReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.TD().ExtendRTMR(ctx, 3, [48]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	later, err := p.TD().TDReport(ctx, hcl.TDReport.ReportData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := p.TD().QuoteTDReport(ctx, later[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetIMDSHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(`{"quote":"` + b64url(stale) + `"}`))
+	}))
+	_, _, err = prov.HCLEvidence(ctx)
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "rtmr3") {
+		t.Fatalf("HCLEvidence with a quote of a later report = %v", err)
 	}
 }
 
