@@ -9,7 +9,12 @@ BENCHTIME   ?= 1s
 # plugins must not need cgo; -trimpath and no symbol tables keep builds
 # reproducible and the image small. Tests keep cgo (the TPM simulator).
 STATIC      ?= CGO_ENABLED=0
-BUILDFLAGS  ?= -trimpath -ldflags='-s -w'
+# Every binary knows its version and commit (internal/version; scripts/version
+# says where they come from): no time stamp, so builds stay reproducible.
+VERSION     ?= $(shell ./scripts/version | sed -n 1p)
+COMMIT      ?= $(shell ./scripts/version | sed -n 2p)
+VERSION_X   := -X github.com/ccnp-spire/ccnp-spire/internal/version.version=$(VERSION) -X github.com/ccnp-spire/ccnp-spire/internal/version.commit=$(COMMIT)
+BUILDFLAGS  ?= -trimpath -ldflags='-s -w $(VERSION_X)'
 IMAGE_REF   ?= ghcr.io/ccnp-spire/plugins:dev
 IMAGE_VERSION ?= dev
 # helm for deploy/'s render test, built from the Go module proxy (the network
