@@ -459,7 +459,7 @@ func logName(k evidencepb.LogKind) string {
 }
 
 // agentVersion is the plugin binary's release version (internal/version:
-// set by make release, else the build info), for the server's log lines
+// linked in by make build and make release), for the server's log lines
 // only: it is the agent's claim, never an input to a decision.
 func agentVersion() string {
 	return version.Get().Version
