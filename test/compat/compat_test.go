@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	nodeattestorv1 "github.com/spiffe/spire-plugin-sdk/proto/spire/plugin/server/nodeattestor/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccnp-spire/ccnp-spire/evidence"
@@ -126,6 +127,30 @@ func TestCompatOlderAgentHello(t *testing.T) {
 	if line["result"] != "accepted" || line["agent_version"] != "" || line["incremental"] != false {
 		t.Fatalf("audit line result %v agent_version %v incremental %v, want accepted, empty and false:\n%s",
 			line["result"], line["agent_version"], line["incremental"], r.logs.String())
+	}
+}
+
+// TestCompatNewerAgentHello: an agent of a newer build, same wire version,
+// whose hello carries a field this server does not know (and a capability
+// it does not know): the server ignores both and accepts, as
+// docs/compatibility.md says. The field is still bound into the quote with
+// the rest of the hello's bytes.
+func TestCompatNewerAgentHello(t *testing.T) {
+	r := newRig(t)
+	newer := func(b []byte) []byte {
+		return rewriteHello(t, b, func(p *evidencepb.Payload) {
+			h := p.GetHello()
+			h.Caps = append(h.Caps, "future:capability")
+			unknown := protowire.AppendTag(nil, 99, protowire.BytesType)
+			unknown = protowire.AppendBytes(unknown, []byte("a field of a later release"))
+			h.ProtoReflect().SetUnknown(unknown)
+		})
+	}
+	if err := r.attest(t, &simtest.Hooks{Agent: newer}); err != nil {
+		t.Fatalf("hello of a newer agent (unknown field 99, unknown capability) rejected: %v", err)
+	}
+	if line := r.lastAudit(t); line["result"] != "accepted" {
+		t.Fatalf("audit line %v, want accepted:\n%s", line, r.logs.String())
 	}
 }
 
