@@ -9,7 +9,12 @@ BENCHTIME   ?= 1s
 # plugins must not need cgo; -trimpath and no symbol tables keep builds
 # reproducible and the image small. Tests keep cgo (the TPM simulator).
 STATIC      ?= CGO_ENABLED=0
-BUILDFLAGS  ?= -trimpath -ldflags='-s -w'
+# Every binary knows its version and commit (internal/version; scripts/version
+# says where they come from): no time stamp, so builds stay reproducible.
+VERSION     ?= $(shell ./scripts/version | sed -n 1p)
+COMMIT      ?= $(shell ./scripts/version | sed -n 2p)
+VERSION_X   := -X github.com/ccnp-spire/ccnp-spire/internal/version.version=$(VERSION) -X github.com/ccnp-spire/ccnp-spire/internal/version.commit=$(COMMIT)
+BUILDFLAGS  ?= -trimpath -ldflags='-s -w $(VERSION_X)'
 IMAGE_REF   ?= ghcr.io/ccnp-spire/plugins:dev
 IMAGE_VERSION ?= dev
 # helm for deploy/'s render test, built from the Go module proxy (the network
@@ -19,6 +24,7 @@ HELM_VERSION ?= v3.21.4
 TOOLS       ?= $(BIN)/tools
 
 .PHONY: help demo spire build image test test-e2e unit vet lint staticcheck fmt-check fuzz fuzz-smoke bench clean
+.PHONY: release release-check notices
 
 help:
 	@echo "make demo        real SPIRE server + agent with the ccnp plugins on the simulated TDX; an SVID for a workload"
@@ -31,6 +37,9 @@ help:
 	@echo "make fuzz-smoke  run every fuzz target for FUZZTIME (default 15s; what CI runs)"
 	@echo "make fuzz        run every fuzz target for 5 min (FUZZTIME=... to change), report execs/s and new coverage"
 	@echo "make bench       every benchmark beside its anchor (count 5): bench/results.md, results.json, plots"
+	@echo "make release     static linux/amd64+arm64 binaries, SBOMs, notices and SHA256SUMS into dist/<version>/ (offline after go mod download)"
+	@echo "make release-check  build the release binaries twice (second with an empty GOCACHE) and compare the bytes"
+	@echo "make notices     regenerate the module table in NOTICE from the release SBOMs"
 
 # SPIRE v1.13.3 from the separate tools/spire module. The first build takes
 # about ten minutes on two cores; the Go build cache makes later ones fast.
@@ -105,3 +114,21 @@ bench: build spire
 
 clean:
 	rm -rf $(BIN)
+
+# Release: scripts/release says what goes into dist/<version>/ and how the
+# bytes stay reproducible (version and commit from git via -ldflags -X, no
+# time stamps). The SBOM tool (cyclonedx-gomod) comes from the separate
+# tools/sbom module. Offline once `go mod download` ran in both modules.
+release:
+	./scripts/release
+
+# Two builds, compared byte for byte. CI runs the cheaper linux/amd64 form
+# (.ci/run); RELEASE_ARCHES="amd64 arm64" RELEASE_SBOM=1 checks everything.
+release-check:
+	./scripts/release-check
+
+# NOTICE's module table is generated: rebuild the release into .bin and
+# take the regenerated NOTICE from it.
+notices:
+	RELEASE_DIR=$(BIN)/notices-release ./scripts/release
+	cp $(BIN)/notices-release/NOTICE NOTICE

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/version"
 )
 
 // globals holds the flags every command sees.
@@ -92,6 +94,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.simDir, "sim-dir", "", "state directory of the simulated TEE (with --tee sim)")
 	pf.StringVar(&g.tpm, "tpm", "/dev/tpmrm0", "TPM device path or tcp://host:port (swtpm)")
 	pf.StringVar(&g.hostRoot, "host-root", "/", "root under which host paths (/sys, /dev) are read")
+	root.Version = version.Get().Version
+	root.SetVersionTemplate(versionTemplate())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 	root.CompletionOptions.DisableDefaultCmd = true
 	for _, add := range commands {

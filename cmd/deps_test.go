@@ -27,8 +27,8 @@ var forbidden = map[string][]string{
 }
 
 // internal/cctrusted and internal/smallfile are the foundation every binary
-// may need.
-var allowedInternal = []string{"internal/cctrusted", "internal/smallfile"}
+// may need; internal/version is every binary's own build description.
+var allowedInternal = []string{"internal/cctrusted", "internal/smallfile", "internal/version"}
 
 func goTool(t *testing.T) string {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"runtime/debug"
 	"slices"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,6 +18,7 @@ import (
 	"github.com/ccnp-spire/ccnp-spire/evidence"
 	"github.com/ccnp-spire/ccnp-spire/evidence/evidencepb"
 	"github.com/ccnp-spire/ccnp-spire/internal/cctrusted"
+	"github.com/ccnp-spire/ccnp-spire/internal/version"
 	"github.com/ccnp-spire/ccnp-spire/tee"
 )
 
@@ -494,17 +494,9 @@ func logName(k evidencepb.LogKind) string {
 	return k.String()
 }
 
-// agentVersion is the plugin binary's module version, for the server's log
-// lines only.
+// agentVersion is the plugin binary's release version (internal/version:
+// linked in by make build and make release), for the server's log lines
+// only: it is the agent's claim, never an input to a decision.
 func agentVersion() string {
-	const unknown = "devel"
-	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
-		return unknown
-	}
-	v := bi.Main.Version
-	if len(v) > 64 {
-		v = v[:64]
-	}
-	return v
+	return version.Get().Version
 }

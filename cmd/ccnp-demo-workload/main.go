@@ -14,13 +14,20 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/ccnp-spire/ccnp-spire/internal/version"
 )
 
 func main() {
 	socket := flag.String("socket", "unix:///tmp/spire-agent/public/api.sock", "Workload API address")
 	timeout := flag.Duration("timeout", 60*time.Second, "how long to wait for an SVID")
 	asJSON := flag.Bool("json", false, "print JSON")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		_ = version.Get().Write(os.Stdout, "ccnp-demo-workload")
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ccnp-spire/ccnp-spire/internal/version"
 	"github.com/ccnp-spire/ccnp-spire/test/spirelab"
 )
 
@@ -19,7 +20,12 @@ func main() {
 	dir := flag.String("dir", ".demo", "directory for state, configs and logs (emptied first)")
 	bin := flag.String("bin", ".bin", "directory with ccnp, the plugins, spire-server and spire-agent")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		_ = version.Get().Write(os.Stdout, "ccnp-demo")
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

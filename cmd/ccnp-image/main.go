@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	buildversion "github.com/ccnp-spire/ccnp-spire/internal/version"
 	"github.com/ccnp-spire/ccnp-spire/tools/image"
 )
 
@@ -18,7 +19,13 @@ func main() {
 	sums := flag.String("checksums", ".bin/ccnp-checksums.yaml", "Helm values file with the plugins' plugin_checksum to write (empty: none)")
 	ref := flag.String("ref", "ghcr.io/ccnp-spire/plugins:dev", "image reference recorded in the layout and the tarball")
 	version := flag.String("version", "dev", "org.opencontainers.image.version label")
+	// -version is taken (the image label), so this binary's own version is -build-info.
+	showVersion := flag.Bool("build-info", false, "print this binary's version and exit")
 	flag.Parse()
+	if *showVersion {
+		_ = buildversion.Get().Write(os.Stdout, "ccnp-image")
+		return
+	}
 	if err := run(*bin, *layoutDir, *tarFile, *sums, *ref, *version); err != nil {
 		fmt.Fprintf(os.Stderr, "ccnp-image: %v\n", err)
 		os.Exit(1)

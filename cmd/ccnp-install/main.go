@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/ccnp-spire/ccnp-spire/internal/install"
+	"github.com/ccnp-spire/ccnp-spire/internal/version"
 )
 
 // plugins are what SPIRE's containers need; ccnp serve runs from the image itself.
@@ -18,10 +19,15 @@ var plugins = []string{"ccnp-agent-nodeattestor", "ccnp-agent-workloadattestor",
 func main() {
 	src := flag.String("from", "/opt/ccnp/bin", "directory holding the plugins (the image's)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: ccnp-install [--from DIR] DEST_DIR\n")
+		fmt.Fprintf(os.Stderr, "usage: ccnp-install [--from DIR] DEST_DIR (or --version)\n")
 		flag.PrintDefaults()
 	}
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		_ = version.Get().Write(os.Stdout, "ccnp-install")
+		return
+	}
 	if flag.NArg() != 1 {
 		flag.Usage()
 		os.Exit(2)

@@ -21,6 +21,10 @@ import (
 // what an attacker, or a fault, does to genuine evidence. The zero value
 // sends what the agent made.
 type Hooks struct {
+	// Agent rewrites the hello the agent makes before it is bound into the
+	// report and sent: an agent of another build (an older release that
+	// leaves fields out), not an attacker.
+	Agent func(genuine []byte) []byte
 	// Hello replaces the hello bytes sent (the agent still binds the
 	// genuine ones into its report).
 	Hello func(genuine []byte) []byte
@@ -83,6 +87,9 @@ func Attest(ctx context.Context, client nodeattestorv1.NodeAttestorClient, p cct
 	hello, err := nodeattestor.Hello(ctx, p, cfg)
 	if err != nil {
 		return nil, &AgentError{"agent Hello", err}
+	}
+	if h.Agent != nil {
+		hello = h.Agent(bytes.Clone(hello))
 	}
 	sent := hello
 	if h.Hello != nil {

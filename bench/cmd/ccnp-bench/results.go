@@ -229,7 +229,7 @@ func (res *Results) write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(res.markdown()), 0o644)
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(res.markdown()+res.capacityMarkdown()), 0o644)
 }
 
 func sanitize(s *Stat) {
