@@ -56,6 +56,11 @@ func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
 		check string
 	}{
 		{"RTMR byte flipped (same library key)", TDXEvidence{Quote: flip(424), ReportData: rd}, nil, CheckQuoteSignature},
+		// The QE report and its signature were verified once for q: one
+		// changed byte of either must miss that verdict and fail our own
+		// check, not the library's second opinion.
+		{"QE report signature byte flipped (same chain)", TDXEvidence{Quote: flip(qeReportOffset + 384 + 5), ReportData: rd}, nil, CheckQuoteSignature},
+		{"QE report byte flipped (same chain)", TDXEvidence{Quote: flip(qeReportOffset + 20), ReportData: rd}, nil, CheckQuoteSignature},
 		{"REPORTDATA byte flipped", TDXEvidence{Quote: flip(600), ReportData: rd}, nil, CheckQuoteSignature},
 		{"other expected REPORTDATA", TDXEvidence{Quote: q, ReportData: make([]byte, 64)}, nil, CheckReportData},
 		{"other roots", good, func(o *TDXOptions) { o.TrustedRoots = newTestPKI(t).rootPool() }, CheckPCKChain},
@@ -93,6 +98,11 @@ func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// qeReportOffset is where a v4 quote's QE report starts: header and body
+// (632), the signature data length (4), the quote signature and the
+// attestation key (64 each), the certification data type and size (6).
+const qeReportOffset = 632 + 4 + 64 + 64 + 6
 
 func TestCacheBounded(t *testing.T) {
 	c := NewCache(2)
