@@ -20,6 +20,7 @@ import (
 
 func main() {
 	p := serververifier.New()
+	p.OwnProcess()
 	pluginmain.Serve(
 		nodeattestorv1.NodeAttestorPluginServer(p),
 		configv1.ConfigServiceServer(p),
