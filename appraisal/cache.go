@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"hash/maphash"
+	"io"
 	"sync"
 	"time"
 
@@ -73,6 +74,7 @@ type Cache struct {
 	// differing byte and costs a third of it).
 	ccel     map[uint64][]*ccelEntry
 	qe       map[[32]byte]libraryEntry
+	crls     map[[32]byte]struct{}
 	ccelSize int
 	seed     maphash.Seed
 }
@@ -142,6 +144,7 @@ func NewCache(maxEntries int) *Cache {
 		library:    make(map[[32]byte]libraryEntry),
 		ccel:       make(map[uint64][]*ccelEntry),
 		qe:         make(map[[32]byte]libraryEntry),
+		crls:       make(map[[32]byte]struct{}),
 		seed:       maphash.MakeSeed(),
 	}
 }
@@ -271,19 +274,30 @@ func (c *Cache) pckChain(q *tdxquote.Quote, l *chainLookup, roots *x509.CertPool
 	return e.root, nil
 }
 
-// libraryKey identifies what go-tdx-guest's verification of a quote
+// libraryBase identifies what go-tdx-guest's verification of a quote
 // depends on besides the TD-specific body (offset 168 on: TD attributes,
-// measurements, REPORTDATA) and the quote signature over it: the header,
-// the TDX module part of the body, the attestation key, the QE report and
-// its signature, the QE auth data, the PCK chain and any trailing bytes; plus
-// the collateral digest when collateral is evaluated. This package verifies
-// the quote signature itself on every call, so the library's verdict on
-// everything else carries over to any quote whose key is the same.
-func libraryKey(raw []byte, q *tdxquote.Quote, collateralDigest []byte) [32]byte {
+// measurements, REPORTDATA), the quote signature over it and collateral:
+// the header, the TDX module part of the body, the attestation key, the QE
+// report and its signature, the QE auth data, the PCK chain and any
+// trailing bytes. This package verifies the quote signature itself on every
+// call, so the library's verdict on everything else carries over to any
+// quote whose key is the same.
+func libraryBase(raw []byte, q *tdxquote.Quote) [32]byte {
 	h := sha256.New()
 	writeBytes(h, raw[:q.BodyOffset+120])
 	writeBytes(h, raw[q.SignedDataOffset-4:q.SignedDataOffset])
 	writeBytes(h, raw[q.SignedDataOffset+tdxquote.SignatureSize:])
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// libraryKey is the key of a library verdict: the quote's libraryBase and
+// the collateral digest when collateral is evaluated (nil offline). The
+// base is hashed once per appraisal for both verdicts.
+func libraryKey(base [32]byte, collateralDigest []byte) [32]byte {
+	h := sha256.New()
+	writeBytes(h, base[:])
 	writeBytes(h, collateralDigest)
 	var k [32]byte
 	h.Sum(k[:0])
@@ -416,6 +430,51 @@ func (c *Cache) qeReportAccepted(k [32]byte, ok bool, roots *x509.CertPool, vali
 	if ok {
 		put(c, c.qe, k, libraryEntry{roots: roots, valid: valid})
 	}
+}
+
+// maxCRLEntries bounds the table of CRL bodies known to parse.
+const maxCRLEntries = 64
+
+// parsesAsCRL reports whether body parses as a CRL, parsing each exact body
+// once: fetchCollateral asks it at every attestation to pick the root CA's
+// distribution point, and parsing a CRL allocates its whole structure
+// (13% of an attestation's allocations) while the answer depends on the
+// bytes alone. Only bodies that parsed are kept, keyed by their SHA-256,
+// so a hit is the answer the parse gave. A nil cache parses every time.
+func (c *Cache) parsesAsCRL(body []byte) error {
+	if c == nil {
+		_, err := x509.ParseRevocationList(body)
+		return err
+	}
+	k := sha256.Sum256(body)
+	c.mu.Lock()
+	_, ok := c.crls[k]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if _, err := x509.ParseRevocationList(body); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.crls) >= min(c.max, maxCRLEntries) {
+		for old := range c.crls {
+			delete(c.crls, old)
+			break
+		}
+	}
+	c.crls[k] = struct{}{}
+	return nil
+}
+
+// writeString is writeBytes for a string (without a copy where the hash
+// takes strings).
+func writeString(w io.Writer, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	w.Write(n[:])
+	io.WriteString(w, s)
 }
 
 // writeBytes writes a length-prefixed field so that no two sequences of

@@ -263,8 +263,10 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		return res, res.fail(CheckQuoteSignature, CodeRejected, err)
 	}
 	sigDetail := "attestation key signs header and body; PCK signs the QE report; QE report binds the attestation key"
+	var libBase [32]byte // what the library's verdicts depend on besides collateral
 	if library {
-		offlineKey := libraryKey(in.Quote, q, nil)
+		libBase = libraryBase(in.Quote, q)
+		offlineKey := libraryKey(libBase, nil)
 		if !opts.Cache.libraryAgreed(offlineKey, roots, now) {
 			if err := verify.RawTdxQuoteContext(ctx, in.Quote, libraryOptions(roots, now, nil, false)); err != nil {
 				return res, res.fail(CheckQuoteSignature, CodeRejected, fmt.Errorf("go-tdx-guest: %w", err))
@@ -286,7 +288,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		res.skip(CheckTCBStatus, "offline: TCB status not evaluated")
 	} else {
 		memo := newMemoGetter(opts.Collateral)
-		fetched, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations)
+		fetched, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations, opts.Cache)
 		if err != nil {
 			return res, res.fail(CheckCollateral, CodeUnavailable, err)
 		}
@@ -332,7 +334,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		if library && st.status == string(pcs.TcbComponentStatusUpToDate) {
 			// The library accepts only UpToDate; where we agree, let it
 			// check the same collateral (served from memory) too.
-			libKey := libraryKey(in.Quote, q, colDigest[:])
+			libKey := libraryKey(libBase, colDigest[:])
 			if !opts.Cache.libraryAgreed(libKey, roots, now) {
 				lo := libraryOptions(roots, now, memo.replayOnly(), opts.CheckRevocations)
 				if err := verify.RawTdxQuoteContext(ctx, in.Quote, lo); err != nil {
