@@ -17,7 +17,9 @@ func TestConfigureSetsMemoryLimit(t *testing.T) {
 		t.Skip("GOMEMLIMIT is set: the plugin leaves the limit to it")
 	}
 	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	gcBefore := debug.SetGCPercent(100)
+	debug.SetGCPercent(gcBefore)
+	t.Cleanup(func() { debug.SetMemoryLimit(before); debug.SetGCPercent(gcBefore) })
 
 	n := newSimNode(t, sim.InitOptions{})
 	shared := newHarness(t, nil)
@@ -38,5 +40,10 @@ func TestConfigureSetsMemoryLimit(t *testing.T) {
 	own.mustConfigure(n.serverConfig("", ""))
 	if got := debug.SetMemoryLimit(-1); got != 448<<20 {
 		t.Errorf("default: memory limit %d, want %d", got, 448<<20)
+	}
+	if !gcPercentFromEnv {
+		if got := debug.SetGCPercent(gcBefore); got != gcPercent {
+			t.Errorf("GOGC %d under the memory limit, want %d", got, gcPercent)
+		}
 	}
 }
