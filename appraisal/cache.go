@@ -46,7 +46,9 @@ const DefaultCacheEntries = 4096
 //     QE report and the signature, for the chain's validity window. The
 //     signature is a function of those bytes alone; the QE report's binding
 //     of the attestation key, the PCK leaf's revocation (a new CRL) and the
-//     QE identity (new collateral) are checked on every call.
+//     QE identity (new collateral) are checked on every call;
+//   - that a response body parses as a CRL, keyed by its SHA-256 (see
+//     parsesAsCRL).
 //
 // Only successes are cached, every entry is bound to the trusted root pool
 // it was established under (by identity: configure a new pool and nothing
