@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"hash/maphash"
+	"io"
 	"sync"
 	"time"
 
@@ -36,9 +37,18 @@ const DefaultCacheEntries = 4096
 //   - go-tdx-guest's cross-check verdict, keyed by every quote byte except
 //     the TD-specific part of the body and the quote signature (which this
 //     package checks on every call), plus the collateral digest;
-//   - the replay of a CCEL, keyed by the digest of the log and its table:
-//     the replayed registers and the facts. The comparison with the quote's
-//     RTMRs runs on every call.
+//   - the replay of a CCEL, found by the log's length and its first and
+//     last bytes and then compared in full with the log and table that were
+//     replayed: the replayed registers and the facts. The comparison with
+//     the quote's RTMRs runs on every call;
+//   - the verdict that a QE report signature verifies with a PCK leaf key,
+//     keyed by the exact bytes of the leaf's chain (its key in chains), the
+//     QE report and the signature, for the chain's validity window. The
+//     signature is a function of those bytes alone; the QE report's binding
+//     of the attestation key, the PCK leaf's revocation (a new CRL) and the
+//     QE identity (new collateral) are checked on every call;
+//   - that a response body parses as a CRL, keyed by its SHA-256 (see
+//     parsesAsCRL).
 //
 // Only successes are cached, every entry is bound to the trusted root pool
 // it was established under (by identity: configure a new pool and nothing
@@ -57,11 +67,16 @@ type Cache struct {
 	pemChains  map[[32]byte][32]byte
 	collateral map[[32]byte]collateralEntry
 	library    map[[32]byte]libraryEntry
-	// ccel is keyed by a keyed hash of the log and its table and holds
-	// the bytes themselves: a hit is an exact byte comparison, so no hash
-	// collision can stand in for another log, and a CCEL (256 KiB, mostly
-	// padding) is not run through SHA-256 at every attestation.
+	// ccel is keyed by a keyed hash of the table, the log's length and
+	// its first and last ccelSample bytes, and holds the bytes themselves: a
+	// hit is an exact byte comparison, so no hash collision can stand in for
+	// another log, and a CCEL (256 KiB, mostly padding) is neither run
+	// through SHA-256 nor hashed whole at every attestation (the full hash
+	// was 6-8% of an attestation's CPU; the comparison stops at the first
+	// differing byte and costs a third of it).
 	ccel     map[uint64][]*ccelEntry
+	qe       map[[32]byte]libraryEntry
+	crls     map[[32]byte]struct{}
 	ccelSize int
 	seed     maphash.Seed
 }
@@ -130,6 +145,8 @@ func NewCache(maxEntries int) *Cache {
 		collateral: make(map[[32]byte]collateralEntry),
 		library:    make(map[[32]byte]libraryEntry),
 		ccel:       make(map[uint64][]*ccelEntry),
+		qe:         make(map[[32]byte]libraryEntry),
+		crls:       make(map[[32]byte]struct{}),
 		seed:       maphash.MakeSeed(),
 	}
 }
@@ -259,19 +276,30 @@ func (c *Cache) pckChain(q *tdxquote.Quote, l *chainLookup, roots *x509.CertPool
 	return e.root, nil
 }
 
-// libraryKey identifies what go-tdx-guest's verification of a quote
+// libraryBase identifies what go-tdx-guest's verification of a quote
 // depends on besides the TD-specific body (offset 168 on: TD attributes,
-// measurements, REPORTDATA) and the quote signature over it: the header,
-// the TDX module part of the body, the attestation key, the QE report and
-// its signature, the QE auth data, the PCK chain and any trailing bytes; plus
-// the collateral digest when collateral is evaluated. This package verifies
-// the quote signature itself on every call, so the library's verdict on
-// everything else carries over to any quote whose key is the same.
-func libraryKey(raw []byte, q *tdxquote.Quote, collateralDigest []byte) [32]byte {
+// measurements, REPORTDATA), the quote signature over it and collateral:
+// the header, the TDX module part of the body, the attestation key, the QE
+// report and its signature, the QE auth data, the PCK chain and any
+// trailing bytes. This package verifies the quote signature itself on every
+// call, so the library's verdict on everything else carries over to any
+// quote whose key is the same.
+func libraryBase(raw []byte, q *tdxquote.Quote) [32]byte {
 	h := sha256.New()
 	writeBytes(h, raw[:q.BodyOffset+120])
 	writeBytes(h, raw[q.SignedDataOffset-4:q.SignedDataOffset])
 	writeBytes(h, raw[q.SignedDataOffset+tdxquote.SignatureSize:])
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// libraryKey is the key of a library verdict: the quote's libraryBase and
+// the collateral digest when collateral is evaluated (nil offline). The
+// base is hashed once per appraisal for both verdicts.
+func libraryKey(base [32]byte, collateralDigest []byte) [32]byte {
+	h := sha256.New()
+	writeBytes(h, base[:])
 	writeBytes(h, collateralDigest)
 	var k [32]byte
 	h.Sum(k[:0])
@@ -325,11 +353,7 @@ func (c *Cache) replayCCEL(table, log []byte) (*ccelEntry, error) {
 	if c == nil {
 		return replayCCEL(table, log)
 	}
-	var h maphash.Hash
-	h.SetSeed(c.seed)
-	writeBytes(&h, table)
-	writeBytes(&h, log)
-	k := h.Sum64()
+	k := c.ccelKey(table, log)
 	c.mu.Lock()
 	for _, e := range c.ccel[k] {
 		if bytes.Equal(e.table, table) && bytes.Equal(e.log, log) {
@@ -355,6 +379,104 @@ func (c *Cache) replayCCEL(table, log []byte) (*ccelEntry, error) {
 	c.ccel[k] = append(c.ccel[k], e)
 	c.ccelSize++
 	return e, nil
+}
+
+// ccelSample is how many bytes at each end of a CCEL its cache key
+// covers. Logs of one firmware image with different events differ early
+// (the first events are the firmware's own); the rest is told apart by
+// the full comparison, which is bounded by maxCCELEntries.
+const ccelSample = 4 << 10
+
+func (c *Cache) ccelKey(table, log []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	writeBytes(&h, table)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(log)))
+	h.Write(n[:])
+	if len(log) <= 2*ccelSample {
+		h.Write(log)
+	} else {
+		h.Write(log[:ccelSample])
+		h.Write(log[len(log)-ccelSample:])
+	}
+	return h.Sum64()
+}
+
+// qeReportKey identifies a QE report signature check: the PCK chain's
+// certificates (the key pckChain found or computed for them in l), the QE
+// report and its signature. ok is false without a cache or a chain key.
+func (c *Cache) qeReportKey(q *tdxquote.Quote, l *chainLookup) (k [32]byte, ok bool) {
+	if c == nil || l == nil || l.key == ([32]byte{}) {
+		return k, false
+	}
+	h := sha256.New()
+	writeBytes(h, l.key[:])
+	writeBytes(h, q.QEReport.Raw[:])
+	writeBytes(h, q.QEReportSignature[:])
+	h.Sum(k[:0])
+	return k, true
+}
+
+// qeReportVerified reports whether the QE report signature with key k was
+// verified under roots, for a window containing now.
+func (c *Cache) qeReportVerified(k [32]byte, ok bool, roots *x509.CertPool, now time.Time) bool {
+	if !ok {
+		return false
+	}
+	e, found := get(c, c.qe, k)
+	return found && e.roots == roots && e.valid.contains(now)
+}
+
+func (c *Cache) qeReportAccepted(k [32]byte, ok bool, roots *x509.CertPool, valid window) {
+	if ok {
+		put(c, c.qe, k, libraryEntry{roots: roots, valid: valid})
+	}
+}
+
+// maxCRLEntries bounds the table of CRL bodies known to parse.
+const maxCRLEntries = 64
+
+// parsesAsCRL reports whether body parses as a CRL, parsing each exact body
+// once: fetchCollateral asks it at every attestation to pick the root CA's
+// distribution point, and parsing a CRL allocates its whole structure
+// (13% of an attestation's allocations) while the answer depends on the
+// bytes alone. Only bodies that parsed are kept, keyed by their SHA-256,
+// so a hit is the answer the parse gave. A nil cache parses every time.
+func (c *Cache) parsesAsCRL(body []byte) error {
+	if c == nil {
+		_, err := x509.ParseRevocationList(body)
+		return err
+	}
+	k := sha256.Sum256(body)
+	c.mu.Lock()
+	_, ok := c.crls[k]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if _, err := x509.ParseRevocationList(body); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.crls) >= min(c.max, maxCRLEntries) {
+		for old := range c.crls {
+			delete(c.crls, old)
+			break
+		}
+	}
+	c.crls[k] = struct{}{}
+	return nil
+}
+
+// writeString is writeBytes for a string (without a copy where the hash
+// takes strings).
+func writeString(w io.Writer, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	w.Write(n[:])
+	io.WriteString(w, s)
 }
 
 // writeBytes writes a length-prefixed field so that no two sequences of

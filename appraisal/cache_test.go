@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha512"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
 	"os"
@@ -56,6 +57,11 @@ func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
 		check string
 	}{
 		{"RTMR byte flipped (same library key)", TDXEvidence{Quote: flip(424), ReportData: rd}, nil, CheckQuoteSignature},
+		// The QE report and its signature were verified once for q: one
+		// changed byte of either must miss that verdict and fail our own
+		// check, not the library's second opinion.
+		{"QE report signature byte flipped (same chain)", TDXEvidence{Quote: flip(qeReportOffset + 384 + 5), ReportData: rd}, nil, CheckQuoteSignature},
+		{"QE report byte flipped (same chain)", TDXEvidence{Quote: flip(qeReportOffset + 20), ReportData: rd}, nil, CheckQuoteSignature},
 		{"REPORTDATA byte flipped", TDXEvidence{Quote: flip(600), ReportData: rd}, nil, CheckQuoteSignature},
 		{"other expected REPORTDATA", TDXEvidence{Quote: q, ReportData: make([]byte, 64)}, nil, CheckReportData},
 		{"other roots", good, func(o *TDXOptions) { o.TrustedRoots = newTestPKI(t).rootPool() }, CheckPCKChain},
@@ -93,6 +99,11 @@ func TestCacheNeverTurnsRejectionIntoAcceptance(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// qeReportOffset is where a v4 quote's QE report starts: header and body
+// (632), the signature data length (4), the quote signature and the
+// attestation key (64 each), the certification data type and size (6).
+const qeReportOffset = 632 + 4 + 64 + 64 + 6
 
 func TestCacheBounded(t *testing.T) {
 	c := NewCache(2)
@@ -342,4 +353,44 @@ func TestCachedPCKChainOnlyForIdenticalCertificates(t *testing.T) {
 	if res, err := TDX(ctx, TDXEvidence{Quote: q}, opts); err != nil || res.Quote.PCKChain[0] != again.Quote.PCKChain[0] {
 		t.Fatalf("good quote after the rejections: %v", err)
 	}
+}
+
+// TestCRLParseVerdictOnlyForExactBytes: the cache's "this body is a CRL"
+// verdict, which picks the root CA's distribution point at every
+// attestation, is the parse's verdict for every byte of a CRL changed,
+// with the genuine CRL's verdict cached.
+func TestCRLParseVerdictOnlyForExactBytes(t *testing.T) {
+	p := newTestPKI(t)
+	_, good, err := p.pcs(t, defaultSpec(p)).Get(rootCRLURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(0)
+	for range 2 {
+		if err := c.parsesAsCRL(good); err != nil {
+			t.Fatalf("genuine CRL: %v", err)
+		}
+	}
+	differ := 0
+	for i := range good {
+		for _, bit := range []byte{1, 0x80} {
+			mut := bytes.Clone(good)
+			mut[i] ^= bit
+			_, want := x509.ParseRevocationList(mut)
+			got := c.parsesAsCRL(mut)
+			if (got == nil) != (want == nil) {
+				t.Fatalf("byte %d ^ %#x: cache says %v, parse says %v", i, bit, got, want)
+			}
+			if want != nil {
+				differ++
+			}
+		}
+	}
+	for _, mut := range [][]byte{good[:len(good)-1], append(bytes.Clone(good), 0), {}} {
+		_, want := x509.ParseRevocationList(mut)
+		if got := c.parsesAsCRL(mut); (got == nil) != (want == nil) {
+			t.Errorf("%d-byte body: cache says %v, parse says %v", len(mut), got, want)
+		}
+	}
+	t.Logf("%d of %d one-bit changes do not parse; every verdict was the parse's", differ, 2*len(good))
 }

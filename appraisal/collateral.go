@@ -73,7 +73,7 @@ type fetchedCollateral struct {
 // fetchCollateral gets TCB info for the quote's FMSPC, the TD QE identity
 // and, when asked, the PCK CRL of the leaf's issuing CA and the root CA CRL.
 // Every error here is a fetch failure.
-func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote, root *x509.Certificate, revocations bool) (*fetchedCollateral, error) {
+func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote, root *x509.Certificate, revocations bool, cache *Cache) (*fetchedCollateral, error) {
 	f := &fetchedCollateral{}
 	var err error
 	if f.tcbInfo, err = fetch(ctx, g, pcs.TcbInfoURL(q.FMSPC())); err != nil {
@@ -107,7 +107,7 @@ func fetchCollateral(ctx context.Context, g trust.HTTPSGetter, q *tdxquote.Quote
 			// Only a response that is a CRL ends the search, as a
 			// distribution point that answers with garbage is as good as
 			// one that does not answer.
-			if _, perr := x509.ParseRevocationList(d.body); perr == nil {
+			if perr := cache.parsesAsCRL(d.body); perr == nil {
 				f.rootCRL = &d
 				return f, nil
 			} else {
@@ -128,10 +128,10 @@ func (f *fetchedCollateral) digest(inter, root *x509.Certificate) [32]byte {
 			writeBytes(h, nil)
 			continue
 		}
-		writeBytes(h, []byte(d.url))
+		writeString(h, d.url)
 		for _, name := range []string{pcs.TcbInfoIssuerChainPhrase, pcs.SgxQeIdentityIssuerChainPhrase} {
 			for _, v := range http.Header(d.header).Values(name) {
-				writeBytes(h, []byte(v))
+				writeString(h, v)
 			}
 		}
 		writeBytes(h, d.body)

@@ -254,12 +254,19 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 	// 3. Signatures: our own checks name the failing one; go-tdx-guest then
 	// runs its offline verification (chain, signatures, QE binding) as a
 	// second, independent opinion.
-	if err := verifySignatures(q); err != nil {
+	// The QE report and its signature are the same in every quote of a
+	// platform's QE: with a cache, its PCK signature is verified once per
+	// exact bytes (and stored only once every signature check passed).
+	qeKey, qeKeyed := opts.Cache.qeReportKey(q, chains)
+	qeKnown := opts.Cache.qeReportVerified(qeKey, qeKeyed, roots, now)
+	if err := verifySignatures(q, qeKnown); err != nil {
 		return res, res.fail(CheckQuoteSignature, CodeRejected, err)
 	}
 	sigDetail := "attestation key signs header and body; PCK signs the QE report; QE report binds the attestation key"
+	var libBase [32]byte // what the library's verdicts depend on besides collateral
 	if library {
-		offlineKey := libraryKey(in.Quote, q, nil)
+		libBase = libraryBase(in.Quote, q)
+		offlineKey := libraryKey(libBase, nil)
 		if !opts.Cache.libraryAgreed(offlineKey, roots, now) {
 			if err := verify.RawTdxQuoteContext(ctx, in.Quote, libraryOptions(roots, now, nil, false)); err != nil {
 				return res, res.fail(CheckQuoteSignature, CodeRejected, fmt.Errorf("go-tdx-guest: %w", err))
@@ -268,6 +275,9 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		}
 	} else {
 		sigDetail = "attestation key signs header, body descriptor and body; PCK signs the QE report; QE report binds the attestation key (v5: no go-tdx-guest cross-check)"
+	}
+	if !qeKnown {
+		opts.Cache.qeReportAccepted(qeKey, qeKeyed, roots, certWindow(q.PCKChain[0], q.PCKChain[1], chainRoot))
 	}
 	res.pass(CheckQuoteSignature, sigDetail)
 
@@ -278,7 +288,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		res.skip(CheckTCBStatus, "offline: TCB status not evaluated")
 	} else {
 		memo := newMemoGetter(opts.Collateral)
-		fetched, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations)
+		fetched, err := fetchCollateral(ctx, memo, q, chainRoot, opts.CheckRevocations, opts.Cache)
 		if err != nil {
 			return res, res.fail(CheckCollateral, CodeUnavailable, err)
 		}
@@ -324,7 +334,7 @@ func TDX(ctx context.Context, in TDXEvidence, opts TDXOptions) (*TDXResult, erro
 		if library && st.status == string(pcs.TcbComponentStatusUpToDate) {
 			// The library accepts only UpToDate; where we agree, let it
 			// check the same collateral (served from memory) too.
-			libKey := libraryKey(in.Quote, q, colDigest[:])
+			libKey := libraryKey(libBase, colDigest[:])
 			if !opts.Cache.libraryAgreed(libKey, roots, now) {
 				lo := libraryOptions(roots, now, memo.replayOnly(), opts.CheckRevocations)
 				if err := verify.RawTdxQuoteContext(ctx, in.Quote, lo); err != nil {
@@ -674,9 +684,11 @@ func checkP256(c *x509.Certificate) error {
 }
 
 // verifySignatures checks the quote signature (attestation key over
-// header||body), the QE report signature (PCK leaf key) and the QE report
-// binding of the attestation key: SHA-256(key || QE auth data) || 32 zeros.
-func verifySignatures(q *tdxquote.Quote) error {
+// header||body), the QE report signature (PCK leaf key) unless qeVerified
+// says these exact QE report, signature and PCK chain bytes verified before,
+// and the QE report binding of the attestation key: SHA-256(key || QE auth
+// data) || 32 zeros.
+func verifySignatures(q *tdxquote.Quote, qeVerified bool) error {
 	ak, err := rawP256Key(q.AttestationKey[:])
 	if err != nil {
 		return fmt.Errorf("attestation key: %w", err)
@@ -689,9 +701,11 @@ func verifySignatures(q *tdxquote.Quote) error {
 	if !ok {
 		return errors.New("PCK leaf key is not ECDSA")
 	}
-	digest = sha256.Sum256(q.QEReport.Raw[:])
-	if !verifyRaw(pck, digest[:], q.QEReportSignature[:]) {
-		return errors.New("QE report signature does not verify with the PCK leaf key")
+	if !qeVerified {
+		digest = sha256.Sum256(q.QEReport.Raw[:])
+		if !verifyRaw(pck, digest[:], q.QEReportSignature[:]) {
+			return errors.New("QE report signature does not verify with the PCK leaf key")
+		}
 	}
 	h := sha256.New()
 	h.Write(q.AttestationKey[:])

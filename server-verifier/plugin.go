@@ -80,6 +80,11 @@ type Plugin struct {
 	// offered none (and in VerifyOffline). Set once, before Configure.
 	metrics *metrics
 
+	// setMemoryLimit makes Configure set the process's soft memory limit
+	// (limits.go). The plugin binary sets it; plugins built in a test or
+	// in another process (VerifyOffline, the CLI) leave the runtime alone.
+	setMemoryLimit bool
+
 	// Hooks for tests; production uses the defaults New sets.
 	now      func() time.Time
 	newNonce func() ([]byte, error)
@@ -130,6 +135,12 @@ func NewWithClock(now func() time.Time) *Plugin {
 		readFile: os.ReadFile,
 	}
 }
+
+// OwnProcess tells the plugin that it runs in a process of its own (the
+// plugin binary SPIRE starts), so Configure may set the process-wide soft
+// memory limit the evidence budget implies (see memoryLimit). Plugins
+// served inside another program leave its runtime alone.
+func (p *Plugin) OwnProcess() { p.setMemoryLimit = true }
 
 // SetLogger is called by the plugin framework with SPIRE's logger.
 func (p *Plugin) SetLogger(l hclog.Logger) {
@@ -199,6 +210,10 @@ func (p *Plugin) Configure(ctx context.Context, req *configv1.ConfigureRequest) 
 	p.state = st
 	logger := p.logger
 	p.mu.Unlock()
+	if p.setMemoryLimit {
+		limit, set := applyMemoryLimit(cfg.MaxEvidenceBytesInFlight)
+		logger.Debug("Go runtime soft memory limit", "bytes", limit, "from", map[bool]string{true: "max_evidence_bytes_in_flight + 192 MiB", false: "GOMEMLIMIT"}[set])
+	}
 	if t, ok := st.getter.(collateral.Timed); ok {
 		// The collateral cache statistics follow the configuration in
 		// force (not one Validate built).

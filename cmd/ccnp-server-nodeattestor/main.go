@@ -27,6 +27,7 @@ func main() {
 		return
 	}
 	p := serververifier.New()
+	p.OwnProcess()
 	pluginmain.Serve(
 		nodeattestorv1.NodeAttestorPluginServer(p),
 		configv1.ConfigServiceServer(p),

@@ -132,11 +132,11 @@ func (r *runner) targets() {
 	rt := ratio(ours, gotdx)
 	add(Row{Operation: "Full server verification of a sim TDX attestation (Plugin.Attest: quote, cached collateral+CRLs, CCEL replay, runtime log, policy)",
 		Ours: ours, Unit: "ms", Anchor: &gotdx, AnchorOp: "go-tdx-guest verify.RawTdxQuote with collateral+CRLs (from memory), same quote",
-		Ratio: rt, Target: "ratio <= 0.25", Holds: boolp(rt <= 0.25)}, "verify")
+		Ratio: rt, Target: "ratio <= 0.15 (issue 20)", Holds: boolp(rt <= 0.15)}, "verify")
 	rf := ratio(ours, floor)
 	add(Row{Operation: "Full server verification of a sim TDX attestation, vs its floor",
 		Ours: ours, Unit: "ms", Anchor: &floor, AnchorOp: "two ECDSA P-256 verifications (crypto/ecdsa)",
-		Ratio: rf, Target: "ratio <= 4", Holds: boolp(rf <= 4)}, "verify")
+		Ratio: rf, Target: "ratio <= 2.5 (issue 20)", Holds: boolp(rf <= 2.5)}, "verify")
 
 	if s := r.res.Series["throughput_vs_concurrency"]; s != nil {
 		if i := slices.Index(s.X, 8); i >= 0 {
@@ -146,8 +146,28 @@ func (r *runner) targets() {
 				cpuMs := c.Lines[0].Points[i].Median
 				note += fmt.Sprintf("; server plugin CPU %.3f ms per attestation, i.e. %.0f/s if the server had both cores to itself", cpuMs, 2000/cpuMs)
 			}
+			// Information since issue 20: the load generator shares the
+			// cores, so the absolute figure says more about the machine.
 			add(Row{Operation: "Throughput at concurrency 8 through the real plugin transport (go-plugin gRPC, child process)",
-				Ours: t, Unit: "attestations/s", Target: ">= 3000/s", Holds: boolp(t.Median >= 3000), Note: note}, "verify")
+				Ours: t, Unit: "attestations/s", Target: ">= 3000/s (information)", Holds: boolp(t.Median >= 3000), Note: note}, "verify")
+		}
+		// Issue 20: no collapse with concurrency. Each level from 32 to
+		// 256 against the peak median of every level, same run.
+		peak := 0
+		for i, p := range s.Lines[0].Points {
+			if p.Median > s.Lines[0].Points[peak].Median {
+				peak = i
+			}
+		}
+		for i, x := range s.X {
+			if x < 32 || x > 256 {
+				continue
+			}
+			t, pk := s.Lines[0].Points[i], s.Lines[0].Points[peak]
+			rp := ratio(t, pk)
+			add(Row{Operation: fmt.Sprintf("Throughput at concurrency %.0f through the real plugin transport, vs the peak", x),
+				Ours: t, Unit: "attestations/s", Anchor: &pk, AnchorOp: fmt.Sprintf("the peak: concurrency %.0f, same run", s.X[peak]),
+				Ratio: rp, Target: "ratio >= 0.9 (issue 20)", Holds: boolp(rp >= 0.9)}, "verify")
 		}
 	}
 
@@ -175,7 +195,7 @@ func (r *runner) targets() {
 		if i := slices.Index(s.X, 256); i >= 0 {
 			p := s.Lines[0].Points[i]
 			add(Row{Operation: "Server plugin peak RSS, 256 concurrent attestations with 1 MiB of IMA log each",
-				Ours: p, Unit: "MiB", Target: "<= 512 MiB", Holds: boolp(p.Median <= 512)}, "")
+				Ours: p, Unit: "MiB", Target: "<= 512 MiB (issue 20)", Holds: boolp(p.Median <= 512)}, "")
 		}
 	}
 
