@@ -109,7 +109,7 @@ fuzz:
 # separate module bench/plots). About 10 minutes on 2 cores, 2.5 of them
 # end to end through spire-server (hence spire).
 bench: build spire
-	$(GO) run ./bench/cmd/ccnp-bench -out bench -plugin $(BIN)/ccnp-server-nodeattestor -count 5
+	$(GO) run ./bench/cmd/ccnp-bench -out bench -plugin $(BIN)/ccnp-server-nodeattestor -count 5 $$(command -v perf >/dev/null && echo -perf 32,64)
 	cd bench/plots && $(GO) run . -in ../results.json -out ..
 
 clean:

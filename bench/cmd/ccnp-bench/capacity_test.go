@@ -23,16 +23,19 @@ func TestCapacityFromResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newCapacityModel(&res)
-	for _, f := range []capFigure{m.server, m.plugin, m.x509, m.full, m.ima100k, m.reattest} {
+	for _, f := range []capFigure{m.server, m.plugin, m.fullServer, m.fullPlugin, m.x509, m.full, m.ima100k, m.reattest, m.datastore} {
 		if !f.ok() {
-			t.Errorf("%s: not found in bench/results.json (series %s, rows %q, %q, %q)", f.name, capE2ECPUSeries, capFullRowPrefix, capReattestRowPrefix, capIMA100kRowPrefix)
+			t.Errorf("%s: not found in bench/results.json (series %s, %s, %s, rows %q, %q, %q)", f.name, capE2ECPUSeries, capE2EFullSeries, capE2EPerAttestSeries, capFullRowPrefix, capReattestRowPrefix, capIMA100kRowPrefix)
 		}
 	}
-	if got, want := m.costs[0].value, m.server.value+m.plugin.value; math.Abs(got-want) > 1e-9 {
-		t.Errorf("full attestation cost %v, want spire-server + plugin = %v", got, want)
+	if got, want := m.costs[0].value, m.fullServer.value+m.fullPlugin.value; math.Abs(got-want) > 1e-9 {
+		t.Errorf("full attestation cost %v, want spire-server + plugin with whole logs = %v", got, want)
 	}
-	if !(m.costs[2].value < m.costs[0].value+m.reattest.value) {
-		t.Errorf("incremental cost %v not below full %v + incremental in-process %v", m.costs[2].value, m.costs[0].value, m.reattest.value)
+	if got, want := m.costs[1].value, m.server.value+m.plugin.value; math.Abs(got-want) > 1e-9 {
+		t.Errorf("incremental attestation cost %v, want spire-server + plugin with a checkpoint = %v", got, want)
+	}
+	if !(m.costs[3].value < m.costs[1].value+m.reattest.value) {
+		t.Errorf("incremental cost with IMA %v not below incremental %v + incremental in-process %v", m.costs[3].value, m.costs[1].value, m.reattest.value)
 	}
 	md := res.capacityMarkdown()
 	for _, want := range []string{"## Capacity model", "re-attesting every 30 min", "full attestation, TDX node without IMA"} {

@@ -149,7 +149,7 @@ func (r *runner) targets() {
 			// Information since issue 20: the load generator shares the
 			// cores, so the absolute figure says more about the machine.
 			add(Row{Operation: "Throughput at concurrency 8 through the real plugin transport (go-plugin gRPC, child process)",
-				Ours: t, Unit: "attestations/s", Target: ">= 3000/s (information)", Holds: boolp(t.Median >= 3000), Note: note}, "verify")
+				Ours: t, Unit: "attestations/s", Target: "3000/s (information, no target)", Note: note}, "verify")
 		}
 		// Issue 20: no collapse with concurrency. Each level from 32 to
 		// 256 against the peak median of every level, same run.
