@@ -11,9 +11,11 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
-// akTemplate is a restricted signing primary key in the owner hierarchy.
+// AKTemplate ("rsa": RSA-2048 RSASSA-SHA256, else ECC P-256 ECDSA) is a
+// restricted signing primary key in the owner hierarchy, as an Azure
+// paravisor's HCL AK is (test/azuresim makes one from it).
 // The template is fixed, so the same TPM derives the same AK at every Open.
-func akTemplate(typ string) tpm2.TPMTPublic {
+func AKTemplate(typ string) tpm2.TPMTPublic {
 	attrs := tpm2.TPMAObject{
 		FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
 		UserWithAuth: true, NoDA: true, Restricted: true, SignEncrypt: true,
@@ -76,7 +78,7 @@ func loadAK(t transport.TPM, opts Options) (key, error) {
 	}
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.TPMRHOwner,
-		InPublic:      tpm2.New2B(akTemplate(opts.AKType)),
+		InPublic:      tpm2.New2B(AKTemplate(opts.AKType)),
 	}.Execute(t)
 	if err != nil {
 		return key{}, fmt.Errorf("creating %s AK: %w", opts.AKType, err)

@@ -270,24 +270,6 @@ func (p *Paravisor) serveIMDS(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"quote": base64.RawURLEncoding.EncodeToString(q)})
 }
 
-// akTemplate is the HCL AK as Azure's paravisor makes it: an RSA-2048
-// restricted signing key, RSASSA with SHA-256.
-var akTemplate = tpm2.TPMTPublic{
-	Type: tpm2.TPMAlgRSA, NameAlg: tpm2.TPMAlgSHA256,
-	ObjectAttributes: tpm2.TPMAObject{
-		FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true,
-		UserWithAuth: true, NoDA: true, Restricted: true, SignEncrypt: true,
-	},
-	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
-		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
-		Scheme: tpm2.TPMTRSAScheme{
-			Scheme:  tpm2.TPMAlgRSASSA,
-			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgSHA256}),
-		},
-		KeyBits: 2048,
-	}),
-	Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{}),
-}
 
 // provisionAK creates the AK and persists it at azure.AKHandle.
 func provisionAK(ctx context.Context, tp *swtpm.TPM) (*rsa.PublicKey, error) {
@@ -297,7 +279,7 @@ func provisionAK(ctx context.Context, tp *swtpm.TPM) (*rsa.PublicKey, error) {
 	}
 	defer rw.Close()
 	t := transport.FromReadWriter(rw)
-	rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(akTemplate)}.Execute(t)
+	rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm.AKTemplate("rsa"))}.Execute(t)
 	if err != nil {
 		return nil, fmt.Errorf("azuresim: creating the HCL AK: %w", err)
 	}
