@@ -270,7 +270,6 @@ func (p *Paravisor) serveIMDS(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"quote": base64.RawURLEncoding.EncodeToString(q)})
 }
 
-
 // provisionAK creates the AK and persists it at azure.AKHandle.
 func provisionAK(ctx context.Context, tp *swtpm.TPM) (*rsa.PublicKey, error) {
 	rw, err := tp.Dial(ctx)
